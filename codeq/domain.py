@@ -1,0 +1,190 @@
+"""Inert domain types: tasks, results, statuses, events. No I/O here."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Final
+
+import msgspec
+
+__all__ = [
+    "EVENT_TYPES",
+    "TERMINAL_STATUSES",
+    "Artifact",
+    "BackoffPolicy",
+    "ClaimedTask",
+    "CreateOutcome",
+    "DlqPage",
+    "EventType",
+    "Location",
+    "NackOutcome",
+    "NewTask",
+    "QueueStats",
+    "RequeueOutcome",
+    "ResultStatus",
+    "SweepReport",
+    "Task",
+    "TaskResult",
+    "TaskStatus",
+    "ms_to_datetime",
+]
+
+
+class TaskStatus(StrEnum):
+    PENDING = "PENDING"
+    IN_PROGRESS = "IN_PROGRESS"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+
+
+TERMINAL_STATUSES: Final = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED})
+
+
+class ResultStatus(StrEnum):
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+
+
+class Location(StrEnum):
+    PENDING_LIST = "PENDING_LIST"
+    DELAYED_ZSET = "DELAYED_ZSET"
+    INPROG_SET = "INPROG_SET"
+    DLQ_SET = "DLQ_SET"
+    NONE = "NONE"
+
+
+class BackoffPolicy(StrEnum):
+    FIXED = "fixed"
+    LINEAR = "linear"
+    EXPONENTIAL = "exponential"
+    EXP_FULL_JITTER = "exp_full_jitter"
+    EXP_EQUAL_JITTER = "exp_equal_jitter"
+
+
+class EventType(StrEnum):
+    CREATED = "task.created"
+    READY = "task.ready"
+    CLAIMED = "task.claimed"
+    NACKED = "task.nacked"
+    LEASE_EXPIRED = "task.lease_expired"
+    COMPLETED = "task.completed"
+    FAILED = "task.failed"
+    DEAD_LETTERED = "task.dead_lettered"
+    ABANDONED = "task.abandoned"
+
+
+EVENT_TYPES: Final = frozenset(EventType)
+
+
+def ms_to_datetime(ms: int) -> datetime:
+    """Milliseconds since the epoch → aware UTC datetime."""
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+class NewTask(msgspec.Struct, frozen=True, kw_only=True):
+    """What a producer asks for. ``payload`` is already compact JSON text."""
+
+    command: str
+    payload: str
+    priority: int = 0
+    max_attempts: int | None = None
+    webhook: str | None = None
+    idempotency_key: str | None = None
+    run_at_ms: int | None = None
+    delay_seconds: float | None = None
+    trace_parent: str | None = None
+    trace_state: str | None = None
+
+
+class Task(msgspec.Struct, frozen=True, kw_only=True):
+    """A task as stored. Times are milliseconds since the epoch (UTC)."""
+
+    id: str
+    command: str
+    tenant_id: str
+    status: TaskStatus
+    last_known_location: Location
+    priority: int
+    attempts: int
+    max_attempts: int
+    created_at_ms: int
+    updated_at_ms: int
+    payload: str | None = None
+    webhook: str | None = None
+    worker_id: str | None = None
+    lease_id: str | None = None
+    lease_until_ms: int | None = None
+    run_at_ms: int | None = None
+    error: str | None = None
+    idempotency_key: str | None = None
+    trace_parent: str | None = None
+    trace_state: str | None = None
+    completed_at_ms: int | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+
+class ClaimedTask(msgspec.Struct, frozen=True, kw_only=True):
+    """A claim's answer: the task (with its payload) and the lease it holds."""
+
+    task: Task
+    lease_id: str
+    lease_until_ms: int
+
+
+class Artifact(msgspec.Struct, frozen=True, kw_only=True, rename="camel", omit_defaults=True):
+    name: str
+    url: str | None = None
+    content_type: str | None = None
+    size: int | None = None
+
+
+class TaskResult(msgspec.Struct, frozen=True, kw_only=True):
+    """A worker's result, stored beside its task."""
+
+    task_id: str
+    status: ResultStatus
+    completed_at_ms: int
+    result: str | None = None  # compact JSON text of the result object
+    error: str | None = None
+    artifacts: tuple[Artifact, ...] = ()
+
+
+class CreateOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    task: Task
+    replayed: bool = False
+
+
+class NackOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    status: str  # "requeued" or "dlq"
+    delay_seconds: float
+
+
+class QueueStats(msgspec.Struct, frozen=True, kw_only=True):
+    tenant_id: str
+    command: str
+    ready: int = 0
+    delayed: int = 0
+    in_progress: int = 0
+    dlq: int = 0
+
+
+class DlqPage(msgspec.Struct, frozen=True, kw_only=True):
+    tasks: tuple[Task, ...]
+    next_cursor: str | None = None
+
+
+class RequeueOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    requeued: int
+    ids: tuple[str, ...] = ()
+
+
+class SweepReport(msgspec.Struct, frozen=True, kw_only=True):
+    promoted: int = 0
+    expired: int = 0
+    purged: int = 0
+    more: bool = False
+    skipped_partitions: int = 0

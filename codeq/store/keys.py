@@ -1,0 +1,137 @@
+"""The key schema: the only place that builds a key name.
+
+Every key carries the hash tag of its partition, ``<prefix>:{<p>}:...``, so all keys a script
+touches land in one cluster slot (one KVRocks node, a KVRocks cluster or Redis Cluster alike).
+
+Tenants, commands and idempotency keys enter key names only through :func:`escape`, which is
+injective and never produces ``{``, ``}``, ``:``, ``/`` or ``!``. A queue segment is
+``escape(tenant) + "/" + escape(command.lower())``; members of the lex-ordered zsets put ``!``
+after it, a byte smaller than every byte :func:`escape` emits, so a lex range of one queue never
+reaches into another whose name merely starts the same way.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass
+from functools import lru_cache
+
+__all__ = ["KeySchema", "PartitionKeys", "escape", "queue_segment"]
+
+_SAFE = re.compile(r"[A-Za-z0-9_.\-]")
+_PREFIX_OK = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+
+
+def escape(text: str) -> str:
+    """Percent-escape every byte outside ``[A-Za-z0-9_.-]`` (``%`` included): injective."""
+    if all(_SAFE.match(ch) for ch in text):
+        return text
+    out: list[str] = []
+    for ch in text:
+        if _SAFE.match(ch):
+            out.append(ch)
+        else:
+            out.extend(f"%{b:02X}" for b in ch.encode("utf-8"))
+    return "".join(out)
+
+
+def queue_segment(tenant: str, command: str) -> str:
+    """The ``<q>`` of a (tenant, command) pair; routing is case-insensitive on the command."""
+    return f"{escape(tenant)}/{escape(command.lower())}"
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionKeys:
+    """Every fixed key of one partition, in the order the Lua scripts expect them in KEYS."""
+
+    partition: int
+    tasks: str
+    payloads: str
+    results: str
+    ready: str
+    delayed: str
+    leased: str
+    dlq: str
+    queues: str
+    qstats: str
+    events: str
+    expiry: str
+    seq: str
+    sweep_lock: str
+
+    @property
+    def all(self) -> tuple[str, ...]:
+        """KEYS[1..13] of every task script (see codeq/store/lua/lib.lua)."""
+        return (
+            self.tasks,
+            self.payloads,
+            self.results,
+            self.ready,
+            self.delayed,
+            self.leased,
+            self.dlq,
+            self.queues,
+            self.qstats,
+            self.events,
+            self.expiry,
+            self.seq,
+            self.sweep_lock,
+        )
+
+
+class KeySchema:
+    """Builds key names for one ``keyPrefix`` and partition count."""
+
+    def __init__(self, prefix: str = "codeq", partitions: int = 1) -> None:
+        if not _PREFIX_OK.match(prefix):
+            raise ValueError(f"keyPrefix {prefix!r} must be 1-64 chars of [A-Za-z0-9_.-]")
+        if not 1 <= partitions <= 16384:
+            raise ValueError("partitions must be between 1 and 16384")
+        self.prefix = prefix
+        self.partitions = partitions
+        self._partition = lru_cache(maxsize=None)(self._build)
+
+    def tag(self, partition: int) -> str:
+        return f"{self.prefix}:{{{partition}}}"
+
+    def _build(self, partition: int) -> PartitionKeys:
+        if not 0 <= partition < self.partitions:
+            raise ValueError(f"partition {partition} out of range")
+        t = self.tag(partition)
+        return PartitionKeys(
+            partition=partition,
+            tasks=f"{t}:tasks",
+            payloads=f"{t}:payloads",
+            results=f"{t}:results",
+            ready=f"{t}:ready",
+            delayed=f"{t}:delayed",
+            leased=f"{t}:leased",
+            dlq=f"{t}:dlq",
+            queues=f"{t}:queues",
+            qstats=f"{t}:qstats",
+            events=f"{t}:events",
+            expiry=f"{t}:expiry",
+            seq=f"{t}:seq",
+            sweep_lock=f"{t}:lock:sweep",
+        )
+
+    def partition(self, partition: int) -> PartitionKeys:
+        return self._partition(partition)
+
+    def all_partitions(self) -> list[PartitionKeys]:
+        return [self.partition(p) for p in range(self.partitions)]
+
+    def partition_of(self, task_id: str) -> int:
+        """A task's partition: a pure function of its id."""
+        if self.partitions == 1:
+            return 0
+        return zlib.crc32(task_id.encode()) % self.partitions
+
+    def idempotency_partition(self, tenant: str, key: str) -> int:
+        if self.partitions == 1:
+            return 0
+        return zlib.crc32(f"{tenant}\x00{key}".encode()) % self.partitions
+
+    def idempotency(self, partition: int, tenant: str, key: str) -> str:
+        return f"{self.tag(partition)}:idem:{escape(tenant)}:{escape(key)}"

@@ -1,0 +1,47 @@
+-- claim.lua: lease the best ready task of the given queues, after a bounded repair.
+-- KEYS[1..13] partition keys (lib.lua).
+-- ARGV[1] workerId, ARGV[2] new leaseId, ARGV[3] lease ms, ARGV[4] repair bound,
+-- ARGV[5] backoff table "ms,ms,..." (attempt 1..n), ARGV[6] DLQ retention ms,
+-- ARGV[7..] queue segments in request order.
+-- Order: highest priority first across all queues; ties go to the earlier queue in ARGV;
+-- FIFO inside a priority (ready member order).
+-- Returns {'OK', record, payload} | {'EMPTY'}.
+-- Events: repair ones (task.ready, task.lease_expired, task.dead_lettered), then task.claimed.
+local now = now_ms()
+local limit = tonumber(ARGV[4])
+local delays = parse_delays(ARGV[5])
+local dlq_retention = tonumber(ARGV[6])
+promote_due(now, limit)
+expire_leases(now, limit, delays, dlq_retention)
+
+for _ = 1, limit do
+  local best, best_rank = nil, 99
+  for i = 7, #ARGV do
+    local lo, hi = qrange(ARGV[i])
+    local m = redis.call('ZRANGEBYLEX', K.ready, lo, hi, 'LIMIT', 0, 1)[1]
+    if m then
+      local rank = tonumber(string.sub(m, #ARGV[i] + 2, #ARGV[i] + 2))
+      if rank < best_rank then best, best_rank = m, rank end
+      if rank == 0 then break end
+    end
+  end
+  if not best then return {'EMPTY'} end
+  redis.call('ZREM', K.ready, best)
+  local id = member_id(best)
+  local rec = load_rec(id)
+  if rec and rec.loc == 'PENDING_LIST' and rec.status == 'PENDING' then
+    rec.loc = 'INPROG_SET'
+    rec.status = 'IN_PROGRESS'
+    rec.attempts = rec.attempts + 1
+    rec.workerId = ARGV[1]
+    rec.leaseId = ARGV[2]
+    rec.leaseUntil = now + tonumber(ARGV[3])
+    redis.call('ZADD', K.leased, rec.leaseUntil, id)
+    qcount(rec.q, 'leased', 1)
+    emit('task.claimed', rec, now, {'workerId', ARGV[1], 'attempt', rec.attempts})
+    local raw = save_rec(rec, now)
+    return {'OK', raw, redis.call('HGET', K.payloads, id) or ''}
+  end
+  -- a stale entry (should not exist with single-script transitions): dropped, try the next
+end
+return {'EMPTY'}

@@ -1,0 +1,218 @@
+-- lib.lua: helpers shared by every task script; prepended to each script when it is loaded.
+--
+-- KEYS[1..13] of every task script are the fixed keys of ONE partition, in this order (see
+-- codeq/store/keys.py, PartitionKeys.all). Scripts that need more (idempotency keys) take them
+-- from KEYS[14..]. Every key a script touches is declared, so KVRocks can run scripts in
+-- parallel with lua-strict-key-accessing, and Redis Cluster sees a single slot.
+--
+-- Structures of a partition:
+--   tasks    hash  id -> record JSON (our own fields only; user JSON is never decoded here)
+--   payloads hash  id -> payload JSON text (written once)
+--   results  hash  id -> result JSON text
+--   ready    zset  score 0, member "<q>!<9-priority>!<seq:15>!<id>" (lex order = claim order)
+--   delayed  zset  id, score = visible-at ms
+--   leased   zset  id, score = lease deadline ms
+--   dlq      zset  score 0, member "<q>!<deadAt:13>!<id>" (lex order = per queue, by death)
+--   queues   hash  <q> -> {"tenant","command"} registry
+--   qstats   hash  "<q>!delayed", "<q>!leased" -> counters (ready/dlq are counted by lex range)
+--   events   stream of the partition
+--   expiry   zset  terminal ids, score = purge time ms
+--   seq      string counter giving FIFO order inside a priority
+--   lock     string sweeper lock
+local K = {
+  tasks = KEYS[1], payloads = KEYS[2], results = KEYS[3], ready = KEYS[4],
+  delayed = KEYS[5], leased = KEYS[6], dlq = KEYS[7], queues = KEYS[8], qstats = KEYS[9],
+  events = KEYS[10], expiry = KEYS[11], seq = KEYS[12], lock = KEYS[13],
+}
+
+local function int(x)
+  return string.format('%d', x)
+end
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function load_rec(id)
+  local raw = redis.call('HGET', K.tasks, id)
+  if not raw then return nil, nil end
+  return cjson.decode(raw), raw
+end
+
+local function save_rec(rec, now)
+  rec.updatedAt = now
+  local raw = cjson.encode(rec)
+  redis.call('HSET', K.tasks, rec.id, raw)
+  return raw
+end
+
+-- Append one event to the partition stream. `extra` is a flat list of field, value.
+local function emit(kind, rec, now, extra)
+  local args = {'XADD', K.events, '*', 'type', kind, 'id', rec.id, 'tenant', rec.tenant,
+                'command', rec.command, 'at', int(now)}
+  if extra then
+    for i = 1, #extra do args[#args + 1] = tostring(extra[i]) end
+  end
+  return redis.call(unpack(args))
+end
+
+local function qrange(q)
+  return '[' .. q .. '!', '(' .. q .. '"'
+end
+
+local function ready_member(rec)
+  return rec.q .. '!' .. int(9 - rec.priority) .. '!' .. string.format('%015d', rec.seq) .. '!' .. rec.id
+end
+
+local function dlq_member(rec)
+  return rec.q .. '!' .. string.format('%013d', rec.deadAt) .. '!' .. rec.id
+end
+
+local function member_id(member)
+  return string.match(member, '([^!]+)$')
+end
+
+local function qcount(q, field, delta)
+  redis.call('HINCRBY', K.qstats, q .. '!' .. field, delta)
+end
+
+local function ready_depth(q)
+  local lo, hi = qrange(q)
+  return redis.call('ZLEXCOUNT', K.ready, lo, hi)
+end
+
+-- Take a task out of the structure its record says it is in.
+local function leave_current(rec)
+  local loc = rec.loc
+  if loc == 'PENDING_LIST' then
+    redis.call('ZREM', K.ready, ready_member(rec))
+  elseif loc == 'DELAYED_ZSET' then
+    if redis.call('ZREM', K.delayed, rec.id) == 1 then qcount(rec.q, 'delayed', -1) end
+  elseif loc == 'INPROG_SET' then
+    if redis.call('ZREM', K.leased, rec.id) == 1 then qcount(rec.q, 'leased', -1) end
+  elseif loc == 'DLQ_SET' then
+    redis.call('ZREM', K.dlq, dlq_member(rec))
+  end
+  rec.loc = 'NONE'
+end
+
+local function clear_lease(rec)
+  rec.workerId = nil
+  rec.leaseId = nil
+  rec.leaseUntil = nil
+end
+
+-- Put a task at the back of its queue's ready order and say so (task.ready).
+local function make_ready(rec, now)
+  rec.seq = redis.call('INCR', K.seq)
+  rec.status = 'PENDING'
+  rec.loc = 'PENDING_LIST'
+  redis.call('ZADD', K.ready, 0, ready_member(rec))
+  local depth = ready_depth(rec.q)
+  local was_empty = 0
+  if depth == 1 then was_empty = 1 end
+  emit('task.ready', rec, now, {'depth', depth, 'wasEmpty', was_empty})
+end
+
+local function make_delayed(rec, at)
+  rec.status = 'PENDING'
+  rec.loc = 'DELAYED_ZSET'
+  rec.runAt = at
+  redis.call('ZADD', K.delayed, at, rec.id)
+  qcount(rec.q, 'delayed', 1)
+end
+
+local function to_dlq(rec, now, err, retention_ms)
+  rec.status = 'FAILED'
+  rec.loc = 'DLQ_SET'
+  rec.error = err
+  rec.deadAt = now
+  clear_lease(rec)
+  redis.call('ZADD', K.dlq, 0, dlq_member(rec))
+  if retention_ms > 0 then redis.call('ZADD', K.expiry, now + retention_ms, rec.id) end
+  local extra = {'error', err}
+  if rec.webhook then extra[#extra + 1] = 'webhook'; extra[#extra + 1] = rec.webhook end
+  emit('task.dead_lettered', rec, now, extra)
+end
+
+local function parse_delays(text)
+  local t = {}
+  for v in string.gmatch(text, '[^,]+') do t[#t + 1] = tonumber(v) end
+  return t
+end
+
+local function delay_for(delays, attempts)
+  if #delays == 0 then return 0 end
+  local i = attempts
+  if i < 1 then i = 1 end
+  if i > #delays then i = #delays end
+  return delays[i]
+end
+
+-- Who may act on a leased task: 404 (absent or another tenant) -> 403 -> 409.
+local function check_owner(rec, tenant, worker, lease_id)
+  if not rec or rec.tenant ~= tenant then return {'NOT_FOUND'} end
+  if rec.workerId and rec.workerId ~= worker then return {'NOT_OWNER'} end
+  if rec.status ~= 'IN_PROGRESS' then return {'NOT_IN_PROGRESS', rec.status} end
+  if lease_id ~= '' and rec.leaseId ~= lease_id then return {'LEASE_MISMATCH'} end
+  return nil
+end
+
+-- Due delayed tasks become ready. Returns how many, and whether the bound was hit.
+local function promote_due(now, limit)
+  local ids = redis.call('ZRANGEBYSCORE', K.delayed, '-inf', now, 'LIMIT', 0, limit)
+  for _, id in ipairs(ids) do
+    local rec = load_rec(id)
+    if rec and rec.loc == 'DELAYED_ZSET' then
+      leave_current(rec)
+      make_ready(rec, now)
+      save_rec(rec, now)
+    else
+      redis.call('ZREM', K.delayed, id)
+    end
+  end
+  return #ids, #ids >= limit
+end
+
+-- A lease that ran out is handled like a nack with reason LEASE_EXPIRED.
+local function expire_leases(now, limit, delays, dlq_retention_ms)
+  local ids = redis.call('ZRANGEBYSCORE', K.leased, '-inf', now, 'LIMIT', 0, limit)
+  for _, id in ipairs(ids) do
+    local rec = load_rec(id)
+    if rec and rec.loc == 'INPROG_SET' then
+      leave_current(rec)
+      emit('task.lease_expired', rec, now, {'attempt', rec.attempts, 'workerId', rec.workerId or ''})
+      clear_lease(rec)
+      if rec.attempts >= rec.maxAttempts then
+        to_dlq(rec, now, 'LEASE_EXPIRED', dlq_retention_ms)
+      else
+        rec.error = 'LEASE_EXPIRED'
+        local d = delay_for(delays, rec.attempts)
+        if d <= 0 then make_ready(rec, now) else make_delayed(rec, now + d) end
+      end
+      save_rec(rec, now)
+    else
+      redis.call('ZREM', K.leased, id)
+    end
+  end
+  return #ids, #ids >= limit
+end
+
+-- Terminal tasks whose retention ended before `before` are deleted with payload and result.
+local function purge_expired(before, limit)
+  local ids = redis.call('ZRANGEBYSCORE', K.expiry, '-inf', before, 'LIMIT', 0, limit)
+  local purged = 0
+  for _, id in ipairs(ids) do
+    local rec = load_rec(id)
+    if rec and (rec.status == 'COMPLETED' or rec.status == 'FAILED') then
+      leave_current(rec)
+      redis.call('HDEL', K.tasks, id)
+      redis.call('HDEL', K.payloads, id)
+      redis.call('HDEL', K.results, id)
+      purged = purged + 1
+    end
+    redis.call('ZREM', K.expiry, id)
+  end
+  return purged, #ids >= limit
+end

@@ -1,0 +1,18 @@
+-- sweep.lua: the sweeper's pass over one partition, under the partition's sweep lock.
+-- KEYS[1..13] partition keys (lib.lua); KEYS[13] is the lock.
+-- ARGV[1] lock token (the sweeping process), ARGV[2] lock ms, ARGV[3] bound per step,
+-- ARGV[4] backoff table "ms,ms,...", ARGV[5] DLQ retention ms.
+-- The lock is re-entrant for its holder, so a pass that hit its bound can go on at once.
+-- Returns {'LOCKED'} | {'OK', promoted, expired, purged, more (0|1)}.
+-- Events: those of promotion (task.ready) and lease expiry.
+local holder = redis.call('GET', K.lock)
+if holder and holder ~= ARGV[1] then return {'LOCKED'} end
+redis.call('SET', K.lock, ARGV[1], 'PX', ARGV[2])
+local now = now_ms()
+local limit = tonumber(ARGV[3])
+local promoted, m1 = promote_due(now, limit)
+local expired, m2 = expire_leases(now, limit, parse_delays(ARGV[4]), tonumber(ARGV[5]))
+local purged, m3 = purge_expired(now, limit)
+local more = 0
+if m1 or m2 or m3 then more = 1 end
+return {'OK', promoted, expired, purged, more}

@@ -1,0 +1,399 @@
+"""The store on Redis, KVRocks or Redis Cluster (redis-py asyncio), and on the embedded
+in-memory emulation: every operation is one ``EVALSHA`` of a script in ``codeq/store/lua``.
+
+redis-py errors are translated here: connection trouble becomes :class:`StoreUnavailable`,
+script replies that refuse a transition become :class:`NotFound` / :class:`Forbidden` /
+:class:`Conflict`. Nothing above this module sees a redis exception.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+import redis.asyncio as aioredis
+from redis import exceptions as rexc
+from redis.asyncio.cluster import RedisCluster
+
+from codeq.domain import QueueStats, SweepReport, Task
+from codeq.errors import CodeQError, Conflict, Forbidden, NotFound, StoreUnavailable
+from codeq.store.keys import KeySchema
+from codeq.store.protocol import CreateItem, CreateReply, GetReply, NackReply
+from codeq.store.records import decode_task
+from codeq.store.scripts import Script, load_scripts
+
+__all__ = ["RedisStore", "StoreError"]
+
+_UNAVAILABLE = (
+    rexc.ConnectionError,
+    rexc.TimeoutError,
+    rexc.BusyLoadingError,
+    rexc.TryAgainError,
+    rexc.ClusterDownError,
+    OSError,
+)
+
+
+class StoreError(CodeQError):
+    """The store answered with something the scripts never return (a bug or a broken server)."""
+
+    status = 500
+    default_code = "store_error"
+
+
+class _QueueMeta(msgspec.Struct):
+    tenant: str
+    command: str
+
+
+_meta_decoder = msgspec.json.Decoder(_QueueMeta)
+
+
+def _s(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    return str(value)
+
+
+def _delays(delays_ms: Sequence[int]) -> str:
+    return ",".join(str(int(d)) for d in delays_ms)
+
+
+def _owner_error(reply: list[Any], task_id: str) -> CodeQError:
+    code = _s(reply[0])
+    if code == "NOT_FOUND":
+        return NotFound(f"task {task_id} not found", task_id=task_id)
+    if code == "NOT_OWNER":
+        return Forbidden("not the lease holder of this task", code="not_owner", task_id=task_id)
+    if code == "NOT_IN_PROGRESS":
+        status = _s(reply[1]) if len(reply) > 1 else "not in progress"
+        return Conflict(
+            f"task is {status}, not IN_PROGRESS", code="not_in_progress", task_id=task_id
+        )
+    if code == "LEASE_MISMATCH":
+        return Conflict(
+            "leaseId does not match the current lease", code="lease_mismatch", task_id=task_id
+        )
+    if code == "LEASE_EXPIRED":
+        return Conflict("the lease has expired", code="not_in_progress", task_id=task_id)
+    return StoreError(f"unexpected script reply {code!r}")
+
+
+class RedisStore:
+    """A :class:`codeq.store.protocol.Store` on a redis-py asyncio client."""
+
+    def __init__(self, client: Any, keys: KeySchema, *, cluster: bool = False) -> None:
+        self._client = client
+        self.keys = keys
+        self.cluster = cluster
+        self._scripts = load_scripts()
+
+    # -- construction -------------------------------------------------------------------
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        keys: KeySchema,
+        *,
+        cluster: bool = False,
+        pool_size: int = 64,
+        connect_timeout: float = 2.0,
+        socket_timeout: float = 5.0,
+    ) -> RedisStore:
+        common: dict[str, Any] = {
+            "socket_connect_timeout": connect_timeout,
+            "socket_timeout": socket_timeout,
+            "decode_responses": False,
+        }
+        if cluster:
+            client: Any = RedisCluster.from_url(url, max_connections=pool_size, **common)
+        else:
+            # A blocking pool: a burst beyond pool_size waits for a connection instead of failing.
+            pool = aioredis.BlockingConnectionPool.from_url(
+                url, max_connections=pool_size, timeout=socket_timeout, **common
+            )
+            client = aioredis.Redis.from_pool(pool)  # the client owns (and closes) the pool
+        return cls(client, keys, cluster=cluster)
+
+    @classmethod
+    def embedded(cls, keys: KeySchema) -> RedisStore:
+        """The in-process store: the same scripts on fakeredis's Lua engine. Nothing persists."""
+        import fakeredis
+
+        return cls(fakeredis.FakeAsyncRedis(), keys)
+
+    @property
+    def client(self) -> Any:
+        """The underlying redis-py client (for the event reader and tests)."""
+        return self._client
+
+    # -- plumbing -----------------------------------------------------------------------
+
+    async def _eval(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        try:
+            try:
+                return await self._client.evalsha(script.sha, len(keys), *keys, *args)
+            except rexc.NoScriptError:
+                await self._client.script_load(script.source)
+                return await self._client.evalsha(script.sha, len(keys), *keys, *args)
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"store unavailable: {type(exc).__name__}") from exc
+        except rexc.RedisError as exc:
+            raise StoreError(f"store error in {script.name}: {exc}") from exc
+
+    async def _run(self, name: str, partition: int, args: Sequence[Any], extra_keys: Sequence[str] = ()) -> Any:
+        keys = self.keys.partition(partition).all
+        if extra_keys:
+            keys = (*keys, *extra_keys)
+        return await self._eval(self._scripts[name], keys, args)
+
+    async def load_scripts(self) -> None:
+        """Register every script with the server (cluster: every primary). Optional: calls
+        recover from ``NOSCRIPT`` by themselves."""
+        try:
+            for script in self._scripts.values():
+                await self._client.script_load(script.source)
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"store unavailable: {type(exc).__name__}") from exc
+
+    async def ping(self) -> None:
+        try:
+            await self._client.ping()
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"store unavailable: {type(exc).__name__}") from exc
+
+    async def close(self) -> None:
+        close = getattr(self._client, "aclose", None) or self._client.close
+        try:
+            await close()
+        except _UNAVAILABLE:
+            pass
+
+    # -- transitions --------------------------------------------------------------------
+
+    async def create(
+        self, partition: int, items: Sequence[CreateItem], *, idempotency_ttl_ms: int
+    ) -> list[CreateReply]:
+        args: list[Any] = [idempotency_ttl_ms, len(items)]
+        extra: list[str] = []
+        base = len(self.keys.partition(partition).all)
+        for item in items:
+            idx = 0
+            if item.idempotency_key is not None:
+                extra.append(self.keys.idempotency(partition, item.tenant, item.idempotency_key))
+                idx = base + len(extra)
+            args += [
+                item.record,
+                item.payload,
+                "" if item.run_at_ms is None else item.run_at_ms,
+                "" if item.delay_ms is None else item.delay_ms,
+                idx,
+                item.queue_meta,
+            ]
+        reply = await self._run("create", partition, args, extra)
+        out: list[CreateReply] = []
+        for entry, item in zip(reply, items, strict=True):
+            code = _s(entry[0])
+            if code == "OK":
+                out.append(CreateReply(outcome="created", task=decode_task(entry[1], item.payload)))
+            elif code == "DUP":
+                out.append(CreateReply(outcome="replayed", task=decode_task(entry[1], entry[2])))
+            elif code == "CONFLICT":
+                out.append(CreateReply(outcome="conflict", existing_id=_s(entry[1])))
+            else:
+                raise StoreError(f"unexpected create reply {code!r}")
+        return out
+
+    async def claim(
+        self,
+        partition: int,
+        queues: Sequence[str],
+        *,
+        worker_id: str,
+        lease_id: str,
+        lease_ms: int,
+        repair_limit: int,
+        delays_ms: Sequence[int],
+        dlq_retention_ms: int,
+    ) -> Task | None:
+        args = [
+            worker_id,
+            lease_id,
+            lease_ms,
+            repair_limit,
+            _delays(delays_ms),
+            dlq_retention_ms,
+            *queues,
+        ]
+        reply = await self._run("claim", partition, args)
+        if _s(reply[0]) == "EMPTY":
+            return None
+        return decode_task(reply[1], reply[2])
+
+    async def heartbeat(
+        self,
+        partition: int,
+        tenant: str,
+        task_id: str,
+        *,
+        worker_id: str,
+        lease_id: str | None,
+        extend_ms: int,
+    ) -> Task:
+        args = [tenant, task_id, worker_id, lease_id or "", extend_ms]
+        reply = await self._run("heartbeat", partition, args)
+        if _s(reply[0]) != "OK":
+            raise _owner_error(reply, task_id)
+        return decode_task(reply[1])
+
+    async def abandon(
+        self, partition: int, tenant: str, task_id: str, *, worker_id: str, lease_id: str | None
+    ) -> Task:
+        reply = await self._run("abandon", partition, [tenant, task_id, worker_id, lease_id or ""])
+        if _s(reply[0]) != "OK":
+            raise _owner_error(reply, task_id)
+        return decode_task(reply[1])
+
+    async def nack(
+        self,
+        partition: int,
+        tenant: str,
+        task_id: str,
+        *,
+        worker_id: str,
+        lease_id: str | None,
+        delay_override_ms: int | None,
+        reason: str | None,
+        delays_ms: Sequence[int],
+        dlq_retention_ms: int,
+    ) -> NackReply:
+        args = [
+            tenant,
+            task_id,
+            worker_id,
+            lease_id or "",
+            "" if delay_override_ms is None else delay_override_ms,
+            reason or "",
+            _delays(delays_ms),
+            dlq_retention_ms,
+        ]
+        reply = await self._run("nack", partition, args)
+        code = _s(reply[0])
+        if code == "REQUEUED":
+            return NackReply(dead_lettered=False, delay_ms=int(reply[1]), task=decode_task(reply[2]))
+        if code == "DLQ":
+            return NackReply(dead_lettered=True, delay_ms=0, task=decode_task(reply[2]))
+        raise _owner_error(reply, task_id)
+
+    async def result(
+        self,
+        partition: int,
+        tenant: str,
+        task_id: str,
+        *,
+        worker_id: str,
+        lease_id: str | None,
+        status: str,
+        result: bytes,
+        error: str | None,
+        retention_ms: int,
+    ) -> Task:
+        args = [tenant, task_id, worker_id, lease_id or "", status, result, error or "", retention_ms]
+        reply = await self._run("result", partition, args)
+        if _s(reply[0]) != "OK":
+            raise _owner_error(reply, task_id)
+        return decode_task(reply[1])
+
+    async def get(
+        self,
+        partition: int,
+        tenant: str,
+        task_id: str,
+        *,
+        with_payload: bool = True,
+        with_result: bool = False,
+    ) -> GetReply:
+        args = [tenant, task_id, "1" if with_payload else "0", "1" if with_result else "0"]
+        reply = await self._run("get", partition, args)
+        if _s(reply[0]) != "OK":
+            raise NotFound(f"task {task_id} not found", task_id=task_id)
+        result = reply[3] or None
+        return GetReply(task=decode_task(reply[1], reply[2]), result=result)
+
+    async def requeue_dlq(
+        self, partition: int, tenant: str, queue: str, ids: Sequence[str], *, limit: int
+    ) -> list[str]:
+        reply = await self._run("requeue_dlq", partition, [tenant, queue, limit, *ids])
+        return [_s(x) for x in reply[1:]]
+
+    async def dlq_page(
+        self, partition: int, queue: str, *, cursor: str | None, size: int
+    ) -> tuple[list[Task], str | None]:
+        reply = await self._run("dlq_page", partition, [queue, cursor or "", size])
+        nxt = _s(reply[0]) or None
+        return [decode_task(raw) for raw in reply[1:]], nxt
+
+    async def stats(
+        self, partition: int, *, tenant: str | None = None, queues: Sequence[str] = ()
+    ) -> list[QueueStats]:
+        if queues:
+            args: list[Any] = ["list", *queues]
+        elif tenant is not None:
+            args = ["prefix", queues_prefix(tenant)]
+        else:
+            args = ["all"]
+        reply = await self._run("stats", partition, args)
+        out: list[QueueStats] = []
+        for i in range(0, len(reply), 6):
+            meta_raw = reply[i + 1]
+            if not meta_raw:
+                continue
+            meta = _meta_decoder.decode(meta_raw)
+            out.append(
+                QueueStats(
+                    tenant_id=meta.tenant,
+                    command=meta.command,
+                    ready=int(reply[i + 2]),
+                    delayed=int(reply[i + 3]),
+                    in_progress=int(reply[i + 4]),
+                    dlq=int(reply[i + 5]),
+                )
+            )
+        return out
+
+    async def purge(self, partition: int, *, before_ms: int | None, limit: int) -> tuple[int, bool]:
+        reply = await self._run("purge", partition, ["" if before_ms is None else before_ms, limit])
+        return int(reply[0]), bool(int(reply[1]))
+
+    async def sweep(
+        self,
+        partition: int,
+        *,
+        token: str,
+        lock_ms: int,
+        limit: int,
+        delays_ms: Sequence[int],
+        dlq_retention_ms: int,
+    ) -> SweepReport | None:
+        args = [token, lock_ms, limit, _delays(delays_ms), dlq_retention_ms]
+        reply = await self._run("sweep", partition, args)
+        if _s(reply[0]) == "LOCKED":
+            return None
+        return SweepReport(
+            promoted=int(reply[1]),
+            expired=int(reply[2]),
+            purged=int(reply[3]),
+            more=bool(int(reply[4])),
+        )
+
+    async def trim_events(self, partition: int, *, floor_ms: int) -> int:
+        reply = await self._run("trim_events", partition, [floor_ms])
+        return int(reply[0])
+
+
+def queues_prefix(tenant: str) -> str:
+    from codeq.store.keys import escape
+
+    return f"{escape(tenant)}/"

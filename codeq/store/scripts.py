@@ -1,0 +1,53 @@
+"""The Lua scripts, loaded from package files (``codeq/store/lua``) and identified by SHA.
+
+Each transition script is ``lib.lua`` followed by the script's own file; the SHA is of that
+whole text, so what runs is exactly what ships in the wheel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+
+__all__ = ["SCRIPT_NAMES", "Script", "load_scripts"]
+
+SCRIPT_NAMES = (
+    "create",
+    "claim",
+    "heartbeat",
+    "abandon",
+    "nack",
+    "result",
+    "get",
+    "requeue_dlq",
+    "dlq_page",
+    "stats",
+    "purge",
+    "sweep",
+    "trim_events",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    name: str
+    source: str
+    sha: str
+
+
+def _read(name: str) -> str:
+    return resources.files("codeq.store").joinpath("lua", f"{name}.lua").read_text("utf-8")
+
+
+@cache
+def load_scripts() -> dict[str, Script]:
+    """Every script by name, with its library prepended."""
+    lib = _read("lib")
+    out: dict[str, Script] = {}
+    for name in SCRIPT_NAMES:
+        source = f"{lib}\n-- ==== {name}.lua ====\n{_read(name)}"
+        sha = hashlib.sha1(source.encode("utf-8"), usedforsecurity=False).hexdigest()
+        out[name] = Script(name=name, source=source, sha=sha)
+    return out

@@ -1,0 +1,107 @@
+"""Structural invariants of a partition, checked after every contract test.
+
+Every record is in exactly the structure its ``loc`` names (and nowhere else), ready/dlq
+members are exactly the ones the record implies, lease deadlines match, and the per-queue
+counters equal the real sizes. A transition that forgets one write breaks one of these.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import msgspec
+
+from codeq.store.keys import KeySchema
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+async def check_partition(client: Any, keys: KeySchema, partition: int) -> list[str]:
+    k = keys.partition(partition)
+    problems: list[str] = []
+    tasks = {_s(a): msgspec.json.decode(b) for a, b in (await client.hgetall(k.tasks)).items()}
+    ready = [_s(m) for m in await client.zrange(k.ready, 0, -1)]
+    delayed = {_s(m): s for m, s in await client.zrange(k.delayed, 0, -1, withscores=True)}
+    leased = {_s(m): s for m, s in await client.zrange(k.leased, 0, -1, withscores=True)}
+    dlq = [_s(m) for m in await client.zrange(k.dlq, 0, -1)]
+    qstats = {_s(a): int(b) for a, b in (await client.hgetall(k.qstats)).items()}
+    payloads = {_s(a) for a in await client.hkeys(k.payloads)}
+
+    ready_ids = Counter(m.rsplit("!", 1)[1] for m in ready)
+    dlq_ids = Counter(m.rsplit("!", 1)[1] for m in dlq)
+    for name, counter in (("ready", ready_ids), ("dlq", dlq_ids)):
+        for task_id, n in counter.items():
+            if n > 1:
+                problems.append(f"{task_id} appears {n} times in {name}")
+
+    expected_delayed: Counter[str] = Counter()
+    expected_leased: Counter[str] = Counter()
+    for task_id, rec in tasks.items():
+        loc, status, q = rec.get("loc"), rec.get("status"), rec["q"]
+        in_ready, in_delayed = task_id in ready_ids, task_id in delayed
+        in_leased, in_dlq = task_id in leased, task_id in dlq_ids
+        where = [
+            n
+            for n, f in (
+                ("ready", in_ready),
+                ("delayed", in_delayed),
+                ("leased", in_leased),
+                ("dlq", in_dlq),
+            )
+            if f
+        ]
+        want = {
+            "PENDING_LIST": ["ready"],
+            "DELAYED_ZSET": ["delayed"],
+            "INPROG_SET": ["leased"],
+            "DLQ_SET": ["dlq"],
+            "NONE": [],
+        }[loc]
+        if where != want:
+            problems.append(f"{task_id} loc={loc} but found in {where}")
+        if task_id not in payloads:
+            problems.append(f"{task_id} has no payload")
+        if loc == "PENDING_LIST":
+            member = f"{q}!{9 - rec['priority']}!{int(rec['seq']):015d}!{task_id}"
+            if member not in ready:
+                problems.append(f"{task_id} ready member mismatch")
+            if status != "PENDING":
+                problems.append(f"{task_id} in ready with status {status}")
+        if loc == "DELAYED_ZSET":
+            expected_delayed[q] += 1
+            if status != "PENDING" or int(delayed[task_id]) != int(rec["runAt"]):
+                problems.append(f"{task_id} delayed record/score mismatch")
+        if loc == "INPROG_SET":
+            expected_leased[q] += 1
+            if status != "IN_PROGRESS" or not rec.get("leaseId") or not rec.get("workerId"):
+                problems.append(f"{task_id} leased without a complete lease")
+            elif int(leased[task_id]) != int(rec["leaseUntil"]):
+                problems.append(f"{task_id} lease deadline mismatch")
+        elif status == "IN_PROGRESS":
+            problems.append(f"{task_id} IN_PROGRESS outside the leased set")
+        if loc == "DLQ_SET" and status != "FAILED":
+            problems.append(f"{task_id} in DLQ with status {status}")
+        if status in ("COMPLETED", "FAILED") and loc == "NONE" and rec.get("leaseId"):
+            problems.append(f"{task_id} terminal but still holds a lease")
+    for task_id in list(delayed) + list(leased) + list(ready_ids) + list(dlq_ids):
+        if task_id not in tasks:
+            problems.append(f"{task_id} in a queue structure without a record")
+    for field, value in qstats.items():
+        q, kind = field.rsplit("!", 1)
+        want_n = (expected_delayed if kind == "delayed" else expected_leased)[q]
+        if value != want_n:
+            problems.append(f"counter {field}={value}, actual {want_n}")
+    for q, n in (expected_delayed + expected_leased).items():
+        if n and f"{q}!delayed" not in qstats and f"{q}!leased" not in qstats:
+            problems.append(f"counters of {q} missing")
+    return problems
+
+
+async def check_all(client: Any, keys: KeySchema) -> list[str]:
+    out: list[str] = []
+    for p in range(keys.partitions):
+        out += await check_partition(client, keys, p)
+    return out
