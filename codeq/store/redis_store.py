@@ -8,7 +8,9 @@ script replies that refuse a transition become :class:`NotFound` / :class:`Forbi
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 import msgspec
@@ -18,7 +20,8 @@ from redis.asyncio.cluster import RedisCluster
 
 from codeq.domain import QueueStats, SweepReport, Task
 from codeq.errors import CodeQError, Conflict, Forbidden, NotFound, StoreUnavailable
-from codeq.store.keys import KeySchema
+from codeq.store.connection import HiredisPackConnection
+from codeq.store.keys import KeySchema, escape
 from codeq.store.protocol import CreateItem, CreateReply, GetReply, NackReply
 from codeq.store.records import decode_task
 from codeq.store.scripts import Script, load_scripts
@@ -57,6 +60,13 @@ def _s(value: Any) -> str:
 
 
 def _delays(delays_ms: Sequence[int]) -> str:
+    if isinstance(delays_ms, tuple):
+        return _joined_delays(delays_ms)
+    return ",".join(str(int(d)) for d in delays_ms)
+
+
+@lru_cache(maxsize=256)
+def _joined_delays(delays_ms: tuple[int, ...]) -> str:
     return ",".join(str(int(d)) for d in delays_ms)
 
 
@@ -80,14 +90,89 @@ def _owner_error(reply: list[Any], task_id: str) -> CodeQError:
     return StoreError(f"unexpected script reply {code!r}")
 
 
+def _translate(exc: BaseException, script: Script) -> BaseException:
+    if isinstance(exc, _UNAVAILABLE):
+        return StoreUnavailable(f"store unavailable: {type(exc).__name__}")
+    if isinstance(exc, rexc.RedisError):
+        return StoreError(f"store error in {script.name}: {exc}")
+    return exc
+
+
+_Call = tuple[Script, Sequence[str], Sequence[Any], "asyncio.Future[Any]"]
+
+
+class _Coalescer:
+    """Sends the script calls that concurrent coroutines make in the same instant as one
+    non-transactional pipeline: each call is still exactly one EVALSHA (one script, atomic on
+    its own), but many share one socket write and one pool checkout. This is how one asyncio
+    process gets past redis-py's per-call overhead. Nothing waits to fill a batch: a call made
+    while the connection is idle goes out on the next loop iteration, alone.
+    """
+
+    def __init__(self, client: Any, *, max_batch: int = 256, max_inflight: int = 8) -> None:
+        self._client = client
+        self._pending: list[_Call] = []
+        self._inflight = 0
+        self._max_batch = max_batch
+        self._max_inflight = max_inflight
+
+    async def call(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._pending.append((script, keys, args, fut))
+        if self._inflight < self._max_inflight:
+            self._inflight += 1
+            loop.create_task(self._drain())
+        return await fut
+
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                batch = self._pending[: self._max_batch]
+                del self._pending[: self._max_batch]
+                await self._execute(batch)
+        finally:
+            self._inflight -= 1
+
+    async def _execute(self, batch: list[_Call]) -> None:
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for script, keys, args, _ in batch:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            replies = await pipe.execute(raise_on_error=False)
+        except BaseException as exc:  # the whole batch failed (connection lost, cancelled)
+            for script, _, _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(_translate(exc, script))
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (script, keys, args, fut), reply in zip(batch, replies, strict=True):
+            if isinstance(reply, rexc.NoScriptError):
+                try:
+                    await self._client.script_load(script.source)
+                    reply = await self._client.evalsha(script.sha, len(keys), *keys, *args)
+                except Exception as exc:
+                    reply = exc
+            if fut.done():
+                continue
+            if isinstance(reply, Exception):
+                fut.set_exception(_translate(reply, script))
+            else:
+                fut.set_result(reply)
+
+
 class RedisStore:
     """A :class:`codeq.store.protocol.Store` on a redis-py asyncio client."""
 
-    def __init__(self, client: Any, keys: KeySchema, *, cluster: bool = False) -> None:
+    def __init__(
+        self, client: Any, keys: KeySchema, *, cluster: bool = False, coalesce: bool = False
+    ) -> None:
         self._client = client
         self.keys = keys
         self.cluster = cluster
         self._scripts = load_scripts()
+        self._coalescer = _Coalescer(client) if coalesce and not cluster else None
 
     # -- construction -------------------------------------------------------------------
 
@@ -101,6 +186,7 @@ class RedisStore:
         pool_size: int = 64,
         connect_timeout: float = 2.0,
         socket_timeout: float = 5.0,
+        coalesce: bool = True,
     ) -> RedisStore:
         common: dict[str, Any] = {
             "socket_connect_timeout": connect_timeout,
@@ -111,11 +197,13 @@ class RedisStore:
             client: Any = RedisCluster.from_url(url, max_connections=pool_size, **common)
         else:
             # A blocking pool: a burst beyond pool_size waits for a connection instead of failing.
+            if url.startswith("redis://"):  # TLS and unix sockets keep redis-py's own class
+                common["connection_class"] = HiredisPackConnection
             pool = aioredis.BlockingConnectionPool.from_url(
                 url, max_connections=pool_size, timeout=socket_timeout, **common
             )
             client = aioredis.Redis.from_pool(pool)  # the client owns (and closes) the pool
-        return cls(client, keys, cluster=cluster)
+        return cls(client, keys, cluster=cluster, coalesce=coalesce)
 
     @classmethod
     def embedded(cls, keys: KeySchema) -> RedisStore:
@@ -132,6 +220,8 @@ class RedisStore:
     # -- plumbing -----------------------------------------------------------------------
 
     async def _eval(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        if self._coalescer is not None:
+            return await self._coalescer.call(script, keys, args)
         try:
             try:
                 return await self._client.evalsha(script.sha, len(keys), *keys, *args)
@@ -394,6 +484,4 @@ class RedisStore:
 
 
 def queues_prefix(tenant: str) -> str:
-    from codeq.store.keys import escape
-
     return f"{escape(tenant)}/"
