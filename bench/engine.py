@@ -20,19 +20,23 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import local_redis, percentile  # noqa: E402
-from codeq.domain import NewTask  # noqa: E402
-from codeq.engine import Engine  # noqa: E402
-from codeq.store.keys import KeySchema  # noqa: E402
-from codeq.store.redis_store import RedisStore  # noqa: E402
+from bench._common import local_redis, percentile
+from codeq.domain import NewTask
+from codeq.engine import Engine
+from codeq.store.keys import KeySchema
+from codeq.store.redis_store import RedisStore
 
 OPS = ("create", "claim", "complete")
 
 
-async def run_loops(url: str | None, prefix: str, concurrency: int, duration: float) -> dict[str, Any]:
+async def run_loops(
+    url: str | None, prefix: str, concurrency: int, duration: float
+) -> dict[str, Any]:
     keys = KeySchema(prefix)
-    store = RedisStore.embedded(keys) if url is None else RedisStore.from_url(
-        url, keys, pool_size=max(concurrency, 4)
+    store = (
+        RedisStore.embedded(keys)
+        if url is None
+        else RedisStore.from_url(url, keys, pool_size=max(concurrency, 4))
     )
     engine = Engine(store)
     await store.load_scripts()
@@ -78,8 +82,10 @@ def run(url: str | None, processes: int, concurrency: int, duration: float) -> d
     else:
         ctx = mp.get_context("spawn")
         q = ctx.Queue()
-        procs = [ctx.Process(target=_child, args=(url, prefix, concurrency, duration, q))
-                 for _ in range(processes)]
+        procs = [
+            ctx.Process(target=_child, args=(url, prefix, concurrency, duration, q))
+            for _ in range(processes)
+        ]
         for p in procs:
             p.start()
         results = [q.get(timeout=duration * 10 + 60) for _ in procs]
@@ -104,8 +110,11 @@ def main() -> None:
     with local_redis(args.redis_url) as url:
         cmd = " ".join(["python bench/engine.py", *sys.argv[1:]])
         print(f"# {cmd}")
-        print(f"{'store':<9}{'procs':>6}{'conc':>6}{'lifecycles/s':>14}"
-              + "".join(f"{op + ' p50':>14}{op + ' p99':>14}" for op in OPS) + f"{'empty':>7}")
+        print(
+            f"{'store':<9}{'procs':>6}{'conc':>6}{'lifecycles/s':>14}"
+            + "".join(f"{op + ' p50':>14}{op + ' p99':>14}" for op in OPS)
+            + f"{'empty':>7}"
+        )
         for backend in args.backends.split(","):
             for n_proc in procs:
                 if backend == "embedded" and n_proc > 1:
@@ -117,8 +126,10 @@ def main() -> None:
                         f"{percentile(r['lat'][op], 99) * 1000:>14.2f}"
                         for op in OPS
                     )
-                    print(f"{backend:<9}{n_proc:>6}{c:>6}{r['rate']:>14.0f}{cells}{r['empty']:>7}",
-                          flush=True)
+                    print(
+                        f"{backend:<9}{n_proc:>6}{c:>6}{r['rate']:>14.0f}{cells}{r['empty']:>7}",
+                        flush=True,
+                    )
 
 
 if __name__ == "__main__":

@@ -24,16 +24,21 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import redis.asyncio as aioredis  # noqa: E402
+import redis.asyncio as aioredis
 
-from bench._common import local_redis  # noqa: E402
-from codeq.domain import NewTask  # noqa: E402
-from codeq.engine import Engine, EngineConfig  # noqa: E402
-from codeq.store.keys import KeySchema  # noqa: E402
-from codeq.store.redis_store import RedisStore  # noqa: E402
+from bench._common import local_redis
+from codeq.domain import NewTask
+from codeq.engine import Engine, EngineConfig
+from codeq.store.keys import KeySchema
+from codeq.store.redis_store import RedisStore
 
-SCRIPT_COMMANDS = {"cmdstat_evalsha", "cmdstat_eval", "cmdstat_evalsha_ro", "cmdstat_eval_ro",
-                   "cmdstat_fcall"}
+SCRIPT_COMMANDS = {
+    "cmdstat_evalsha",
+    "cmdstat_eval",
+    "cmdstat_evalsha_ro",
+    "cmdstat_eval_ro",
+    "cmdstat_fcall",
+}
 IGNORED = {"cmdstat_info", "cmdstat_echo"}
 
 
@@ -96,21 +101,31 @@ async def main(url: str) -> int:
     await engine.create(t, NewTask(command="RT", payload="0"))  # warm up the connection
     ops: list[tuple[str, Callable[[], Awaitable[object]]]] = [
         ("create", lambda: engine.create(t, NewTask(command="RT", payload='{"a":1}'))),
-        ("create_delayed",
-         lambda: engine.create(t, NewTask(command="LATER", payload="1", delay_seconds=60))),
-        ("create_idempotent",
-         lambda: engine.create(t, NewTask(command="RT", payload="2", idempotency_key="k1"))),
-        ("create_idempotent_replay",
-         lambda: engine.create(t, NewTask(command="RT", payload="2", idempotency_key="k1"))),
+        (
+            "create_delayed",
+            lambda: engine.create(t, NewTask(command="LATER", payload="1", delay_seconds=60)),
+        ),
+        (
+            "create_idempotent",
+            lambda: engine.create(t, NewTask(command="RT", payload="2", idempotency_key="k1")),
+        ),
+        (
+            "create_idempotent_replay",
+            lambda: engine.create(t, NewTask(command="RT", payload="2", idempotency_key="k1")),
+        ),
         ("claim", claim),
         ("heartbeat", with_claim(lambda x: engine.heartbeat(t, x.id, "w", lease_id=x.lease_id))),
-        ("nack", with_claim(lambda x: engine.nack(t, x.id, "w", lease_id=x.lease_id,
-                                                  delay_seconds=0))),
+        (
+            "nack",
+            with_claim(lambda x: engine.nack(t, x.id, "w", lease_id=x.lease_id, delay_seconds=0)),
+        ),
         ("claim", claim),
         ("abandon", with_claim(lambda x: engine.abandon(t, x.id, "w", lease_id=x.lease_id))),
         ("claim", claim),
-        ("complete", with_claim(lambda x: engine.complete(t, x.id, "w", result="{}",
-                                                          lease_id=x.lease_id))),
+        (
+            "complete",
+            with_claim(lambda x: engine.complete(t, x.id, "w", result="{}", lease_id=x.lease_id)),
+        ),
         ("claim", claim),
         ("fail", with_claim(lambda x: engine.fail(t, x.id, "w", error="no"))),
         ("get_task", with_claim(lambda x: engine.get_task(t, x.id))),
@@ -121,7 +136,9 @@ async def main(url: str) -> int:
     async def nothing() -> None:
         return None
 
-    await measure(client, monitor, nothing, check=False)  # drain what the monitor saw before we began
+    await measure(
+        client, monitor, nothing, check=False
+    )  # drain what the monitor saw before we began
     for name, op in ops:
         script, other, inner = await measure(client, monitor, op)
         if name not in seen:

@@ -33,6 +33,7 @@ from codeq.domain import (
 )
 from codeq.errors import CodeQError, Conflict, InvalidRequest, NotFound
 from codeq.ids import is_task_id, new_lease_id, new_task_id
+from codeq.settings import Settings
 from codeq.store.keys import queue_segment
 from codeq.store.protocol import CreateItem, Store
 from codeq.store.records import StoredResult, decode_result, encode_result
@@ -62,6 +63,22 @@ class EngineConfig:
     event_retention_seconds: int = 3600
     sweep_interval_ms: int = 500
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EngineConfig:
+        return cls(
+            default_lease_seconds=settings.default_lease_seconds,
+            max_attempts_default=settings.max_attempts_default,
+            backoff_policy=settings.backoff_policy,
+            backoff_base_seconds=settings.backoff_base_seconds,
+            backoff_max_seconds=settings.backoff_max_seconds,
+            requeue_inspect_limit=settings.requeue_inspect_limit,
+            task_retention_seconds=settings.task_retention_seconds,
+            dlq_retention_seconds=settings.dlq_retention_seconds,
+            idempotency_ttl_seconds=settings.idempotency_ttl_seconds,
+            event_retention_seconds=settings.event_retention_seconds,
+            sweep_interval_ms=settings.sweep_interval_ms,
+        )
+
 
 class _NewRecord(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
     id: str
@@ -88,9 +105,7 @@ _sorted_encoder = msgspec.json.Encoder(order="sorted")
 
 def validate_command(command: str, field: str = "command") -> str:
     if not isinstance(command, str) or not COMMAND_PATTERN.match(command):
-        raise InvalidRequest(
-            f"{field} must be 1-128 characters of [A-Za-z0-9_.:-]", field=field
-        )
+        raise InvalidRequest(f"{field} must be 1-128 characters of [A-Za-z0-9_.:-]", field=field)
     return command
 
 
@@ -98,7 +113,9 @@ def _validate_url(url: str | None, field: str) -> None:
     if url is None:
         return
     if len(url) > MAX_URL or not (url.startswith("http://") or url.startswith("https://")):
-        raise InvalidRequest(f"{field} must be an http(s) URL of at most {MAX_URL} chars", field=field)
+        raise InvalidRequest(
+            f"{field} must be an http(s) URL of at most {MAX_URL} chars", field=field
+        )
 
 
 def _payload_hash(payload: str) -> str:
@@ -118,12 +135,14 @@ class Engine:
         self._rng = rng or random.Random()
         c = self.config
         self._delay_tables = [
-            tuple(delay_table_ms(
-                c.backoff_policy,
-                base=c.backoff_base_seconds,
-                cap=c.backoff_max_seconds,
-                rng=self._rng,
-            ))
+            tuple(
+                delay_table_ms(
+                    c.backoff_policy,
+                    base=c.backoff_base_seconds,
+                    cap=c.backoff_max_seconds,
+                    rng=self._rng,
+                )
+            )
             for _ in range(64)
         ]
 
@@ -382,7 +401,9 @@ class Engine:
         if not result.startswith("{"):
             raise InvalidRequest("result must be a JSON object", field="result")
         stored = StoredResult(
-            status=ResultStatus.COMPLETED, result=msgspec.Raw(result.encode()), artifacts=tuple(artifacts)
+            status=ResultStatus.COMPLETED,
+            result=msgspec.Raw(result.encode()),
+            artifacts=tuple(artifacts),
         )
         return await self._finish(tenant, task_id, worker_id, stored, lease_id)
 

@@ -8,6 +8,7 @@ One partition at a time, each step one script call under the partition's sweep l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -79,10 +80,8 @@ class Sweeper:
                 log.warning("sweeper: store unavailable, retrying")
             except CodeQError:
                 log.exception("sweeper: pass failed")
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=self.interval)
-            except TimeoutError:
-                pass
 
     def stop(self) -> None:
         self._stopping.set()

@@ -97,7 +97,10 @@ async def redis_store(redis_server: RedisServer) -> AsyncIterator[RedisStore]:
 
 
 async def eventually(
-    probe: Callable[[], Awaitable[Any]], *, timeout: float = 5.0, interval: float = 0.02
+    probe: Callable[[], Awaitable[Any]],
+    *,
+    timeout: float = 5.0,  # noqa: ASYNC109 - a deadline for a polled condition
+    interval: float = 0.02,
 ) -> Any:
     """Await ``probe()`` until it returns something truthy; fail after ``timeout`` seconds."""
     loop = asyncio.get_running_loop()

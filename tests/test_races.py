@@ -84,8 +84,14 @@ async def test_expired_leases_are_redelivered_and_counted(redis_store: RedisStor
     crashed: set[str] = set()
     for i in range(n // 2):
         t = await redis_store.claim(
-            0, [queue], worker_id=f"doomed{i}", lease_id=f"l{i}", lease_ms=150,
-            repair_limit=500, delays_ms=[0], dlq_retention_ms=0,
+            0,
+            [queue],
+            worker_id=f"doomed{i}",
+            lease_id=f"l{i}",
+            lease_ms=150,
+            repair_limit=500,
+            delays_ms=[0],
+            dlq_retention_ms=0,
         )
         assert t is not None
         crashed.add(t.id)
@@ -137,7 +143,9 @@ async def test_fifty_concurrent_creates_with_one_key_make_one_task(
     assert sum(not o.replayed for o in outs) == 1
     assert (await engine.queue_stats(T, "PAY")).ready == 1
     # the key still points at the task: a later repeat replays it (no racing delete)
-    again = await engine.create(T, NewTask(command="PAY", payload='{"o":1}', idempotency_key="once"))
+    again = await engine.create(
+        T, NewTask(command="PAY", payload='{"o":1}', idempotency_key="once")
+    )
     assert again.replayed and again.task.id == outs[0].task.id
 
 

@@ -133,7 +133,9 @@ class Store(Protocol):
         self, partition: int, *, tenant: str | None = None, queues: Sequence[str] = ()
     ) -> list[QueueStats]: ...
 
-    async def purge(self, partition: int, *, before_ms: int | None, limit: int) -> tuple[int, bool]: ...
+    async def purge(
+        self, partition: int, *, before_ms: int | None, limit: int
+    ) -> tuple[int, bool]: ...
 
     async def sweep(
         self,

@@ -9,6 +9,7 @@ script replies that refuse a transition become :class:`NotFound` / :class:`Forbi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
@@ -115,6 +116,7 @@ class _Coalescer:
         self._inflight = 0
         self._max_batch = max_batch
         self._max_inflight = max_inflight
+        self._drainers: set[asyncio.Task[None]] = set()
 
     async def call(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
         loop = asyncio.get_running_loop()
@@ -122,7 +124,9 @@ class _Coalescer:
         self._pending.append((script, keys, args, fut))
         if self._inflight < self._max_inflight:
             self._inflight += 1
-            loop.create_task(self._drain())
+            task = loop.create_task(self._drain())
+            self._drainers.add(task)
+            task.add_done_callback(self._drainers.discard)
         return await fut
 
     async def _drain(self) -> None:
@@ -233,7 +237,9 @@ class RedisStore:
         except rexc.RedisError as exc:
             raise StoreError(f"store error in {script.name}: {exc}") from exc
 
-    async def _run(self, name: str, partition: int, args: Sequence[Any], extra_keys: Sequence[str] = ()) -> Any:
+    async def _run(
+        self, name: str, partition: int, args: Sequence[Any], extra_keys: Sequence[str] = ()
+    ) -> Any:
         keys = self.keys.partition(partition).all
         if extra_keys:
             keys = (*keys, *extra_keys)
@@ -256,10 +262,8 @@ class RedisStore:
 
     async def close(self) -> None:
         close = getattr(self._client, "aclose", None) or self._client.close
-        try:
+        with contextlib.suppress(*_UNAVAILABLE):
             await close()
-        except _UNAVAILABLE:
-            pass
 
     # -- transitions --------------------------------------------------------------------
 
@@ -372,7 +376,9 @@ class RedisStore:
         reply = await self._run("nack", partition, args)
         code = _s(reply[0])
         if code == "REQUEUED":
-            return NackReply(dead_lettered=False, delay_ms=int(reply[1]), task=decode_task(reply[2]))
+            return NackReply(
+                dead_lettered=False, delay_ms=int(reply[1]), task=decode_task(reply[2])
+            )
         if code == "DLQ":
             return NackReply(dead_lettered=True, delay_ms=0, task=decode_task(reply[2]))
         raise _owner_error(reply, task_id)
@@ -390,7 +396,16 @@ class RedisStore:
         error: str | None,
         retention_ms: int,
     ) -> Task:
-        args = [tenant, task_id, worker_id, lease_id or "", status, result, error or "", retention_ms]
+        args = [
+            tenant,
+            task_id,
+            worker_id,
+            lease_id or "",
+            status,
+            result,
+            error or "",
+            retention_ms,
+        ]
         reply = await self._run("result", partition, args)
         if _s(reply[0]) != "OK":
             raise _owner_error(reply, task_id)
