@@ -17,7 +17,10 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_the_wheel_carries_every_lua_script(tmp_path: Path) -> None:
     subprocess.run(
         [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path)],
-        cwd=ROOT, check=True, capture_output=True, timeout=300,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
     (wheel,) = tmp_path.glob("codeq-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
@@ -36,15 +39,41 @@ def test_every_script_states_its_contract() -> None:
 def test_public_surface() -> None:
     assert sorted(codeq.__all__) == sorted(
         [
-            "TERMINAL_STATUSES", "BackoffPolicy", "CodeQError", "Conflict", "CreateOutcome",
-            "Engine", "EngineConfig", "EventType", "Forbidden", "InvalidRequest", "Location",
-            "NackOutcome", "NewTask", "NotFound", "QueueStats", "RateLimited", "ResultStatus",
-            "Settings", "SettingsError", "StoreUnavailable", "Sweeper", "Task", "TaskResult",
-            "TaskStatus", "Unauthorized", "__version__",
+            "TERMINAL_STATUSES",
+            "BackoffPolicy",
+            "CodeQError",
+            "Conflict",
+            "CreateOutcome",
+            "Engine",
+            "EngineConfig",
+            "EventType",
+            "Forbidden",
+            "InvalidRequest",
+            "Location",
+            "NackOutcome",
+            "NewTask",
+            "NotFound",
+            "QueueStats",
+            "RateLimited",
+            "ResultStatus",
+            "Settings",
+            "SettingsError",
+            "StoreUnavailable",
+            "Sweeper",
+            "Task",
+            "TaskResult",
+            "TaskStatus",
+            "Unauthorized",
+            "__version__",
         ]
     )
     assert sorted(codeq.store.__all__) == [
-        "KeySchema", "PartitionKeys", "RedisStore", "Store", "StoreError", "open_store",
+        "KeySchema",
+        "PartitionKeys",
+        "RedisStore",
+        "Store",
+        "StoreError",
+        "open_store",
     ]
     for module in (codeq, codeq.store):
         for name in module.__all__:

@@ -50,7 +50,8 @@ async def redis_server_has(server: RedisServer, key: str, field: str) -> bool:
 
 async def test_an_unreachable_store_is_unavailable_not_an_error() -> None:
     settings = Settings.load(
-        None, environ={"REDIS_ADDR": f"127.0.0.1:{free_port()}", "REDIS_CONNECT_TIMEOUT_SECONDS": "0.5"}
+        None,
+        environ={"REDIS_ADDR": f"127.0.0.1:{free_port()}", "REDIS_CONNECT_TIMEOUT_SECONDS": "0.5"},
     )
     store = open_store(settings)
     with pytest.raises(StoreUnavailable):
@@ -84,11 +85,17 @@ def test_cli_version_and_config_show_masks_secrets() -> None:
     env = {"WEBHOOK_HMAC_SECRET": "s3cr3t-value", "PARTITIONS": "4", "PATH": "/usr/bin:/bin"}
     shown = subprocess.run(
         [sys.executable, "-m", "codeq.cli", "config", "show"],
-        capture_output=True, text=True, check=True, env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
     )
     assert '"partitions": 4' in shown.stdout and "s3cr3t-value" not in shown.stdout
     bad = subprocess.run(
         [sys.executable, "-m", "codeq.cli", "config", "show"],
-        capture_output=True, text=True, check=False, env={**env, "PARTITIONS": "0"},
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**env, "PARTITIONS": "0"},
     )
     assert bad.returncode == 2 and "PARTITIONS" in bad.stderr

@@ -67,7 +67,10 @@ def test_backoff_policies() -> None:
     assert delay_seconds(BackoffPolicy.LINEAR, 3, base=5, cap=900) == 15
     assert delay_seconds(BackoffPolicy.LINEAR, 1000, base=5, cap=900) == 900
     assert [delay_seconds(BackoffPolicy.EXPONENTIAL, n, base=5, cap=900) for n in (1, 2, 3, 4)] == [
-        5, 10, 20, 40,
+        5,
+        10,
+        20,
+        40,
     ]
     assert delay_seconds(BackoffPolicy.EXPONENTIAL, 10**9, base=5, cap=900) == 900  # no overflow
     for n in range(1, 30):
