@@ -279,14 +279,16 @@ async def test_nack_retries_with_backoff_then_dead_letters(
 
 
 async def test_nack_override_delay_and_dlq_reason_default(engine: Engine) -> None:
-    await engine.create(T, new(max_attempts=1))
+    await engine.create(T, new(command="ONCE", max_attempts=1))
     await engine.create(T, new())
-    a = await engine.claim(T, "w", ["RENDER"])
-    out = await engine.nack(T, a.id, "w")  # type: ignore[union-attr]
+    a = await engine.claim(T, "w", ["ONCE"])
+    assert a is not None
+    out = await engine.nack(T, a.id, "w")
     assert out.status == "dlq"
-    assert (await engine.get_task(T, a.id)).error == "MAX_ATTEMPTS"  # type: ignore[union-attr]
+    assert (await engine.get_task(T, a.id)).error == "MAX_ATTEMPTS"
     b = await engine.claim(T, "w", ["RENDER"])
-    out = await engine.nack(T, b.id, "w", delay_seconds=10_000)  # type: ignore[union-attr]
+    assert b is not None
+    out = await engine.nack(T, b.id, "w", delay_seconds=10_000)
     assert out.status == "requeued" and out.delay_seconds == 900  # capped at backoffMaxSeconds
     assert (await engine.queue_stats(T, "RENDER")).delayed == 1
 

@@ -2,6 +2,24 @@
 
 Concurrency comes from many asyncio clients sharing one connection pool; every operation is a
 separate round trip to the server, so interleavings are real server-side interleavings.
+
+The original codeQ's known bugs (spec 01, "Known bugs") and the tests that keep them out:
+
+- completed tasks re-delivered (completion cleared the wrong in-progress key):
+  ``test_a_vanished_lease_is_never_reported_as_success`` (claim after complete finds nothing)
+  and the 2,000-task test (each task completed exactly once);
+- duplicate queue entries from concurrent delayed moves:
+  ``test_concurrent_sweeps_and_claims_never_duplicate_entries``;
+- a freshly claimed task without a lease: ``test_claim_sets_a_complete_lease`` (contract
+  suite) and the invariant check after every test (IN_PROGRESS ⇒ in the leased set, deadline
+  and leaseId set);
+- attempts counted twice: the 2,000-task test (attempts == claims seen, with nacks and
+  abandons mixed in) and ``test_nack_retries_with_backoff_then_dead_letters``;
+- idempotency keys deleted by a racing duplicate:
+  ``test_fifty_concurrent_creates_with_one_key_make_one_task``;
+- heartbeat reporting success on a vanished lease:
+  ``test_a_vanished_lease_is_never_reported_as_success`` and, in the contract suite,
+  ``test_cleanup_purges_only_terminal_tasks`` (404 after purge) and the expired-lease test.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from codeq.domain import NewTask
 from codeq.engine import Engine, EngineConfig
 from codeq.errors import StoreUnavailable
 from codeq.settings import Settings
-from codeq.store import open_store
+from codeq.store import KeySchema, open_store
 from tests.servers import RedisServer, free_port
 
 
@@ -34,7 +34,7 @@ async def test_redis_addr_means_redis(redis_server: RedisServer) -> None:
     store = open_store(settings)
     engine = Engine(store, EngineConfig.from_settings(settings))
     t = (await engine.create("t", NewTask(command="C", payload="1"))).task
-    assert await redis_server_has(redis_server, f"fac:{{0}}:tasks", t.id)
+    assert await redis_server_has(redis_server, KeySchema("fac").partition(0).tasks, t.id)
     await store.close()
 
 
