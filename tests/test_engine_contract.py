@@ -278,6 +278,33 @@ async def test_nack_retries_with_backoff_then_dead_letters(
     assert ev[-1]["error"] == "still broken"
 
 
+async def test_abandon_on_the_last_attempt_never_exceeds_max_attempts(
+    engine: Engine, store: RedisStore
+) -> None:
+    created = (await engine.create(T, new(max_attempts=2))).task
+    for _ in range(2):
+        t = await engine.claim(T, "w", ["RENDER"])
+        assert t is not None
+        await engine.abandon(T, t.id, "w", lease_id=t.lease_id)
+    assert await engine.claim(T, "w", ["RENDER"]) is None  # handed out twice: no third time
+    dead = await engine.get_task(T, created.id)
+    assert dead.status is TaskStatus.FAILED and dead.error == "MAX_ATTEMPTS"
+    assert dead.attempts == 2 and dead.last_known_location is Location.DLQ_SET
+    types = [e["type"] for e in await events_of(store, created.id)]
+    assert types.count("task.claimed") == 2 and types[-1] == "task.dead_lettered"
+
+
+async def test_completion_clears_an_earlier_nack_reason(engine: Engine) -> None:
+    await engine.create(T, new())
+    t = await engine.claim(T, "w", ["RENDER"])
+    assert t is not None
+    await engine.nack(T, t.id, "w", delay_seconds=0, reason="transient")
+    t = await engine.claim(T, "w", ["RENDER"])
+    assert t is not None and t.error == "transient"
+    await engine.complete(T, t.id, "w", result="{}")
+    assert (await engine.get_task(T, t.id)).error is None
+
+
 async def test_nack_override_delay_and_dlq_reason_default(engine: Engine) -> None:
     await engine.create(T, new(command="ONCE", max_attempts=1))
     await engine.create(T, new())

@@ -5,6 +5,9 @@
 -- ARGV[7..] queue segments in request order.
 -- Order: highest priority first across all queues; ties go to the earlier queue in ARGV;
 -- FIFO inside a priority (ready member order).
+-- A task whose attempts already reached maxAttempts (it was abandoned on its last attempt) is
+-- dead-lettered with MAX_ATTEMPTS instead of being handed out again: a task goes to workers
+-- at most maxAttempts times.
 -- Returns {'OK', record, payload} | {'EMPTY'}.
 -- Events: repair ones (task.ready, task.lease_expired, task.dead_lettered), then task.claimed.
 local now = now_ms()
@@ -29,7 +32,12 @@ for _ = 1, limit do
   redis.call('ZREM', K.ready, best)
   local id = member_id(best)
   local rec = load_rec(id)
-  if rec and rec.loc == 'PENDING_LIST' and rec.status == 'PENDING' then
+  if rec and rec.loc == 'PENDING_LIST' and rec.status == 'PENDING'
+      and rec.attempts >= rec.maxAttempts then
+    rec.loc = 'NONE'
+    to_dlq(rec, now, 'MAX_ATTEMPTS', dlq_retention)
+    save_rec(rec, now)
+  elseif rec and rec.loc == 'PENDING_LIST' and rec.status == 'PENDING' then
     rec.loc = 'INPROG_SET'
     rec.status = 'IN_PROGRESS'
     rec.attempts = rec.attempts + 1

@@ -14,7 +14,8 @@ rec.status = ARGV[5]
 rec.leaseId = nil
 rec.leaseUntil = nil
 rec.completedAt = now
-if ARGV[7] ~= '' then rec.error = ARGV[7] end
+-- a COMPLETED task carries no error; a FAILED one carries the worker's (earlier nack reasons go)
+if ARGV[7] ~= '' then rec.error = ARGV[7] else rec.error = nil end
 redis.call('HSET', K.results, rec.id, ARGV[6])
 redis.call('ZADD', K.expiry, now + tonumber(ARGV[8]), rec.id)
 local extra = nil
