@@ -1,24 +1,102 @@
-"""The ``codeq`` command. This first cut has ``version`` and ``config show``; the server
-commands (``serve``, ``gateway``, ``deliver``) and the client commands arrive with the gateway
-and the SDK."""
+"""The ``codeq`` command.
+
+Server commands: ``serve`` (gateway + sweeper in one process; embedded store unless an
+address is configured) and ``gateway`` (HTTP only). Also ``version`` and ``config show``. The
+client commands arrive with the SDK.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import signal
 import sys
+from typing import Any
 
 __all__ = ["main"]
 
 
+def _settings(args: argparse.Namespace) -> Any:
+    import msgspec
+
+    from codeq.settings import Settings
+
+    settings = Settings.load(args.config, environ=os.environ)
+    changes: dict[str, Any] = {}
+    if getattr(args, "host", None):
+        changes["host"] = args.host
+    if getattr(args, "port", None):
+        changes["port"] = args.port
+    return msgspec.structs.replace(settings, **changes) if changes else settings
+
+
+def _serve(args: argparse.Namespace, *, with_sweeper: bool) -> int:
+    import uvicorn
+
+    from codeq.logs import configure_logging
+    from gateway.app import create_app, gateway_of
+
+    settings = _settings(args)
+    configure_logging(settings.log_level, settings.log_format)
+    app = create_app(settings, run_sweeper=with_sweeper, environ=dict(os.environ))
+    gw = gateway_of(app)
+    if gw.auth.dev_token:
+        # Printed once to the terminal on purpose (dev mode, loopback only); never logged.
+        print(f"codeq dev token: {gw.auth.dev_token}", flush=True)
+        print(
+            f"  try: curl -s -H 'Authorization: Bearer {gw.auth.dev_token}' "
+            f"-H 'Content-Type: application/json' "
+            f'-d \'{{"command":"HELLO","payload":{{}}}}\' '
+            f"http://{settings.host}:{settings.port}/v1/codeq/tasks",
+            flush=True,
+        )
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        http="httptools",
+        loop="uvloop",
+        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
+    )
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            # Open long polls answer now (204) instead of holding the shutdown for 30 s.
+            gw.shutting_down.set()
+            gw.waker.close()
+            super().handle_exit(sig, frame)
+
+    print(
+        f"codeq {'serve' if with_sweeper else 'gateway'} listening on "
+        f"http://{settings.host}:{settings.port} (store: {settings.store_kind})",
+        flush=True,
+    )
+    # uvicorn re-raises the signal it caught once it has shut down; a graceful stop on
+    # SIGTERM is a success, so that re-raise lands on a handler that does nothing.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    Server(config).run()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from codeq import __version__
-    from codeq.settings import Settings, SettingsError
+    from codeq.settings import SettingsError
 
     parser = argparse.ArgumentParser(prog="codeq", description="codeQ task queue")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("version", help="print the version")
+    for name, text in (
+        ("serve", "gateway + sweeper in one process (embedded store unless configured)"),
+        ("gateway", "the HTTP gateway only"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--host", help="listen address (default from settings: 127.0.0.1)")
+        p.add_argument("--port", type=int, help="listen port (default from settings: 8080)")
+        p.add_argument("--config", help="YAML settings file (else $CODEQ_CONFIG_PATH)")
     config = sub.add_parser("config", help="settings")
     config_sub = config.add_subparsers(dest="action", required=True)
     show = config_sub.add_parser("show", help="print the effective settings, secrets masked")
@@ -28,8 +106,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"codeq {__version__}")
         return 0
     try:
-        settings = Settings.load(args.config, environ=os.environ)
-    except SettingsError as exc:
+        if args.command in ("serve", "gateway"):
+            return _serve(args, with_sweeper=args.command == "serve")
+        settings = _settings(args)
+    except (SettingsError, ValueError) as exc:
         print(f"codeq: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(settings.masked(), indent=2, sort_keys=True))

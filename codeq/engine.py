@@ -168,7 +168,9 @@ class Engine:
         if not isinstance(new.payload, str) or new.payload in ("", "null"):
             raise InvalidRequest("payload is required and must not be null", field="payload")
         _validate_url(new.webhook, "webhook")
-        max_attempts = new.max_attempts or self.config.max_attempts_default
+        max_attempts = (
+            self.config.max_attempts_default if new.max_attempts is None else new.max_attempts
+        )
         if max_attempts < 1:
             raise InvalidRequest("maxAttempts must be >= 1", field="maxAttempts")
         if new.delay_seconds is not None and new.delay_seconds < 0:
@@ -285,7 +287,7 @@ class Engine:
             q = queue_segment(tenant, validate_command(command, "commands"))
             if q not in queues:
                 queues.append(q)
-        lease = lease_seconds or self.config.default_lease_seconds
+        lease = self.config.default_lease_seconds if lease_seconds is None else lease_seconds
         if not 1 <= lease <= 86400:
             raise InvalidRequest("leaseSeconds must be between 1 and 86400", field="leaseSeconds")
         n = self.keys.partitions
@@ -315,7 +317,7 @@ class Engine:
         lease_id: str | None = None,
         extend_seconds: int | None = None,
     ) -> Task:
-        extend = extend_seconds or self.config.default_lease_seconds
+        extend = self.config.default_lease_seconds if extend_seconds is None else extend_seconds
         if not 1 <= extend <= 86400:
             raise InvalidRequest("extendSeconds must be between 1 and 86400", field="extendSeconds")
         return await self.store.heartbeat(
@@ -532,15 +534,21 @@ class Engine:
                 )
         return RequeueOutcome(requeued=len(done), ids=tuple(done))
 
-    async def cleanup(self, *, before_ms: int | None = None, limit: int = 1000) -> int:
-        """Purge terminal tasks whose retention ended before ``before_ms`` (default: now)."""
+    async def cleanup(
+        self, *, before_ms: int | None = None, limit: int = 1000, tenant: str | None = None
+    ) -> int:
+        """Purge terminal tasks whose retention ended before ``before_ms`` (default: now);
+        with ``tenant``, only that tenant's. Pending and in-progress tasks are never touched."""
         if not 1 <= limit <= 100_000:
             raise InvalidRequest("limit must be between 1 and 100000", field="limit")
         deleted = 0
         for partition in range(self.keys.partitions):
             while deleted < limit:
                 n, more = await self.store.purge(
-                    partition, before_ms=before_ms, limit=min(limit - deleted, 1000)
+                    partition,
+                    before_ms=before_ms,
+                    limit=min(limit - deleted, 1000),
+                    tenant=tenant,
                 )
                 deleted += n
                 if not more:

@@ -7,6 +7,7 @@
     ├── NotFound               404  unknown id, or one that belongs to another tenant
     ├── Conflict               409  illegal transition (``not_in_progress``, ``lease_mismatch``,
     │                               ``idempotency_conflict``)
+    ├── TooLarge               413  a body, payload, result or artifact over its limit
     ├── RateLimited            429  with ``retry_after`` seconds
     └── StoreUnavailable       503  the store did not answer; nothing was changed or the change
                                     is unknown — the client retries
@@ -24,6 +25,7 @@ __all__ = [
     "NotFound",
     "RateLimited",
     "StoreUnavailable",
+    "TooLarge",
     "Unauthorized",
 ]
 
@@ -86,3 +88,10 @@ class StoreUnavailable(CodeQError):
     def __init__(self, message: str, *, retry_after: float = 1.0):
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class TooLarge(CodeQError):
+    """413: a body, payload, result or artifact is larger than its limit."""
+
+    status = 413
+    default_code = "payload_too_large"

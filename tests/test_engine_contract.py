@@ -559,3 +559,19 @@ async def test_concurrent_claims_never_share_a_task(engine: Engine) -> None:
     claims = await asyncio.gather(*(engine.claim(T, f"w{i}", ["RENDER"]) for i in range(80)))
     got = [c.id for c in claims if c is not None]
     assert len(got) == 60 and len(set(got)) == 60
+
+
+async def test_tenant_cleanup_leaves_other_tenants_alone(engine: Engine) -> None:
+    ids = {}
+    for tenant in (T, "tenant-b"):
+        await engine.create(tenant, new())
+        t = await engine.claim(tenant, "w", ["RENDER"])
+        assert t is not None
+        await engine.complete(tenant, t.id, "w", result="{}")
+        ids[tenant] = t.id
+    future = int(time.time() * 1000) + 10 * 86_400_000
+    assert await engine.cleanup(before_ms=future, tenant="tenant-b") == 1
+    with pytest.raises(NotFound):
+        await engine.get_task("tenant-b", ids["tenant-b"])
+    assert (await engine.get_task(T, ids[T])).status is TaskStatus.COMPLETED
+    assert await engine.cleanup(before_ms=future) == 1

@@ -86,3 +86,15 @@ def test_redis_is_imported_only_under_codeq_store() -> None:
             continue
         text = path.read_text()
         assert "import redis" not in text and "from redis" not in text, path
+
+
+def test_the_core_library_loads_without_the_web_stack() -> None:
+    """A worker using only ``codeq`` (engine, settings, auth) does not pay for Litestar."""
+    probe = (
+        "import sys, codeq, codeq.engine, codeq.settings, codeq.auth, codeq.cli; "
+        "print(','.join(m for m in ('litestar', 'uvicorn', 'gateway') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, check=True, capture_output=True, text=True
+    )
+    assert out.stdout.strip() == ""

@@ -134,7 +134,7 @@ class Store(Protocol):
     ) -> list[QueueStats]: ...
 
     async def purge(
-        self, partition: int, *, before_ms: int | None, limit: int
+        self, partition: int, *, before_ms: int | None, limit: int, tenant: str | None = None
     ) -> tuple[int, bool]: ...
 
     async def sweep(

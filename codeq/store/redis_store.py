@@ -254,6 +254,41 @@ class RedisStore:
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(f"store unavailable: {type(exc).__name__}") from exc
 
+    # -- streams (read-only, no script needed) ---------------------------------------------
+
+    async def stream_end(self, key: str) -> str:
+        """The id of the newest entry of a stream ("0-0" when empty): where a tail starts."""
+        try:
+            last = await self._client.xrevrange(key, count=1)
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"store unavailable: {type(exc).__name__}") from exc
+        return _s(last[0][0]) if last else "0-0"
+
+    async def read_stream(
+        self, key: str, after: str, *, block_ms: int, count: int
+    ) -> list[tuple[str, dict[str, str]]]:
+        """Entries after ``after`` (``XREAD BLOCK``); an empty list when the block times out.
+        KVRocks answers ``[[key, []]]`` where Redis answers nil: both mean nothing new."""
+        try:
+            reply = await self._client.xread({key: after}, count=count, block=block_ms)
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"store unavailable: {type(exc).__name__}") from exc
+        out: list[tuple[str, dict[str, str]]] = []
+        if not reply:
+            return out
+        streams = reply.items() if isinstance(reply, dict) else reply
+        for _, entries in streams:
+            if entries and isinstance(entries[0], list) and not isinstance(entries[0][0], bytes):
+                entries = entries[0]  # RESP3 dict form nests one level deeper
+            for entry_id, fields in entries or ():
+                out.append(
+                    (
+                        _s(entry_id),
+                        {_s(k): _s(v) for k, v in fields.items()},
+                    )
+                )
+        return out
+
     async def ping(self) -> None:
         try:
             await self._client.ping()
@@ -468,8 +503,11 @@ class RedisStore:
             )
         return out
 
-    async def purge(self, partition: int, *, before_ms: int | None, limit: int) -> tuple[int, bool]:
-        reply = await self._run("purge", partition, ["" if before_ms is None else before_ms, limit])
+    async def purge(
+        self, partition: int, *, before_ms: int | None, limit: int, tenant: str | None = None
+    ) -> tuple[int, bool]:
+        args = ["" if before_ms is None else before_ms, limit, tenant or ""]
+        reply = await self._run("purge", partition, args)
         return int(reply[0]), bool(int(reply[1]))
 
     async def sweep(

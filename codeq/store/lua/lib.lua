@@ -200,19 +200,24 @@ local function expire_leases(now, limit, delays, dlq_retention_ms)
 end
 
 -- Terminal tasks whose retention ended before `before` are deleted with payload and result.
-local function purge_expired(before, limit)
+-- With `tenant`, only that tenant's tasks go (others stay in the expiry zset).
+local function purge_expired(before, limit, tenant)
   local ids = redis.call('ZRANGEBYSCORE', K.expiry, '-inf', before, 'LIMIT', 0, limit)
   local purged = 0
   for _, id in ipairs(ids) do
     local rec = load_rec(id)
-    if rec and (rec.status == 'COMPLETED' or rec.status == 'FAILED') then
+    if rec and tenant and rec.tenant ~= tenant then
+      -- another tenant's task: not ours to delete
+    elseif rec and (rec.status == 'COMPLETED' or rec.status == 'FAILED') then
       leave_current(rec)
       redis.call('HDEL', K.tasks, id)
       redis.call('HDEL', K.payloads, id)
       redis.call('HDEL', K.results, id)
       purged = purged + 1
+      redis.call('ZREM', K.expiry, id)
+    else
+      redis.call('ZREM', K.expiry, id)
     end
-    redis.call('ZREM', K.expiry, id)
   end
   return purged, #ids >= limit
 end

@@ -12,7 +12,7 @@ local now = now_ms()
 local limit = tonumber(ARGV[3])
 local promoted, m1 = promote_due(now, limit)
 local expired, m2 = expire_leases(now, limit, parse_delays(ARGV[4]), tonumber(ARGV[5]))
-local purged, m3 = purge_expired(now, limit)
+local purged, m3 = purge_expired(now, limit, nil)
 local more = 0
 if m1 or m2 or m3 then more = 1 end
 return {'OK', promoted, expired, purged, more}

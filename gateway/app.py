@@ -1,0 +1,113 @@
+"""The Litestar application: ``create_app(settings, store=...)``.
+
+The lifespan opens the store (unless one is given), starts the event tail that wakes long
+polls and, for ``codeq serve``, the sweeper; on shutdown it wakes every open poll, stops the
+background tasks and closes what it opened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from litestar import Litestar
+from litestar.openapi import OpenAPIConfig
+
+import codeq
+from codeq.auth import Auth, build_auth
+from codeq.engine import Engine, EngineConfig
+from codeq.errors import StoreUnavailable
+from codeq.events import EventTail
+from codeq.settings import Settings
+from codeq.store import open_store
+from codeq.store.redis_store import RedisStore
+from codeq.sweeper import Sweeper
+from gateway.errors import exception_handlers
+from gateway.metrics import Metrics
+from gateway.middleware import RequestIdMiddleware
+from gateway.routes.admin import AdminController
+from gateway.routes.health import healthz, metrics, readyz
+from gateway.routes.tasks import TaskController
+from gateway.state import Gateway
+from gateway.waker import Waker
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("codeq.gateway")
+
+
+def create_app(
+    settings: Settings,
+    *,
+    store: RedisStore | None = None,
+    auth: Auth | None = None,
+    run_sweeper: bool = False,
+    environ: dict[str, str] | None = None,
+    close_store: bool | None = None,
+) -> Litestar:
+    """Build the gateway app. ``store``/``auth`` are opened from the settings when not given.
+    The app closes the store on shutdown when it opened it, or when ``close_store`` says so
+    (a store's connections belong to the event loop that serves the app)."""
+    owns_store = store is None if close_store is None else close_store
+    the_store = store if store is not None else open_store(settings)
+    the_auth = auth if auth is not None else build_auth(settings, environ=environ)
+    engine = Engine(the_store, EngineConfig.from_settings(settings))
+    gateway = Gateway(
+        settings=settings,
+        store=the_store,
+        engine=engine,
+        auth=the_auth,
+        waker=Waker(),
+        metrics=Metrics(),
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        try:
+            await the_store.load_scripts()
+        except StoreUnavailable:
+            log.warning("store unavailable at start-up; scripts load on first use")
+        tail = EventTail(the_store, gateway.waker.on_event)
+        await tail.start()
+        sweeper = Sweeper(engine) if run_sweeper else None
+        sweeping = asyncio.create_task(sweeper.run()) if sweeper else None
+        try:
+            yield
+        finally:
+            gateway.shutting_down.set()
+            gateway.waker.close()
+            if sweeper is not None and sweeping is not None:
+                sweeper.stop()
+                await sweeping
+            await tail.stop()
+            await the_auth.aclose()
+            if owns_store:
+                await the_store.close()
+
+    app = Litestar(
+        route_handlers=[TaskController, AdminController, healthz, readyz, metrics],
+        lifespan=[lifespan],
+        exception_handlers=exception_handlers,
+        middleware=[RequestIdMiddleware],
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="codeQ",
+            version=codeq.__version__,
+            path="/schema",
+            description="Task queue and signed-webhook gateway. Errors are "
+            '`{"error": "<message>", "code": "<machine code>"}`.',
+        ),
+        debug=False,
+        logging_config=None,
+    )
+    app.state.gateway = gateway
+    return app
+
+
+def gateway_of(app: Litestar) -> Gateway:
+    """The :class:`Gateway` behind an app (tests, the CLI)."""
+    gw: Any = app.state.gateway
+    return gw  # type: ignore[no-any-return]

@@ -1,0 +1,410 @@
+"""Task routes (spec 02): create, batch, claim (with long poll), heartbeat, abandon, nack,
+result, get task, get result."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import re
+from datetime import UTC
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import State
+from litestar.di import NamedDependency, Provide
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import FromPath, JSONBody
+
+from codeq.auth import Identity
+from codeq.domain import Artifact, NewTask, Task
+from codeq.engine import MAX_BATCH, MAX_REASON
+from codeq.errors import CodeQError, Forbidden, InvalidRequest, TooLarge
+from codeq.store.keys import escape
+from gateway.openapi_errors import errors
+from gateway.schemas import (
+    AbandonBody,
+    BatchCreateBody,
+    BatchCreateOut,
+    BatchError,
+    ClaimBody,
+    CreateTaskBody,
+    HeartbeatBody,
+    HeartbeatOut,
+    NackBody,
+    NackOut,
+    ResultBody,
+    ResultOut,
+    StatusOut,
+    TaskOut,
+    TaskWithResultOut,
+    rfc3339,
+)
+from gateway.state import Gateway, get_gateway
+
+__all__ = ["TaskController"]
+
+MAX_WAIT_SECONDS = 30
+FALLBACK_RECHECK_SECONDS = 1.0
+_ARTIFACT_NAME = re.compile(r"[^A-Za-z0-9._\-]")
+_encoder = msgspec.json.Encoder()
+
+AnyRequest = Request[Any, Any, State]
+
+
+def _new_task(gw: Gateway, body: CreateTaskBody, request: AnyRequest) -> NewTask:
+    if body.payload is None:
+        raise InvalidRequest("payload: must be a JSON value other than null", field="payload")
+    payload = _encoder.encode(body.payload)
+    if len(payload) > gw.settings.max_payload_bytes:
+        raise TooLarge(f"payload: larger than {gw.settings.max_payload_bytes} bytes")
+    run_at_ms = None
+    if body.run_at is not None:
+        run_at = body.run_at if body.run_at.tzinfo else body.run_at.replace(tzinfo=UTC)
+        run_at_ms = int(run_at.timestamp() * 1000)
+    return NewTask(
+        command=body.command,
+        payload=payload.decode(),
+        priority=body.priority,
+        max_attempts=body.max_attempts,
+        webhook=body.webhook,
+        idempotency_key=body.idempotency_key,
+        run_at_ms=run_at_ms,
+        delay_seconds=body.delay_seconds,
+        trace_parent=request.headers.get("traceparent"),
+        trace_state=request.headers.get("tracestate"),
+    )
+
+
+def _allowed(identity: Identity, commands: list[str]) -> None:
+    for command in commands:
+        if not identity.allows_command(command):
+            raise Forbidden(f"command {command[:128]!r} is not in the token's eventTypes")
+
+
+class TaskController(Controller):
+    path = "/v1/codeq/tasks"
+    tags = ["tasks"]  # noqa: RUF012 - Litestar reads it as a class attribute
+    dependencies = {"gw": Provide(get_gateway, sync_to_thread=False)}  # noqa: RUF012
+
+    @post(
+        "/",
+        status_code=202,
+        summary="Create a task (producer)",
+        responses=errors(400, 409, 413),
+    )
+    async def create(
+        self, request: AnyRequest, gw: NamedDependency[Gateway], data: JSONBody[CreateTaskBody]
+    ) -> Response[TaskOut]:
+        identity = await gw.producer(request)
+        out = await gw.engine.create(identity.tenant, _new_task(gw, data, request))
+        headers = {"Idempotent-Replay": "true"} if out.replayed else {}
+        if not out.replayed:
+            gw.metrics.task_created.inc()
+        return Response(TaskOut.of(out.task), status_code=202, headers=headers)
+
+    @post(
+        "/batch",
+        status_code=202,
+        summary="Create up to 1000 tasks; each item stands alone (producer)",
+        responses=errors(400, 413),
+    )
+    async def create_batch(
+        self, request: AnyRequest, gw: NamedDependency[Gateway], data: JSONBody[BatchCreateBody]
+    ) -> BatchCreateOut:
+        identity = await gw.producer(request)
+        if len(data.tasks) > MAX_BATCH:
+            raise InvalidRequest(f"tasks: at most {MAX_BATCH} per batch", field="tasks")
+        errors_out: list[BatchError] = []
+        items: list[tuple[int, NewTask]] = []
+        for index, raw in enumerate(data.tasks):
+            try:
+                body = msgspec.convert(raw, CreateTaskBody, strict=False)
+                items.append((index, _new_task(gw, body, request)))
+            except msgspec.ValidationError as exc:
+                errors_out.append(BatchError(index=index, error=str(exc), code="invalid_request"))
+            except CodeQError as exc:
+                errors_out.append(BatchError(index=index, error=exc.message, code=exc.code))
+        results = await gw.engine.create_many(identity.tenant, [t for _, t in items])
+        tasks: list[TaskOut] = []
+        for (index, _), result in zip(items, results, strict=True):
+            if isinstance(result, CodeQError):
+                errors_out.append(BatchError(index=index, error=result.message, code=result.code))
+            else:
+                tasks.append(TaskOut.of(result.task))
+                if not result.replayed:
+                    gw.metrics.task_created.inc()
+        errors_out.sort(key=lambda e: e.index)
+        return BatchCreateOut(tasks=tasks, errors=errors_out)
+
+    @post(
+        "/claim",
+        status_code=200,
+        summary="Claim a task, optionally waiting up to 30 s for one (worker, codeq:claim)",
+        responses={
+            204: ResponseSpec(data_container=None, description="Nothing became available"),
+            **errors(400, 403),
+        },
+    )
+    async def claim(
+        self,
+        request: AnyRequest,
+        gw: NamedDependency[Gateway],
+        data: JSONBody[ClaimBody | None] = None,
+    ) -> Response[TaskOut | None]:
+        body = data or ClaimBody()
+        identity = await gw.worker(request, "codeq:claim")
+        commands = body.commands or [c for c in identity.event_types if c != "*"]
+        if not commands:
+            raise InvalidRequest(
+                "commands: required when the token allows every command", field="commands"
+            )
+        _allowed(identity, commands)
+        if not 0 <= body.wait_seconds <= MAX_WAIT_SECONDS:
+            raise InvalidRequest(
+                f"waitSeconds: must be between 0 and {MAX_WAIT_SECONDS}", field="waitSeconds"
+            )
+        if body.wait_seconds > 0:
+            task = await _long_poll(gw, request, identity, commands, body)
+        else:
+            task = await gw.engine.claim(
+                identity.tenant, identity.subject, commands, lease_seconds=body.lease_seconds
+            )
+        if task is None:
+            return Response(None, status_code=204)
+        gw.metrics.task_claimed.inc()
+        return Response(TaskOut.of(task), status_code=200)
+
+    @post(
+        "/{task_id:str}/heartbeat",
+        status_code=200,
+        summary="Extend the lease (lease holder, codeq:heartbeat)",
+        responses=errors(400, 403, 404, 409),
+    )
+    async def heartbeat(
+        self,
+        request: AnyRequest,
+        gw: NamedDependency[Gateway],
+        task_id: FromPath[str],
+        data: JSONBody[HeartbeatBody | None] = None,
+    ) -> HeartbeatOut:
+        body = data or HeartbeatBody()
+        identity = await gw.worker(request, "codeq:heartbeat")
+        task = await gw.engine.heartbeat(
+            identity.tenant,
+            task_id,
+            identity.subject,
+            lease_id=body.lease_id,
+            extend_seconds=body.extend_seconds,
+        )
+        return HeartbeatOut(ok=True, lease_until=rfc3339(task.lease_until_ms))
+
+    @post(
+        "/{task_id:str}/abandon",
+        status_code=200,
+        summary="Give the task back now (lease holder, codeq:abandon)",
+        responses=errors(403, 404, 409),
+    )
+    async def abandon(
+        self,
+        request: AnyRequest,
+        gw: NamedDependency[Gateway],
+        task_id: FromPath[str],
+        data: JSONBody[AbandonBody | None] = None,
+    ) -> StatusOut:
+        body = data or AbandonBody()
+        identity = await gw.worker(request, "codeq:abandon")
+        await gw.engine.abandon(identity.tenant, task_id, identity.subject, lease_id=body.lease_id)
+        return StatusOut(status="requeued")
+
+    @post(
+        "/{task_id:str}/nack",
+        status_code=200,
+        summary="Retry later with backoff, or dead-letter on the last attempt (codeq:nack)",
+        responses=errors(400, 403, 404, 409),
+    )
+    async def nack(
+        self,
+        request: AnyRequest,
+        gw: NamedDependency[Gateway],
+        task_id: FromPath[str],
+        data: JSONBody[NackBody | None] = None,
+    ) -> NackOut:
+        body = data or NackBody()
+        identity = await gw.worker(request, "codeq:nack")
+        out = await gw.engine.nack(
+            identity.tenant,
+            task_id,
+            identity.subject,
+            lease_id=body.lease_id,
+            delay_seconds=body.delay_seconds,
+            reason=body.reason,
+        )
+        return NackOut(status=out.status, delay_seconds=round(out.delay_seconds, 3))
+
+    @post(
+        "/{task_id:str}/result",
+        status_code=200,
+        summary="Finish the task: COMPLETED or FAILED (lease holder, codeq:result)",
+        responses=errors(400, 403, 404, 409, 413),
+    )
+    async def result(
+        self,
+        request: AnyRequest,
+        gw: NamedDependency[Gateway],
+        task_id: FromPath[str],
+        data: JSONBody[ResultBody],
+    ) -> ResultOut:
+        identity = await gw.worker(request, "codeq:result")
+        result_text: str | None = None
+        if data.result is not None:
+            encoded = _encoder.encode(data.result)
+            if len(encoded) > gw.settings.max_payload_bytes:
+                raise TooLarge(f"result: larger than {gw.settings.max_payload_bytes} bytes")
+            result_text = encoded.decode()
+        if data.status == "COMPLETED" and result_text is None:
+            raise InvalidRequest("result: required (a JSON object) for COMPLETED", field="result")
+        if data.status == "FAILED" and not data.error:
+            raise InvalidRequest("error: required (non-empty) for FAILED", field="error")
+        if data.error is not None and len(data.error) > MAX_REASON:
+            raise InvalidRequest(f"error: at most {MAX_REASON} characters", field="error")
+        written: list[Path] = []
+        try:
+            artifacts = await _store_artifacts(gw, identity.tenant, task_id, data, written)
+            if data.status == "COMPLETED":
+                out = await gw.engine.complete(
+                    identity.tenant,
+                    task_id,
+                    identity.subject,
+                    result=result_text or "{}",
+                    lease_id=data.lease_id,
+                    artifacts=artifacts,
+                )
+            else:
+                out = await gw.engine.fail(
+                    identity.tenant,
+                    task_id,
+                    identity.subject,
+                    error=data.error or "",
+                    lease_id=data.lease_id,
+                    result=result_text,
+                    artifacts=artifacts,
+                )
+        except BaseException:
+            for path in written:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            raise
+        gw.metrics.task_completed.labels(status=out.status.value).inc()
+        return ResultOut.of(out)
+
+    @get(
+        "/{task_id:str}",
+        summary="A task (producer or worker of its tenant)",
+        responses=errors(404),
+    )
+    async def get_task(
+        self, request: AnyRequest, gw: NamedDependency[Gateway], task_id: FromPath[str]
+    ) -> TaskOut:
+        identity = await gw.anyone(request)
+        return TaskOut.of(await gw.engine.get_task(identity.tenant, task_id))
+
+    @get(
+        "/{task_id:str}/result",
+        summary="A task with its result (404 until there is one)",
+        responses=errors(404),
+    )
+    async def get_result(
+        self, request: AnyRequest, gw: NamedDependency[Gateway], task_id: FromPath[str]
+    ) -> TaskWithResultOut:
+        identity = await gw.anyone(request)
+        task, result = await gw.engine.get_result(identity.tenant, task_id)
+        return TaskWithResultOut(task=TaskOut.of(task), result=ResultOut.of(result))
+
+
+async def _wait_for_disconnect(request: AnyRequest) -> None:
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def _long_poll(
+    gw: Gateway, request: AnyRequest, identity: Identity, commands: list[str], body: ClaimBody
+) -> Task | None:
+    """Claim, and while nothing is there wait for a ``task.ready`` of these commands (or the
+    fallback re-check), until the deadline. A client that goes away stops the wait; a task
+    claimed for a client that went away is given back at once."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + body.wait_seconds
+    waiter = gw.waker.register(identity.tenant, commands)
+    disconnected = asyncio.ensure_future(_wait_for_disconnect(request))
+    try:
+        while True:
+            waiter.event.clear()  # cleared before the claim: a wake-up after it is not lost
+            task = await gw.engine.claim(
+                identity.tenant, identity.subject, commands, lease_seconds=body.lease_seconds
+            )
+            if task is not None:
+                if disconnected.done():
+                    await gw.engine.abandon(
+                        identity.tenant, task.id, identity.subject, lease_id=task.lease_id
+                    )
+                    return None
+                return task
+            remaining = deadline - loop.time()
+            if remaining <= 0 or disconnected.done() or gw.waker.closed:
+                return None
+            woken = asyncio.ensure_future(waiter.event.wait())
+            await asyncio.wait(
+                {woken, disconnected},
+                timeout=min(remaining, FALLBACK_RECHECK_SECONDS),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            woken.cancel()
+    finally:
+        gw.waker.unregister(waiter)
+        disconnected.cancel()
+
+
+async def _store_artifacts(
+    gw: Gateway, tenant: str, task_id: str, body: ResultBody, written: list[Path]
+) -> list[Artifact]:
+    out: list[Artifact] = []
+    parts = (gw.settings.local_artifacts_dir, escape(tenant), escape(task_id))
+    for i, item in enumerate(body.artifacts):
+        name = _ARTIFACT_NAME.sub("_", Path(item.name).name).lstrip(".")[:128] or f"artifact-{i}"
+        if item.content_base64 is None:
+            if not item.url:
+                raise InvalidRequest(
+                    f"artifacts[{i}]: needs a url or contentBase64", field=f"artifacts[{i}]"
+                )
+            out.append(Artifact(name=name, url=item.url, content_type=item.content_type))
+            continue
+        try:
+            content = base64.b64decode(item.content_base64, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise InvalidRequest(
+                f"artifacts[{i}].contentBase64: not valid base64", field=f"artifacts[{i}]"
+            ) from exc
+        if len(content) > gw.settings.max_artifact_bytes:
+            raise TooLarge(f"artifacts[{i}]: larger than {gw.settings.max_artifact_bytes} bytes")
+        path = await asyncio.to_thread(_write, parts, name, content)
+        written.append(path)
+        out.append(
+            Artifact(
+                name=name, url=path.as_uri(), content_type=item.content_type, size=len(content)
+            )
+        )
+    return out
+
+
+def _write(parts: tuple[str, str, str], name: str, content: bytes) -> Path:
+    directory = Path(parts[0]).resolve().joinpath(*parts[1:])
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    path.write_bytes(content)
+    return path

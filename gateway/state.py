@@ -1,0 +1,53 @@
+"""What every handler needs, held by the app: settings, engine, auth, waker, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from litestar import Request
+from litestar.datastructures import State
+
+from codeq.auth import Auth, Identity
+from codeq.engine import Engine
+from codeq.errors import Forbidden
+from codeq.settings import Settings
+from codeq.store.redis_store import RedisStore
+from gateway.metrics import Metrics
+from gateway.waker import Waker
+
+__all__ = ["Gateway", "get_gateway"]
+
+
+@dataclass
+class Gateway:
+    settings: Settings
+    store: RedisStore
+    engine: Engine
+    auth: Auth
+    waker: Waker
+    metrics: Metrics
+    shutting_down: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def producer(self, request: Request[object, object, State]) -> Identity:
+        return await self.auth.for_producer(request.headers.get("authorization"))
+
+    async def worker(self, request: Request[object, object, State], scope: str) -> Identity:
+        identity = await self.auth.for_worker(request.headers.get("authorization"))
+        if not identity.has_scope(scope):
+            raise Forbidden(f"the token lacks scope {scope}")
+        return identity
+
+    async def anyone(self, request: Request[object, object, State]) -> Identity:
+        return await self.auth.for_any(request.headers.get("authorization"))
+
+    async def admin(self, request: Request[object, object, State]) -> Identity:
+        identity = await self.auth.for_any(request.headers.get("authorization"))
+        if not identity.is_admin:
+            raise Forbidden("admin credentials required")
+        return identity
+
+
+def get_gateway(state: State) -> Gateway:
+    gateway: Gateway = state.gateway
+    return gateway

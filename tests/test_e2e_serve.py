@@ -1,0 +1,195 @@
+"""End to end: a real ``codeq serve`` process on a socket, embedded and on real Redis."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.servers import RedisServer, free_port, wait_for
+
+TOKEN = "e2e-dev-token"
+
+
+class Served:
+    """A running ``codeq serve``: its base URL, process and captured output (files, so a
+    chatty server never blocks on a full pipe)."""
+
+    def __init__(self, base: str, proc: subprocess.Popen[bytes], out: Any, err: Any) -> None:
+        self.base, self.proc, self._out, self._err = base, proc, out, err
+
+    def stdout(self) -> str:
+        self._out.seek(0)
+        return str(self._out.read().decode())
+
+    def stderr(self) -> str:
+        self._err.seek(0)
+        return str(self._err.read().decode())
+
+
+@contextmanager
+def serve(extra_env: dict[str, str]) -> Iterator[Served]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "CODEQ_DEV_TOKEN": TOKEN,
+        "LOG_FORMAT": "json",
+        "SHUTDOWN_GRACE_SECONDS": "5",
+        **extra_env,
+    }
+    if "REDIS_ADDR" not in extra_env:
+        env.pop("REDIS_ADDR", None)
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "codeq.cli", "serve", "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=err,
+        )
+        served = Served(f"http://127.0.0.1:{port}", proc, out, err)
+
+        def up() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"codeq serve exited: {served.stderr()}")
+            try:
+                return httpx.get(f"{served.base}/healthz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        try:
+            wait_for(up, timeout=20, message="codeq serve did not come up")
+            yield served
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
+def polls_waiting(base: str, n: int) -> None:
+    """Wait until the server reports ``n`` claims waiting in a long poll (its /metrics)."""
+
+    def check() -> bool:
+        text = httpx.get(f"{base}/metrics", timeout=2).text
+        return f"codeq_long_polls_waiting {float(n)}" in text
+
+    wait_for(check, timeout=10, message=f"{n} long poll(s) never started waiting")
+
+
+def round_trip(base: str) -> None:
+    h = {"Authorization": f"Bearer {TOKEN}"}
+    with httpx.Client(base_url=base, headers=h, timeout=15) as c:
+        r = c.post("/v1/codeq/tasks", json={"command": "HELLO", "payload": {"x": 1}})
+        assert r.status_code == 202
+        task_id = r.json()["id"]
+        r = c.post("/v1/codeq/tasks/claim", json={"commands": ["HELLO"]})
+        assert r.status_code == 200 and r.json()["leaseId"]
+        lease = r.json()["leaseId"]
+        r = c.post(
+            f"/v1/codeq/tasks/{task_id}/result",
+            json={"status": "COMPLETED", "result": {"ok": True}, "leaseId": lease},
+        )
+        assert r.status_code == 200
+        assert c.get(f"/v1/codeq/tasks/{task_id}").json()["status"] == "COMPLETED"
+        assert c.get(f"/v1/codeq/tasks/{task_id}/result").json()["result"]["result"] == {"ok": True}
+        r = c.post(
+            f"/v1/codeq/tasks/{task_id}/result",
+            json={"status": "COMPLETED", "result": {}, "leaseId": lease},
+        )
+        assert r.status_code == 409
+        started = time.monotonic()
+        r = c.post("/v1/codeq/tasks/claim", json={"commands": ["HELLO"], "waitSeconds": 2})
+        assert r.status_code == 204 and 1.8 <= time.monotonic() - started < 4
+
+
+@pytest.mark.parametrize("backend", ["embedded", "redis"])
+def test_serve_round_trip(backend: str, request: pytest.FixtureRequest) -> None:
+    env: dict[str, str] = {}
+    if backend == "redis":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        env = {"REDIS_ADDR": f"127.0.0.1:{server.port}", "KEY_PREFIX": f"e2e{free_port()}"}
+    with serve(env) as served:
+        round_trip(served.base)
+        served.proc.send_signal(signal.SIGTERM)
+        assert served.proc.wait(15) == 0
+        assert served.stdout().count(TOKEN) >= 1  # printed for the user on stdout...
+        assert TOKEN not in served.stderr()  # ...and never logged
+        access = [json.loads(line) for line in served.stderr().splitlines() if '"path"' in line]
+        assert any(a.get("path") == "/v1/codeq/tasks" and a.get("status") == 202 for a in access)
+
+
+def test_long_poll_wakes_within_milliseconds_of_a_create(redis_server: RedisServer) -> None:
+    env = {"REDIS_ADDR": f"127.0.0.1:{redis_server.port}", "KEY_PREFIX": f"wk{free_port()}"}
+    h = {"Authorization": f"Bearer {TOKEN}"}
+    import threading
+
+    with serve(env) as served:
+        base = served.base
+        results: dict[str, float] = {}
+
+        def poll() -> None:
+            r = httpx.post(
+                f"{base}/v1/codeq/tasks/claim",
+                headers=h,
+                timeout=15,
+                json={"commands": ["WAKE"], "waitSeconds": 10},
+            )
+            results["status"] = r.status_code
+            results["answered"] = time.monotonic()
+
+        latencies = []
+        producer = httpx.Client(base_url=base, headers=h, timeout=5)  # warm connection
+        assert producer.get("/healthz").status_code == 200
+        for _ in range(5):
+            results.clear()
+            t = threading.Thread(target=poll)
+            t.start()
+            polls_waiting(base, 1)
+            created = time.monotonic()  # before the create is sent: the strict measure
+            producer.post("/v1/codeq/tasks", json={"command": "WAKE", "payload": 1})
+            t.join(15)
+            assert results["status"] == 200
+            latencies.append(results["answered"] - created)
+        producer.close()
+        assert max(latencies) < 0.05, latencies
+
+
+def test_sigterm_answers_open_long_polls(redis_server: RedisServer) -> None:
+    env = {"REDIS_ADDR": f"127.0.0.1:{redis_server.port}", "KEY_PREFIX": f"st{free_port()}"}
+    import threading
+
+    with serve(env) as served:
+        base, proc = served.base, served.proc
+        out: dict[str, int] = {}
+
+        def poll() -> None:
+            r = httpx.post(
+                f"{base}/v1/codeq/tasks/claim",
+                headers={"Authorization": f"Bearer {TOKEN}"},
+                timeout=20,
+                json={"commands": ["NEVER"], "waitSeconds": 30},
+            )
+            out["status"] = r.status_code
+
+        t = threading.Thread(target=poll)
+        t.start()
+        polls_waiting(base, 1)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        t.join(20)
+        assert out.get("status") == 204
+        assert proc.wait(15) == 0
+        assert time.monotonic() - started < 5
