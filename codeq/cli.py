@@ -31,26 +31,39 @@ def _settings(args: argparse.Namespace) -> Any:
     return msgspec.structs.replace(settings, **changes) if changes else settings
 
 
+def _print_dev_token(token: str, host: str, port: int) -> None:
+    # Printed once to the terminal on purpose (dev mode, loopback only); never logged.
+    print(f"codeq dev token: {token}", flush=True)
+    print(
+        f"  try: curl -s -H 'Authorization: Bearer {token}' "
+        f"-H 'Content-Type: application/json' "
+        f'-d \'{{"command":"HELLO","payload":{{}}}}\' '
+        f"http://{host}:{port}/v1/codeq/tasks",
+        flush=True,
+    )
+
+
 def _serve(args: argparse.Namespace, *, with_sweeper: bool) -> int:
+    settings = _settings(args)
+    name = "serve" if with_sweeper else "gateway"
+    if args.server == "uvicorn" and args.workers == 1:
+        _serve_in_process(settings, with_sweeper=with_sweeper, name=name)
+    else:
+        _serve_workers(args, settings, with_sweeper=with_sweeper, name=name)
+    return 0
+
+
+def _serve_in_process(settings: Any, *, with_sweeper: bool, name: str) -> None:
     import uvicorn
 
     from codeq.logs import configure_logging
     from gateway.app import create_app, gateway_of
 
-    settings = _settings(args)
     configure_logging(settings.log_level, settings.log_format)
     app = create_app(settings, run_sweeper=with_sweeper, environ=dict(os.environ))
     gw = gateway_of(app)
     if gw.auth.dev_token:
-        # Printed once to the terminal on purpose (dev mode, loopback only); never logged.
-        print(f"codeq dev token: {gw.auth.dev_token}", flush=True)
-        print(
-            f"  try: curl -s -H 'Authorization: Bearer {gw.auth.dev_token}' "
-            f"-H 'Content-Type: application/json' "
-            f'-d \'{{"command":"HELLO","payload":{{}}}}\' '
-            f"http://{settings.host}:{settings.port}/v1/codeq/tasks",
-            flush=True,
-        )
+        _print_dev_token(gw.auth.dev_token, settings.host, settings.port)
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -71,15 +84,74 @@ def _serve(args: argparse.Namespace, *, with_sweeper: bool) -> int:
             super().handle_exit(sig, frame)
 
     print(
-        f"codeq {'serve' if with_sweeper else 'gateway'} listening on "
-        f"http://{settings.host}:{settings.port} (store: {settings.store_kind})",
+        f"codeq {name} listening on http://{settings.host}:{settings.port} "
+        f"(store: {settings.store_kind})",
         flush=True,
     )
     # uvicorn re-raises the signal it caught once it has shut down; a graceful stop on
     # SIGTERM is a success, so that re-raise lands on a handler that does nothing.
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
     Server(config).run()
-    return 0
+
+
+def _serve_workers(
+    args: argparse.Namespace, settings: Any, *, with_sweeper: bool, name: str
+) -> None:
+    """Several worker processes (or granian): each builds its app from the environment, so
+    the effective host, port, config path and dev token are put there first."""
+    from codeq.auth.base import is_loopback_host
+
+    if settings.store_kind == "embedded":
+        raise ValueError("--workers/--server granian need a shared store: set REDIS_ADDR")
+    os.environ["HOST"] = settings.host
+    os.environ["PORT"] = str(settings.port)
+    if args.config:
+        os.environ["CODEQ_CONFIG_PATH"] = args.config
+    dev = settings.producer_auth_provider is None and settings.worker_auth_provider is None
+    if dev and is_loopback_host(settings.host):
+        import secrets
+
+        token = os.environ.get("CODEQ_DEV_TOKEN", "").strip() or secrets.token_urlsafe(24)
+        os.environ["CODEQ_DEV_TOKEN"] = token
+        _print_dev_token(token, settings.host, settings.port)
+    target = "gateway.app:serve_app" if with_sweeper else "gateway.app:gateway_app"
+    print(
+        f"codeq {name} listening on http://{settings.host}:{settings.port} "
+        f"({args.server}, {args.workers} workers, store: {settings.store_kind})",
+        flush=True,
+    )
+    if args.server == "granian":
+        from granian.constants import Interfaces, Loops
+        from granian.server import Server as Granian
+
+        Granian(
+            target,
+            address=settings.host,
+            port=settings.port,
+            interface=Interfaces.ASGI,
+            workers=args.workers,
+            factory=True,
+            loop=Loops.uvloop,
+            log_enabled=False,
+            workers_kill_timeout=int(settings.shutdown_grace_seconds) or None,
+        ).serve()
+        return
+    import uvicorn
+
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    uvicorn.run(
+        target,
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=args.workers,
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        http="httptools",
+        loop="uvloop",
+        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,6 +169,15 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--host", help="listen address (default from settings: 127.0.0.1)")
         p.add_argument("--port", type=int, help="listen port (default from settings: 8080)")
         p.add_argument("--config", help="YAML settings file (else $CODEQ_CONFIG_PATH)")
+        p.add_argument(
+            "--workers", type=int, default=1, help="server processes (default 1; needs Redis)"
+        )
+        p.add_argument(
+            "--server",
+            choices=["uvicorn", "granian"],
+            default="uvicorn",
+            help="ASGI server (default uvicorn)",
+        )
     config = sub.add_parser("config", help="settings")
     config_sub = config.add_subparsers(dest="action", required=True)
     show = config_sub.add_parser("show", help="print the effective settings, secrets masked")

@@ -34,7 +34,7 @@ from gateway.routes.tasks import TaskController
 from gateway.state import Gateway
 from gateway.waker import Waker
 
-__all__ = ["create_app"]
+__all__ = ["app_from_environment", "create_app", "gateway_app", "gateway_of", "serve_app"]
 
 log = logging.getLogger("codeq.gateway")
 
@@ -105,6 +105,29 @@ def create_app(
     )
     app.state.gateway = gateway
     return app
+
+
+def app_from_environment(*, run_sweeper: bool) -> Litestar:
+    """The app of one server worker process, its settings read from the environment (the
+    ``codeq`` command puts ``--host``/``--port``/``--config`` and the dev token there before
+    it starts the workers, so every worker agrees)."""
+    import os
+
+    from codeq.logs import configure_logging
+
+    settings = Settings.load(os.environ.get("CODEQ_CONFIG_PATH"), environ=os.environ)
+    configure_logging(settings.log_level, settings.log_format)
+    return create_app(settings, run_sweeper=run_sweeper, environ=dict(os.environ))
+
+
+def serve_app() -> Litestar:
+    """Factory for ``codeq serve`` workers: gateway + sweeper."""
+    return app_from_environment(run_sweeper=True)
+
+
+def gateway_app() -> Litestar:
+    """Factory for ``codeq gateway`` workers: HTTP only."""
+    return app_from_environment(run_sweeper=False)
 
 
 def gateway_of(app: Litestar) -> Gateway:

@@ -5,6 +5,7 @@ Field names and status values are the original codeQ's, so its clients keep work
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -49,12 +50,16 @@ class _Out(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
     pass
 
 
+@functools.lru_cache(maxsize=4096)
+def _second(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+
+
 def rfc3339(ms: int | None) -> str | None:
     """Milliseconds since the epoch → RFC 3339 UTC with millisecond precision and ``Z``."""
     if ms is None:
         return None
-    dt = datetime.fromtimestamp(ms / 1000, tz=UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    return f"{_second(ms // 1000)}{ms % 1000:03d}Z"
 
 
 # -- requests ---------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import Any
 
 from litestar import Request
 from litestar.datastructures import State
@@ -16,7 +17,7 @@ from codeq.store.redis_store import RedisStore
 from gateway.metrics import Metrics
 from gateway.waker import Waker
 
-__all__ = ["Gateway", "get_gateway"]
+__all__ = ["Gateway", "gateway_for", "get_gateway"]
 
 
 @dataclass
@@ -46,6 +47,13 @@ class Gateway:
         if not identity.is_admin:
             raise Forbidden("admin credentials required")
         return identity
+
+
+def gateway_for(request: Request[Any, Any, Any]) -> Gateway:
+    """The app's :class:`Gateway`, straight from the request (cheaper than a DI provider on
+    every call of the hot routes)."""
+    gateway: Gateway = request.app.state.gateway
+    return gateway
 
 
 def get_gateway(state: State) -> Gateway:

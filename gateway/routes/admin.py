@@ -7,7 +7,6 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request, get, post
 from litestar.datastructures import State
-from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from codeq.errors import InvalidRequest
@@ -23,7 +22,7 @@ from gateway.schemas import (
     TaskOut,
     rfc3339,
 )
-from gateway.state import Gateway, get_gateway
+from gateway.state import gateway_for
 
 __all__ = ["AdminController"]
 
@@ -33,23 +32,22 @@ AnyRequest = Request[Any, Any, State]
 class AdminController(Controller):
     path = "/v1/codeq/admin"
     tags = ["admin"]  # noqa: RUF012
-    dependencies = {"gw": Provide(get_gateway, sync_to_thread=False)}  # noqa: RUF012
 
     @get(
         "/queues",
         summary="Every queue of the caller's tenant (all tenants: super-admin)",
         responses=errors(403),
     )
-    async def queues(self, request: AnyRequest, gw: NamedDependency[Gateway]) -> QueuesOut:
+    async def queues(self, request: AnyRequest) -> QueuesOut:
+        gw = gateway_for(request)
         identity = await gw.admin(request)
         everyone = identity.is_super_admin
         stats = await gw.engine.list_queues(None if everyone else identity.tenant)
         return QueuesOut(queues=[QueueStatsOut.of(s, with_tenant=everyone) for s in stats])
 
     @get("/queues/{command:str}", summary="Depths of one queue", responses=errors(400, 403))
-    async def queue(
-        self, request: AnyRequest, gw: NamedDependency[Gateway], command: FromPath[str]
-    ) -> QueueStatsOut:
+    async def queue(self, request: AnyRequest, command: FromPath[str]) -> QueueStatsOut:
+        gw = gateway_for(request)
         identity = await gw.admin(request)
         return QueueStatsOut.of(await gw.engine.queue_stats(identity.tenant, command))
 
@@ -61,11 +59,11 @@ class AdminController(Controller):
     async def dlq(
         self,
         request: AnyRequest,
-        gw: NamedDependency[Gateway],
         command: FromPath[str],
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 50,
         cursor: FromQuery[str | None] = None,
     ) -> DlqOut:
+        gw = gateway_for(request)
         identity = await gw.admin(request)
         page = await gw.engine.dlq(identity.tenant, command, limit=limit, cursor=cursor)
         return DlqOut(tasks=[TaskOut.of(t) for t in page.tasks], next_cursor=page.next_cursor)
@@ -74,15 +72,15 @@ class AdminController(Controller):
         "/queues/{command:str}/dlq/requeue",
         status_code=200,
         summary="Requeue dead tasks (attempts reset): by ids, or all",
-        responses=errors(400, 403),
+        responses=errors(400, 403, 413),
     )
     async def requeue(
         self,
         request: AnyRequest,
-        gw: NamedDependency[Gateway],
         command: FromPath[str],
         data: JSONBody[RequeueBody],
     ) -> RequeueOut:
+        gw = gateway_for(request)
         identity = await gw.admin(request)
         if data.ids is None and not data.all:
             raise InvalidRequest("ids: give ids, or all: true", field="ids")
@@ -95,14 +93,14 @@ class AdminController(Controller):
         "/tasks/cleanup",
         status_code=200,
         summary="Purge terminal tasks whose retention ended before `before`",
-        responses=errors(400, 403),
+        responses=errors(400, 403, 413),
     )
     async def cleanup(
         self,
         request: AnyRequest,
-        gw: NamedDependency[Gateway],
         data: JSONBody[CleanupBody | None] = None,
     ) -> CleanupOut:
+        gw = gateway_for(request)
         identity = await gw.admin(request)
         body = data or CleanupBody()
         before_ms = int(body.before.timestamp() * 1000) if body.before else int(time.time() * 1000)

@@ -15,7 +15,6 @@ from typing import Any
 import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
-from litestar.di import NamedDependency, Provide
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody
 
@@ -43,7 +42,7 @@ from gateway.schemas import (
     TaskWithResultOut,
     rfc3339,
 )
-from gateway.state import Gateway, get_gateway
+from gateway.state import Gateway, gateway_for
 
 __all__ = ["TaskController"]
 
@@ -88,7 +87,6 @@ def _allowed(identity: Identity, commands: list[str]) -> None:
 class TaskController(Controller):
     path = "/v1/codeq/tasks"
     tags = ["tasks"]  # noqa: RUF012 - Litestar reads it as a class attribute
-    dependencies = {"gw": Provide(get_gateway, sync_to_thread=False)}  # noqa: RUF012
 
     @post(
         "/",
@@ -97,8 +95,9 @@ class TaskController(Controller):
         responses=errors(400, 409, 413),
     )
     async def create(
-        self, request: AnyRequest, gw: NamedDependency[Gateway], data: JSONBody[CreateTaskBody]
+        self, request: AnyRequest, data: JSONBody[CreateTaskBody]
     ) -> Response[TaskOut]:
+        gw = gateway_for(request)
         identity = await gw.producer(request)
         out = await gw.engine.create(identity.tenant, _new_task(gw, data, request))
         headers = {"Idempotent-Replay": "true"} if out.replayed else {}
@@ -113,8 +112,9 @@ class TaskController(Controller):
         responses=errors(400, 413),
     )
     async def create_batch(
-        self, request: AnyRequest, gw: NamedDependency[Gateway], data: JSONBody[BatchCreateBody]
+        self, request: AnyRequest, data: JSONBody[BatchCreateBody]
     ) -> BatchCreateOut:
+        gw = gateway_for(request)
         identity = await gw.producer(request)
         if len(data.tasks) > MAX_BATCH:
             raise InvalidRequest(f"tasks: at most {MAX_BATCH} per batch", field="tasks")
@@ -146,16 +146,16 @@ class TaskController(Controller):
         summary="Claim a task, optionally waiting up to 30 s for one (worker, codeq:claim)",
         responses={
             204: ResponseSpec(data_container=None, description="Nothing became available"),
-            **errors(400, 403),
+            **errors(400, 403, 413),
         },
     )
     async def claim(
         self,
         request: AnyRequest,
-        gw: NamedDependency[Gateway],
         data: JSONBody[ClaimBody | None] = None,
     ) -> Response[TaskOut | None]:
         body = data or ClaimBody()
+        gw = gateway_for(request)
         identity = await gw.worker(request, "codeq:claim")
         commands = body.commands or [c for c in identity.event_types if c != "*"]
         if not commands:
@@ -182,16 +182,16 @@ class TaskController(Controller):
         "/{task_id:str}/heartbeat",
         status_code=200,
         summary="Extend the lease (lease holder, codeq:heartbeat)",
-        responses=errors(400, 403, 404, 409),
+        responses=errors(400, 403, 404, 409, 413),
     )
     async def heartbeat(
         self,
         request: AnyRequest,
-        gw: NamedDependency[Gateway],
         task_id: FromPath[str],
         data: JSONBody[HeartbeatBody | None] = None,
     ) -> HeartbeatOut:
         body = data or HeartbeatBody()
+        gw = gateway_for(request)
         identity = await gw.worker(request, "codeq:heartbeat")
         task = await gw.engine.heartbeat(
             identity.tenant,
@@ -206,16 +206,16 @@ class TaskController(Controller):
         "/{task_id:str}/abandon",
         status_code=200,
         summary="Give the task back now (lease holder, codeq:abandon)",
-        responses=errors(403, 404, 409),
+        responses=errors(400, 403, 404, 409, 413),
     )
     async def abandon(
         self,
         request: AnyRequest,
-        gw: NamedDependency[Gateway],
         task_id: FromPath[str],
         data: JSONBody[AbandonBody | None] = None,
     ) -> StatusOut:
         body = data or AbandonBody()
+        gw = gateway_for(request)
         identity = await gw.worker(request, "codeq:abandon")
         await gw.engine.abandon(identity.tenant, task_id, identity.subject, lease_id=body.lease_id)
         return StatusOut(status="requeued")
@@ -224,16 +224,16 @@ class TaskController(Controller):
         "/{task_id:str}/nack",
         status_code=200,
         summary="Retry later with backoff, or dead-letter on the last attempt (codeq:nack)",
-        responses=errors(400, 403, 404, 409),
+        responses=errors(400, 403, 404, 409, 413),
     )
     async def nack(
         self,
         request: AnyRequest,
-        gw: NamedDependency[Gateway],
         task_id: FromPath[str],
         data: JSONBody[NackBody | None] = None,
     ) -> NackOut:
         body = data or NackBody()
+        gw = gateway_for(request)
         identity = await gw.worker(request, "codeq:nack")
         out = await gw.engine.nack(
             identity.tenant,
@@ -254,10 +254,10 @@ class TaskController(Controller):
     async def result(
         self,
         request: AnyRequest,
-        gw: NamedDependency[Gateway],
         task_id: FromPath[str],
         data: JSONBody[ResultBody],
     ) -> ResultOut:
+        gw = gateway_for(request)
         identity = await gw.worker(request, "codeq:result")
         result_text: str | None = None
         if data.result is not None:
@@ -304,22 +304,20 @@ class TaskController(Controller):
     @get(
         "/{task_id:str}",
         summary="A task (producer or worker of its tenant)",
-        responses=errors(404),
+        responses=errors(400, 404),
     )
-    async def get_task(
-        self, request: AnyRequest, gw: NamedDependency[Gateway], task_id: FromPath[str]
-    ) -> TaskOut:
+    async def get_task(self, request: AnyRequest, task_id: FromPath[str]) -> TaskOut:
+        gw = gateway_for(request)
         identity = await gw.anyone(request)
         return TaskOut.of(await gw.engine.get_task(identity.tenant, task_id))
 
     @get(
         "/{task_id:str}/result",
         summary="A task with its result (404 until there is one)",
-        responses=errors(404),
+        responses=errors(400, 404),
     )
-    async def get_result(
-        self, request: AnyRequest, gw: NamedDependency[Gateway], task_id: FromPath[str]
-    ) -> TaskWithResultOut:
+    async def get_result(self, request: AnyRequest, task_id: FromPath[str]) -> TaskWithResultOut:
+        gw = gateway_for(request)
         identity = await gw.anyone(request)
         task, result = await gw.engine.get_result(identity.tenant, task_id)
         return TaskWithResultOut(task=TaskOut.of(task), result=ResultOut.of(result))

@@ -1,0 +1,391 @@
+"""HTTP load on a real gateway process: create, claim + result, full lifecycle, long-poll wake-up.
+
+The gateway runs as its own process (``codeq gateway``) on a real redis-server; the load
+generator runs in separate processes (``--procs``) with keep-alive connections (aiohttp, the
+``bench`` extra), each process driving its share of the concurrency. Per operation it prints
+req/s, p50/p95/p99 latency and the errors (any status other than the expected one).
+
+    python bench/http.py                              # uvicorn, 1 worker, c = 10 50 100 200
+    python bench/http.py --server granian --workers 2 --concurrency 50 --duration 10
+
+Scenarios, each at every concurrency level:
+  create     POST /tasks, one command
+  claim      POST /tasks/claim then POST /tasks/{id}/result (a "pair"), queue pre-filled
+  lifecycle  create → claim → result by one client, each client its own command
+  wake       one long poll waiting (waitSeconds 10); the time from sending a create for its
+             command to the poll's answer (sequential, --wake-samples times)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import multiprocessing as mp
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+# This file is named http.py: keep its folder off the front of sys.path, or it would shadow
+# the standard library's http package; the folder goes last, for _common.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
+
+import aiohttp  # noqa: E402
+from _common import free_port, local_redis, percentile  # noqa: E402
+
+# Set once in the parent; the spawned load processes inherit it through the environment.
+TOKEN = os.environ.setdefault("CODEQ_BENCH_TOKEN", "bench-" + uuid.uuid4().hex)
+HEADERS = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# -- the server -------------------------------------------------------------------------
+
+
+@contextmanager
+def gateway(redis_url: str, server: str, workers: int, access_log: bool) -> Iterator[str]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "CODEQ_DEV_TOKEN": TOKEN,
+        "KEY_PREFIX": "bench" + uuid.uuid4().hex[:6],
+        "LOG_FORMAT": "json",
+        "LOG_LEVEL": "info" if access_log else "warning",
+    }
+    cmd = [
+        sys.executable, "-m", "codeq.cli", "gateway", "--port", str(port),
+        "--server", server, "--workers", str(workers),
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                raise SystemExit(f"gateway exited with {proc.returncode}")
+            try:
+                import urllib.request
+
+                with urllib.request.urlopen(f"{base}/readyz", timeout=1) as r:  # noqa: S310
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit("gateway did not become ready")
+            time.sleep(0.05)
+        yield base
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# -- one load-generator process ---------------------------------------------------------
+
+
+def _task(command: str) -> bytes:
+    return json.dumps({"command": command, "payload": {"n": 1}}).encode()
+
+
+async def _post(s: aiohttp.ClientSession, url: str, body: bytes) -> tuple[int, bytes, float]:
+    started = time.perf_counter()
+    async with s.post(url, data=body, headers=HEADERS) as r:
+        data = await r.read()
+        return r.status, data, time.perf_counter() - started
+
+
+async def _drive(base: str, scenario: str, conc: int, duration: float, tag: str) -> dict[str, Any]:
+    lat: dict[str, list[float]] = {"create": [], "claim": [], "result": [], "pair": [],
+                                   "lifecycle": []}  # fmt: skip
+    errors: dict[str, int] = {}
+    done = {"n": 0}
+    connector = aiohttp.TCPConnector(limit=conc, force_close=False)
+    async with aiohttp.ClientSession(base, connector=connector) as s:
+        stop_at = time.perf_counter() + duration
+
+        def err(op: str, status: int) -> None:
+            key = f"{op}:{status}"
+            errors[key] = errors.get(key, 0) + 1
+
+        async def creator() -> None:
+            body = _task("BENCH")
+            while time.perf_counter() < stop_at:
+                status, _, took = await _post(s, "/v1/codeq/tasks", body)
+                if status == 202:
+                    lat["create"].append(took)
+                    done["n"] += 1
+                else:
+                    err("create", status)
+
+        claim_body = json.dumps({"commands": ["BENCH"]}).encode()
+        result_body = b'{"status":"COMPLETED","result":{"ok":true},"leaseId":"%s"}'
+
+        async def pairer() -> None:
+            while time.perf_counter() < stop_at:
+                status, data, t1 = await _post(s, "/v1/codeq/tasks/claim", claim_body)
+                if status != 200:
+                    err("claim", status)
+                    continue
+                task = json.loads(data)
+                status, _, t2 = await _post(
+                    s, f"/v1/codeq/tasks/{task['id']}/result",
+                    result_body % task["leaseId"].encode(),
+                )  # fmt: skip
+                if status != 200:
+                    err("result", status)
+                    continue
+                lat["claim"].append(t1)
+                lat["result"].append(t2)
+                lat["pair"].append(t1 + t2)
+                done["n"] += 1
+
+        async def lifecycler(i: int) -> None:
+            command = f"LC-{tag}-{i}"
+            body = _task(command)
+            claim = json.dumps({"commands": [command]}).encode()
+            while time.perf_counter() < stop_at:
+                started = time.perf_counter()
+                status, _, took = await _post(s, "/v1/codeq/tasks", body)
+                if status != 202:
+                    err("create", status)
+                    continue
+                lat["create"].append(took)
+                status, data, took = await _post(s, "/v1/codeq/tasks/claim", claim)
+                if status != 200:
+                    err("claim", status)
+                    continue
+                lat["claim"].append(took)
+                task = json.loads(data)
+                status, _, took = await _post(
+                    s, f"/v1/codeq/tasks/{task['id']}/result",
+                    result_body % task["leaseId"].encode(),
+                )  # fmt: skip
+                if status != 200:
+                    err("result", status)
+                    continue
+                lat["result"].append(took)
+                lat["lifecycle"].append(time.perf_counter() - started)
+                done["n"] += 1
+
+        if scenario == "create":
+            workers = [creator() for _ in range(conc)]
+        elif scenario == "claim":
+            workers = [pairer() for _ in range(conc)]
+        else:
+            workers = [lifecycler(i) for i in range(conc)]
+        await asyncio.gather(*workers)
+    return {"lat": lat, "errors": errors, "done": done["n"]}
+
+
+def _child(base: str, scenario: str, conc: int, duration: float, tag: str, out: Any) -> None:
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    out.put(asyncio.run(_drive(base, scenario, conc, duration, tag)))
+
+
+def run_load(base: str, scenario: str, conc: int, duration: float, procs: int) -> dict[str, Any]:
+    ctx = mp.get_context("spawn")
+    q: Any = ctx.Queue()
+    shares = [conc // procs + (1 if i < conc % procs else 0) for i in range(procs)]
+    children = [
+        ctx.Process(target=_child, args=(base, scenario, n, duration, f"{conc}-{i}", q))
+        for i, n in enumerate(shares)
+        if n
+    ]
+    for c in children:
+        c.start()
+    parts = [q.get(timeout=duration + 120) for _ in children]
+    for c in children:
+        c.join(30)
+    merged: dict[str, Any] = {"lat": {}, "errors": {}, "done": 0}
+    for p in parts:
+        merged["done"] += p["done"]
+        for k, v in p["lat"].items():
+            merged["lat"].setdefault(k, []).extend(v)
+        for k, v in p["errors"].items():
+            merged["errors"][k] = merged["errors"].get(k, 0) + v
+    return merged
+
+
+# -- pre-fill and wake-up -----------------------------------------------------------------
+
+
+async def prefill(base: str, n: int) -> None:
+    batch = json.dumps(
+        {"tasks": [{"command": "BENCH", "payload": {"n": i}} for i in range(1000)]}
+    ).encode()
+    async with aiohttp.ClientSession(base) as s:
+        sem = asyncio.Semaphore(4)
+
+        async def one() -> None:
+            async with sem:
+                status, data, _ = await _post(s, "/v1/codeq/tasks/batch", batch)
+                assert status == 202 and not json.loads(data)["errors"], data[:200]
+
+        await asyncio.gather(*(one() for _ in range(n // 1000 + 1)))
+
+
+async def drain(base: str) -> None:
+    """Empty the BENCH queue (claim + result) so one scenario does not feed the next."""
+    admin = "/v1/codeq/admin/queues/BENCH"
+    async with aiohttp.ClientSession(base) as s, s.get(admin, headers=HEADERS) as r:
+        ready = (await r.json())["ready"] if r.status == 200 else 0
+    if ready:
+        await _drain(base, ready)
+
+
+async def _drain(base: str, ready: int) -> None:
+    claim = json.dumps({"commands": ["BENCH"]}).encode()
+    async with aiohttp.ClientSession(base) as s:
+
+        async def worker() -> None:
+            while True:
+                status, data, _ = await _post(s, "/v1/codeq/tasks/claim", claim)
+                if status != 200:
+                    return
+                t = json.loads(data)
+                body = json.dumps({"status": "COMPLETED", "result": {}, "leaseId": t["leaseId"]})
+                await _post(s, f"/v1/codeq/tasks/{t['id']}/result", body.encode())
+
+        await asyncio.gather(*(worker() for _ in range(20)))
+
+
+async def wake_latency(base: str, samples: int) -> list[float]:
+    out: list[float] = []
+    claim = json.dumps({"commands": ["WAKE"], "waitSeconds": 10}).encode()
+    async with aiohttp.ClientSession(base) as poller, aiohttp.ClientSession(base) as producer:
+        await _post(producer, "/v1/codeq/tasks/claim", claim.replace(b"10", b"0"))  # warm
+        for _ in range(samples):
+            answered: dict[str, float] = {}
+
+            async def poll(answered: dict[str, float] = answered) -> None:
+                status, _, _ = await _post(poller, "/v1/codeq/tasks/claim", claim)
+                answered["at"] = time.perf_counter()
+                answered["status"] = status
+
+            polling = asyncio.create_task(poll())
+            await _until_waiting(producer, 1)
+            sent = time.perf_counter()
+            await _post(producer, "/v1/codeq/tasks", _task("WAKE"))
+            await polling
+            if answered.get("status") == 200:
+                out.append(answered["at"] - sent)
+    return out
+
+
+async def _until_waiting(s: aiohttp.ClientSession, n: int) -> None:
+    deadline = time.perf_counter() + 10
+    while time.perf_counter() < deadline:
+        async with s.get("/metrics") as r:
+            if f"codeq_long_polls_waiting {float(n)}" in await r.text():
+                return
+        await asyncio.sleep(0.002)
+    raise SystemExit("the long poll never started waiting")
+
+
+# -- report -----------------------------------------------------------------------------
+
+
+OPS = {
+    "create": ["create"],
+    "claim": ["pair", "claim", "result"],
+    "lifecycle": ["lifecycle", "create", "claim", "result"],
+}
+
+
+def ms(x: float) -> str:
+    return f"{x * 1000:.1f}"
+
+
+def row(scenario: str, op: str, conc: int, rate: float, values: list[float], errors: int) -> str:
+    v = sorted(values)
+    p50, p95, p99 = (percentile(v, p) for p in (50, 95, 99))
+    return (
+        f"| {scenario} | {op} | {conc} | {rate:,.0f} | {ms(p50)} | {ms(p95)} | {ms(p99)} "
+        f"| {errors} |"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--redis-url", help="use this Redis instead of starting one")
+    ap.add_argument(
+        "--base-url",
+        help="load a gateway that is already running (its token in $CODEQ_BENCH_TOKEN)",
+    )
+    ap.add_argument("--server", choices=["uvicorn", "granian"], default="uvicorn")
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[10, 50, 100, 200])
+    ap.add_argument("--duration", type=float, default=8.0, help="seconds per measurement")
+    ap.add_argument("--procs", type=int, default=1, help="load-generator processes")
+    ap.add_argument("--scenarios", nargs="+", default=["create", "claim", "lifecycle", "wake"])
+    ap.add_argument("--wake-samples", type=int, default=200)
+    ap.add_argument("--access-log", action="store_true", help="keep the JSON access log on")
+    args = ap.parse_args()
+
+    lines = [
+        "| scenario | op | conc | per s | p50 ms | p95 ms | p99 ms | errors |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    wake: list[float] = []
+    with contextlib.ExitStack() as stack:
+        if args.base_url:
+            base = args.base_url
+        else:
+            url = stack.enter_context(local_redis(args.redis_url))
+            base = stack.enter_context(gateway(url, args.server, args.workers, args.access_log))
+        for scenario in [s for s in args.scenarios if s != "wake"]:
+            for conc in args.concurrency:
+                if scenario == "claim":
+                    asyncio.run(prefill(base, int(4000 * args.duration)))
+                res = run_load(base, scenario, conc, args.duration, args.procs)
+                errors = sum(res["errors"].values())
+                ops = OPS[scenario]
+                for op in ops:
+                    op_rate = len(res["lat"][op]) / args.duration
+                    lines.append(row(scenario, op, conc, op_rate, res["lat"][op], errors))
+                if res["errors"]:
+                    lines.append(f"|  | errors: {res['errors']} |  |  |  |  |  |  |")
+                print(lines[-1], flush=True)
+                if scenario == "claim":
+                    asyncio.run(drain(base))
+        if "wake" in args.scenarios:
+            wake = asyncio.run(wake_latency(base, args.wake_samples))
+    print()
+    print(
+        f"gateway: codeq gateway --server {args.server} --workers {args.workers}; "
+        f"load: {args.procs} aiohttp process(es); {args.duration:g} s per cell; "
+        f"access log {'on' if args.access_log else 'off'}"
+    )
+    print("\n".join(lines))
+    if wake:
+        w = sorted(wake)
+        print(
+            f"\nlong-poll wake-up (create sent → poll answered), {len(w)} samples: "
+            f"p50 {ms(percentile(w, 50))} ms, p99 {ms(percentile(w, 99))} ms, "
+            f"max {ms(w[-1])} ms"
+        )
+    cmd = " ".join(["python", "bench/http.py", *sys.argv[1:]])
+    print(f"\nreproduce: {cmd}")
+
+
+if __name__ == "__main__":
+    main()
