@@ -73,6 +73,7 @@ def _serve_in_process(settings: Any, *, with_sweeper: bool, name: str) -> None:
         access_log=False,
         http="httptools",
         loop="uvloop",
+        proxy_headers=False,  # client addresses are not used; trusting X-Forwarded-* is opt-in
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
     )
 
@@ -150,6 +151,7 @@ def _serve_workers(
         access_log=False,
         http="httptools",
         loop="uvloop",
+        proxy_headers=False,
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
     )
 

@@ -12,6 +12,7 @@ from litestar.datastructures import State
 from codeq.auth import Auth, Identity
 from codeq.engine import Engine
 from codeq.errors import Forbidden
+from codeq.events import EventTail
 from codeq.settings import Settings
 from codeq.store.redis_store import RedisStore
 from gateway.metrics import Metrics
@@ -29,6 +30,7 @@ class Gateway:
     waker: Waker
     metrics: Metrics
     shutting_down: asyncio.Event = field(default_factory=asyncio.Event)
+    tail: EventTail | None = None  # set by the lifespan while it runs
 
     async def producer(self, request: Request[object, object, State]) -> Identity:
         return await self.auth.for_producer(request.headers.get("authorization"))

@@ -18,21 +18,24 @@ __all__ = ["Waiter", "Waker"]
 
 
 class Waiter:
-    __slots__ = ("event", "keys")
+    __slots__ = ("event", "keys", "registered")
 
     def __init__(self, keys: list[tuple[str, str]]) -> None:
         self.keys = keys
         self.event = asyncio.Event()
+        self.registered = True
 
 
 class Waker:
     def __init__(self) -> None:
         self._waiters: dict[tuple[str, str], deque[Waiter]] = {}
+        self._count = 0
         self.closed = False
 
     def register(self, tenant: str, commands: Iterable[str]) -> Waiter:
         keys = list(dict.fromkeys((tenant, c.lower()) for c in commands))
         waiter = Waiter(keys)
+        self._count += 1
         for key in keys:
             self._waiters.setdefault(key, deque()).append(waiter)
         if self.closed:
@@ -40,6 +43,10 @@ class Waker:
         return waiter
 
     def unregister(self, waiter: Waiter) -> None:
+        if not waiter.registered:
+            return
+        waiter.registered = False
+        self._count -= 1
         for key in waiter.keys:
             queue = self._waiters.get(key)
             if queue is None:
@@ -50,7 +57,7 @@ class Waker:
                 del self._waiters[key]
 
     def waiting(self) -> int:
-        return len({id(w) for q in self._waiters.values() for w in q})
+        return self._count
 
     def on_event(self, fields: Mapping[str, str]) -> None:
         if fields.get("type") != "task.ready":

@@ -341,6 +341,14 @@ async def _long_poll(
     waiter = gw.waker.register(identity.tenant, commands)
     disconnected = asyncio.ensure_future(_wait_for_disconnect(request))
     try:
+        if gw.tail is not None:
+            # The event tail follows only while somebody waits: make sure it reads from
+            # before this poll's first claim. A store outage bounds this by the re-check.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    gw.tail.attach(first=gw.waker.waiting() == 1),
+                    timeout=min(body.wait_seconds, FALLBACK_RECHECK_SECONDS),
+                )
         while True:
             waiter.event.clear()  # cleared before the claim: a wake-up after it is not lost
             task = await gw.engine.claim(
