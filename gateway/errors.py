@@ -64,10 +64,18 @@ def handle_codeq_error(_: Request[Any, Any, Any], exc: CodeQError) -> Response[A
     return _json(status, _body(exc.message, exc.code, **extra), headers)
 
 
+_MISSING = re.compile(r"missing required field `([^`]+)`")
+
+
 def _field_message(detail: Any) -> str | None:
     if not isinstance(detail, dict):
         return None
     key, message = detail.get("key"), str(detail.get("message", "invalid value"))
+    missing = _MISSING.search(message)
+    if missing:  # "Object missing required field `command`" names the field itself
+        return f"{missing.group(1)}: required"
+    if key == "data":
+        key = None  # the body as a whole: the message names the field, or there is none
     match = _MSGSPEC_PATH.search(message)
     if match:
         key = key or match.group(1)
@@ -75,6 +83,11 @@ def _field_message(detail: Any) -> str | None:
     if key:
         return f"{key}: {message}"
     return message
+
+
+def validation_message(text: str) -> str:
+    """A msgspec validation error's text with the field first: ``priority: Expected `int`...``."""
+    return _field_message({"message": text}) or text
 
 
 def handle_validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:

@@ -423,6 +423,22 @@ async def test_result_validation_and_artifacts(client: httpx.AsyncClient, tmp_pa
     assert path.read_bytes() == b"hello"  # noqa: ASYNC240 - a test reading 5 bytes
     assert (tmp_path / "artifacts") in path.parents  # no traversal out of the artifacts dir
     assert linked == {"name": "link", "url": "https://example.invalid/x"}
+    # A refused second submit (403 not the owner, 409 already finished) with an artifact of
+    # the same name leaves the accepted result's file untouched.
+    other = base64.b64encode(b"evil").decode()
+    for token, status in ((WORKER_B, 403), (WORKER, 409)):
+        r = await client.post(
+            base,
+            json={
+                "status": "COMPLETED",
+                "result": {},
+                "artifacts": [{"name": "passwd", "contentBase64": other}],
+            },
+            headers=auth(token),
+        )
+        assert r.status_code == status, r.text
+        assert path.read_bytes() == b"hello"  # noqa: ASYNC240 - a test reading 5 bytes
+    assert [p.name for p in path.parent.iterdir()] == ["passwd"]
 
 
 async def test_claim_validation(client: httpx.AsyncClient) -> None:
@@ -520,6 +536,11 @@ async def test_cleanup_answers_what_it_did(client: httpx.AsyncClient) -> None:
     error_of(
         await client.get(f"/v1/codeq/tasks/{t['id']}", headers=auth(PRODUCER)), 404, "not_found"
     )
+    for limit in (0, -5, 100_001):
+        r = await client.post(
+            "/v1/codeq/admin/tasks/cleanup", json={"limit": limit}, headers=auth(ADMIN)
+        )
+        assert "limit" in error_of(r, 400, "invalid_request")
 
 
 # -- operations -------------------------------------------------------------------------

@@ -104,7 +104,7 @@ class AdminController(Controller):
         identity = await gw.admin(request)
         body = data or CleanupBody()
         before_ms = int(body.before.timestamp() * 1000) if body.before else int(time.time() * 1000)
-        limit = body.limit or 1000
+        limit = 1000 if body.limit is None else body.limit
         if not 1 <= limit <= 100_000:
             raise InvalidRequest("limit: must be between 1 and 100000", field="limit")
         deleted = await gw.engine.cleanup(

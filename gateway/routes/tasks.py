@@ -8,6 +8,7 @@ import base64
 import binascii
 import contextlib
 import re
+import secrets
 from datetime import UTC
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from codeq.domain import Artifact, NewTask, Task
 from codeq.engine import MAX_BATCH, MAX_REASON
 from codeq.errors import CodeQError, Forbidden, InvalidRequest, TooLarge
 from codeq.store.keys import escape
+from gateway.errors import validation_message
 from gateway.openapi_errors import errors
 from gateway.schemas import (
     AbandonBody,
@@ -125,7 +127,11 @@ class TaskController(Controller):
                 body = msgspec.convert(raw, CreateTaskBody, strict=False)
                 items.append((index, _new_task(gw, body, request)))
             except msgspec.ValidationError as exc:
-                errors_out.append(BatchError(index=index, error=str(exc), code="invalid_request"))
+                errors_out.append(
+                    BatchError(
+                        index=index, error=validation_message(str(exc)), code="invalid_request"
+                    )
+                )
             except CodeQError as exc:
                 errors_out.append(BatchError(index=index, error=exc.message, code=exc.code))
         results = await gw.engine.create_many(identity.tenant, [t for _, t in items])
@@ -271,9 +277,12 @@ class TaskController(Controller):
             raise InvalidRequest("error: required (non-empty) for FAILED", field="error")
         if data.error is not None and len(data.error) > MAX_REASON:
             raise InvalidRequest(f"error: at most {MAX_REASON} characters", field="error")
-        written: list[Path] = []
+        # Artifact files are written under temporary names and renamed into place only once
+        # the result is accepted: a refused submit (not the owner, a second result) never
+        # touches files a previous, accepted result points at.
+        staged: list[tuple[Path, Path]] = []
         try:
-            artifacts = await _store_artifacts(gw, identity.tenant, task_id, data, written)
+            artifacts = await _store_artifacts(gw, identity.tenant, task_id, data, staged)
             if data.status == "COMPLETED":
                 out = await gw.engine.complete(
                     identity.tenant,
@@ -294,10 +303,11 @@ class TaskController(Controller):
                     artifacts=artifacts,
                 )
         except BaseException:
-            for path in written:
-                with contextlib.suppress(OSError):
-                    path.unlink()
+            if staged:
+                await asyncio.to_thread(_discard, staged)
             raise
+        if staged:
+            await asyncio.to_thread(_commit, staged)
         gw.metrics.task_completed.labels(status=out.status.value).inc()
         return ResultOut.of(out)
 
@@ -377,7 +387,7 @@ async def _long_poll(
 
 
 async def _store_artifacts(
-    gw: Gateway, tenant: str, task_id: str, body: ResultBody, written: list[Path]
+    gw: Gateway, tenant: str, task_id: str, body: ResultBody, staged: list[tuple[Path, Path]]
 ) -> list[Artifact]:
     out: list[Artifact] = []
     parts = (gw.settings.local_artifacts_dir, escape(tenant), escape(task_id))
@@ -398,8 +408,8 @@ async def _store_artifacts(
             ) from exc
         if len(content) > gw.settings.max_artifact_bytes:
             raise TooLarge(f"artifacts[{i}]: larger than {gw.settings.max_artifact_bytes} bytes")
-        path = await asyncio.to_thread(_write, parts, name, content)
-        written.append(path)
+        temp, path = await asyncio.to_thread(_write, parts, name, content)
+        staged.append((temp, path))
         out.append(
             Artifact(
                 name=name, url=path.as_uri(), content_type=item.content_type, size=len(content)
@@ -408,9 +418,23 @@ async def _store_artifacts(
     return out
 
 
-def _write(parts: tuple[str, str, str], name: str, content: bytes) -> Path:
+def _write(parts: tuple[str, str, str], name: str, content: bytes) -> tuple[Path, Path]:
+    """Write under a temporary name beside the final one; returns (temporary, final)."""
     directory = Path(parts[0]).resolve().joinpath(*parts[1:])
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / name
-    path.write_bytes(content)
-    return path
+    temp = directory / f".{name}.{secrets.token_hex(8)}.partial"
+    temp.write_bytes(content)
+    return temp, directory / name
+
+
+def _commit(staged: list[tuple[Path, Path]]) -> None:
+    for temp, path in staged:
+        temp.replace(path)
+
+
+def _discard(staged: list[tuple[Path, Path]]) -> None:
+    for temp, path in staged:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+        with contextlib.suppress(OSError):
+            path.parent.rmdir()  # only when empty: a refused first submit leaves no folder
