@@ -60,7 +60,12 @@ def _serve_in_process(settings: Any, *, with_sweeper: bool, name: str) -> None:
     from gateway.app import create_app, gateway_of
 
     configure_logging(settings.log_level, settings.log_format)
-    app = create_app(settings, run_sweeper=with_sweeper, environ=dict(os.environ))
+    app = create_app(
+        settings,
+        run_sweeper=with_sweeper,
+        run_deliverers=with_sweeper,
+        environ=dict(os.environ),
+    )
     gw = gateway_of(app)
     if gw.auth.dev_token:
         _print_dev_token(gw.auth.dev_token, settings.host, settings.port)
@@ -156,6 +161,42 @@ def _serve_workers(
     )
 
 
+def _deliver(args: argparse.Namespace) -> int:
+    """Deliverers + sweeper, no HTTP: the webhook side of a deployment."""
+    import asyncio
+
+    from codeq.engine import Engine, EngineConfig
+    from codeq.logs import configure_logging
+    from codeq.store import open_store
+    from codeq.sweeper import Sweeper
+    from deliverers.runner import Deliverer
+
+    settings = _settings(args)
+    configure_logging(settings.log_level, settings.log_format)
+    if settings.store_kind == "embedded":
+        raise ValueError("codeq deliver needs a shared store: set REDIS_ADDR (or redisUrl)")
+
+    async def run() -> None:
+        store = open_store(settings)
+        deliverer = Deliverer(store, settings)
+        sweeper = Sweeper(Engine(store, EngineConfig.from_settings(settings)))
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await deliverer.start()
+        sweeping = asyncio.create_task(sweeper.run())
+        print(f"codeq deliver running as consumer {deliverer.consumer}", flush=True)
+        await stop.wait()
+        sweeper.stop()
+        await sweeping
+        await deliverer.stop(grace=settings.shutdown_grace_seconds)
+        await store.close()
+
+    asyncio.run(run())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from codeq import __version__
     from codeq.settings import SettingsError
@@ -180,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
             default="uvicorn",
             help="ASGI server (default uvicorn)",
         )
+    deliver = sub.add_parser("deliver", help="webhook deliverers + sweeper (needs Redis)")
+    deliver.add_argument("--config", help="YAML settings file (else $CODEQ_CONFIG_PATH)")
     config = sub.add_parser("config", help="settings")
     config_sub = config.add_subparsers(dest="action", required=True)
     show = config_sub.add_parser("show", help="print the effective settings, secrets masked")
@@ -191,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command in ("serve", "gateway"):
             return _serve(args, with_sweeper=args.command == "serve")
+        if args.command == "deliver":
+            return _deliver(args)
         settings = _settings(args)
     except (SettingsError, ValueError) as exc:
         print(f"codeq: {exc}", file=sys.stderr)

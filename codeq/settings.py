@@ -216,7 +216,7 @@ class Settings(
     # Webhooks and delivery
     webhook_hmac_secret: str | None = None
     webhook_timeout_seconds: float = 10.0
-    webhook_retry_schedule: list[int] = msgspec.field(
+    webhook_retry_schedule: list[float] = msgspec.field(
         default_factory=lambda: list(_DEFAULT_RETRY_SCHEDULE)
     )
     webhook_allowed_cidrs: list[str] = msgspec.field(default_factory=list)
@@ -470,7 +470,7 @@ def _validate(s: Settings) -> None:
     _check_nonempty("webhookHmacSecret", s.webhook_hmac_secret)
     _check_float("webhookTimeoutSeconds", s.webhook_timeout_seconds, gt=0)
     for i, delay in enumerate(s.webhook_retry_schedule):
-        _check_int(f"webhookRetrySchedule[{i}]", delay, ge=0)
+        _check_float(f"webhookRetrySchedule[{i}]", delay, ge=0)
     for i, cidr in enumerate(s.webhook_allowed_cidrs):
         try:
             ipaddress.ip_network(cidr)

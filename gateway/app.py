@@ -30,7 +30,9 @@ from gateway.errors import exception_handlers
 from gateway.metrics import Metrics
 from gateway.middleware import RequestIdMiddleware
 from gateway.routes.admin import AdminController
+from gateway.routes.deliveries import AdminDeliveryController, DeliveryController
 from gateway.routes.health import healthz, metrics, readyz
+from gateway.routes.subscriptions import SubscriptionController
 from gateway.routes.tasks import TaskController
 from gateway.state import Gateway
 from gateway.waker import Waker
@@ -46,6 +48,7 @@ def create_app(
     store: RedisStore | None = None,
     auth: Auth | None = None,
     run_sweeper: bool = False,
+    run_deliverers: bool = False,
     environ: dict[str, str] | None = None,
     close_store: bool | None = None,
 ) -> Litestar:
@@ -82,9 +85,17 @@ def create_app(
         gc.freeze()
         sweeper = Sweeper(engine) if run_sweeper else None
         sweeping = asyncio.create_task(sweeper.run()) if sweeper else None
+        deliverer = None
+        if run_deliverers:
+            from deliverers.runner import Deliverer
+
+            deliverer = Deliverer(the_store, settings, allow_loopback=the_auth.dev_mode)
+            await deliverer.start()
         try:
             yield
         finally:
+            if deliverer is not None:
+                await deliverer.stop(grace=settings.shutdown_grace_seconds)
             gateway.shutting_down.set()
             gateway.waker.close()
             if sweeper is not None and sweeping is not None:
@@ -97,7 +108,16 @@ def create_app(
                 await the_store.close()
 
     app = Litestar(
-        route_handlers=[TaskController, AdminController, healthz, readyz, metrics],
+        route_handlers=[
+            TaskController,
+            AdminController,
+            DeliveryController,
+            SubscriptionController,
+            AdminDeliveryController,
+            healthz,
+            readyz,
+            metrics,
+        ],
         lifespan=[lifespan],
         exception_handlers=exception_handlers,
         middleware=[RequestIdMiddleware],
@@ -116,7 +136,7 @@ def create_app(
     return app
 
 
-def app_from_environment(*, run_sweeper: bool) -> Litestar:
+def app_from_environment(*, run_sweeper: bool, run_deliverers: bool = False) -> Litestar:
     """The app of one server worker process, its settings read from the environment (the
     ``codeq`` command puts ``--host``/``--port``/``--config`` and the dev token there before
     it starts the workers, so every worker agrees)."""
@@ -126,12 +146,17 @@ def app_from_environment(*, run_sweeper: bool) -> Litestar:
 
     settings = Settings.load(os.environ.get("CODEQ_CONFIG_PATH"), environ=os.environ)
     configure_logging(settings.log_level, settings.log_format)
-    return create_app(settings, run_sweeper=run_sweeper, environ=dict(os.environ))
+    return create_app(
+        settings,
+        run_sweeper=run_sweeper,
+        run_deliverers=run_deliverers,
+        environ=dict(os.environ),
+    )
 
 
 def serve_app() -> Litestar:
     """Factory for ``codeq serve`` workers: gateway + sweeper."""
-    return app_from_environment(run_sweeper=True)
+    return app_from_environment(run_sweeper=True, run_deliverers=True)
 
 
 def gateway_app() -> Litestar:

@@ -63,9 +63,7 @@ async def test_concurrent_first_listeners_all_wait_for_the_position(
     await tail.start()
     try:
         listening["n"] = 3
-        await asyncio.wait_for(
-            asyncio.gather(*(tail.attach(first=i == 0) for i in range(3))), 5
-        )
+        await asyncio.wait_for(asyncio.gather(*(tail.attach(first=i == 0) for i in range(3))), 5)
         assert tail.ready
         t = (await engine.create("t", NewTask(command="C", payload="1"))).task
 

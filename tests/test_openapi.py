@@ -53,6 +53,7 @@ SAMPLE_BODIES: dict[str, dict[str, Any]] = {
     "BatchCreateBody": {"tasks": []},
     "ResultBody": {"status": "COMPLETED", "result": {}},
     "RequeueBody": {"all": True},
+    "SubscriptionBody": {"callbackUrl": "http://127.0.0.1:9/hook"},
 }
 
 # --------------------------------------------------------------------------------------------
@@ -227,6 +228,10 @@ async def test_every_route_of_the_app_is_documented_and_nothing_else(
     assert {(method, path) for method, path in SPEC_ERRORS} <= {(op.method, op.path) for op in ops}
 
 
+# POSTs that are actions on a resource and read no body at all.
+NO_BODY_POSTS = frozenset({"/v1/codeq/deliveries/{delivery_id}/retry"})
+
+
 async def test_every_body_is_documented_with_its_fields(
     app: Litestar, document: dict[str, Any]
 ) -> None:
@@ -236,7 +241,9 @@ async def test_every_body_is_documented_with_its_fields(
         documented = operation_of(document, op).get("requestBody")
         if struct is None:
             assert documented is None, f"{op}: documents a body it does not read"
-            assert op.method != "POST" or not op.authenticated, f"{op}: a POST with no body"
+            assert op.method != "POST" or not op.authenticated or op.path in NO_BODY_POSTS, (
+                f"{op}: a POST with no body"
+            )
             continue
         with_body += 1
         name, schema = body_schema(document, op)

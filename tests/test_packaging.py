@@ -24,7 +24,7 @@ def test_the_wheel_carries_every_lua_script(tmp_path: Path) -> None:
     )
     (wheel,) = tmp_path.glob("codeq-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for script in (*SCRIPT_NAMES, "lib"):
+    for script in (*SCRIPT_NAMES, "lib", "dlv_lib"):
         assert f"codeq/store/lua/{script}.lua" in names
 
 

@@ -17,7 +17,7 @@ import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 
-__all__ = ["KeySchema", "PartitionKeys", "escape", "queue_segment"]
+__all__ = ["DeliveryKeys", "KeySchema", "PartitionKeys", "escape", "queue_segment"]
 
 _SAFE = re.compile(r"[A-Za-z0-9_.\-]")
 _PREFIX_OK = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
@@ -80,6 +80,33 @@ class PartitionKeys:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class DeliveryKeys:
+    """The fixed keys of one partition's webhook deliveries (spec 03), in KEYS order of the
+    delivery scripts (codeq/store/lua/dlv_*.lua)."""
+
+    partition: int
+    events: str
+    records: str
+    due: str
+    dead: str
+    poison: str
+    tasks: str
+    results: str
+
+    @property
+    def all(self) -> tuple[str, ...]:
+        return (
+            self.events,
+            self.records,
+            self.due,
+            self.dead,
+            self.poison,
+            self.tasks,
+            self.results,
+        )
+
+
 class KeySchema:
     """Builds key names for one ``keyPrefix`` and partition count."""
 
@@ -91,6 +118,7 @@ class KeySchema:
         self.prefix = prefix
         self.partitions = partitions
         self._partition = lru_cache(maxsize=None)(self._build)
+        self._delivery = lru_cache(maxsize=None)(self._build_delivery)
 
     def tag(self, partition: int) -> str:
         return f"{self.prefix}:{{{partition}}}"
@@ -118,6 +146,32 @@ class KeySchema:
 
     def partition(self, partition: int) -> PartitionKeys:
         return self._partition(partition)
+
+    def delivery(self, partition: int) -> DeliveryKeys:
+        return self._delivery(partition)
+
+    def _build_delivery(self, partition: int) -> DeliveryKeys:
+        t = self.partition(partition).tasks.rsplit(":", 1)[0]
+        return DeliveryKeys(
+            partition=partition,
+            events=f"{t}:events",
+            records=f"{t}:deliveries",
+            due=f"{t}:dlv:due",
+            dead=f"{t}:dlv:dead",
+            poison=f"{t}:dlv:poison",
+            tasks=f"{t}:tasks",
+            results=f"{t}:results",
+        )
+
+    def subscriptions(self, tenant: str) -> tuple[str, str, str]:
+        """Worker availability subscriptions (spec 03), under a tag of their own: the records
+        hash, the expiry zset, and the tenant's index set — KEYS[1..3] of ``sub_*.lua``."""
+        t = f"{self.prefix}:{{subs}}"
+        return f"{t}:records", f"{t}:expiry", f"{t}:tenant:{escape(tenant)}"
+
+    def consumer_alive(self, partition: int, group: str, consumer: str) -> str:
+        """Liveness key of one consumer of a group (TTL ``consumerTtlSeconds``)."""
+        return f"{self.tag(partition)}:alive:{escape(group)}:{escape(consumer)}"
 
     def all_partitions(self) -> list[PartitionKeys]:
         return [self.partition(p) for p in range(self.partitions)]

@@ -27,7 +27,7 @@ from codeq.store.protocol import CreateItem, CreateReply, GetReply, NackReply
 from codeq.store.records import decode_task
 from codeq.store.scripts import Script, load_scripts
 
-__all__ = ["RedisStore", "StoreError"]
+__all__ = ["DeliveryStore", "RedisStore", "StoreError", "SubscriptionStore"]
 
 _UNAVAILABLE = (
     rexc.ConnectionError,
@@ -534,6 +534,195 @@ class RedisStore:
     async def trim_events(self, partition: int, *, floor_ms: int) -> int:
         reply = await self._run("trim_events", partition, [floor_ms])
         return int(reply[0])
+
+
+class DeliveryStore:
+    """The delivery side of a store (spec 03): consumer groups on the partition streams and the
+    durable delivery schedule. Stream reads and group bookkeeping are plain commands; every
+    change to deliveries is one script (``dlv_*.lua``)."""
+
+    def __init__(self, store: RedisStore) -> None:
+        self._store = store
+        self._client = store.client
+        self.keys = store.keys
+
+    async def _call(self, name: str, partition: int, args: Sequence[Any]) -> Any:
+        keys = self.keys.delivery(partition).all
+        return await self._store._eval(self._store._scripts[name], keys, args)
+
+    async def _cmd(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await getattr(self._client, method)(*args, **kwargs)
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"store unavailable: {type(exc).__name__}") from exc
+
+    async def ensure_group(self, partition: int, group: str, start: str = "0") -> bool:
+        """Create ``group`` on the partition stream (and the stream); False if it existed."""
+        key = self.keys.delivery(partition).events
+        try:
+            await self._cmd("xgroup_create", key, group, id=start, mkstream=True)
+        except rexc.ResponseError as exc:
+            if "BUSYGROUP" in str(exc):
+                return False
+            raise
+        return True
+
+    async def group_exists(self, partition: int, group: str) -> bool:
+        key = self.keys.delivery(partition).events
+        try:
+            groups = await self._cmd("xinfo_groups", key)
+        except rexc.ResponseError:
+            return False  # no stream yet
+        return any(_s(g.get("name", g.get(b"name", b""))) == group for g in groups)
+
+    async def read_group(
+        self, partition: int, group: str, consumer: str, *, count: int, block_ms: int
+    ) -> list[tuple[str, dict[str, str]]]:
+        key = self.keys.delivery(partition).events
+        reply = await self._cmd("xreadgroup", group, consumer, {key: ">"}, count, block_ms)
+        return _entries(reply)
+
+    async def pending_of(
+        self, partition: int, group: str, consumer: str, *, count: int = 100
+    ) -> list[tuple[str, int]]:
+        """(entry id, times delivered) of the entries ``consumer`` holds unacknowledged."""
+        key = self.keys.delivery(partition).events
+        reply = await self._cmd("xpending_range", key, group, "-", "+", count, consumer)
+        return [(_s(item["message_id"]), int(item["times_delivered"])) for item in reply or ()]
+
+    async def consumers(self, partition: int, group: str) -> list[tuple[str, int]]:
+        """(consumer name, pending count) of a group."""
+        key = self.keys.delivery(partition).events
+        try:
+            reply = await self._cmd("xinfo_consumers", key, group)
+        except rexc.ResponseError:
+            return []
+        return [
+            (_s(c.get("name", c.get(b"name", b""))), int(c.get("pending", c.get(b"pending", 0))))
+            for c in reply or ()
+        ]
+
+    async def take_over(
+        self, partition: int, group: str, consumer: str, ids: Sequence[str]
+    ) -> list[tuple[str, dict[str, str]]]:
+        """XCLAIM ``ids`` for ``consumer`` (min idle 0: the owner is known dead)."""
+        if not ids:
+            return []
+        key = self.keys.delivery(partition).events
+        reply = await self._cmd("xclaim", key, group, consumer, 0, list(ids))
+        return [(entry_id, fields) for entry_id, fields in _entry_list(reply) if fields]
+
+    async def forget_consumer(self, partition: int, group: str, consumer: str) -> None:
+        key = self.keys.delivery(partition).events
+        with contextlib.suppress(rexc.ResponseError):
+            await self._cmd("xgroup_delconsumer", key, group, consumer)
+
+    async def heartbeat(self, partition: int, group: str, consumer: str, ttl_s: int) -> None:
+        await self._cmd("set", self.keys.consumer_alive(partition, group, consumer), 1, ex=ttl_s)
+
+    async def alive(self, partition: int, group: str, consumer: str) -> bool:
+        key = self.keys.consumer_alive(partition, group, consumer)
+        return bool(await self._cmd("exists", key))
+
+    async def enqueue(
+        self, partition: int, group: str, entry_id: str, lease_ms: int,
+        deliveries: Sequence[tuple[str, bytes]],
+    ) -> list[str]:  # fmt: skip
+        args: list[Any] = [group, entry_id, lease_ms]
+        for delivery_id, record in deliveries:
+            args.extend((delivery_id, record))
+        return [_s(x) for x in await self._call("dlv_enqueue", partition, args)]
+
+    async def claim_due(self, partition: int, *, lease_ms: int, limit: int) -> list[bytes]:
+        reply = await self._call("dlv_claim", partition, [lease_ms, limit])
+        return [bytes(reply[i + 1]) for i in range(0, len(reply), 2)]
+
+    async def outcome(
+        self, partition: int, delivery_id: str, outcome: str, *, delay_ms: int,
+        attempt: bytes, kept: int,
+    ) -> tuple[str, int]:  # fmt: skip
+        reply = await self._call(
+            "dlv_outcome", partition, [delivery_id, outcome, delay_ms, attempt, kept]
+        )
+        return _s(reply[0]), int(reply[1]) if len(reply) > 1 else 0
+
+    async def replay(
+        self, partition: int, *, tenant: str | None, ids: Sequence[str] = (), limit: int = 100
+    ) -> list[str]:
+        reply = await self._call("dlv_replay", partition, [tenant or "", limit, *ids])
+        return [_s(x) for x in reply[1:]]
+
+    async def poison(self, partition: int, group: str, entry_id: str, receives: int) -> None:
+        await self._call("dlv_poison", partition, [group, entry_id, receives])
+
+    async def get(self, partition: int, delivery_id: str) -> bytes | None:
+        raw = await self._cmd("hget", self.keys.delivery(partition).records, delivery_id)
+        return None if raw is None else bytes(raw)
+
+    async def dead_page(self, partition: int, *, limit: int) -> list[bytes]:
+        k = self.keys.delivery(partition)
+        ids = await self._cmd("zrange", k.dead, 0, limit - 1)
+        if not ids:
+            return []
+        raws = await self._cmd("hmget", k.records, ids)
+        return [bytes(r) for r in raws if r is not None]
+
+    async def depth(self, partition: int) -> tuple[int, int]:
+        """(scheduled, dead) deliveries of a partition."""
+        k = self.keys.delivery(partition)
+        return int(await self._cmd("zcard", k.due)), int(await self._cmd("zcard", k.dead))
+
+
+class SubscriptionStore:
+    """Worker availability subscriptions: one script per operation (``sub_*.lua``)."""
+
+    def __init__(self, store: RedisStore) -> None:
+        self._store = store
+        self.keys = store.keys
+
+    async def _call(self, name: str, tenant: str, args: Sequence[Any]) -> Any:
+        keys = self.keys.subscriptions(tenant)
+        return await self._store._eval(self._store._scripts[name], keys, args)
+
+    async def put(self, sub_id: str, tenant: str, record: bytes, ttl_ms: int) -> int | None:
+        """Create (``record``) or renew (``b""``); the new expiry ms, None when unknown."""
+        reply = await self._call("sub_put", tenant, [sub_id, tenant, record, ttl_ms])
+        return int(reply[1]) if _s(reply[0]) == "OK" else None
+
+    async def delete(self, sub_id: str, tenant: str) -> bool:
+        return bool(await self._call("sub_del", tenant, [sub_id, tenant]))
+
+    async def live(self, tenant: str) -> list[bytes]:
+        return [bytes(r) for r in await self._call("sub_list", tenant, [])]
+
+    async def pick(self, tenant: str, command: str, bucket: int) -> list[bytes]:
+        return [bytes(r) for r in await self._call("sub_pick", tenant, [command.lower(), bucket])]
+
+
+def _entry_list(entries: Any) -> list[tuple[str, dict[str, str]]]:
+    out: list[tuple[str, dict[str, str]]] = []
+    for item in entries or ():
+        if item is None:
+            continue
+        entry_id, fields = item[0], item[1]
+        if fields is None:
+            out.append((_s(entry_id), {}))
+            continue
+        if isinstance(fields, list):
+            fields = dict(zip(fields[::2], fields[1::2], strict=False))
+        out.append((_s(entry_id), {_s(k): _s(v) for k, v in fields.items()}))
+    return out
+
+
+def _entries(reply: Any) -> list[tuple[str, dict[str, str]]]:
+    """XREAD/XREADGROUP replies (RESP2 list or RESP3 map, KVRocks' empty forms) → entries."""
+    if not reply:
+        return []
+    streams = reply.items() if isinstance(reply, dict) else reply
+    out: list[tuple[str, dict[str, str]]] = []
+    for _, entries in streams:
+        out.extend(_entry_list(entries))
+    return out
 
 
 def queues_prefix(tenant: str) -> str:

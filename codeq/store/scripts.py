@@ -1,6 +1,7 @@
 """The Lua scripts, loaded from package files (``codeq/store/lua``) and identified by SHA.
 
-Each transition script is ``lib.lua`` followed by the script's own file; the SHA is of that
+Each transition script is ``lib.lua`` (delivery scripts: ``dlv_lib.lua``) followed by the
+script's own file; the SHA is of that
 whole text, so what runs is exactly what ships in the wheel.
 """
 
@@ -27,6 +28,15 @@ SCRIPT_NAMES = (
     "purge",
     "sweep",
     "trim_events",
+    "dlv_enqueue",
+    "dlv_claim",
+    "dlv_outcome",
+    "dlv_replay",
+    "dlv_poison",
+    "sub_put",
+    "sub_del",
+    "sub_list",
+    "sub_pick",
 )
 
 
@@ -44,9 +54,10 @@ def _read(name: str) -> str:
 @cache
 def load_scripts() -> dict[str, Script]:
     """Every script by name, with its library prepended."""
-    lib = _read("lib")
+    libs = {"task": _read("lib"), "dlv": _read("dlv_lib")}
     out: dict[str, Script] = {}
     for name in SCRIPT_NAMES:
+        lib = "" if name.startswith("sub_") else libs["dlv" if name.startswith("dlv_") else "task"]
         source = f"{lib}\n-- ==== {name}.lua ====\n{_read(name)}"
         sha = hashlib.sha1(source.encode("utf-8"), usedforsecurity=False).hexdigest()
         out[name] = Script(name=name, source=source, sha=sha)

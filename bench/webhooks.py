@@ -1,0 +1,176 @@
+"""Webhook delivery: deliveries/s of one ``codeq deliver`` process to a fast local receiver, and
+completion → callback latency at low load, with and without a slow receiver on another host.
+
+    python bench/webhooks.py                 # 5,000 callbacks, 200 latency samples
+    python bench/webhooks.py --tasks 20000 --samples 500
+
+The deliverer runs as its own process on a local redis-server; the receivers (aiohttp) and the
+task completions run in this process. Throughput: N tasks with a ``webhook`` are completed while
+no deliverer runs, then the deliverer starts and the time until the receiver has N callbacks is
+measured (the backlog case). Latency: with the deliverer running, one task at a time is
+completed and the time until its callback arrives is measured. "slow host" repeats the latency
+run while a second receiver on 127.0.0.2 takes 2 s per request and is kept busy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from aiohttp import web
+
+sys.path.append(str(Path(__file__).resolve().parent))
+from _common import free_port, local_redis, percentile
+
+from codeq.domain import NewTask
+from codeq.engine import Engine, EngineConfig
+from codeq.settings import Settings
+from codeq.store.keys import KeySchema
+from codeq.store.redis_store import RedisStore
+
+
+class Receiver:
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self.count = 0
+        self.arrived: dict[str, float] = {}
+        self.changed = asyncio.Event()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.arrived[body.get("taskId", "")] = time.perf_counter()
+        self.count += 1
+        self.changed.set()
+        if self.delay:
+            await asyncio.sleep(self.delay)  # the receiver's own slowness
+        return web.Response(text="ok")
+
+    async def start(self, host: str) -> tuple[str, web.AppRunner]:
+        app = web.Application()
+        app.router.add_post("/hook", self.handle)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, host, port).start()
+        return f"http://{host}:{port}/hook", runner
+
+    async def until(self, n: int, timeout: float) -> None:  # noqa: ASYNC109
+        deadline = time.perf_counter() + timeout
+        while self.count < n:
+            self.changed.clear()
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                raise SystemExit(f"only {self.count}/{n} callbacks arrived")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), timeout=left)
+
+
+def start_deliverer(redis_url: str, prefix: str, config: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "REDIS_URL": redis_url, "KEY_PREFIX": prefix, "LOG_LEVEL": "warning"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "codeq.cli", "deliver", "--config", str(config)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+async def complete(engine: Engine, url: str, command: str) -> str:
+    t = (await engine.create("bench", NewTask(command=command, payload="1", webhook=url))).task
+    c = await engine.claim("bench", "w", [command])
+    assert c is not None
+    await engine.complete("bench", t.id, "w", result='{"ok":true}', lease_id=c.lease_id)
+    return t.id
+
+
+async def latency(engine: Engine, fast: Receiver, url: str, samples: int) -> list[float]:
+    out = []
+    for _ in range(samples):
+        sent = time.perf_counter()
+        task_id = await complete(engine, url, "lat")
+        await fast.until(fast.count + 1, 10)
+        out.append(fast.arrived[task_id] - sent)
+    return out
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    prefix = "wb" + uuid.uuid4().hex[:6]
+    fast, slow = Receiver(), Receiver(delay=2.0)
+    fast_url, fast_runner = await fast.start("127.0.0.1")
+    slow_url, slow_runner = await slow.start("127.0.0.2")
+    rows: list[str] = []
+    with local_redis(args.redis_url) as redis_url, tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "codeq.yaml"
+        config.write_text(
+            "webhookHmacSecret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n"
+            "webhookAllowedCidrs: ['127.0.0.0/8']\n"
+        )
+        store = RedisStore.from_url(redis_url, KeySchema(prefix))
+        engine = Engine(store, EngineConfig.from_settings(Settings.from_mapping({})))
+        # backlog: N completions, then one deliverer drains them
+        sem = asyncio.Semaphore(50)
+
+        async def one() -> None:
+            async with sem:
+                await complete(engine, fast_url, "thr")
+
+        await asyncio.gather(*(one() for _ in range(args.tasks)))
+        proc = start_deliverer(redis_url, prefix, config)
+        started = time.perf_counter()
+        await fast.until(args.tasks, 600)
+        took = time.perf_counter() - started
+        rows.append(f"| backlog of {args.tasks:,} callbacks | {args.tasks / took:,.0f}/s | "
+                    f"{took:.2f} s (incl. process start) |")  # fmt: skip
+        # low-load latency
+        lat = sorted(await latency(engine, fast, fast_url, args.samples))
+        rows.append(
+            f"| completion → callback, idle | p50 {lat_ms(lat, 50)} ms | p99 {lat_ms(lat, 99)} ms |"
+        )
+        # a slow host kept busy must not delay the fast one
+        busy = [asyncio.create_task(complete(engine, slow_url, "slow")) for _ in range(40)]
+        await asyncio.gather(*busy)
+        await slow.until(10, 30)
+        lat = sorted(await latency(engine, fast, fast_url, args.samples))
+        rows.append(
+            f"| completion → callback, slow host busy | p50 {lat_ms(lat, 50)} ms | "
+            f"p99 {lat_ms(lat, 99)} ms |"
+        )
+        stop(proc)
+        await store.close()
+    await fast_runner.cleanup()
+    await slow_runner.cleanup()
+    print("| measure | result | detail |\n|---|---|---|")
+    print("\n".join(rows))
+    print(f"\nreproduce: python bench/webhooks.py {' '.join(sys.argv[1:])}".rstrip())
+
+
+def lat_ms(values: list[float], p: float) -> str:
+    return f"{percentile(values, p) * 1000:.1f}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--redis-url")
+    ap.add_argument("--tasks", type=int, default=5000)
+    ap.add_argument("--samples", type=int, default=200)
+    asyncio.run(main_async(ap.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,20 @@
+-- dlv_claim.lua: lease the deliveries whose next attempt is due.
+-- KEYS[1..7] delivery keys (dlv_lib.lua).
+-- ARGV[1] lease ms, ARGV[2] limit.
+-- Each due delivery's score moves to now + lease, so no other deliverer takes it while this
+-- one attempts it; a deliverer that dies mid-attempt leaves it due again when the lease ends.
+-- Returns {id, record JSON, ...}.
+local now = now_ms()
+local lease, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
+local out = {}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', D.due, '-inf', now, 'LIMIT', 0, limit)) do
+  local rec = redis.call('HGET', D.records, id)
+  if rec then
+    redis.call('ZADD', D.due, now + lease, id)
+    out[#out + 1] = id
+    out[#out + 1] = rec
+  else
+    redis.call('ZREM', D.due, id)
+  end
+end
+return out

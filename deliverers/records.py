@@ -1,0 +1,143 @@
+"""Delivery records (spec 03): one message to one URL, stable across attempts.
+
+A record is stored as JSON in ``<prefix>:{p}:deliveries`` and changed only by the delivery
+scripts; the field names are the ones those scripts read (``attempts``, ``log``, ``status``,
+``nextAt``, ``deadAt``, ``updatedAt``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Sequence
+
+import msgspec
+
+__all__ = [
+    "AttemptLog",
+    "Delivery",
+    "delivery_id",
+    "next_step",
+    "partition_of",
+]
+
+
+class AttemptLog(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
+    at: int  # ms
+    latency_ms: float
+    status_code: int | None = None
+    error: str | None = None
+    response: str | None = None  # the first bytes of the response body
+
+
+class Delivery(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
+    id: str
+    kind: str  # "callback" | "notification" | "endpoint"
+    tenant: str
+    url: str
+    body: str  # frozen at creation: every attempt sends these bytes
+    event_type: str
+    created_at: int
+    schedule: list[float]  # seconds before attempt 2, 3, ...
+    task_id: str | None = None
+    endpoint_id: str | None = None
+    trace_parent: str | None = None
+    trace_state: str | None = None
+    attempts: int = 0
+    status: str = "pending"
+    next_at: int | None = None
+    updated_at: int | None = None
+    dead_at: int | None = None
+    replays: int = 0
+    log: list[AttemptLog] = msgspec.field(default_factory=list)
+
+    @property
+    def max_attempts(self) -> int:
+        return len(self.schedule) + 1
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(Delivery)
+
+
+def encode(d: Delivery) -> bytes:
+    return _encoder.encode(d)
+
+
+def decode(raw: bytes) -> Delivery:
+    # cjson writes an empty Lua table as {}: an empty attempts log comes back as an object.
+    if b'"log":{}' in raw:
+        raw = raw.replace(b'"log":{}', b'"log":[]')
+    return _decoder.decode(raw)
+
+
+def delivery_id(partition: int, kind: str, entry_id: str, target: str) -> str:
+    """``msg_<partition>_`` + a digest of what caused the delivery: stable across attempts (it
+    is the ``webhook-id``) and across a repeated stream entry, so a repeat never duplicates it;
+    the partition says where the record lives."""
+    digest = hashlib.sha256(f"{kind}\x00{entry_id}\x00{target}".encode()).hexdigest()
+    return f"msg_{partition}_{digest[:26]}"
+
+
+def partition_of(delivery: str, partitions: int) -> int | None:
+    """The partition a delivery id names, or None for an id we never issued."""
+    parts = delivery.split("_")
+    if len(parts) != 3 or parts[0] != "msg" or not parts[1].isdigit():
+        return None
+    p = int(parts[1])
+    return p if p < partitions else None
+
+
+_PERMANENT_AFTER = 3  # other 4xx: give up after this many attempts
+_RETRYABLE_4XX = frozenset({408, 409, 425, 429})
+
+
+def next_step(
+    d: Delivery,
+    status_code: int | None,
+    ok: bool,
+    retry_after: float | None,
+    *,
+    rng: random.Random | None = None,
+) -> tuple[str, int]:
+    """What follows this attempt: ``(outcome, delay ms)`` with outcome ``succeeded``,
+    ``retry``, ``dead`` or ``gone`` (410). ``d.attempts`` counts the attempts before it."""
+    done = d.attempts + 1
+    if ok:
+        return "succeeded", 0
+    if status_code == 410:
+        return "gone", 0
+    if (
+        status_code is not None
+        and 400 <= status_code < 500
+        and status_code not in _RETRYABLE_4XX
+        and done >= _PERMANENT_AFTER
+    ):
+        return "dead", 0
+    if done >= d.max_attempts:
+        return "dead", 0
+    step = d.schedule[done - 1]
+    r = rng or random
+    delay = step * r.uniform(0.8, 1.2)
+    if retry_after is not None and status_code in (429, 503):
+        # Honoured, but never beyond the schedule's next two steps.
+        ceiling = d.schedule[min(done, len(d.schedule) - 1)]
+        delay = min(max(retry_after, 0.0), max(step, ceiling))
+    return "retry", max(0, round(delay * 1000))
+
+
+def schedule_from(
+    steps: Sequence[float],
+    *,
+    max_attempts: int | None = None,
+    base: float | None = None,
+    cap: float | None = None,
+) -> list[float]:
+    """The retry schedule: the configured steps, or (result callbacks with the original's
+    settings) ``base * 2^i`` capped at ``cap`` for ``max_attempts - 1`` retries."""
+    if max_attempts is None and base is None and cap is None:
+        return [float(s) for s in steps]
+    n = (max_attempts or 5) - 1
+    b = base or 2.0
+    c = cap or 60.0
+    return [min(c, b * 2**i) for i in range(n)]

@@ -1,0 +1,438 @@
+"""The deliverer process: consumer groups on every partition stream turn events into durable
+deliveries, and a scheduler attempts every delivery that is due (spec 03).
+
+For each partition and group, one loop reads ``XREADGROUP ... >``; for an event that causes
+deliveries it writes them and acknowledges the entry in one script (``dlv_enqueue``), then
+attempts them at once. Every other event is acknowledged with a plain ``XACK``. Deliveries
+that fail are rescheduled by ``dlv_outcome``; a scheduler loop per partition leases whatever is
+due (``dlv_claim``) — retries, deliveries of a deliverer that died mid-attempt, replays.
+
+Each consumer refreshes a liveness key; a consumer whose key has expired is dead, and a live one
+takes its unacknowledged entries with ``XCLAIM`` (not ``XAUTOCLAIM`` idle time, which KVRocks
+reports wrongly). An entry received more than ``eventMaxReceives`` times is set aside as poison.
+A group that vanished (a store restarted without its data) is created again, with a log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import msgspec
+
+from codeq import __version__
+from codeq.errors import NotFound, StoreUnavailable
+from codeq.settings import Settings
+from codeq.store.redis_store import DeliveryStore, RedisStore, SubscriptionStore
+from codeq.webhooks import sign
+from deliverers import records
+from deliverers.records import AttemptLog, Delivery
+from deliverers.sender import TargetPolicy, WebhookSender
+
+__all__ = ["CALLBACK_EVENTS", "Deliverer"]
+
+log = logging.getLogger("codeq.deliverers")
+
+CALLBACKS = "callbacks"
+NOTIFIER = "notifier"
+NOTIFY_SCHEDULE = [0.5, 1.5]  # notifications are advisory: one try plus two quick retries
+HASH_BUCKET_SECONDS = 60
+CALLBACK_EVENTS = frozenset({"task.completed", "task.failed", "task.dead_lettered"})
+_ATTEMPT_LEASE_MARGIN_MS = 5_000
+_json = msgspec.json.Encoder()
+
+Entry = tuple[str, dict[str, str]]
+Handler = Callable[[int, str, Mapping[str, str]], Awaitable[list[Delivery]]]
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _rfc3339(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms / 1000)) + f".{ms % 1000:03d}Z"
+
+
+class Deliverer:
+    def __init__(
+        self,
+        store: RedisStore,
+        settings: Settings,
+        *,
+        sender: WebhookSender | None = None,
+        consumer: str | None = None,
+        allow_loopback: bool = False,
+        block_ms: int = 1000,
+        scan_interval: float = 0.5,
+    ) -> None:
+        self.store = store
+        self.dstore = DeliveryStore(store)
+        self.settings = settings
+        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        allowed = list(settings.webhook_allowed_cidrs)
+        if allow_loopback:  # dev mode: webhooks to this machine are the point
+            allowed += ["127.0.0.0/8", "::1/128"]
+        self.sender = sender or WebhookSender(
+            TargetPolicy(allowed, settings.webhook_require_https),
+            timeout=settings.webhook_timeout_seconds,
+            concurrency=settings.delivery_concurrency,
+            per_host_concurrency=settings.delivery_per_host_concurrency,
+        )
+        self._owns_sender = sender is None
+        self._block_ms = block_ms
+        self._scan_interval = scan_interval
+        self._lease_ms = int(settings.webhook_timeout_seconds * 1000) + _ATTEMPT_LEASE_MARGIN_MS
+        self._secret = settings.webhook_hmac_secret
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._handlers: dict[str, Handler] = {
+            CALLBACKS: self._callback_deliveries,
+            NOTIFIER: self._notifications,
+        }
+        self.subscriptions = SubscriptionStore(store)
+        self._callback_schedule = records.schedule_from(
+            settings.webhook_retry_schedule,
+            max_attempts=settings.result_webhook_max_attempts,
+            base=settings.result_webhook_base_backoff_seconds,
+            cap=settings.result_webhook_max_backoff_seconds,
+        )
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        for p in range(self.store.keys.partitions):
+            for group in self._handlers:
+                with contextlib.suppress(StoreUnavailable):
+                    await self.dstore.ensure_group(p, group)
+                self._spawn(self._consume(p, group), f"codeq-dlv-{group}-{p}")
+                self._spawn(self._liveness(p, group), f"codeq-dlv-alive-{group}-{p}")
+            self._spawn(self._schedule(p), f"codeq-dlv-due-{p}")
+
+    def _spawn(self, coro: Awaitable[None], name: str) -> None:
+        self._tasks.append(asyncio.create_task(coro, name=name))  # type: ignore[arg-type]
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop reading, let attempts in flight finish (bounded by ``grace``); an attempt cut
+        off stays leased in the schedule and is attempted again when its lease ends."""
+        self._stopping.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        if self._inflight:
+            _, pending = await asyncio.wait(set(self._inflight), timeout=grace)
+            for task in pending:
+                task.cancel()
+        if self._owns_sender:
+            await self.sender.aclose()
+
+    async def run(self) -> None:
+        await self.start()
+        await self._stopping.wait()
+
+    # -- consumer groups ----------------------------------------------------------------
+
+    async def _consume(self, partition: int, group: str) -> None:
+        handler = self._handlers[group]
+        retry_own = True  # entries this consumer holds from a failed attempt at them
+        while not self._stopping.is_set():
+            try:
+                if retry_own:
+                    retry_own = False
+                    await self._reprocess(partition, group, self.consumer)
+                await self._take_over_dead(partition, group)
+                entries = await self.dstore.read_group(
+                    partition, group, self.consumer, count=100, block_ms=self._block_ms
+                )
+                if not entries and not await self.dstore.group_exists(partition, group):
+                    raise _NoGroup
+                for entry_id, fields in entries:
+                    await self._handle(partition, group, handler, entry_id, fields)
+            except asyncio.CancelledError:
+                raise
+            except _NoGroup:
+                await self._recreate(partition, group)
+            except StoreUnavailable:
+                log.warning("deliverer: store unavailable, retrying", extra={"group": group})
+                await self._pause(1.0)
+            except Exception as exc:
+                if "NOGROUP" in str(exc):
+                    await self._recreate(partition, group)
+                    continue
+                log.exception("deliverer loop failed, retrying", extra={"group": group})
+                retry_own = True
+                await self._pause(1.0)
+
+    async def _recreate(self, partition: int, group: str) -> None:
+        with contextlib.suppress(StoreUnavailable):
+            if await self.dstore.ensure_group(partition, group, start="0"):
+                log.warning(
+                    "consumer group was missing and has been created again",
+                    extra={"group": group, "partition": partition},
+                )
+
+    async def _handle(
+        self,
+        partition: int,
+        group: str,
+        handler: Handler,
+        entry_id: str,
+        fields: Mapping[str, str],
+    ) -> None:
+        deliveries = await handler(partition, entry_id, fields)
+        if not deliveries:
+            await self.dstore.enqueue(partition, group, entry_id, self._lease_ms, [])
+            return
+        written = await self.dstore.enqueue(
+            partition,
+            group,
+            entry_id,
+            self._lease_ms,
+            [(d.id, records.encode(d)) for d in deliveries],
+        )
+        fresh = set(written)
+        for d in deliveries:
+            if d.id in fresh:
+                self._attempt_soon(partition, d)
+
+    async def _liveness(self, partition: int, group: str) -> None:
+        ttl = self.settings.consumer_ttl_seconds
+        while not self._stopping.is_set():
+            with contextlib.suppress(StoreUnavailable):
+                await self.dstore.heartbeat(partition, group, self.consumer, ttl)
+            await self._pause(max(0.2, ttl / 3))
+
+    async def _take_over_dead(self, partition: int, group: str) -> None:
+        """Entries held by consumers whose liveness key expired come to this one."""
+        for name, pending in await self.dstore.consumers(partition, group):
+            if name == self.consumer:
+                continue
+            if await self.dstore.alive(partition, group, name):
+                continue
+            if pending == 0:
+                await self.dstore.forget_consumer(partition, group, name)
+                continue
+            await self._reprocess(partition, group, name)
+
+    async def _reprocess(self, partition: int, group: str, owner: str) -> None:
+        """Claim ``owner``'s unacknowledged entries (a dead consumer's, or this one's after a
+        failure) and handle them again; one received too often is set aside as poison."""
+        held = await self.dstore.pending_of(partition, group, owner)
+        if not held:
+            return
+        limit = self.settings.event_max_receives
+        for entry_id, receives in held:
+            if receives >= limit:
+                log.error(
+                    "event set aside after too many receives",
+                    extra={"group": group, "entry": entry_id, "partition": partition},
+                )
+                await self.dstore.poison(partition, group, entry_id, receives)
+        ids = [i for i, n in held if n < limit]
+        taken = await self.dstore.take_over(partition, group, self.consumer, ids)
+        if taken and owner != self.consumer:
+            log.warning(
+                "took over the entries of a dead consumer",
+                extra={"group": group, "from": owner, "count": len(taken)},
+            )
+        for entry_id, fields in taken:
+            await self._handle(partition, group, self._handlers[group], entry_id, fields)
+
+    # -- the schedule -------------------------------------------------------------------
+
+    async def _schedule(self, partition: int) -> None:
+        while not self._stopping.is_set():
+            try:
+                due = await self.dstore.claim_due(partition, lease_ms=self._lease_ms, limit=200)
+                for raw in due:
+                    self._attempt_soon(partition, records.decode(raw))
+                if len(due) < 200:
+                    await self._pause(self._scan_interval)
+            except asyncio.CancelledError:
+                raise
+            except StoreUnavailable:
+                await self._pause(1.0)
+            except Exception:
+                log.exception("delivery scheduler failed, retrying")
+                await self._pause(1.0)
+
+    def _attempt_soon(self, partition: int, d: Delivery) -> None:
+        task = asyncio.create_task(self._attempt(partition, d))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+
+    async def _attempt(self, partition: int, d: Delivery) -> None:
+        body = d.body.encode()
+        attempt_no = d.attempts + 1
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": f"codeq/{__version__}",
+            "X-CodeQ-Event": d.event_type,
+            "X-CodeQ-Delivery-Attempt": str(attempt_no),
+        }
+        if d.trace_parent:
+            headers["traceparent"] = d.trace_parent
+            if d.trace_state:
+                headers["tracestate"] = d.trace_state
+        secrets = [self._secret] if self._secret else []
+        if secrets:
+            headers.update(sign(body, secrets=secrets, msg_id=d.id))
+        else:
+            headers["webhook-id"] = d.id
+        started = _now_ms()
+        result = await self.sender.send(d.url, body, headers)
+        if result.refused:
+            outcome, delay_ms = "dead", 0
+        else:
+            outcome, delay_ms = records.next_step(
+                d, result.status_code, result.ok, result.retry_after_seconds
+            )
+        entry = AttemptLog(
+            at=started,
+            latency_ms=round(result.latency_ms, 1),
+            status_code=result.status_code,
+            error=result.error,
+            response=result.response_head or None,
+        )
+        try:
+            status, attempts = await self.dstore.outcome(
+                partition,
+                d.id,
+                outcome,
+                delay_ms=delay_ms,
+                attempt=_json.encode(entry),
+                kept=self.settings.delivery_attempts_kept,
+            )
+        except StoreUnavailable:
+            # The lease runs out and the scheduler attempts it again: at least once.
+            log.warning("could not record a delivery attempt", extra={"delivery": d.id})
+            return
+        log.info(
+            "delivery attempt",
+            extra={
+                "delivery": d.id,
+                "kind": d.kind,
+                "attempt": attempts,
+                "statusCode": result.status_code,
+                "outcome": status,
+            },
+        )
+
+    # -- result callbacks ---------------------------------------------------------------
+
+    async def _callback_deliveries(
+        self, partition: int, entry_id: str, fields: Mapping[str, str]
+    ) -> list[Delivery]:
+        if fields.get("type") not in CALLBACK_EVENTS:
+            return []
+        task_id, tenant = fields.get("id", ""), fields.get("tenant", "")
+        try:
+            reply = await self.store.get(partition, tenant, task_id, with_result=True)
+        except NotFound:
+            return []  # purged before its event was read: nothing to say
+        task = reply.task
+        if not task.webhook:
+            return []
+        result: Any = None
+        error = task.error
+        artifacts: list[Any] = []
+        completed_at = task.updated_at_ms
+        if reply.result is not None:
+            from codeq.store.records import decode_result
+
+            r = decode_result(task, reply.result)
+            result = msgspec.Raw(r.result.encode()) if r.result is not None else None
+            error = r.error
+            artifacts = [
+                {k: v for k, v in msgspec.structs.asdict(a).items() if v is not None}
+                for a in r.artifacts
+            ]
+            completed_at = r.completed_at_ms
+        body = _json.encode(
+            {
+                "taskId": task.id,
+                "eventType": task.command,
+                "status": task.status.value,
+                "result": result,
+                "error": error,
+                "artifacts": artifacts,
+                "completedAt": _rfc3339(completed_at),
+            }
+        ).decode()
+        return [
+            Delivery(
+                id=records.delivery_id(partition, "callback", entry_id, task.webhook),
+                kind="callback",
+                tenant=tenant,
+                url=task.webhook,
+                body=body,
+                event_type=fields.get("type", ""),
+                created_at=_now_ms(),
+                schedule=self._callback_schedule,
+                task_id=task.id,
+                trace_parent=task.trace_parent,
+                trace_state=task.trace_state,
+            )
+        ]
+
+    # -- availability notifications --------------------------------------------------------
+
+    async def _notifications(
+        self, partition: int, entry_id: str, fields: Mapping[str, str]
+    ) -> list[Delivery]:
+        if fields.get("type") != "task.ready":
+            return []
+        tenant, command = fields.get("tenant", ""), fields.get("command", "")
+        now = _now_ms()
+        bucket_key = f"{command.lower()}:{now // 1000 // HASH_BUCKET_SECONDS}"
+        bucket = int.from_bytes(hashlib.sha256(bucket_key.encode()).digest()[:4], "big")
+        chosen = await self.subscriptions.pick(tenant, command, bucket)
+        out: list[Delivery] = []
+        for raw in chosen:
+            sub = msgspec.json.decode(raw)
+            target = str(sub["callbackUrl"])
+            did = records.delivery_id(partition, f"notify:{sub['id']}", entry_id, target)
+            body = _json.encode(
+                {
+                    "eventType": command,
+                    "available": True,
+                    "queueDepth": int(fields.get("depth", "1") or 1),
+                    "claimUrl": "/v1/codeq/tasks/claim",
+                    "sentAt": _rfc3339(now),
+                    "notificationId": did,
+                }
+            ).decode()
+            out.append(
+                Delivery(
+                    id=did,
+                    kind="notification",
+                    tenant=tenant,
+                    url=target,
+                    body=body,
+                    event_type="worker.notification",
+                    created_at=now,
+                    schedule=NOTIFY_SCHEDULE,
+                )
+            )
+        return out
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+
+
+class _NoGroup(Exception):
+    pass

@@ -1,0 +1,180 @@
+"""Delivery routes (spec 02 "Deliveries"): a delivery with its attempts, retry now, and the
+admin delivery DLQ (list, replay). Deliveries belong to a tenant: another tenant's is a 404."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, get, post
+from litestar.datastructures import State
+from litestar.params import FromPath, JSONBody, QueryParameter
+
+from codeq.errors import InvalidRequest, NotFound
+from codeq.store.redis_store import DeliveryStore
+from deliverers import records
+from gateway.openapi_errors import errors
+from gateway.schemas import rfc3339
+from gateway.state import gateway_for
+
+__all__ = ["AdminDeliveryController", "DeliveryController"]
+
+AnyRequest = Request[Any, Any, State]
+
+
+class AttemptOut(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
+    at: str
+    latency_ms: float
+    status_code: int | None = None
+    error: str | None = None
+    response: str | None = None
+
+
+class DeliveryOut(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
+    id: str
+    kind: str
+    event_type: str
+    url: str
+    status: str
+    attempts: int
+    max_attempts: int
+    created_at: str
+    task_id: str | None = None
+    endpoint_id: str | None = None
+    next_attempt_at: str | None = None
+    dead_at: str | None = None
+    attempt_log: list[AttemptOut] = msgspec.field(default_factory=list)
+
+    @classmethod
+    def of(cls, d: records.Delivery) -> DeliveryOut:
+        return cls(
+            id=d.id,
+            kind=d.kind,
+            event_type=d.event_type,
+            url=d.url,
+            status=d.status,
+            attempts=d.attempts,
+            max_attempts=d.max_attempts,
+            created_at=rfc3339(d.created_at) or "",
+            task_id=d.task_id,
+            endpoint_id=d.endpoint_id,
+            next_attempt_at=rfc3339(d.next_at),
+            dead_at=rfc3339(d.dead_at),
+            attempt_log=[
+                AttemptOut(
+                    at=rfc3339(a.at) or "",
+                    latency_ms=a.latency_ms,
+                    status_code=a.status_code,
+                    error=a.error,
+                    response=a.response,
+                )
+                for a in d.log
+            ],
+        )
+
+
+class DeliveriesOut(msgspec.Struct, kw_only=True):
+    deliveries: list[DeliveryOut]
+
+
+class ReplayBody(msgspec.Struct, kw_only=True, rename="camel"):
+    ids: list[str] | None = None
+    limit: int = 100
+
+
+class ReplayOut(msgspec.Struct, kw_only=True):
+    replayed: int
+    ids: list[str]
+
+
+async def _load(request: AnyRequest, delivery_id: str, tenant: str) -> records.Delivery:
+    gw = gateway_for(request)
+    p = records.partition_of(delivery_id, gw.store.keys.partitions)
+    raw = None if p is None else await DeliveryStore(gw.store).get(p, delivery_id)
+    if raw is None:
+        raise NotFound(f"delivery {delivery_id[:64]} not found")
+    d = records.decode(raw)
+    if d.tenant != tenant:
+        raise NotFound(f"delivery {delivery_id[:64]} not found")
+    return d
+
+
+class DeliveryController(Controller):
+    path = "/v1/codeq/deliveries"
+    tags = ["deliveries"]  # noqa: RUF012
+
+    @get("/{delivery_id:str}", summary="A delivery with its attempts", responses=errors(400, 404))
+    async def get_delivery(self, request: AnyRequest, delivery_id: FromPath[str]) -> DeliveryOut:
+        gw = gateway_for(request)
+        identity = await gw.anyone(request)
+        return DeliveryOut.of(await _load(request, delivery_id, identity.tenant))
+
+    @post(
+        "/{delivery_id:str}/retry",
+        status_code=202,
+        summary="Attempt the delivery again now",
+        responses=errors(400, 404),
+    )
+    async def retry(self, request: AnyRequest, delivery_id: FromPath[str]) -> ReplayOut:
+        gw = gateway_for(request)
+        identity = await gw.anyone(request)
+        d = await _load(request, delivery_id, identity.tenant)
+        p = records.partition_of(d.id, gw.store.keys.partitions) or 0
+        ids = await DeliveryStore(gw.store).replay(p, tenant=identity.tenant, ids=[d.id])
+        return ReplayOut(replayed=len(ids), ids=ids)
+
+
+class AdminDeliveryController(Controller):
+    path = "/v1/codeq/admin/deliveries/dlq"
+    tags = ["admin"]  # noqa: RUF012
+
+    @get("/", summary="Dead deliveries of the tenant, oldest first", responses=errors(400, 403))
+    async def dead(
+        self,
+        request: AnyRequest,
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
+    ) -> DeliveriesOut:
+        gw = gateway_for(request)
+        identity = await gw.admin(request)
+        ds = DeliveryStore(gw.store)
+        out: list[DeliveryOut] = []
+        for p in range(gw.store.keys.partitions):
+            for raw in await ds.dead_page(p, limit=limit):
+                d = records.decode(raw)
+                if identity.is_super_admin or d.tenant == identity.tenant:
+                    out.append(DeliveryOut.of(d))
+        out.sort(key=lambda d: d.dead_at or "")
+        return DeliveriesOut(deliveries=out[:limit])
+
+    @post(
+        "/replay",
+        status_code=200,
+        summary="Attempt dead deliveries again: the named ones, or the oldest up to limit",
+        responses=errors(400, 403, 413),
+    )
+    async def replay(
+        self, request: AnyRequest, data: JSONBody[ReplayBody | None] = None
+    ) -> ReplayOut:
+        gw = gateway_for(request)
+        identity = await gw.admin(request)
+        body = data or ReplayBody()
+        if not 1 <= body.limit <= 10_000:
+            raise InvalidRequest("limit: must be between 1 and 10000", field="limit")
+        tenant = None if identity.is_super_admin else identity.tenant
+        ds = DeliveryStore(gw.store)
+        done: list[str] = []
+        n = gw.store.keys.partitions
+        if body.ids:
+            by_partition: dict[int, list[str]] = {}
+            for i in body.ids:
+                p = records.partition_of(i, n)
+                if p is not None:
+                    by_partition.setdefault(p, []).append(i)
+            for p, ids in by_partition.items():
+                done += await ds.replay(p, tenant=tenant, ids=ids)
+        else:
+            for p in range(n):
+                done += await ds.replay(p, tenant=tenant, limit=body.limit - len(done))
+                if len(done) >= body.limit:
+                    break
+        return ReplayOut(replayed=len(done), ids=done)

@@ -1,0 +1,168 @@
+"""Worker availability subscriptions (spec 02/03): create, renew, list, delete.
+
+A subscription belongs to the caller's tenant; its event types must be allowed by the token.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import msgspec
+from litestar import Controller, Request, delete, get, post
+from litestar.datastructures import State
+from litestar.params import FromPath, JSONBody
+
+from codeq.errors import Forbidden, InvalidRequest, NotFound
+from codeq.store.redis_store import SubscriptionStore
+from gateway.openapi_errors import errors
+from gateway.schemas import rfc3339
+from gateway.state import gateway_for
+
+__all__ = ["SubscriptionController"]
+
+AnyRequest = Request[Any, Any, State]
+MAX_TTL = 86_400
+
+
+class SubscriptionBody(msgspec.Struct, kw_only=True, rename="camel"):
+    callback_url: str
+    event_types: list[str] | None = None
+    ttl_seconds: int = 300
+    delivery_mode: Literal["fanout", "group", "hash"] | None = None
+    group_id: str | None = None
+    min_interval_seconds: float = 5.0
+
+
+class RenewBody(msgspec.Struct, kw_only=True, rename="camel"):
+    ttl_seconds: int = 300
+
+
+class SubscriptionOut(msgspec.Struct, kw_only=True, rename="camel"):
+    subscription_id: str
+    expires_at: str
+
+
+class SubscriptionInfo(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
+    subscription_id: str
+    callback_url: str
+    event_types: list[str]
+    delivery_mode: str
+    min_interval_seconds: float
+    expires_at: str
+    group_id: str | None = None
+
+
+class SubscriptionsOut(msgspec.Struct, kw_only=True):
+    subscriptions: list[SubscriptionInfo]
+
+
+def _ttl(ttl: int) -> int:
+    if not 1 <= ttl <= MAX_TTL:
+        raise InvalidRequest(f"ttlSeconds: must be between 1 and {MAX_TTL}", field="ttlSeconds")
+    return ttl
+
+
+class SubscriptionController(Controller):
+    path = "/v1/codeq/workers/subscriptions"
+    tags = ["subscriptions"]  # noqa: RUF012
+
+    @post(
+        "/",
+        status_code=200,
+        summary="Subscribe to 'work available' notifications (worker, codeq:subscribe)",
+        responses=errors(400, 403, 413),
+    )
+    async def create(
+        self, request: AnyRequest, data: JSONBody[SubscriptionBody]
+    ) -> SubscriptionOut:
+        gw = gateway_for(request)
+        identity = await gw.worker(request, "codeq:subscribe")
+        url = urlsplit(data.callback_url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise InvalidRequest("callbackUrl: must be an http(s) URL", field="callbackUrl")
+        if gw.settings.webhook_require_https and url.scheme != "https":
+            raise InvalidRequest("callbackUrl: https is required", field="callbackUrl")
+        types = data.event_types or list(identity.event_types)
+        if not types:
+            raise InvalidRequest("eventTypes: the token allows none", field="eventTypes")
+        for t in types:
+            if not identity.allows_command(t):
+                raise Forbidden(f"event type {t[:128]!r} is not in the token's eventTypes")
+        worker_group = identity.worker_group
+        mode = data.delivery_mode or ("group" if worker_group else "fanout")
+        group_id = data.group_id or (str(worker_group) if worker_group else None)
+        if mode == "group" and not group_id:
+            raise InvalidRequest("groupId: required for deliveryMode group", field="groupId")
+        if worker_group and group_id != str(worker_group):
+            raise Forbidden("groupId must equal the token's workerGroup")
+        if not 0 <= data.min_interval_seconds <= 3600:
+            raise InvalidRequest(
+                "minIntervalSeconds: must be between 0 and 3600", field="minIntervalSeconds"
+            )
+        ttl = _ttl(data.ttl_seconds)
+        sub_id = "sub_" + secrets.token_hex(12)
+        record = msgspec.json.encode(
+            {
+                "id": sub_id,
+                "tenant": identity.tenant,
+                "subject": identity.subject,
+                "callbackUrl": data.callback_url,
+                "eventTypes": types,
+                "deliveryMode": mode,
+                "groupId": group_id,
+                "minIntervalSeconds": data.min_interval_seconds,
+                "expiresAt": 0,
+            }
+        )
+        expires = await SubscriptionStore(gw.store).put(sub_id, identity.tenant, record, ttl * 1000)
+        assert expires is not None  # a create always writes
+        return SubscriptionOut(subscription_id=sub_id, expires_at=rfc3339(expires) or "")
+
+    @post(
+        "/{sub_id:str}/heartbeat",
+        status_code=200,
+        summary="Renew a subscription",
+        responses=errors(400, 403, 404, 413),
+    )
+    async def heartbeat(
+        self, request: AnyRequest, sub_id: FromPath[str], data: JSONBody[RenewBody | None] = None
+    ) -> SubscriptionOut:
+        gw = gateway_for(request)
+        identity = await gw.worker(request, "codeq:subscribe")
+        ttl = _ttl((data or RenewBody()).ttl_seconds)
+        expires = await SubscriptionStore(gw.store).put(sub_id, identity.tenant, b"", ttl * 1000)
+        if expires is None:
+            raise NotFound(f"subscription {sub_id[:64]} not found")
+        return SubscriptionOut(subscription_id=sub_id, expires_at=rfc3339(expires) or "")
+
+    @get("/", summary="The tenant's live subscriptions", responses=errors(403))
+    async def list_subscriptions(self, request: AnyRequest) -> SubscriptionsOut:
+        gw = gateway_for(request)
+        identity = await gw.worker(request, "codeq:subscribe")
+        out = []
+        for raw in await SubscriptionStore(gw.store).live(identity.tenant):
+            r = msgspec.json.decode(raw)
+            out.append(
+                SubscriptionInfo(
+                    subscription_id=r["id"],
+                    callback_url=r["callbackUrl"],
+                    event_types=list(r.get("eventTypes") or []),
+                    delivery_mode=r.get("deliveryMode", "fanout"),
+                    min_interval_seconds=float(r.get("minIntervalSeconds", 5)),
+                    expires_at=rfc3339(int(r["expiresAt"])) or "",
+                    group_id=r.get("groupId"),
+                )
+            )
+        out.sort(key=lambda s: s.subscription_id)
+        return SubscriptionsOut(subscriptions=out)
+
+    @delete(
+        "/{sub_id:str}", status_code=204, summary="Unsubscribe", responses=errors(400, 403, 404)
+    )
+    async def remove(self, request: AnyRequest, sub_id: FromPath[str]) -> None:
+        gw = gateway_for(request)
+        identity = await gw.worker(request, "codeq:subscribe")
+        if not await SubscriptionStore(gw.store).delete(sub_id, identity.tenant):
+            raise NotFound(f"subscription {sub_id[:64]} not found")
