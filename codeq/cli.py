@@ -193,7 +193,12 @@ def _deliver(args: argparse.Namespace) -> int:
         await deliverer.stop(grace=settings.shutdown_grace_seconds)
         await store.close()
 
-    asyncio.run(run())
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
+        asyncio.run(run())
+    else:
+        uvloop.run(run())
     return 0
 
 

@@ -159,8 +159,7 @@ class Deliverer:
                 )
                 if not entries and not await self.dstore.group_exists(partition, group):
                     raise _NoGroup
-                for entry_id, fields in entries:
-                    await self._handle(partition, group, handler, entry_id, fields)
+                await self._handle_batch(partition, group, handler, entries)
             except asyncio.CancelledError:
                 raise
             except _NoGroup:
@@ -184,18 +183,25 @@ class Deliverer:
                     extra={"group": group, "partition": partition},
                 )
 
-    async def _handle(
-        self,
-        partition: int,
-        group: str,
-        handler: Handler,
-        entry_id: str,
-        fields: Mapping[str, str],
+    async def _handle_batch(
+        self, partition: int, group: str, handler: Handler, entries: list[Entry]
     ) -> None:
-        deliveries = await handler(partition, entry_id, fields)
-        if not deliveries:
-            await self.dstore.enqueue(partition, group, entry_id, self._lease_ms, [])
+        """Handle a batch concurrently: entries that cause nothing are acknowledged together
+        with one XACK; each that causes deliveries is written + acknowledged by its script."""
+        if not entries:
             return
+        found = await asyncio.gather(*(handler(partition, eid, f) for eid, f in entries))
+        idle = [eid for (eid, _), ds in zip(entries, found, strict=True) if not ds]
+        work = [
+            self._enqueue(partition, group, eid, ds)
+            for (eid, _), ds in zip(entries, found, strict=True)
+            if ds
+        ]
+        await asyncio.gather(self.dstore.ack(partition, group, idle), *work)
+
+    async def _enqueue(
+        self, partition: int, group: str, entry_id: str, deliveries: list[Delivery]
+    ) -> None:
         written = await self.dstore.enqueue(
             partition,
             group,
@@ -248,8 +254,7 @@ class Deliverer:
                 "took over the entries of a dead consumer",
                 extra={"group": group, "from": owner, "count": len(taken)},
             )
-        for entry_id, fields in taken:
-            await self._handle(partition, group, self._handlers[group], entry_id, fields)
+        await self._handle_batch(partition, group, self._handlers[group], taken)
 
     # -- the schedule -------------------------------------------------------------------
 

