@@ -31,7 +31,12 @@ import msgspec
 from codeq import __version__
 from codeq.errors import NotFound, StoreUnavailable
 from codeq.settings import Settings
-from codeq.store.redis_store import DeliveryStore, RedisStore, SubscriptionStore
+from codeq.store.redis_store import (
+    DeliveryStore,
+    EndpointStore,
+    RedisStore,
+    SubscriptionStore,
+)
 from codeq.webhooks import sign
 from deliverers import records
 from deliverers.records import AttemptLog, Delivery
@@ -41,8 +46,12 @@ __all__ = ["CALLBACK_EVENTS", "Deliverer"]
 
 log = logging.getLogger("codeq.deliverers")
 
+BATCH_CONCURRENCY = 16  # store calls of one consumer loop at a time
 CALLBACKS = "callbacks"
 NOTIFIER = "notifier"
+ENDPOINTS = "endpoints"
+ENDPOINT_CACHE_SECONDS = 1.0  # endpoint changes reach the deliverers within this
+TERMINAL_EVENTS = frozenset({"task.completed", "task.failed", "task.dead_lettered"})
 NOTIFY_SCHEDULE = [0.5, 1.5]  # notifications are advisory: one try plus two quick retries
 HASH_BUCKET_SECONDS = 60
 CALLBACK_EVENTS = frozenset({"task.completed", "task.failed", "task.dead_lettered"})
@@ -99,7 +108,10 @@ class Deliverer:
         self._handlers: dict[str, Handler] = {
             CALLBACKS: self._callback_deliveries,
             NOTIFIER: self._notifications,
+            ENDPOINTS: self._endpoint_deliveries,
         }
+        self.endpoints = EndpointStore(store)
+        self._endpoint_cache: dict[str, tuple[float, list[dict[str, Any]]]] = {}
         self.subscriptions = SubscriptionStore(store)
         self._callback_schedule = records.schedule_from(
             settings.webhook_retry_schedule,
@@ -188,16 +200,16 @@ class Deliverer:
     ) -> None:
         """Handle a batch concurrently: entries that cause nothing are acknowledged together
         with one XACK; each that causes deliveries is written + acknowledged by its script."""
-        if not entries:
-            return
-        found = await asyncio.gather(*(handler(partition, eid, f) for eid, f in entries))
-        idle = [eid for (eid, _), ds in zip(entries, found, strict=True) if not ds]
-        work = [
-            self._enqueue(partition, group, eid, ds)
-            for (eid, _), ds in zip(entries, found, strict=True)
-            if ds
-        ]
-        await asyncio.gather(self.dstore.ack(partition, group, idle), *work)
+        for i in range(0, len(entries), BATCH_CONCURRENCY):  # bounded: the pool is shared
+            chunk = entries[i : i + BATCH_CONCURRENCY]
+            found = await asyncio.gather(*(handler(partition, eid, f) for eid, f in chunk))
+            idle = [eid for (eid, _), ds in zip(chunk, found, strict=True) if not ds]
+            work = [
+                self._enqueue(partition, group, eid, ds)
+                for (eid, _), ds in zip(chunk, found, strict=True)
+                if ds
+            ]
+            await asyncio.gather(self.dstore.ack(partition, group, idle), *work)
 
     async def _enqueue(
         self, partition: int, group: str, entry_id: str, deliveries: list[Delivery]
@@ -212,6 +224,9 @@ class Deliverer:
         fresh = set(written)
         for d in deliveries:
             if d.id in fresh:
+                if d.endpoint_id is not None:
+                    with contextlib.suppress(StoreUnavailable):
+                        await self.endpoints.remember(d.endpoint_id, d.id)
                 self._attempt_soon(partition, d)
 
     async def _liveness(self, partition: int, group: str) -> None:
@@ -293,12 +308,28 @@ class Deliverer:
             if d.trace_state:
                 headers["tracestate"] = d.trace_state
         secrets = [self._secret] if self._secret else []
+        endpoint: dict[str, Any] | None = None
+        if d.endpoint_id is not None:
+            endpoint = await self._endpoint(d.tenant, d.endpoint_id, fresh=True)
+            if endpoint is None or not endpoint.get("enabled", True):
+                await self._record(partition, d, "dead", 0, None, "endpoint deleted or disabled")
+                return
+            secrets = active_secrets(endpoint)
         if secrets:
             headers.update(sign(body, secrets=secrets, msg_id=d.id))
         else:
             headers["webhook-id"] = d.id
         started = _now_ms()
         result = await self.sender.send(d.url, body, headers)
+        if endpoint is not None and d.endpoint_id is not None:
+            mark = "ok" if result.ok else "gone" if result.status_code == 410 else "failed"
+            with contextlib.suppress(StoreUnavailable):
+                await self.endpoints.mark(
+                    d.endpoint_id,
+                    d.tenant,
+                    mark,
+                    int(self.settings.endpoint_disable_after_hours * 3_600_000),
+                )
         if result.refused:
             outcome, delay_ms = "dead", 0
         else:
@@ -335,6 +366,83 @@ class Deliverer:
                 "outcome": status,
             },
         )
+
+    async def _record(
+        self, partition: int, d: Delivery, outcome: str, delay_ms: int, status: int | None,
+        error: str | None,
+    ) -> None:  # fmt: skip
+        entry = AttemptLog(at=_now_ms(), latency_ms=0.0, status_code=status, error=error)
+        with contextlib.suppress(StoreUnavailable):
+            await self.dstore.outcome(
+                partition, d.id, outcome, delay_ms=delay_ms, attempt=_json.encode(entry),
+                kept=self.settings.delivery_attempts_kept,
+            )  # fmt: skip
+
+    # -- event-subscription endpoints ---------------------------------------------------
+
+    async def _endpoints_of(self, tenant: str, *, fresh: bool = False) -> list[dict[str, Any]]:
+        now = time.monotonic()
+        cached = self._endpoint_cache.get(tenant)
+        if cached is not None and not fresh and now - cached[0] < ENDPOINT_CACHE_SECONDS:
+            return cached[1]
+        found = [msgspec.json.decode(raw) for raw in await self.endpoints.all_of(tenant)]
+        self._endpoint_cache[tenant] = (now, found)
+        if len(self._endpoint_cache) > 10_000:
+            self._endpoint_cache.clear()
+        return found
+
+    async def _endpoint(
+        self, tenant: str, endpoint_id: str, *, fresh: bool = False
+    ) -> dict[str, Any] | None:
+        for e in await self._endpoints_of(tenant, fresh=fresh):
+            if e.get("id") == endpoint_id:
+                return e
+        return None
+
+    async def _endpoint_deliveries(
+        self, partition: int, entry_id: str, fields: Mapping[str, str]
+    ) -> list[Delivery]:
+        kind, tenant = fields.get("type", ""), fields.get("tenant", "")
+        command = fields.get("command", "").lower()
+        targets = [
+            e for e in await self._endpoints_of(tenant) if endpoint_matches(e, kind, command)
+        ]
+        if not targets:
+            return []
+        try:
+            reply = await self.store.get(
+                partition, tenant, fields.get("id", ""), with_result=kind in TERMINAL_EVENTS
+            )
+        except NotFound:
+            return []
+        data: dict[str, Any] = task_data(reply.task)
+        if reply.result is not None:
+            from codeq.store.records import decode_result
+
+            r = decode_result(reply.task, reply.result)
+            data["result"] = msgspec.Raw(r.result.encode()) if r.result is not None else None
+        at = int(fields.get("at", "0") or 0) or _now_ms()
+        body = _json.encode({"type": kind, "timestamp": _rfc3339(at), "data": data}).decode()
+        out = []
+        for e in targets:
+            did = records.delivery_id(partition, f"endpoint:{e['id']}", entry_id, e["url"])
+            out.append(
+                Delivery(
+                    id=did,
+                    kind="endpoint",
+                    tenant=tenant,
+                    url=str(e["url"]),
+                    body=body,
+                    event_type=kind,
+                    created_at=_now_ms(),
+                    schedule=list(self.settings.webhook_retry_schedule),
+                    task_id=reply.task.id,
+                    endpoint_id=str(e["id"]),
+                    trace_parent=reply.task.trace_parent,
+                    trace_state=reply.task.trace_state,
+                )
+            )
+        return out
 
     # -- result callbacks ---------------------------------------------------------------
 
@@ -437,6 +545,48 @@ class Deliverer:
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+
+
+def active_secrets(endpoint: Mapping[str, Any], now_ms: int | None = None) -> list[str]:
+    """The endpoint's signing secrets still in force: the current one first, then rotated
+    ones inside their grace period."""
+    now = _now_ms() if now_ms is None else now_ms
+    out = []
+    for s in endpoint.get("secrets") or []:
+        expires = s.get("expiresAt")
+        if expires is None or int(expires) > now:
+            out.append(str(s["secret"]))
+    return out
+
+
+def endpoint_matches(endpoint: Mapping[str, Any], kind: str, command: str) -> bool:
+    if not endpoint.get("enabled", True):
+        return False
+    types = endpoint.get("eventTypes") or []
+    if "*" not in types and kind not in types:
+        return False
+    commands = endpoint.get("commands") or []  # cjson turns [] into {}: both mean "any"
+    return not commands or command in {str(c).lower() for c in commands}
+
+
+def task_data(task: Any) -> dict[str, Any]:
+    """The task fields an event subscription carries (the API's names)."""
+    data: dict[str, Any] = {
+        "id": task.id,
+        "command": task.command,
+        "status": task.status.value,
+        "tenantId": task.tenant_id,
+        "priority": task.priority,
+        "attempts": task.attempts,
+        "maxAttempts": task.max_attempts,
+        "createdAt": _rfc3339(task.created_at_ms),
+        "updatedAt": _rfc3339(task.updated_at_ms),
+    }
+    if task.error:
+        data["error"] = task.error
+    if task.worker_id:
+        data["workerId"] = task.worker_id
+    return data
 
 
 class _NoGroup(Exception):

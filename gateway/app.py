@@ -31,6 +31,7 @@ from gateway.metrics import Metrics
 from gateway.middleware import RequestIdMiddleware
 from gateway.routes.admin import AdminController
 from gateway.routes.deliveries import AdminDeliveryController, DeliveryController
+from gateway.routes.endpoints import EndpointController
 from gateway.routes.health import healthz, metrics, readyz
 from gateway.routes.subscriptions import SubscriptionController
 from gateway.routes.tasks import TaskController
@@ -113,6 +114,7 @@ def create_app(
             AdminController,
             DeliveryController,
             SubscriptionController,
+            EndpointController,
             AdminDeliveryController,
             healthz,
             readyz,

@@ -54,6 +54,7 @@ SAMPLE_BODIES: dict[str, dict[str, Any]] = {
     "ResultBody": {"status": "COMPLETED", "result": {}},
     "RequeueBody": {"all": True},
     "SubscriptionBody": {"callbackUrl": "http://127.0.0.1:9/hook"},
+    "EndpointBody": {"url": "http://127.0.0.1:9/hook", "eventTypes": ["*"]},
 }
 
 # --------------------------------------------------------------------------------------------
@@ -229,7 +230,12 @@ async def test_every_route_of_the_app_is_documented_and_nothing_else(
 
 
 # POSTs that are actions on a resource and read no body at all.
-NO_BODY_POSTS = frozenset({"/v1/codeq/deliveries/{delivery_id}/retry"})
+NO_BODY_POSTS = frozenset(
+    {
+        "/v1/codeq/deliveries/{delivery_id}/retry",
+        "/v1/codeq/webhooks/endpoints/{endpoint_id}/rotate-secret",
+    }
+)
 
 
 async def test_every_body_is_documented_with_its_fields(

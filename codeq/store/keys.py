@@ -169,6 +169,16 @@ class KeySchema:
         t = f"{self.prefix}:{{subs}}"
         return f"{t}:records", f"{t}:expiry", f"{t}:tenant:{escape(tenant)}"
 
+    def endpoints(self, tenant: str) -> tuple[str, str]:
+        """Event-subscription endpoints (spec 03), under a tag of their own: the records hash
+        and the tenant's index set — KEYS[1..2] of ``ep_*.lua``."""
+        t = f"{self.prefix}:{{hooks}}"
+        return f"{t}:records", f"{t}:tenant:{escape(tenant)}"
+
+    def endpoint_deliveries(self, endpoint_id: str) -> str:
+        """The newest delivery ids of one endpoint (a capped list, an index only)."""
+        return f"{self.prefix}:{{hooks}}:recent:{escape(endpoint_id)}"
+
     def consumer_alive(self, partition: int, group: str, consumer: str) -> str:
         """Liveness key of one consumer of a group (TTL ``consumerTtlSeconds``)."""
         return f"{self.tag(partition)}:alive:{escape(group)}:{escape(consumer)}"

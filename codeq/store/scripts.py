@@ -37,6 +37,10 @@ SCRIPT_NAMES = (
     "sub_del",
     "sub_list",
     "sub_pick",
+    "ep_put",
+    "ep_del",
+    "ep_list",
+    "ep_mark",
 )
 
 
@@ -57,7 +61,11 @@ def load_scripts() -> dict[str, Script]:
     libs = {"task": _read("lib"), "dlv": _read("dlv_lib")}
     out: dict[str, Script] = {}
     for name in SCRIPT_NAMES:
-        lib = "" if name.startswith("sub_") else libs["dlv" if name.startswith("dlv_") else "task"]
+        lib = (
+            ""
+            if name.startswith(("sub_", "ep_"))
+            else libs["dlv" if name.startswith("dlv_") else "task"]
+        )
         source = f"{lib}\n-- ==== {name}.lua ====\n{_read(name)}"
         sha = hashlib.sha1(source.encode("utf-8"), usedforsecurity=False).hexdigest()
         out[name] = Script(name=name, source=source, sha=sha)

@@ -1,0 +1,264 @@
+"""Event-subscription endpoints (spec 02 "Event subscriptions"): a producer registers URLs that
+receive signed events of its tenant. The signing secret is shown once, at creation and at each
+rotation; a rotated secret keeps signing beside the new one for 24 hours."""
+
+from __future__ import annotations
+
+import secrets as _secrets
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import msgspec
+from litestar import Controller, Request, delete, get, patch, post
+from litestar.datastructures import State
+from litestar.params import FromPath, JSONBody
+
+from codeq.errors import InvalidRequest, NotFound
+from codeq.store.redis_store import DeliveryStore, EndpointStore
+from codeq.webhooks import generate_secret
+from deliverers import records
+from gateway.openapi_errors import errors
+from gateway.routes.deliveries import DeliveryOut
+from gateway.schemas import rfc3339
+from gateway.state import Gateway, gateway_for
+
+__all__ = ["EndpointController"]
+
+AnyRequest = Request[Any, Any, State]
+ROTATION_GRACE_MS = 24 * 3600 * 1000
+EVENT_TYPES = frozenset(
+    {
+        "*",
+        "task.created",
+        "task.ready",
+        "task.claimed",
+        "task.heartbeat",
+        "task.abandoned",
+        "task.nacked",
+        "task.lease_expired",
+        "task.completed",
+        "task.failed",
+        "task.dead_lettered",
+        "task.requeued",
+        "task.purged",
+    }
+)
+
+
+class EndpointBody(msgspec.Struct, kw_only=True, rename="camel"):
+    url: str
+    event_types: list[str]
+    commands: list[str] | None = None
+    description: str | None = None
+
+
+class EndpointPatch(msgspec.Struct, kw_only=True, rename="camel"):
+    url: str | None = None
+    event_types: list[str] | None = None
+    commands: list[str] | None = None
+    description: str | None = None
+    enabled: bool | None = None
+
+
+class EndpointOut(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
+    id: str
+    url: str
+    event_types: list[str]
+    enabled: bool
+    created_at: str
+    commands: list[str] | None = None
+    description: str | None = None
+    disabled_reason: str | None = None
+    secret: str | None = None  # only in the answer to create and rotate-secret
+
+    @classmethod
+    def of(cls, e: dict[str, Any], *, secret: str | None = None) -> EndpointOut:
+        commands = e.get("commands") or None  # cjson stores [] as {}
+        return cls(
+            id=e["id"],
+            url=e["url"],
+            event_types=list(e.get("eventTypes") or []),
+            enabled=bool(e.get("enabled", True)),
+            created_at=rfc3339(int(e.get("createdAt", 0))) or "",
+            commands=list(commands) if commands else None,
+            description=e.get("description"),
+            disabled_reason=None if e.get("enabled", True) else e.get("disabledReason"),
+            secret=secret,
+        )
+
+
+class EndpointsOut(msgspec.Struct, kw_only=True):
+    endpoints: list[EndpointOut]
+
+
+class RotateOut(msgspec.Struct, kw_only=True, rename="camel"):
+    secret: str
+    previous_secret_expires_at: str
+
+
+class EndpointDeliveriesOut(msgspec.Struct, kw_only=True):
+    deliveries: list[DeliveryOut]
+
+
+def _check_url(gw: Gateway, url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidRequest("url: must be an http(s) URL", field="url")
+    if gw.settings.webhook_require_https and parts.scheme != "https":
+        raise InvalidRequest("url: https is required", field="url")
+
+
+def _check_types(types: list[str]) -> None:
+    if not types:
+        raise InvalidRequest("eventTypes: at least one (or '*')", field="eventTypes")
+    unknown = [t for t in types if t not in EVENT_TYPES]
+    if unknown:
+        raise InvalidRequest(f"eventTypes: unknown {unknown[0][:64]!r}", field="eventTypes")
+
+
+async def _find(gw: Gateway, tenant: str, endpoint_id: str) -> dict[str, Any]:
+    for raw in await EndpointStore(gw.store).all_of(tenant):
+        e: dict[str, Any] = msgspec.json.decode(raw)
+        if e.get("id") == endpoint_id:
+            return e
+    raise NotFound(f"endpoint {endpoint_id[:64]} not found")
+
+
+class EndpointController(Controller):
+    path = "/v1/codeq/webhooks/endpoints"
+    tags = ["webhook endpoints"]  # noqa: RUF012
+
+    @post(
+        "/",
+        status_code=201,
+        summary="Register an endpoint; the answer carries its signing secret, once (producer)",
+        responses=errors(400, 413),
+    )
+    async def create(self, request: AnyRequest, data: JSONBody[EndpointBody]) -> EndpointOut:
+        gw = gateway_for(request)
+        identity = await gw.producer(request)
+        _check_url(gw, data.url)
+        _check_types(data.event_types)
+        secret = generate_secret()
+        endpoint_id = "ep_" + _secrets.token_hex(12)
+        record: dict[str, Any] = {
+            "id": endpoint_id,
+            "tenant": identity.tenant,
+            "url": data.url,
+            "eventTypes": data.event_types,
+            "commands": data.commands,
+            "description": data.description,
+            "enabled": True,
+            "createdAt": int(time.time() * 1000),
+            "secrets": [{"secret": secret}],
+        }
+        await EndpointStore(gw.store).put(
+            endpoint_id, identity.tenant, msgspec.json.encode(record), update=False
+        )
+        return EndpointOut.of(record, secret=secret)
+
+    @get("/", summary="The tenant's endpoints (producer)", responses=errors())
+    async def list_endpoints(self, request: AnyRequest) -> EndpointsOut:
+        gw = gateway_for(request)
+        identity = await gw.producer(request)
+        found = [
+            msgspec.json.decode(r) for r in await EndpointStore(gw.store).all_of(identity.tenant)
+        ]
+        found.sort(key=lambda e: e["id"])
+        return EndpointsOut(endpoints=[EndpointOut.of(e) for e in found])
+
+    @get("/{endpoint_id:str}", summary="One endpoint (producer)", responses=errors(400, 404))
+    async def get_endpoint(self, request: AnyRequest, endpoint_id: FromPath[str]) -> EndpointOut:
+        gw = gateway_for(request)
+        identity = await gw.producer(request)
+        return EndpointOut.of(await _find(gw, identity.tenant, endpoint_id))
+
+    @patch(
+        "/{endpoint_id:str}",
+        summary="Change an endpoint; enabled: true re-enables a disabled one (producer)",
+        responses=errors(400, 404, 413),
+    )
+    async def update(
+        self, request: AnyRequest, endpoint_id: FromPath[str], data: JSONBody[EndpointPatch]
+    ) -> EndpointOut:
+        gw = gateway_for(request)
+        identity = await gw.producer(request)
+        e = await _find(gw, identity.tenant, endpoint_id)
+        if data.url is not None:
+            _check_url(gw, data.url)
+            e["url"] = data.url
+        if data.event_types is not None:
+            _check_types(data.event_types)
+            e["eventTypes"] = data.event_types
+        if data.commands is not None:
+            e["commands"] = data.commands
+        if data.description is not None:
+            e["description"] = data.description
+        if data.enabled is not None:
+            e["enabled"] = data.enabled
+            if data.enabled:
+                e.pop("failingSince", None)
+                e.pop("disabledReason", None)
+        if not await EndpointStore(gw.store).put(
+            endpoint_id, identity.tenant, msgspec.json.encode(e), update=True
+        ):
+            raise NotFound(f"endpoint {endpoint_id[:64]} not found")
+        return EndpointOut.of(e)
+
+    @delete(
+        "/{endpoint_id:str}",
+        status_code=204,
+        summary="Delete an endpoint",
+        responses=errors(400, 404),
+    )
+    async def remove(self, request: AnyRequest, endpoint_id: FromPath[str]) -> None:
+        gw = gateway_for(request)
+        identity = await gw.producer(request)
+        if not await EndpointStore(gw.store).delete(endpoint_id, identity.tenant):
+            raise NotFound(f"endpoint {endpoint_id[:64]} not found")
+
+    @post(
+        "/{endpoint_id:str}/rotate-secret",
+        status_code=200,
+        summary="New signing secret; the old one keeps signing beside it for 24 h",
+        responses=errors(400, 404),
+    )
+    async def rotate(self, request: AnyRequest, endpoint_id: FromPath[str]) -> RotateOut:
+        gw = gateway_for(request)
+        identity = await gw.producer(request)
+        e = await _find(gw, identity.tenant, endpoint_id)
+        now = int(time.time() * 1000)
+        expires = now + ROTATION_GRACE_MS
+        kept = [
+            {**s, "expiresAt": s.get("expiresAt") or expires}
+            for s in (e.get("secrets") or [])
+            if s.get("expiresAt") is None or int(s["expiresAt"]) > now
+        ]
+        secret = generate_secret()
+        e["secrets"] = [{"secret": secret}, *kept]
+        if not await EndpointStore(gw.store).put(
+            endpoint_id, identity.tenant, msgspec.json.encode(e), update=True
+        ):
+            raise NotFound(f"endpoint {endpoint_id[:64]} not found")
+        return RotateOut(secret=secret, previous_secret_expires_at=rfc3339(expires) or "")
+
+    @get(
+        "/{endpoint_id:str}/deliveries",
+        summary="The endpoint's recent deliveries with their attempts",
+        responses=errors(400, 404),
+    )
+    async def deliveries(
+        self, request: AnyRequest, endpoint_id: FromPath[str]
+    ) -> EndpointDeliveriesOut:
+        gw = gateway_for(request)
+        identity = await gw.producer(request)
+        await _find(gw, identity.tenant, endpoint_id)
+        ds = DeliveryStore(gw.store)
+        out = []
+        for did in await EndpointStore(gw.store).recent(endpoint_id, 50):
+            p = records.partition_of(did, gw.store.keys.partitions)
+            raw = None if p is None else await ds.get(p, did)
+            if raw is not None:
+                out.append(DeliveryOut.of(records.decode(raw)))
+        return EndpointDeliveriesOut(deliveries=out)

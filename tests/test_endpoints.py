@@ -1,0 +1,152 @@
+"""Event-subscription endpoints end to end: the API registers them, the deliverers send signed
+events (per-endpoint secret, rotation overlap), 410 disables, tenants are separate."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from codeq.store.keys import KeySchema
+from codeq.store.redis_store import RedisStore
+from gateway.app import create_app
+from tests.asgi import ApiClient, serve_in_process
+from tests.conftest import eventually
+from tests.receivers import Receiver, Reply, receiver
+from tests.servers import RedisServer
+from tests.test_api import OTHER_TENANT, PRODUCER, WORKER, auth, make_settings
+
+BASE = "/v1/codeq/webhooks/endpoints"
+
+
+@pytest.fixture(params=["redis", "embedded"])
+async def api(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ApiClient]:
+    prefix = "ep" + uuid.uuid4().hex[:10]
+    if request.param == "redis":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        store = RedisStore.from_url(server.url, KeySchema(prefix))
+    else:
+        store = RedisStore.embedded(KeySchema(prefix))
+    settings = make_settings(
+        tmp_path, prefix, webhookAllowedCidrs=["127.0.0.0/8"],
+        webhookHmacSecret="global-secret", webhookRetrySchedule=[0.1, 0.1, 0.1],
+    )  # fmt: skip
+    app = create_app(settings, store=store, close_store=True, run_deliverers=True)
+    async with serve_in_process(app) as c:
+        yield c
+
+
+async def run_task(api: ApiClient, command: str = "RENDER") -> str:
+    r = await api.post("/v1/codeq/tasks", json={"command": command, "payload": {"n": 1}},
+                       headers=auth(PRODUCER))  # fmt: skip
+    task_id: str = r.json()["id"]
+    r = await api.post("/v1/codeq/tasks/claim", json={"commands": [command]}, headers=auth(WORKER))
+    lease = r.json()["leaseId"]
+    r = await api.post(f"/v1/codeq/tasks/{task_id}/result",
+                       json={"status": "COMPLETED", "result": {"ok": 1}, "leaseId": lease},
+                       headers=auth(WORKER))  # fmt: skip
+    assert r.status_code == 200
+    return task_id
+
+
+async def arrivals(r: Receiver, n: int) -> None:
+    async def enough() -> bool:
+        return r.count() >= n
+
+    await eventually(enough, timeout=10)
+
+
+async def test_register_receive_verify_rotate(api: ApiClient) -> None:
+    with receiver() as r:
+        body = {"url": r.url, "eventTypes": ["task.completed"], "commands": ["render"]}
+        created = await api.post(BASE, json=body, headers=auth(PRODUCER))
+        assert created.status_code == 201, created.text
+        ep = created.json()
+        secret = ep.pop("secret")
+        assert secret.startswith("whsec_") and ep["enabled"] is True
+        listed = (await api.get(BASE, headers=auth(PRODUCER))).json()["endpoints"]
+        assert [e["id"] for e in listed] == [ep["id"]] and "secret" not in listed[0]
+        assert (await api.get(BASE, headers=auth(OTHER_TENANT))).json() == {"endpoints": []}
+
+        task_id = await run_task(api)
+        await run_task(api, command="OTHER")  # filtered out by `commands`
+        await arrivals(r, 1)
+        got = r.received[0]
+        event = json.loads(got.body)
+        assert event["type"] == "task.completed" and event["data"]["id"] == task_id
+        assert event["data"]["result"] == {"ok": 1}
+        Webhook(secret).verify(got.body, got.headers)
+
+        rotated = (
+            await api.post(f"{BASE}/{ep['id']}/rotate-secret", headers=auth(PRODUCER))
+        ).json()
+        new = rotated["secret"]
+        assert new != secret and rotated["previousSecretExpiresAt"].endswith("Z")
+        await run_task(api)
+        await arrivals(r, 2)
+        second = r.received[1]
+        Webhook(new).verify(second.body, second.headers)
+        Webhook(secret).verify(second.body, second.headers)  # the old one, within 24 h
+        assert len(second.headers["webhook-signature"].split()) == 2
+        with pytest.raises(WebhookVerificationError):
+            Webhook("whsec_" + "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFB").verify(
+                second.body, second.headers
+            )
+
+        deliveries = (await api.get(f"{BASE}/{ep['id']}/deliveries", headers=auth(PRODUCER))).json()
+        assert len(deliveries["deliveries"]) == 2
+        assert {d["status"] for d in deliveries["deliveries"]} <= {"succeeded", "pending"}
+
+
+async def test_410_disables_the_endpoint(api: ApiClient) -> None:
+    with receiver() as r:
+        r.default = Reply(410)
+        ep = (await api.post(BASE, json={"url": r.url, "eventTypes": ["*"]},
+                             headers=auth(PRODUCER))).json()  # fmt: skip
+
+        async def disabled() -> bool:
+            e = (await api.get(f"{BASE}/{ep['id']}", headers=auth(PRODUCER))).json()
+            return e["enabled"] is False
+
+        await run_task(api)
+        await eventually(disabled, timeout=10)
+        e = (await api.get(f"{BASE}/{ep['id']}", headers=auth(PRODUCER))).json()
+        assert e["disabledReason"] == "410 Gone"
+        r.default = Reply(200)
+        r.received.clear()
+        patched = await api.patch(f"{BASE}/{ep['id']}", json={"enabled": True},
+                                  headers=auth(PRODUCER))  # fmt: skip
+        assert patched.json()["enabled"] is True
+
+        async def delivered_again() -> bool:
+            # deliverers see endpoint changes within ENDPOINT_CACHE_SECONDS: events of tasks
+            # finished before that may still find it disabled, so finish tasks until one lands
+            await run_task(api)
+            return r.count() >= 1
+
+        await eventually(delivered_again, timeout=10, interval=0.2)
+
+
+async def test_endpoint_validation_and_tenancy(api: ApiClient) -> None:
+    for body, field in (
+        ({"url": "ftp://x/y", "eventTypes": ["*"]}, "url"),
+        ({"url": "http://x/y", "eventTypes": []}, "eventTypes"),
+        ({"url": "http://x/y", "eventTypes": ["task.bogus"]}, "eventTypes"),
+        ({"eventTypes": ["*"]}, "url"),
+    ):
+        r = await api.post(BASE, json=body, headers=auth(PRODUCER))
+        assert r.status_code == 400 and field in r.json()["error"], r.text
+    ep = (await api.post(BASE, json={"url": "http://127.0.0.1:9/x", "eventTypes": ["*"]},
+                         headers=auth(PRODUCER))).json()  # fmt: skip
+    for method, path in (("get", ""), ("delete", ""), ("post", "/rotate-secret"),
+                         ("get", "/deliveries")):  # fmt: skip
+        r = await api.request(
+            method.upper(), f"{BASE}/{ep['id']}{path}", headers=auth(OTHER_TENANT)
+        )
+        assert r.status_code == 404, (method, path, r.text)
+    assert (await api.delete(f"{BASE}/{ep['id']}", headers=auth(PRODUCER))).status_code == 204
+    assert (await api.get(f"{BASE}/{ep['id']}", headers=auth(PRODUCER))).status_code == 404
