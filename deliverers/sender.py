@@ -93,17 +93,21 @@ class TargetPolicy:
     def _check_address(self, host: str, ip: IPAddress) -> None:
         reason = _forbidden(ip)
         if reason and not any(ip in net for net in self.allowed):
-            log.warning("webhook target refused", extra={"host": host, "reason": reason})
+            log.warning(
+                "webhook target refused: %s is %s",
+                host,
+                reason,
+                extra={"host": host, "reason": reason},
+            )
             raise TargetRefused(f"{host} resolves to a {reason} address")
 
     async def check_host(self, host: str, port: int) -> list[str]:
         """Resolve ``host`` and check every address; the addresses to connect to."""
-        try:
-            addresses = await self.resolve(host, port)
-        except OSError as exc:
-            raise TargetRefused(f"cannot resolve host: {exc.strerror or exc}") from None
+        # A lookup that fails is an ordinary, retryable failure (a DNS outage must not kill
+        # deliveries): it propagates as OSError, not as a refusal.
+        addresses = await self.resolve(host, port)
         if not addresses:
-            raise TargetRefused("host has no address")
+            raise OSError(f"{host} has no address")
         for a in addresses:
             self._check_address(host, ipaddress.ip_address(a.split("%", 1)[0]))
         return addresses

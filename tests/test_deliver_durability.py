@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -117,15 +118,19 @@ async def test_a_receiver_down_for_a_while_gets_every_delivery(
             r.default = Reply(503)  # "down": answers nothing useful
             ids = await complete_many(engine, r.url, 20)
 
-            async def many_failed() -> bool:
-                return r.count() >= 60  # three rounds of failures at least
+            async def down_for_20s() -> bool:  # the outage lasts 20 s, retried all along
+                with r.lock:
+                    first = r.received[0].at if r.received else None
+                return first is not None and time.monotonic() - first >= 20
 
-            await eventually(many_failed, timeout=30)
+            await eventually(down_for_20s, timeout=40, interval=0.2)
+            failed = r.count()
+            assert failed >= 20 * 10  # every delivery kept being attempted during the outage
             r.default = Reply(200)  # back
 
             async def all_arrived() -> bool:
                 with r.lock:
-                    ok = {json.loads(x.body)["taskId"] for x in r.received[60:]}
+                    ok = {json.loads(x.body)["taskId"] for x in r.received[failed:]}
                 return ok >= ids
 
             await eventually(all_arrived, timeout=30)

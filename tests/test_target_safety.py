@@ -157,3 +157,13 @@ async def test_a_slow_host_does_not_delay_another() -> None:
             assert len(starts) == 6 and starts[2] - starts[0] >= 0.9
         finally:
             await sender.aclose()
+
+
+async def test_a_failed_lookup_is_a_retryable_failure_not_a_refusal() -> None:
+    sender = WebhookSender(TargetPolicy([]))
+    try:
+        attempt = await sender.send("http://no-such-host.invalid/hook", b"{}", {})
+    finally:
+        await sender.aclose()
+    assert not attempt.ok and not attempt.refused and attempt.status_code is None
+    assert attempt.error and attempt.error.startswith("connect:")
