@@ -144,12 +144,35 @@ class _Coalescer:
         finally:
             self._inflight -= 1
 
+    async def _send(self, batch: list[_Call]) -> list[Any]:
+        """One write of every EVALSHA, then their replies in order, on one pooled connection
+        (what a non-transactional pipeline does, without its per-command bookkeeping)."""
+        pool = self._client.connection_pool
+        conn = await pool.get_connection()
+        try:
+            packed = conn.pack_commands(
+                [
+                    ("EVALSHA", script.sha, len(keys), *keys, *args)
+                    for script, keys, args, _ in batch
+                ]
+            )
+            await conn.send_packed_command(packed, check_health=False)
+            replies: list[Any] = []
+            for _ in batch:
+                try:
+                    replies.append(await conn.read_response())
+                except rexc.ResponseError as exc:  # this call's error; the next reply follows
+                    replies.append(exc)
+            return replies
+        except BaseException:
+            await conn.disconnect()  # the replies on this connection are out of step now
+            raise
+        finally:
+            await pool.release(conn)
+
     async def _execute(self, batch: list[_Call]) -> None:
         try:
-            pipe = self._client.pipeline(transaction=False)
-            for script, keys, args, _ in batch:
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
-            replies = await pipe.execute(raise_on_error=False)
+            replies = await self._send(batch)
         except BaseException as exc:  # the whole batch failed (connection lost, cancelled)
             for script, _, _, fut in batch:
                 if not fut.done():
