@@ -14,25 +14,12 @@ import pytest
 
 from codeq.domain import NewTask
 from codeq.engine import Engine, EngineConfig
-from codeq.store.keys import KeySchema
 from codeq.store.redis_store import RedisStore, SubscriptionStore
 from deliverers.runner import Deliverer
-from tests.conftest import eventually, new_prefix
+from tests.conftest import eventually
 from tests.receivers import Receiver, receiver
-from tests.servers import RedisServer
 from tests.test_deliveries import settings
-
-
-@pytest.fixture(params=["redis", "embedded"])
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[RedisStore]:
-    prefix = new_prefix()
-    if request.param == "redis":
-        server: RedisServer = request.getfixturevalue("redis_server")
-        s = RedisStore.from_url(server.url, KeySchema(prefix))
-    else:
-        s = RedisStore.embedded(KeySchema(prefix))
-    yield s
-    await s.close()
+from tests.test_deliveries import store as store
 
 
 async def subscribe(
