@@ -160,12 +160,17 @@ class Deliverer:
     async def _consume(self, partition: int, group: str) -> None:
         handler = self._handlers[group]
         retry_own = True  # entries this consumer holds from a failed attempt at them
+        loop = asyncio.get_running_loop()
+        takeover_every = max(0.2, self.settings.consumer_ttl_seconds / 3)
+        next_takeover = 0.0
         while not self._stopping.is_set():
             try:
                 if retry_own:
                     retry_own = False
                     await self._reprocess(partition, group, self.consumer)
-                await self._take_over_dead(partition, group)
+                if loop.time() >= next_takeover:  # a dead consumer's key lasts a TTL anyway
+                    next_takeover = loop.time() + takeover_every
+                    await self._take_over_dead(partition, group)
                 entries = await self.dstore.read_group(
                     partition, group, self.consumer, count=100, block_ms=self._block_ms
                 )
