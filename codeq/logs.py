@@ -14,7 +14,9 @@ from typing import Any
 
 __all__ = ["JsonFormatter", "configure_logging"]
 
-_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+# Record attributes that are not fields: the standard ones, and uvicorn's ANSI-coloured copy
+# of its message.
+_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message"}
 
 
 class JsonFormatter(logging.Formatter):
