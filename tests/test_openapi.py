@@ -77,10 +77,15 @@ class Operation:
 
     @property
     def body_type(self) -> type[msgspec.Struct] | None:
-        """The Struct the handler decodes its body into (``X | None`` → ``X``)."""
+        """The Struct the handler decodes its body into (``X | None`` → ``X``): its ``data``
+        parameter, or, for handlers that decode the bytes themselves, the ``data`` of their
+        documentation-only ``body_doc`` dependency."""
         data = self.handler.parsed_fn_signature.parameters.get("data")
         if data is None:
-            return None
+            doc = self.handler.resolve_dependencies().get("body_doc")
+            if doc is None:
+                return None
+            data = doc.parsed_fn_signature.parameters["data"]
         annotation = data.annotation
         if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
             options = [a for a in typing.get_args(annotation) if a is not type(None)]
