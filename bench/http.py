@@ -131,27 +131,32 @@ async def _drive(base: str, scenario: str, conc: int, duration: float, tag: str)
                 else:
                     err("create", status)
 
-        claim_body = json.dumps({"commands": ["BENCH"]}).encode()
         result_body = b'{"status":"COMPLETED","result":{"ok":true},"leaseId":"%s"}'
 
+        async def claim_and_finish(claim: bytes) -> float | None:
+            """Claim, then complete what was claimed; the pair's latency, None on an error."""
+            status, data, t1 = await _post(s, "/v1/codeq/tasks/claim", claim)
+            if status != 200:
+                err("claim", status)
+                return None
+            task = json.loads(data)
+            status, _, t2 = await _post(
+                s, f"/v1/codeq/tasks/{task['id']}/result", result_body % task["leaseId"].encode()
+            )
+            if status != 200:
+                err("result", status)
+                return None
+            lat["claim"].append(t1)
+            lat["result"].append(t2)
+            return t1 + t2
+
         async def pairer() -> None:
+            claim = json.dumps({"commands": ["BENCH"]}).encode()
             while time.perf_counter() < stop_at:
-                status, data, t1 = await _post(s, "/v1/codeq/tasks/claim", claim_body)
-                if status != 200:
-                    err("claim", status)
-                    continue
-                task = json.loads(data)
-                status, _, t2 = await _post(
-                    s, f"/v1/codeq/tasks/{task['id']}/result",
-                    result_body % task["leaseId"].encode(),
-                )  # fmt: skip
-                if status != 200:
-                    err("result", status)
-                    continue
-                lat["claim"].append(t1)
-                lat["result"].append(t2)
-                lat["pair"].append(t1 + t2)
-                done["n"] += 1
+                pair = await claim_and_finish(claim)
+                if pair is not None:
+                    lat["pair"].append(pair)
+                    done["n"] += 1
 
         async def lifecycler(i: int) -> None:
             command = f"LC-{tag}-{i}"
@@ -164,22 +169,9 @@ async def _drive(base: str, scenario: str, conc: int, duration: float, tag: str)
                     err("create", status)
                     continue
                 lat["create"].append(took)
-                status, data, took = await _post(s, "/v1/codeq/tasks/claim", claim)
-                if status != 200:
-                    err("claim", status)
-                    continue
-                lat["claim"].append(took)
-                task = json.loads(data)
-                status, _, took = await _post(
-                    s, f"/v1/codeq/tasks/{task['id']}/result",
-                    result_body % task["leaseId"].encode(),
-                )  # fmt: skip
-                if status != 200:
-                    err("result", status)
-                    continue
-                lat["result"].append(took)
-                lat["lifecycle"].append(time.perf_counter() - started)
-                done["n"] += 1
+                if await claim_and_finish(claim) is not None:
+                    lat["lifecycle"].append(time.perf_counter() - started)
+                    done["n"] += 1
 
         if scenario == "create":
             workers = [creator() for _ in range(conc)]

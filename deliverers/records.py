@@ -38,7 +38,9 @@ class Delivery(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True)
     body: str  # frozen at creation: every attempt sends these bytes
     event_type: str
     created_at: int
-    schedule: list[float]  # seconds before attempt 2, 3, ...
+    # Seconds before attempt 2, 3, ... Lists default to empty, so an empty one is omitted
+    # from the JSON: the scripts' cjson would write it back as {} (it cannot tell [] from {}).
+    schedule: list[float] = msgspec.field(default_factory=list)
     task_id: str | None = None
     endpoint_id: str | None = None
     trace_parent: str | None = None
@@ -65,9 +67,6 @@ def encode(d: Delivery) -> bytes:
 
 
 def decode(raw: bytes) -> Delivery:
-    # cjson writes an empty Lua table as {}: an empty attempts log comes back as an object.
-    if b'"log":{}' in raw:
-        raw = raw.replace(b'"log":{}', b'"log":[]')
     return _decoder.decode(raw)
 
 

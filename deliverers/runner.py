@@ -29,8 +29,10 @@ from typing import Any
 import msgspec
 
 from codeq import __version__
+from codeq.domain import TaskResult
 from codeq.errors import NotFound, StoreUnavailable
 from codeq.settings import Settings
+from codeq.store.records import decode_result
 from codeq.store.redis_store import (
     DeliveryStore,
     EndpointStore,
@@ -150,10 +152,6 @@ class Deliverer:
                 task.cancel()
         if self._owns_sender:
             await self.sender.aclose()
-
-    async def run(self) -> None:
-        await self.start()
-        await self._stopping.wait()
 
     # -- consumer groups ----------------------------------------------------------------
 
@@ -422,10 +420,7 @@ class Deliverer:
             return []
         data: dict[str, Any] = task_data(reply.task)
         if reply.result is not None:
-            from codeq.store.records import decode_result
-
-            r = decode_result(reply.task, reply.result)
-            data["result"] = msgspec.Raw(r.result.encode()) if r.result is not None else None
+            data["result"] = _raw_result(decode_result(reply.task, reply.result))
         at = int(fields.get("at", "0") or 0) or _now_ms()
         body = _json.encode({"type": kind, "timestamp": _rfc3339(at), "data": data}).decode()
         out = []
@@ -469,10 +464,8 @@ class Deliverer:
         artifacts: list[Any] = []
         completed_at = task.updated_at_ms
         if reply.result is not None:
-            from codeq.store.records import decode_result
-
             r = decode_result(task, reply.result)
-            result = msgspec.Raw(r.result.encode()) if r.result is not None else None
+            result = _raw_result(r)
             error = r.error
             artifacts = [
                 {k: v for k, v in msgspec.structs.asdict(a).items() if v is not None}
@@ -550,6 +543,11 @@ class Deliverer:
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+
+
+def _raw_result(r: TaskResult) -> msgspec.Raw | None:
+    """The worker's result JSON as stored, embedded without decoding it."""
+    return msgspec.Raw(r.result.encode()) if r.result is not None else None
 
 
 def active_secrets(endpoint: Mapping[str, Any], now_ms: int | None = None) -> list[str]:

@@ -87,16 +87,15 @@ class ReplayOut(msgspec.Struct, kw_only=True):
     ids: list[str]
 
 
-async def _load(request: AnyRequest, delivery_id: str, tenant: str) -> records.Delivery:
+async def _load(request: AnyRequest, delivery_id: str, tenant: str) -> tuple[int, records.Delivery]:
+    """(partition, delivery) of one of the tenant's deliveries; 404 for anything else."""
     gw = gateway_for(request)
     p = records.partition_of(delivery_id, gw.store.keys.partitions)
     raw = None if p is None else await DeliveryStore(gw.store).get(p, delivery_id)
-    if raw is None:
+    d = None if raw is None else records.decode(raw)
+    if p is None or d is None or d.tenant != tenant:
         raise NotFound(f"delivery {delivery_id[:64]} not found")
-    d = records.decode(raw)
-    if d.tenant != tenant:
-        raise NotFound(f"delivery {delivery_id[:64]} not found")
-    return d
+    return p, d
 
 
 class DeliveryController(Controller):
@@ -107,7 +106,8 @@ class DeliveryController(Controller):
     async def get_delivery(self, request: AnyRequest, delivery_id: FromPath[str]) -> DeliveryOut:
         gw = gateway_for(request)
         identity = await gw.anyone(request)
-        return DeliveryOut.of(await _load(request, delivery_id, identity.tenant))
+        _, d = await _load(request, delivery_id, identity.tenant)
+        return DeliveryOut.of(d)
 
     @post(
         "/{delivery_id:str}/retry",
@@ -118,8 +118,7 @@ class DeliveryController(Controller):
     async def retry(self, request: AnyRequest, delivery_id: FromPath[str]) -> ReplayOut:
         gw = gateway_for(request)
         identity = await gw.anyone(request)
-        d = await _load(request, delivery_id, identity.tenant)
-        p = records.partition_of(d.id, gw.store.keys.partitions) or 0
+        p, d = await _load(request, delivery_id, identity.tenant)
         ids = await DeliveryStore(gw.store).replay(p, tenant=identity.tenant, ids=[d.id])
         return ReplayOut(replayed=len(ids), ids=ids)
 
