@@ -4,7 +4,9 @@ The core library: domain types, settings, the store (Lua scripts, Redis/KVRocks 
 embedded store), the engine and the sweeper. Importable without a web server.
 """
 
+import importlib
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
 from codeq.domain import (
     TERMINAL_STATUSES,
@@ -20,7 +22,6 @@ from codeq.domain import (
     TaskResult,
     TaskStatus,
 )
-from codeq.engine import Engine, EngineConfig
 from codeq.errors import (
     CodeQError,
     Conflict,
@@ -31,8 +32,29 @@ from codeq.errors import (
     StoreUnavailable,
     Unauthorized,
 )
-from codeq.settings import Settings, SettingsError
-from codeq.sweeper import Sweeper
+
+if TYPE_CHECKING:
+    from codeq.engine import Engine, EngineConfig
+    from codeq.settings import Settings, SettingsError
+    from codeq.sweeper import Sweeper
+
+# The engine, the store and the settings load on first use, so that the client SDK and the
+# CLI start without importing redis (spec 05: `codeq` commands answer quickly).
+_LAZY = {
+    "Engine": "codeq.engine",
+    "EngineConfig": "codeq.engine",
+    "Settings": "codeq.settings",
+    "SettingsError": "codeq.settings",
+    "Sweeper": "codeq.sweeper",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'codeq' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
 
 try:
     __version__ = version("codeq")

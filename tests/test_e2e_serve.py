@@ -3,90 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
 
 import httpx
 import pytest
 
-from tests.servers import RedisServer, free_port, wait_for
-
-TOKEN = "e2e-dev-token"
-
-
-class Served:
-    """A running ``codeq serve``: its base URL, process and captured output (files, so a
-    chatty server never blocks on a full pipe)."""
-
-    def __init__(self, base: str, proc: subprocess.Popen[bytes], out: Any, err: Any) -> None:
-        self.base, self.proc, self._out, self._err = base, proc, out, err
-
-    def stdout(self) -> str:
-        self._out.seek(0)
-        return str(self._out.read().decode())
-
-    def stderr(self) -> str:
-        self._err.seek(0)
-        return str(self._err.read().decode())
-
-
-@contextmanager
-def serve(extra_env: dict[str, str]) -> Iterator[Served]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "CODEQ_DEV_TOKEN": TOKEN,
-        "LOG_FORMAT": "json",
-        "SHUTDOWN_GRACE_SECONDS": "5",
-        **extra_env,
-    }
-    if "REDIS_ADDR" not in extra_env:
-        env.pop("REDIS_ADDR", None)
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "codeq.cli", "serve", "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=err,
-        )
-        served = Served(f"http://127.0.0.1:{port}", proc, out, err)
-
-        def up() -> bool:
-            if proc.poll() is not None:
-                raise AssertionError(f"codeq serve exited: {served.stderr()}")
-            try:
-                return httpx.get(f"{served.base}/healthz", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        try:
-            wait_for(up, timeout=20, message="codeq serve did not come up")
-            yield served
-        finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-
-
-def polls_waiting(base: str, n: int) -> None:
-    """Wait until the server reports ``n`` claims waiting in a long poll (its /metrics)."""
-
-    def check() -> bool:
-        text = httpx.get(f"{base}/metrics", timeout=2).text
-        return f"codeq_long_polls_waiting {float(n)}" in text
-
-    wait_for(check, timeout=10, message=f"{n} long poll(s) never started waiting")
+from tests.served import TOKEN, polls_waiting, serve
+from tests.servers import RedisServer, free_port
 
 
 def round_trip(base: str) -> None:

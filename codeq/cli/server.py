@@ -1,23 +1,22 @@
-"""The ``codeq`` command.
+"""The server processes of the ``codeq`` command: ``serve``, ``gateway`` and ``deliver``.
 
-Server commands: ``serve`` (gateway + sweeper in one process; embedded store unless an
-address is configured) and ``gateway`` (HTTP only). Also ``version`` and ``config show``. The
-client commands arrive with the SDK.
+Their options arrive as an ``argparse.Namespace`` (``config``, ``host``, ``port``, ``workers``,
+``server``) built by the typer commands in :mod:`codeq.cli`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
-import sys
 from typing import Any
 
-__all__ = ["main"]
+__all__ = ["deliver", "load_settings", "serve"]
+
+KEEP_ALIVE_SECONDS = 75
 
 
-def _settings(args: argparse.Namespace) -> Any:
+def load_settings(args: argparse.Namespace) -> Any:
     import msgspec
 
     from codeq.settings import Settings
@@ -43,8 +42,8 @@ def _print_dev_token(token: str, host: str, port: int) -> None:
     )
 
 
-def _serve(args: argparse.Namespace, *, with_sweeper: bool) -> int:
-    settings = _settings(args)
+def serve(args: argparse.Namespace, *, with_sweeper: bool) -> int:
+    settings = load_settings(args)
     name = "serve" if with_sweeper else "gateway"
     if args.server == "uvicorn" and args.workers == 1:
         _serve_in_process(settings, with_sweeper=with_sweeper, name=name)
@@ -80,6 +79,9 @@ def _serve_in_process(settings: Any, *, with_sweeper: bool, name: str) -> None:
         loop="uvloop",
         proxy_headers=False,  # client addresses are not used; trusting X-Forwarded-* is opt-in
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
+        # Longer than clients and load balancers keep idle connections (httpx 5 s, ours 2 s,
+        # most LBs 60 s), so a request never lands on a connection the server is closing.
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )
 
     class Server(uvicorn.Server):
@@ -127,8 +129,11 @@ def _serve_workers(
         flush=True,
     )
     if args.server == "granian":
-        from granian.constants import Interfaces, Loops
-        from granian.server import Server as Granian
+        try:
+            from granian.constants import Interfaces, Loops
+            from granian.server import Server as Granian
+        except ImportError:
+            raise ValueError("--server granian: install granian (pip install granian)") from None
 
         Granian(
             target,
@@ -158,10 +163,13 @@ def _serve_workers(
         loop="uvloop",
         proxy_headers=False,
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
+        # Longer than clients and load balancers keep idle connections (httpx 5 s, ours 2 s,
+        # most LBs 60 s), so a request never lands on a connection the server is closing.
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )
 
 
-def _deliver(args: argparse.Namespace) -> int:
+def deliver(args: argparse.Namespace) -> int:
     """Deliverers + sweeper, no HTTP: the webhook side of a deployment."""
     import asyncio
 
@@ -171,7 +179,7 @@ def _deliver(args: argparse.Namespace) -> int:
     from codeq.sweeper import Sweeper
     from deliverers.runner import Deliverer
 
-    settings = _settings(args)
+    settings = load_settings(args)
     configure_logging(settings.log_level, settings.log_format)
     if settings.store_kind == "embedded":
         raise ValueError("codeq deliver needs a shared store: set REDIS_ADDR (or redisUrl)")
@@ -200,54 +208,3 @@ def _deliver(args: argparse.Namespace) -> int:
     else:
         uvloop.run(run())
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    from codeq import __version__
-    from codeq.settings import SettingsError
-
-    parser = argparse.ArgumentParser(prog="codeq", description="codeQ task queue")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("version", help="print the version")
-    for name, text in (
-        ("serve", "gateway + sweeper in one process (embedded store unless configured)"),
-        ("gateway", "the HTTP gateway only"),
-    ):
-        p = sub.add_parser(name, help=text)
-        p.add_argument("--host", help="listen address (default from settings: 127.0.0.1)")
-        p.add_argument("--port", type=int, help="listen port (default from settings: 8080)")
-        p.add_argument("--config", help="YAML settings file (else $CODEQ_CONFIG_PATH)")
-        p.add_argument(
-            "--workers", type=int, default=1, help="server processes (default 1; needs Redis)"
-        )
-        p.add_argument(
-            "--server",
-            choices=["uvicorn", "granian"],
-            default="uvicorn",
-            help="ASGI server (default uvicorn)",
-        )
-    deliver = sub.add_parser("deliver", help="webhook deliverers + sweeper (needs Redis)")
-    deliver.add_argument("--config", help="YAML settings file (else $CODEQ_CONFIG_PATH)")
-    config = sub.add_parser("config", help="settings")
-    config_sub = config.add_subparsers(dest="action", required=True)
-    show = config_sub.add_parser("show", help="print the effective settings, secrets masked")
-    show.add_argument("--config", help="YAML settings file (else $CODEQ_CONFIG_PATH)")
-    args = parser.parse_args(argv)
-    if args.command == "version":
-        print(f"codeq {__version__}")
-        return 0
-    try:
-        if args.command in ("serve", "gateway"):
-            return _serve(args, with_sweeper=args.command == "serve")
-        if args.command == "deliver":
-            return _deliver(args)
-        settings = _settings(args)
-    except (SettingsError, ValueError) as exc:
-        print(f"codeq: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(settings.masked(), indent=2, sort_keys=True))
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

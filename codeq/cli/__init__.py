@@ -1,0 +1,310 @@
+"""The ``codeq`` command (typer on click; rich output on a terminal, ``--json`` everywhere).
+
+Server commands: ``serve`` (gateway + deliverers + sweeper; embedded store unless an address is
+configured), ``gateway`` (HTTP only), ``deliver`` (deliverers + sweeper), ``config show``.
+Client commands talk to a server through the SDK (:mod:`codeq.client`), with the profile of
+:mod:`codeq.profiles`: ``init``, ``auth``, ``health``, ``task``, ``worker``, ``queue``,
+``admin``, ``deliveries``, ``webhook``. Exit codes: 0 done, 1 error, 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Annotated
+
+import click
+import typer
+
+from codeq.cli.common import CliError, JsonFlag, Out, State, fail, report_error, state_of
+from codeq.errors import CodeQError
+from codeq.profiles import FIELDS, ProfileError, Profiles
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="codeq",
+    help="codeQ: a task queue and signed-webhook gateway.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+@app.callback()
+def _global(
+    ctx: typer.Context,
+    profile: Annotated[
+        str | None, typer.Option(help="Profile of ~/.codeq/config.yaml [env CODEQ_PROFILE].")
+    ] = None,
+    base_url: Annotated[
+        str | None, typer.Option(help="Server URL [env CODEQ_BASE_URL; http://127.0.0.1:8080].")
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(help="Bearer token for every route [env CODEQ_TOKEN].", show_default=False),
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
+    timeout: Annotated[float, typer.Option(help="HTTP timeout in seconds.")] = 10.0,
+) -> None:
+    ctx.obj = State(profile=profile, base_url=base_url, token=token, json=json_out, timeout=timeout)
+
+
+# -- server processes -----------------------------------------------------------------------
+
+ConfigOpt = Annotated[
+    str | None, typer.Option("--config", help="YAML settings file [env CODEQ_CONFIG_PATH].")
+]
+HostOpt = Annotated[str | None, typer.Option(help="Listen address [settings: 127.0.0.1].")]
+PortOpt = Annotated[int | None, typer.Option(help="Listen port [settings: 8080].")]
+WorkersOpt = Annotated[int, typer.Option(help="Server processes (more than 1 needs Redis).")]
+ServerOpt = Annotated[str, typer.Option(help="ASGI server: uvicorn or granian.")]
+
+
+def _server_args(
+    config: str | None, host: str | None, port: int | None, workers: int, server: str
+) -> argparse.Namespace:
+    if server not in ("uvicorn", "granian"):
+        fail(f"--server: expected uvicorn or granian, got {server!r}", usage=True)
+    if workers < 1:
+        fail("--workers: must be >= 1", usage=True)
+    return argparse.Namespace(config=config, host=host, port=port, workers=workers, server=server)
+
+
+@app.command()
+def serve(
+    config: ConfigOpt = None,
+    host: HostOpt = None,
+    port: PortOpt = None,
+    workers: WorkersOpt = 1,
+    server: ServerOpt = "uvicorn",
+) -> None:
+    """Gateway + deliverers + sweeper in one process (embedded store unless configured)."""
+    from codeq.cli import server as srv
+
+    srv.serve(_server_args(config, host, port, workers, server), with_sweeper=True)
+
+
+@app.command()
+def gateway(
+    config: ConfigOpt = None,
+    host: HostOpt = None,
+    port: PortOpt = None,
+    workers: WorkersOpt = 1,
+    server: ServerOpt = "uvicorn",
+) -> None:
+    """The HTTP gateway only."""
+    from codeq.cli import server as srv
+
+    srv.serve(_server_args(config, host, port, workers, server), with_sweeper=False)
+
+
+@app.command()
+def deliver(config: ConfigOpt = None) -> None:
+    """Webhook deliverers + sweeper, no HTTP (needs Redis)."""
+    from codeq.cli import server as srv
+
+    srv.deliver(argparse.Namespace(config=config, host=None, port=None))
+
+
+config_app = typer.Typer(help="Server settings.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show")
+def config_show(config: ConfigOpt = None, json_out: JsonFlag = False) -> None:
+    """Print the effective server settings (file + environment), secrets masked."""
+    from codeq.cli import server as srv
+
+    settings = srv.load_settings(argparse.Namespace(config=config, host=None, port=None))
+    print(json.dumps(settings.masked(), indent=2, sort_keys=True))
+
+
+@app.command()
+def version(ctx: typer.Context, json_out: JsonFlag = False) -> None:
+    """Print the version."""
+    from codeq import __version__
+
+    out = Out(ctx, json_out)
+    if out.json:
+        out.data({"version": __version__})
+    else:
+        print(f"codeq {__version__}")
+
+
+@app.command()
+def health(
+    ctx: typer.Context,
+    wait: Annotated[
+        float, typer.Option(help="Wait up to this many seconds for the server to be ready.")
+    ] = 0.0,
+    json_out: JsonFlag = False,
+) -> None:
+    """Is the server ready (/readyz)? Exit 0 when it is."""
+    out = Out(ctx, json_out)
+    deadline = time.monotonic() + wait
+    with state_of(ctx).client(retries=0) as cq:
+        while True:
+            status = cq.ready()
+            if status == "ready":
+                answer = {"baseUrl": cq.base_url, "status": status}
+                out.data(answer, lambda d: print(f"{d['baseUrl']}: ready"))
+                return
+            if time.monotonic() >= deadline:
+                fail(f"{cq.base_url} is not ready: {status}")
+            time.sleep(0.2)
+
+
+# -- profiles -------------------------------------------------------------------------------
+
+auth_app = typer.Typer(help="Tokens of a profile (~/.codeq/config.yaml).", no_args_is_help=True)
+app.add_typer(auth_app, name="auth")
+
+TokenOpt = Annotated[str | None, typer.Option(help="Token for every route.", show_default=False)]
+ProducerOpt = Annotated[str | None, typer.Option(help="Producer token.", show_default=False)]
+WorkerOpt = Annotated[str | None, typer.Option(help="Worker token.", show_default=False)]
+AdminOpt = Annotated[str | None, typer.Option(help="Admin token.", show_default=False)]
+
+
+def _profiles() -> Profiles:
+    try:
+        return Profiles.at(os.environ)
+    except ProfileError as exc:
+        fail(str(exc))
+
+
+def _profile_name(ctx: typer.Context, profiles: Profiles) -> str:
+    return state_of(ctx).profile or os.environ.get("CODEQ_PROFILE") or profiles.current
+
+
+@app.command()
+def init(
+    ctx: typer.Context,
+    base_url: Annotated[str | None, typer.Option(help="Server URL.")] = None,
+    token: TokenOpt = None,
+    producer_token: ProducerOpt = None,
+    worker_token: WorkerOpt = None,
+    admin_token: AdminOpt = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Create or update a profile (asks on a terminal for what is not given)."""
+    out = Out(ctx, json_out)
+    profiles = _profiles()
+    name = _profile_name(ctx, profiles)
+    stored = profiles.get(name)
+    url = base_url or state_of(ctx).base_url
+    interactive = sys.stdin.isatty() and not out.json
+    if url is None:
+        default = str(stored.get("baseUrl") or "http://127.0.0.1:8080")
+        url = typer.prompt("Server URL", default=default) if interactive else default
+    if token is None and not (producer_token or worker_token or admin_token):
+        token = state_of(ctx).token
+        if token is None and interactive and not stored.get("token"):
+            token = typer.prompt("Token (empty for none)", default="", show_default=False) or None
+    values = {
+        "baseUrl": url,
+        "token": token,
+        "producerToken": producer_token,
+        "workerToken": worker_token,
+        "adminToken": admin_token,
+    }
+    profiles.update(name, {k: v for k, v in values.items() if v}, make_current=True)
+    profiles.save()
+    out.data(
+        {"profile": name, "path": str(profiles.path), "baseUrl": url},
+        lambda d: print(f"profile {name!r} saved in {profiles.path} (server {url})"),
+    )
+
+
+@auth_app.command("set")
+def auth_set(
+    ctx: typer.Context,
+    token: TokenOpt = None,
+    producer_token: ProducerOpt = None,
+    worker_token: WorkerOpt = None,
+    admin_token: AdminOpt = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Store tokens in the profile."""
+    values = {
+        "token": token or state_of(ctx).token,
+        "producerToken": producer_token,
+        "workerToken": worker_token,
+        "adminToken": admin_token,
+    }
+    given = {k: v for k, v in values.items() if v}
+    if not given:
+        fail(
+            "give at least one of --token, --producer-token, --worker-token, --admin-token",
+            usage=True,
+        )
+    profiles = _profiles()
+    name = _profile_name(ctx, profiles)
+    profiles.update(name, given)
+    profiles.save()
+    Out(ctx, json_out).data(
+        {"profile": name, "set": sorted(given)},
+        lambda d: print(f"profile {name!r}: set {', '.join(sorted(given))}"),
+    )
+
+
+@auth_app.command("show")
+def auth_show(ctx: typer.Context, json_out: JsonFlag = False) -> None:
+    """The effective server URL and tokens (masked), with where they come from."""
+    out = Out(ctx, json_out)
+    shown = state_of(ctx).resolved().masked()
+    out.data(shown, lambda d: out.record(d, title="effective profile (flag > env > file)"))
+
+
+@auth_app.command("clear")
+def auth_clear(ctx: typer.Context, json_out: JsonFlag = False) -> None:
+    """Remove every token from the profile."""
+    profiles = _profiles()
+    name = _profile_name(ctx, profiles)
+    profiles.update(name, {k: None for k in FIELDS if k != "baseUrl"})
+    profiles.save()
+    Out(ctx, json_out).data(
+        {"profile": name, "cleared": True}, lambda d: print(f"profile {name!r}: tokens cleared")
+    )
+
+
+def _register() -> None:
+    from codeq.cli import hooks, tasks, work
+
+    tasks.register(app)
+    work.register(app)
+    hooks.register(app)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (0 done, 1 error, 2 usage)."""
+    from codeq.settings import SettingsError
+
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=argv, prog_name="codeq", standalone_mode=False)
+    except click.exceptions.UsageError as exc:
+        exc.show()
+        return 2
+    except click.exceptions.Abort:
+        print("aborted", file=sys.stderr)
+        return 1
+    except CliError as exc:
+        print(f"codeq: {exc}", file=sys.stderr)
+        return 2 if exc.usage else 1
+    except (SettingsError, ValueError) as exc:
+        print(f"codeq: {exc}", file=sys.stderr)
+        return 2
+    except CodeQError as exc:
+        print(f"codeq: {report_error(exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return result if isinstance(result, int) else 0

@@ -1,0 +1,162 @@
+"""What every CLI command shares: the global options, the client, the output."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Annotated, Any, NoReturn
+
+import msgspec
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from codeq.client import CodeQClient
+from codeq.errors import CodeQError
+from codeq.profiles import Profile, ProfileError, resolve
+
+__all__ = [
+    "JsonFlag",
+    "Out",
+    "State",
+    "fail",
+    "parse_json",
+    "split_commands",
+    "state_of",
+]
+
+JsonFlag = Annotated[
+    bool, typer.Option("--json", help="Print JSON (one document) instead of tables.")
+]
+
+
+class CliError(Exception):
+    """An error to report on one line and exit 1 (2 with ``usage=True``)."""
+
+    def __init__(self, message: str, *, usage: bool = False) -> None:
+        super().__init__(message)
+        self.usage = usage
+
+
+def fail(message: str, *, usage: bool = False) -> NoReturn:
+    raise CliError(message, usage=usage)
+
+
+@dataclass
+class State:
+    """The global options (``codeq --profile p --base-url u ...``)."""
+
+    profile: str | None = None
+    base_url: str | None = None
+    token: str | None = None
+    json: bool = False
+    timeout: float = 10.0
+
+    def resolved(self) -> Profile:
+        try:
+            return resolve(
+                os.environ,
+                profile=self.profile,
+                flags={"base_url": self.base_url, "token": self.token},
+            )
+        except ProfileError as exc:
+            fail(str(exc))
+
+    @contextmanager
+    def client(self, *, retries: int = 3) -> Iterator[CodeQClient]:
+        p = self.resolved()
+        with CodeQClient(
+            p.base_url,
+            token=p.token,
+            producer_token=p.producer_token,
+            worker_token=p.worker_token,
+            admin_token=p.admin_token,
+            timeout=self.timeout,
+            retries=retries,
+        ) as client:
+            yield client
+
+
+def state_of(ctx: typer.Context) -> State:
+    obj = ctx.find_root().obj
+    if not isinstance(obj, State):
+        obj = State()
+        ctx.find_root().obj = obj
+    return obj
+
+
+def builtins(value: Any) -> Any:
+    return msgspec.to_builtins(value)
+
+
+class Out:
+    """Human output (rich tables, colours on a TTY) or one JSON document with ``--json``."""
+
+    def __init__(self, ctx: typer.Context, json_flag: bool) -> None:
+        self.json = json_flag or state_of(ctx).json
+        self.console = Console(highlight=False, soft_wrap=True)
+        self.err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+    def data(self, value: Any, human: Callable[[Any], None] | None = None) -> None:
+        plain = builtins(value)
+        if self.json:
+            sys.stdout.write(json.dumps(plain, ensure_ascii=False) + "\n")
+            sys.stdout.flush()
+        elif human is not None:
+            human(plain)
+        else:
+            self.console.print_json(data=plain) if self.console.is_terminal else print(
+                json.dumps(plain, indent=2, ensure_ascii=False)
+            )
+
+    def line(self, text: str) -> None:
+        if not self.json:
+            self.console.print(text)
+
+    def note(self, text: str) -> None:
+        """Progress and hints: stderr, so stdout stays clean for pipes."""
+        self.err.print(text)
+
+    def table(self, rows: Sequence[Mapping[str, Any]], columns: Iterable[str], title: str) -> None:
+        table = Table(title=title, title_justify="left")
+        cols = list(columns)
+        for col in cols:
+            table.add_column(col)
+        for row in rows:
+            table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in cols))
+        self.console.print(table)
+
+    def record(self, row: Mapping[str, Any], title: str | None = None) -> None:
+        table = Table(show_header=False, title=title, title_justify="left", box=None)
+        table.add_column(style="bold")
+        table.add_column()
+        for key, value in row.items():
+            if value is None:
+                continue
+            shown = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+            table.add_row(key, shown)
+        self.console.print(table)
+
+
+def parse_json(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        fail(f"{what}: not valid JSON ({exc.msg} at char {exc.pos})", usage=True)
+
+
+def split_commands(values: Sequence[str] | None) -> list[str]:
+    """``-c A -c B`` and ``--events A,B`` both give ``[A, B]``."""
+    out: list[str] = []
+    for value in values or ():
+        out.extend(part.strip() for part in value.split(",") if part.strip())
+    return out
+
+
+def report_error(exc: CodeQError) -> str:
+    status = getattr(exc, "status", None)
+    return f"error: {exc.message} ({exc.code}{f', HTTP {status}' if status else ''})"
