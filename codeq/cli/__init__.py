@@ -16,7 +16,6 @@ import sys
 import time
 from typing import Annotated
 
-import click
 import typer
 
 from codeq.cli.common import CliError, JsonFlag, Out, State, fail, report_error, state_of
@@ -289,13 +288,10 @@ def main(argv: list[str] | None = None) -> int:
 
     command = typer.main.get_command(app)
     try:
-        result = command.main(args=argv, prog_name="codeq", standalone_mode=False)
-    except click.exceptions.UsageError as exc:
-        exc.show()
-        return 2
-    except click.exceptions.Abort:
-        print("aborted", file=sys.stderr)
-        return 1
+        # Standalone: click prints usage errors (exit 2) and help (exit 0) itself.
+        command.main(args=argv, prog_name="codeq", standalone_mode=True)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except CliError as exc:
         print(f"codeq: {exc}", file=sys.stderr)
         return 2 if exc.usage else 1
@@ -307,4 +303,4 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
-    return result if isinstance(result, int) else 0
+    return 0
