@@ -170,6 +170,7 @@ class _Call(Generic[T]):
     idempotent: bool = False
     timeout: float | None = None  # long polls add their wait to the client's timeout
     done: Callable[[T], None] | None = None  # bookkeeping after success (lease ids)
+    trace: str | None = None  # the task's traceparent, so the server's spans join its trace
 
 
 def _as(type_: type[T]) -> Callable[[httpx.Response], T]:
@@ -237,10 +238,14 @@ class _Core:
     retry: _Retry
     timeout: float
     leases: dict[str, str] = field(default_factory=dict)
+    traces: dict[str, str] = field(default_factory=dict)
 
-    def headers(self, auth: Auth) -> dict[str, str]:
-        token = self.tokens.get(auth) or self.tokens.get("default")
-        return {"Authorization": f"Bearer {token}"} if token else {}
+    def headers(self, call: _Call[Any]) -> dict[str, str]:
+        token = self.tokens.get(call.auth) or self.tokens.get("default")
+        out = {"Authorization": f"Bearer {token}"} if token else {}
+        if call.trace:
+            out["traceparent"] = call.trace
+        return out
 
     def retryable(self, call: _Call[Any], exc: BaseException | None, status: int | None) -> bool:
         if status == 429 or isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
@@ -255,10 +260,13 @@ class _Core:
     def remember(self, task: TaskOut | None) -> None:
         if task is not None and task.lease_id:
             self.leases[task.id] = task.lease_id
+            if task.trace_parent:
+                self.traces[task.id] = task.trace_parent
 
     def forget(self, task_id: str) -> Callable[[Any], None]:
         def done(_answer: Any) -> None:
             self.leases.pop(task_id, None)
+            self.traces.pop(task_id, None)
 
         return done
 
@@ -339,14 +347,26 @@ class _Core:
         tid = _task_id(task)
         body = _drop_none({"extendSeconds": extend_seconds, "leaseId": self.lease(tid, lease_id)})
         return _Call(
-            "POST", f"/tasks/{tid}/heartbeat", "worker", _as(HeartbeatOut), body, idempotent=True
+            "POST",
+            f"/tasks/{tid}/heartbeat",
+            "worker",
+            _as(HeartbeatOut),
+            body,
+            idempotent=True,
+            trace=self.traces.get(tid),
         )
 
     def abandon(self, task: str | TaskOut, *, lease_id: str | None = None) -> _Call[StatusOut]:
         tid = _task_id(task)
         body = _drop_none({"leaseId": self.lease(tid, lease_id)})
         return _Call(
-            "POST", f"/tasks/{tid}/abandon", "worker", _as(StatusOut), body, done=self.forget(tid)
+            "POST",
+            f"/tasks/{tid}/abandon",
+            "worker",
+            _as(StatusOut),
+            body,
+            done=self.forget(tid),
+            trace=self.traces.get(tid),
         )
 
     def nack(
@@ -366,7 +386,13 @@ class _Core:
             }
         )
         return _Call(
-            "POST", f"/tasks/{tid}/nack", "worker", _as(NackOut), body, done=self.forget(tid)
+            "POST",
+            f"/tasks/{tid}/nack",
+            "worker",
+            _as(NackOut),
+            body,
+            done=self.forget(tid),
+            trace=self.traces.get(tid),
         )
 
     def result(
@@ -390,7 +416,13 @@ class _Core:
             }
         )
         return _Call(
-            "POST", f"/tasks/{tid}/result", "worker", _as(ResultOut), body, done=self.forget(tid)
+            "POST",
+            f"/tasks/{tid}/result",
+            "worker",
+            _as(ResultOut),
+            body,
+            done=self.forget(tid),
+            trace=self.traces.get(tid),
         )
 
     def get_task(self, task_id: str) -> _Call[TaskOut]:
@@ -557,7 +589,7 @@ class CodeQClient(_Methods):
                     call.path,
                     json=call.body,
                     params=call.params,
-                    headers=core.headers(call.auth),
+                    headers=core.headers(call),
                     timeout=call.timeout or core.timeout,
                 )
             except httpx.TransportError as exc:
@@ -717,7 +749,7 @@ class AsyncCodeQClient(_Methods):
                     call.path,
                     json=call.body,
                     params=call.params,
-                    headers=core.headers(call.auth),
+                    headers=core.headers(call),
                     timeout=call.timeout or core.timeout,
                 )
             except httpx.TransportError as exc:
