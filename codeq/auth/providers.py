@@ -16,6 +16,7 @@ Rules applied by :func:`build_auth`, in order:
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from collections.abc import Callable, Mapping
@@ -52,6 +53,7 @@ DEV_TOKEN_ENV: Final = "CODEQ_DEV_TOKEN"  # noqa: S105 - the name of a variable
 DEV_TENANT: Final = "default"
 DEV_SUBJECT: Final = "dev"
 MAX_TOKEN_LENGTH: Final = 16384
+_VISIBLE_ASCII: Final = re.compile(r"[!-~]+")
 
 
 def parse_bearer(header: str | None) -> str:
@@ -71,7 +73,7 @@ def parse_bearer(header: str | None) -> str:
     token = parts[1].strip()
     if len(token) > MAX_TOKEN_LENGTH:
         raise Unauthorized("bearer token too long")
-    if not all("!" <= ch <= "~" for ch in token):
+    if not _VISIBLE_ASCII.fullmatch(token):
         raise Unauthorized("malformed bearer token")
     return token
 
