@@ -27,6 +27,7 @@ from codeq.store import open_store
 from codeq.store.redis_store import RedisStore
 from codeq.sweeper import Sweeper
 from gateway.errors import exception_handlers
+from gateway.hotpath import HotPath
 from gateway.metrics import Metrics
 from gateway.middleware import RequestIdMiddleware
 from gateway.routes.admin import AdminController
@@ -156,17 +157,19 @@ def app_from_environment(*, run_sweeper: bool, run_deliverers: bool = False) -> 
     )
 
 
-def serve_app() -> Litestar:
+def serve_app() -> HotPath:
     """Factory for ``codeq serve`` workers: gateway + sweeper."""
-    return app_from_environment(run_sweeper=True, run_deliverers=True)
+    return HotPath(app_from_environment(run_sweeper=True, run_deliverers=True))
 
 
-def gateway_app() -> Litestar:
+def gateway_app() -> HotPath:
     """Factory for ``codeq gateway`` workers: HTTP only."""
-    return app_from_environment(run_sweeper=False)
+    return HotPath(app_from_environment(run_sweeper=False))
 
 
-def gateway_of(app: Litestar) -> Gateway:
+def gateway_of(app: Litestar | HotPath) -> Gateway:
     """The :class:`Gateway` behind an app (tests, the CLI)."""
+    if isinstance(app, HotPath):
+        app = app.app
     gw: Any = app.state.gateway
     return gw  # type: ignore[no-any-return]

@@ -57,6 +57,7 @@ def _serve_in_process(settings: Any, *, with_sweeper: bool, name: str) -> None:
 
     from codeq.logs import configure_logging
     from gateway.app import create_app, gateway_of
+    from gateway.hotpath import HotPath
 
     configure_logging(settings.log_level, settings.log_format)
     app = create_app(
@@ -69,7 +70,7 @@ def _serve_in_process(settings: Any, *, with_sweeper: bool, name: str) -> None:
     if gw.auth.dev_token:
         _print_dev_token(gw.auth.dev_token, settings.host, settings.port)
     config = uvicorn.Config(
-        app,
+        HotPath(app),
         host=settings.host,
         port=settings.port,
         lifespan="on",

@@ -84,6 +84,9 @@ def _new_task(gw: Gateway, body: CreateTaskBody, request: AnyRequest) -> NewTask
 _create_decoder = msgspec.json.Decoder(CreateTaskBody)
 _claim_decoder = msgspec.json.Decoder(ClaimBody | None)
 _result_decoder = msgspec.json.Decoder(ResultBody)
+_heartbeat_decoder = msgspec.json.Decoder(HeartbeatBody | None)
+_abandon_decoder = msgspec.json.Decoder(AbandonBody | None)
+_nack_decoder = msgspec.json.Decoder(NackBody | None)
 
 
 def _json(
@@ -238,17 +241,13 @@ class TaskController(Controller):
         "/{task_id:str}/heartbeat",
         status_code=200,
         summary="Extend the lease (lease holder, codeq:heartbeat)",
-        responses=errors(400, 403, 404, 409, 413),
+        responses={200: ok(HeartbeatOut, "The new lease"), **errors(400, 403, 404, 409, 413)},
+        dependencies=documents(HeartbeatBody),
     )
-    async def heartbeat(
-        self,
-        request: AnyRequest,
-        task_id: FromPath[str],
-        data: JSONBody[HeartbeatBody | None] = None,
-    ) -> HeartbeatOut:
-        body = data or HeartbeatBody()
+    async def heartbeat(self, request: AnyRequest, task_id: FromPath[str]) -> Response[bytes]:
         gw = gateway_for(request)
         identity = await gw.worker(request, "codeq:heartbeat")
+        body = await _optional(request, _heartbeat_decoder) or HeartbeatBody()
         task = await gw.engine.heartbeat(
             identity.tenant,
             task_id,
@@ -256,41 +255,36 @@ class TaskController(Controller):
             lease_id=body.lease_id,
             extend_seconds=body.extend_seconds,
         )
-        return HeartbeatOut(ok=True, lease_until=rfc3339(task.lease_until_ms))
+        return _json(HeartbeatOut(ok=True, lease_until=rfc3339(task.lease_until_ms)), 200)
 
     @post(
         "/{task_id:str}/abandon",
         status_code=200,
         summary="Give the task back now (lease holder, codeq:abandon)",
-        responses=errors(400, 403, 404, 409, 413),
+        responses={200: ok(StatusOut, "Requeued"), **errors(400, 403, 404, 409, 413)},
+        dependencies=documents(AbandonBody),
     )
-    async def abandon(
-        self,
-        request: AnyRequest,
-        task_id: FromPath[str],
-        data: JSONBody[AbandonBody | None] = None,
-    ) -> StatusOut:
-        body = data or AbandonBody()
+    async def abandon(self, request: AnyRequest, task_id: FromPath[str]) -> Response[bytes]:
         gw = gateway_for(request)
         identity = await gw.worker(request, "codeq:abandon")
+        body = await _optional(request, _abandon_decoder) or AbandonBody()
         await gw.engine.abandon(identity.tenant, task_id, identity.subject, lease_id=body.lease_id)
-        return StatusOut(status="requeued")
+        return _json(StatusOut(status="requeued"), 200)
 
     @post(
         "/{task_id:str}/nack",
         status_code=200,
         summary="Retry later with backoff, or dead-letter on the last attempt (codeq:nack)",
-        responses=errors(400, 403, 404, 409, 413),
+        responses={
+            200: ok(NackOut, "Requeued or dead-lettered"),
+            **errors(400, 403, 404, 409, 413),
+        },
+        dependencies=documents(NackBody),
     )
-    async def nack(
-        self,
-        request: AnyRequest,
-        task_id: FromPath[str],
-        data: JSONBody[NackBody | None] = None,
-    ) -> NackOut:
-        body = data or NackBody()
+    async def nack(self, request: AnyRequest, task_id: FromPath[str]) -> Response[bytes]:
         gw = gateway_for(request)
         identity = await gw.worker(request, "codeq:nack")
+        body = await _optional(request, _nack_decoder) or NackBody()
         out = await gw.engine.nack(
             identity.tenant,
             task_id,
@@ -299,7 +293,7 @@ class TaskController(Controller):
             delay_seconds=body.delay_seconds,
             reason=body.reason,
         )
-        return NackOut(status=out.status, delay_seconds=round(out.delay_seconds, 3))
+        return _json(NackOut(status=out.status, delay_seconds=round(out.delay_seconds, 3)), 200)
 
     @post(
         "/{task_id:str}/result",

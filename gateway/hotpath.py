@@ -1,0 +1,174 @@
+"""The hot task routes served straight from ASGI, in front of Litestar.
+
+Create, claim, heartbeat, abandon, nack and result are most of a deployment's traffic. Their
+handlers already decode and encode with msgspec themselves; what remained was Litestar's
+per-request machinery (routing, the request object, dependency resolution, the response
+pipeline), about a third of the gateway's CPU per request (docs/performance.md). :class:`HotPath`
+recognises these six ``POST`` routes by their path, runs the *same* handler functions of
+:class:`gateway.routes.tasks.TaskController` with a small request object, and answers with the
+same bodies, headers and errors; everything else — other methods and paths, OpenAPI — goes to
+the Litestar app unchanged. The request-id/access-log middleware wraps both.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import msgspec
+from litestar import Litestar, Response
+from litestar.enums import ScopeType
+from litestar.exceptions import HTTPException
+from litestar.types import HTTPResponseBodyEvent, HTTPResponseStartEvent, Receive, Scope, Send
+
+from codeq.errors import CodeQError
+from gateway.errors import handle_codeq_error, handle_http, handle_unexpected
+from gateway.middleware import RequestIdMiddleware
+from gateway.routes.tasks import TaskController
+
+__all__ = ["HotPath"]
+
+log = logging.getLogger("codeq.gateway")
+
+_PREFIX = "/v1/codeq/tasks"
+_encoder = msgspec.json.Encoder()
+_JSON = (b"content-type", b"application/json")
+_ACTIONS = {
+    "heartbeat": TaskController.heartbeat,
+    "abandon": TaskController.abandon,
+    "nack": TaskController.nack,
+    "result": TaskController.result,
+}
+Handler = Callable[..., Awaitable[Response[Any]]]
+
+
+class _Headers:
+    __slots__ = ("_raw",)
+
+    def __init__(self, raw: Iterable[tuple[bytes, bytes]]) -> None:
+        self._raw = raw
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        key = name.lower().encode()
+        for k, v in self._raw:
+            if k == key:
+                return v.decode("latin-1")
+        return default
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class HotRequest:
+    """What the task handlers use of a request: headers, the body, ``receive``, the app."""
+
+    __slots__ = ("_body", "_limit", "app", "headers", "receive", "scope")
+
+    def __init__(self, scope: Scope, receive: Receive, app: Litestar, limit: int) -> None:
+        self.scope = scope
+        self.receive = receive
+        self.app = app
+        self.headers = _Headers(scope["headers"])
+        self._limit = limit
+        self._body: bytes | None = None
+
+    async def body(self) -> bytes:
+        if self._body is not None:
+            return self._body
+        length = self.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self._limit:
+            raise _TooLarge
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await self.receive()
+            if message["type"] != "http.request":  # the client went away
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self._limit:
+                raise _TooLarge
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        self._body = b"".join(chunks)
+        return self._body
+
+
+def _route(path: str) -> tuple[Handler, str | None] | None:
+    """The handler (and task id) of a hot ``POST`` path, or ``None``."""
+    if not path.startswith(_PREFIX):
+        return None
+    rest = path[len(_PREFIX) :]
+    if rest in ("", "/"):
+        return TaskController.create.fn, None
+    if rest == "/claim":
+        return TaskController.claim.fn, None
+    parts = rest.split("/")  # "", task id, action
+    if len(parts) == 3 and parts[1] and parts[1] != "claim" and parts[2] in _ACTIONS:
+        return _ACTIONS[parts[2]].fn, parts[1]
+    return None
+
+
+class HotPath:
+    """ASGI app: the hot task routes directly, everything else through ``app``."""
+
+    def __init__(self, app: Litestar) -> None:
+        self.app = app
+        self.limit = app.state.gateway.settings.max_body_bytes
+        self._hot = RequestIdMiddleware(self._serve)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == ScopeType.HTTP
+            and scope.get("method") == "POST"
+            and _route(scope["path"])
+        ):
+            await self._hot(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        found = _route(scope["path"])
+        assert found is not None
+        handler, task_id = found
+        request = HotRequest(scope, receive, self.app, self.limit)
+        try:
+            if task_id is None:
+                response = await handler(None, request)
+            else:
+                response = await handler(None, request, task_id)
+        except CodeQError as exc:
+            response = handle_codeq_error(request, exc)  # type: ignore[arg-type]
+        except _TooLarge:
+            response = handle_http(request, HTTPException(status_code=413))  # type: ignore[arg-type]
+        except Exception as exc:
+            response = handle_unexpected(request, exc)  # type: ignore[arg-type]
+        await _send(send, response)
+
+
+async def _send(send: Send, response: Response[Any]) -> None:
+    status = response.status_code or 200
+    content = response.content
+    body = content if isinstance(content, bytes) else _encoder.encode(content)
+    headers: list[tuple[bytes, bytes]] = [
+        (k.lower().encode("latin-1"), str(v).encode("latin-1"))
+        for k, v in (response.headers or {}).items()
+    ]
+    if status != 204:
+        headers.append(_JSON)
+        headers.append((b"content-length", str(len(body)).encode()))
+    start: HTTPResponseStartEvent = {
+        "type": "http.response.start",
+        "status": status,
+        "headers": headers,
+    }
+    await send(start)
+    end: HTTPResponseBodyEvent = {
+        "type": "http.response.body",
+        "body": b"" if status == 204 else body,
+        "more_body": False,
+    }
+    await send(end)
