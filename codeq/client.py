@@ -31,6 +31,7 @@ abandon, nack and result, so a worker whose lease was taken over is fenced off (
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -253,6 +254,38 @@ class _Core:
         if status == 503 or isinstance(exc, httpx.TransportError):
             return call.idempotent
         return False
+
+    def request_args(self, call: _Call[Any]) -> dict[str, Any]:
+        return {
+            "method": call.method,
+            "url": call.path,
+            "json": call.body,
+            "params": call.params,
+            "headers": self.headers(call),
+            "timeout": call.timeout or self.timeout,
+        }
+
+    def next_delay(
+        self,
+        call: _Call[Any],
+        attempt: int,
+        exc: httpx.TransportError | None,
+        response: httpx.Response | None,
+    ) -> float:
+        """How long to wait before repeating ``call``; raises the error when it is not
+        repeated (not safe, or out of retries)."""
+        status = response.status_code if response is not None else None
+        if attempt >= self.retry.attempts or not self.retryable(call, exc, status):
+            if response is not None:
+                raise error_of(response)
+            raise Unavailable(f"{self.base_url}: {exc!r}", retry_after=1.0) from exc
+        return self.retry.delay(attempt, _retry_after(response) if response is not None else None)
+
+    def answer(self, call: _Call[T], response: httpx.Response) -> T:
+        value = call.decode(response)
+        if call.done is not None:
+            call.done(value)
+        return value
 
     def lease(self, task_id: str, lease_id: str | None) -> str | None:
         return lease_id if lease_id is not None else self.leases.get(task_id)
@@ -581,34 +614,16 @@ class CodeQClient(_Methods):
 
     def _run(self, call: _Call[T]) -> T:
         core = self._core
-        attempt = 0
-        while True:
+        for attempt in itertools.count():
             try:
-                response = self._http.request(
-                    call.method,
-                    call.path,
-                    json=call.body,
-                    params=call.params,
-                    headers=core.headers(call),
-                    timeout=call.timeout or core.timeout,
-                )
+                response = self._http.request(**core.request_args(call))
             except httpx.TransportError as exc:
-                if attempt >= core.retry.attempts or not core.retryable(call, exc, None):
-                    raise Unavailable(f"{self.base_url}: {exc!r}", retry_after=1.0) from exc
-                time.sleep(core.retry.delay(attempt, None))
-                attempt += 1
+                time.sleep(core.next_delay(call, attempt, exc, None))
                 continue
             if response.status_code < 400:
-                answer = call.decode(response)
-                if call.done is not None:
-                    call.done(answer)
-                return answer
-            if attempt >= core.retry.attempts or not core.retryable(
-                call, None, response.status_code
-            ):
-                raise error_of(response)
-            time.sleep(core.retry.delay(attempt, _retry_after(response)))
-            attempt += 1
+                return core.answer(call, response)
+            time.sleep(core.next_delay(call, attempt, None, response))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # -- tasks --------------------------------------------------------------------------
 
@@ -741,34 +756,16 @@ class AsyncCodeQClient(_Methods):
 
     async def _run(self, call: _Call[T]) -> T:
         core = self._core
-        attempt = 0
-        while True:
+        for attempt in itertools.count():
             try:
-                response = await self._http.request(
-                    call.method,
-                    call.path,
-                    json=call.body,
-                    params=call.params,
-                    headers=core.headers(call),
-                    timeout=call.timeout or core.timeout,
-                )
+                response = await self._http.request(**core.request_args(call))
             except httpx.TransportError as exc:
-                if attempt >= core.retry.attempts or not core.retryable(call, exc, None):
-                    raise Unavailable(f"{self.base_url}: {exc!r}", retry_after=1.0) from exc
-                await asyncio.sleep(core.retry.delay(attempt, None))
-                attempt += 1
+                await asyncio.sleep(core.next_delay(call, attempt, exc, None))
                 continue
             if response.status_code < 400:
-                answer = call.decode(response)
-                if call.done is not None:
-                    call.done(answer)
-                return answer
-            if attempt >= core.retry.attempts or not core.retryable(
-                call, None, response.status_code
-            ):
-                raise error_of(response)
-            await asyncio.sleep(core.retry.delay(attempt, _retry_after(response)))
-            attempt += 1
+                return core.answer(call, response)
+            await asyncio.sleep(core.next_delay(call, attempt, None, response))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def create_task(self, command: str, payload: Any, **options: Any) -> TaskOut:
         return await self._run(self._core.create_task(command, payload, **options))
