@@ -151,6 +151,8 @@ class TaskResult(msgspec.Struct, frozen=True, kw_only=True):
     result: str | None = None  # compact JSON text of the result object
     error: str | None = None
     artifacts: tuple[Artifact, ...] = ()
+    command: str = ""  # the task's, as the producer spelled it
+    created_at_ms: int | None = None  # the task's creation (server clock, like completed_at_ms)
 
 
 class CreateOutcome(msgspec.Struct, frozen=True, kw_only=True):

@@ -73,12 +73,25 @@ class Conflict(CodeQError):
 
 
 class RateLimited(CodeQError):
+    """429: the caller's token bucket is empty. ``scope`` (``producer``, ``worker``,
+    ``admin``, ``webhook``) and ``operation`` say which limit, when known."""
+
     status = 429
     default_code = "rate_limited"
 
-    def __init__(self, message: str, *, retry_after: float, code: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float,
+        code: str | None = None,
+        scope: str | None = None,
+        operation: str | None = None,
+    ):
         super().__init__(message, code=code)
         self.retry_after = retry_after
+        self.scope = scope
+        self.operation = operation
 
 
 class StoreUnavailable(CodeQError):

@@ -42,6 +42,7 @@ class Delivery(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True)
     # from the JSON: the scripts' cjson would write it back as {} (it cannot tell [] from {}).
     schedule: list[float] = msgspec.field(default_factory=list)
     task_id: str | None = None
+    command: str | None = None  # the task's (the metrics' label)
     endpoint_id: str | None = None
     trace_parent: str | None = None
     trace_state: str | None = None

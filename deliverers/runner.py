@@ -7,6 +7,9 @@ attempts them at once. Every other event is acknowledged with a plain ``XACK``. 
 that fail are rescheduled by ``dlv_outcome``; a scheduler loop per partition leases whatever is
 due (``dlv_claim``) — retries, deliveries of a deliverer that died mid-attempt, replays.
 
+A target host over its ``rateLimit.webhook`` bucket is not sent to: the delivery is put off
+until the bucket has a token again (``dlv_defer``), without counting an attempt.
+
 Each consumer refreshes a liveness key; a consumer whose key has expired is dead, and a live one
 takes its unacknowledged entries with ``XCLAIM`` (not ``XAUTOCLAIM`` idle time, which KVRocks
 reports wrongly). An entry received more than ``eventMaxReceives`` times is set aside as poison.
@@ -19,19 +22,24 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import math
 import os
 import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec
 
 from codeq import __version__
 from codeq.domain import TaskResult
 from codeq.errors import NotFound, StoreUnavailable
+from codeq.metrics import Metrics, serve_metrics
+from codeq.rate_limits import RateGuard
 from codeq.settings import Settings
+from codeq.store.rate_limits import RateLimiter
 from codeq.store.records import decode_result
 from codeq.store.redis_store import (
     DeliveryStore,
@@ -85,7 +93,12 @@ class Deliverer:
         allow_loopback: bool = False,
         block_ms: int = 1000,
         scan_interval: float = 0.5,
+        metrics: Metrics | None = None,
+        rate: RateGuard | None = None,
     ) -> None:
+        """``metrics``: the sink of the process (``codeq serve`` passes the gateway's); without
+        one the deliverer keeps its own and serves it on ``metricsPort`` when that is set.
+        ``rate``: the rate limits (default: ``rateLimit`` of the settings, on ``store``)."""
         self.store = store
         self.dstore = DeliveryStore(store)
         self.settings = settings
@@ -100,6 +113,10 @@ class Deliverer:
             per_host_concurrency=settings.delivery_per_host_concurrency,
         )
         self._owns_sender = sender is None
+        self._owns_metrics = metrics is None
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.rate = rate or RateGuard(settings.rate_limit, RateLimiter(store), self.metrics)
+        self._metrics_server: asyncio.Server | None = None
         self._block_ms = block_ms
         self._scan_interval = scan_interval
         self._lease_ms = int(settings.webhook_timeout_seconds * 1000) + _ATTEMPT_LEASE_MARGIN_MS
@@ -125,6 +142,12 @@ class Deliverer:
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
+        port = self.settings.metrics_port
+        if self._owns_metrics and port is not None:
+            try:
+                self._metrics_server = await serve_metrics(self.settings.host, port, self._render)
+            except OSError as exc:  # metrics are not worth a crash loop
+                log.warning("metricsPort not served", extra={"port": port, "error": str(exc)})
         for p in range(self.store.keys.partitions):
             for group in self._handlers:
                 with contextlib.suppress(StoreUnavailable):
@@ -152,6 +175,13 @@ class Deliverer:
                 task.cancel()
         if self._owns_sender:
             await self.sender.aclose()
+        if self._metrics_server is not None:
+            self._metrics_server.close()
+            await self._metrics_server.wait_closed()
+            self._metrics_server = None
+
+    async def _render(self) -> bytes:
+        return self.metrics.render()
 
     # -- consumer groups ----------------------------------------------------------------
 
@@ -318,6 +348,8 @@ class Deliverer:
                 await self._record(partition, d, "dead", 0, None, "endpoint deleted or disabled")
                 return
             secrets = active_secrets(endpoint)
+        if self.rate.limited("webhook") and await self._put_off(partition, d):
+            return
         if secrets:
             headers.update(sign(body, secrets=secrets, msg_id=d.id))
         else:
@@ -339,6 +371,8 @@ class Deliverer:
             outcome, delay_ms = records.next_step(
                 d, result.status_code, result.ok, result.retry_after_seconds
             )
+            self.metrics.webhook_latency.labels(d.kind).observe(result.latency_ms / 1000)
+        self._count(d, outcome)
         entry = AttemptLog(
             at=started,
             latency_ms=round(result.latency_ms, 1),
@@ -370,10 +404,27 @@ class Deliverer:
             },
         )
 
+    async def _put_off(self, partition: int, d: Delivery) -> bool:
+        """The target host's bucket (scope ``webhook``): True when it is empty and the attempt
+        has been put off until it has a token, without counting as an attempt."""
+        host = urlsplit(d.url).hostname or ""
+        wait = await self.rate.wait("webhook", d.kind, d.tenant, host)
+        if wait <= 0:
+            return False
+        # A store error here leaves the lease to run out: the scheduler tries again then.
+        with contextlib.suppress(StoreUnavailable):
+            await self.dstore.defer(partition, d.id, delay_ms=math.ceil(wait * 1000))
+        return True
+
+    def _count(self, d: Delivery, outcome: str) -> None:
+        command = (d.command or "").lower()
+        self.metrics.webhook_deliveries.labels(d.kind, command, outcome).inc()
+
     async def _record(
         self, partition: int, d: Delivery, outcome: str, delay_ms: int, status: int | None,
         error: str | None,
     ) -> None:  # fmt: skip
+        self._count(d, outcome)
         entry = AttemptLog(at=_now_ms(), latency_ms=0.0, status_code=status, error=error)
         with contextlib.suppress(StoreUnavailable):
             await self.dstore.outcome(
@@ -437,6 +488,7 @@ class Deliverer:
                     created_at=_now_ms(),
                     schedule=list(self.settings.webhook_retry_schedule),
                     task_id=reply.task.id,
+                    command=reply.task.command,
                     endpoint_id=str(e["id"]),
                     trace_parent=reply.task.trace_parent,
                     trace_state=reply.task.trace_state,
@@ -449,7 +501,10 @@ class Deliverer:
     async def _callback_deliveries(
         self, partition: int, entry_id: str, fields: Mapping[str, str]
     ) -> list[Delivery]:
-        if fields.get("type") not in CALLBACK_EVENTS:
+        kind = fields.get("type")
+        if kind not in CALLBACK_EVENTS:
+            if kind == "task.lease_expired":  # this group reads every event of the partition
+                self.metrics.lease_expired.labels(fields.get("command", "").lower()).inc()
             return []
         task_id, tenant = fields.get("id", ""), fields.get("tenant", "")
         try:
@@ -494,6 +549,7 @@ class Deliverer:
                 created_at=_now_ms(),
                 schedule=self._callback_schedule,
                 task_id=task.id,
+                command=task.command,
                 trace_parent=task.trace_parent,
                 trace_state=task.trace_state,
             )
@@ -536,6 +592,7 @@ class Deliverer:
                     event_type="worker.notification",
                     created_at=now,
                     schedule=NOTIFY_SCHEDULE,
+                    command=command,
                 )
             )
         return out

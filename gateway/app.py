@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from litestar import Litestar
+from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 
 import codeq
@@ -22,18 +23,21 @@ from codeq.auth import Auth, build_auth
 from codeq.engine import Engine, EngineConfig
 from codeq.errors import StoreUnavailable
 from codeq.events import EventTail
+from codeq.metrics import serve_metrics
+from codeq.rate_limits import RateGuard
 from codeq.settings import Settings
 from codeq.store import open_store
+from codeq.store.rate_limits import RateLimiter
 from codeq.store.redis_store import RedisStore
 from codeq.sweeper import Sweeper
 from gateway.errors import exception_handlers
 from gateway.hotpath import HotPath
-from gateway.metrics import Metrics
+from gateway.metrics import Metrics, Scraper
 from gateway.middleware import RequestIdMiddleware
+from gateway.routes import health
 from gateway.routes.admin import AdminController
 from gateway.routes.deliveries import AdminDeliveryController, DeliveryController
 from gateway.routes.endpoints import EndpointController
-from gateway.routes.health import healthz, metrics, readyz
 from gateway.routes.subscriptions import SubscriptionController
 from gateway.routes.tasks import TaskController
 from gateway.state import Gateway
@@ -53,22 +57,28 @@ def create_app(
     run_deliverers: bool = False,
     environ: dict[str, str] | None = None,
     close_store: bool | None = None,
+    rate_limiter: RateLimiter | None = None,
 ) -> Litestar:
     """Build the gateway app. ``store``/``auth`` are opened from the settings when not given.
     The app closes the store on shutdown when it opened it, or when ``close_store`` says so
-    (a store's connections belong to the event loop that serves the app)."""
+    (a store's connections belong to the event loop that serves the app). Rate limits use
+    the store's buckets unless ``rate_limiter`` is given."""
     owns_store = store is None if close_store is None else close_store
     the_store = store if store is not None else open_store(settings)
     the_auth = auth if auth is not None else build_auth(settings, environ=environ)
     engine = Engine(the_store, EngineConfig.from_settings(settings))
+    metrics = Metrics()
+    limiter = rate_limiter if rate_limiter is not None else RateLimiter(the_store)
     gateway = Gateway(
         settings=settings,
         store=the_store,
         engine=engine,
         auth=the_auth,
         waker=Waker(),
-        metrics=Metrics(),
+        metrics=metrics,
+        rate=RateGuard(settings.rate_limit, limiter, metrics),
     )
+    scraper = Scraper(metrics, the_store, gateway.waker)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -91,11 +101,21 @@ def create_app(
         if run_deliverers:
             from deliverers.runner import Deliverer
 
-            deliverer = Deliverer(the_store, settings, allow_loopback=the_auth.dev_mode)
+            deliverer = Deliverer(
+                the_store,
+                settings,
+                allow_loopback=the_auth.dev_mode,
+                metrics=metrics,  # one process, one /metrics
+                rate=gateway.rate,
+            )
             await deliverer.start()
+        metrics_server = await _metrics_port(settings, scraper)
         try:
             yield
         finally:
+            if metrics_server is not None:
+                metrics_server.close()
+                await metrics_server.wait_closed()
             if deliverer is not None:
                 await deliverer.stop(grace=settings.shutdown_grace_seconds)
             gateway.shutting_down.set()
@@ -117,13 +137,13 @@ def create_app(
             SubscriptionController,
             EndpointController,
             AdminDeliveryController,
-            healthz,
-            readyz,
-            metrics,
+            health.healthz,
+            health.readyz,
+            health.metrics,
         ],
         lifespan=[lifespan],
         exception_handlers=exception_handlers,
-        middleware=[RequestIdMiddleware],
+        middleware=[DefineMiddleware(RequestIdMiddleware, metrics=metrics)],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="codeQ",
@@ -136,7 +156,23 @@ def create_app(
         logging_config=None,
     )
     app.state.gateway = gateway
+    app.state.scraper = scraper
     return app
+
+
+async def _metrics_port(settings: Settings, scraper: Scraper) -> asyncio.Server | None:
+    """``/metrics`` on ``metricsPort`` as well, when it is set. With several server worker
+    processes only the first binds it (the others log it and go on without)."""
+    if settings.metrics_port is None:
+        return None
+    try:
+        return await serve_metrics(settings.host, settings.metrics_port, scraper.render)
+    except OSError as exc:
+        log.warning(
+            "metricsPort not served by this process",
+            extra={"port": settings.metrics_port, "error": str(exc)},
+        )
+        return None
 
 
 def app_from_environment(*, run_sweeper: bool, run_deliverers: bool = False) -> Litestar:

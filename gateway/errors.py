@@ -54,8 +54,13 @@ def handle_codeq_error(_: Request[Any, Any, Any], exc: CodeQError) -> Response[A
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
         log.warning("store unavailable", extra={"error": exc.message})
     elif isinstance(exc, RateLimited):
+        # Whole seconds, rounded up: a client that waits that long finds a token.
         seconds = max(1, math.ceil(exc.retry_after))
         headers["Retry-After"] = str(seconds)
+        if exc.scope is not None:
+            extra["scope"] = exc.scope
+        if exc.operation is not None:
+            extra["operation"] = exc.operation
         extra["retryAfterSeconds"] = seconds
     status = exc.status if exc.status != 500 else HTTP_500_INTERNAL_SERVER_ERROR
     if status == 500:

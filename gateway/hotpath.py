@@ -118,7 +118,7 @@ class HotPath:
     def __init__(self, app: Litestar) -> None:
         self.app = app
         self.limit = app.state.gateway.settings.max_body_bytes
-        self._hot = RequestIdMiddleware(self._serve)
+        self._hot = RequestIdMiddleware(self._serve, metrics=app.state.gateway.metrics)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (

@@ -1,8 +1,10 @@
-"""ASGI middleware: ``X-Request-Id`` on every response and one JSON access-log line per request.
+"""ASGI middleware: ``X-Request-Id`` on every response, one JSON access-log line per request
+and the request-duration histogram by route template.
 
 Plain ASGI (not a Litestar middleware class) because it sits on every request's hot path.
 The access line has method, route path, status, duration and request id: never headers,
-tokens, query strings or bodies.
+tokens, query strings or bodies. The histogram's ``route`` label is the route's template
+(``/v1/codeq/tasks/{task_id}/result``), never the raw path, so its series stay bounded.
 """
 
 from __future__ import annotations
@@ -17,20 +19,43 @@ from litestar.enums import ScopeType
 from litestar.middleware import MiddlewareProtocol
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["RequestIdMiddleware", "request_id_of"]
+from codeq.metrics import Metrics
+
+__all__ = ["RequestIdMiddleware", "request_id_of", "route_template"]
 
 access_log = logging.getLogger("codeq.access")
 
 _SANE = re.compile(rb"^[A-Za-z0-9._\-]{1,128}$")
 
 
+# The task routes that gateway.hotpath serves without Litestar's router (which is what sets
+# ``path_template``), with the templates Litestar gives them.
+_HOT = re.compile(r"^/v1/codeq/tasks(?:/(claim)|/[^/]+/(heartbeat|abandon|nack|result))?/?$")
+
+
 def request_id_of(scope: Scope) -> str:
     return str(scope.get("state", {}).get("request_id", ""))
 
 
+def route_template(scope: Scope) -> str:
+    """The template of the route that served a request; ``unmatched`` when none did."""
+    template = scope.get("path_template")
+    if template:
+        return str(template)
+    hot = _HOT.match(scope.get("path", ""))
+    if hot is None:
+        return "unmatched"
+    if hot.group(1):
+        return "/v1/codeq/tasks/claim"
+    if hot.group(2):
+        return f"/v1/codeq/tasks/{{task_id}}/{hot.group(2)}"
+    return "/v1/codeq/tasks"
+
+
 class RequestIdMiddleware(MiddlewareProtocol):
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics | None = None) -> None:
         self.app = app
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
@@ -57,6 +82,11 @@ class RequestIdMiddleware(MiddlewareProtocol):
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            elapsed = time.perf_counter() - started
+            if self.metrics is not None and status:  # 0: the client left before an answer
+                self.metrics.observe_http(
+                    scope.get("method", ""), route_template(scope), status, elapsed
+                )
             if access_log.isEnabledFor(logging.INFO):
                 access_log.info(
                     "request",
@@ -65,6 +95,6 @@ class RequestIdMiddleware(MiddlewareProtocol):
                         "method": scope.get("method"),
                         "path": scope.get("path"),
                         "status": status,
-                        "durationMs": round((time.perf_counter() - started) * 1000, 2),
+                        "durationMs": round(elapsed * 1000, 2),
                     },
                 )

@@ -16,6 +16,8 @@ _TEXT = {
     404: "Unknown id, or one that belongs to another tenant (`not_found`)",
     409: "Illegal transition (`not_in_progress`, `lease_mismatch`, `idempotency_conflict`)",
     413: "Body, payload, result or artifact larger than its limit (`payload_too_large`)",
+    429: "Rate limited (`rate_limited`); retry after `Retry-After` seconds. The body also "
+    "names the limit: `scope`, `operation` and `retryAfterSeconds`",
     503: "Store unreachable or shutting down; retry after `Retry-After` seconds",
 }
 

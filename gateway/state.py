@@ -1,4 +1,5 @@
-"""What every handler needs, held by the app: settings, engine, auth, waker, metrics."""
+"""What every handler needs, held by the app: settings, engine, auth, waker, metrics, rate
+limits."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from codeq.auth import Auth, Identity
 from codeq.engine import Engine
 from codeq.errors import Forbidden
 from codeq.events import EventTail
+from codeq.rate_limits import RateGuard
 from codeq.settings import Settings
 from codeq.store.redis_store import RedisStore
 from gateway.metrics import Metrics
@@ -29,6 +31,7 @@ class Gateway:
     auth: Auth
     waker: Waker
     metrics: Metrics
+    rate: RateGuard
     shutting_down: asyncio.Event = field(default_factory=asyncio.Event)
     tail: EventTail | None = None  # set by the lifespan while it runs
 

@@ -550,7 +550,7 @@ async def test_health_ready_metrics_and_schema(client: httpx.AsyncClient) -> Non
     assert (await client.get("/readyz")).json() == {"status": "ready"}
     await create(client)
     text = (await client.get("/metrics")).text
-    assert "codeq_task_created_total 1.0" in text
+    assert 'codeq_task_created_total{command="render"} 1.0' in text
     schema = (await client.get("/schema/openapi.json")).json()
     paths = schema["paths"]
     for path in (

@@ -184,6 +184,11 @@ class KeySchema:
         """Liveness key of one consumer of a group (TTL ``consumerTtlSeconds``)."""
         return f"{self.tag(partition)}:alive:{escape(group)}:{escape(consumer)}"
 
+    def rate_limit(self, scope: str, tenant: str, subject: str) -> str:
+        """The token bucket of one caller (spec 04): scope + tenant + subject, never a token.
+        The whole identity is the hash tag, so buckets spread over a cluster's slots."""
+        return f"{self.prefix}:{{rl:{escape(scope)}:{escape(tenant)}:{escape(subject)}}}"
+
     def all_partitions(self) -> list[PartitionKeys]:
         return [self.partition(p) for p in range(self.partitions)]
 

@@ -14,7 +14,16 @@ import msgspec
 from codeq.domain import QueueStats, SweepReport, Task
 from codeq.store.keys import KeySchema
 
-__all__ = ["CreateItem", "CreateReply", "GetReply", "NackReply", "Store"]
+__all__ = [
+    "CommandDepths",
+    "CreateItem",
+    "CreateReply",
+    "GetReply",
+    "GroupLag",
+    "NackReply",
+    "PartitionGauges",
+    "Store",
+]
 
 
 class CreateItem(msgspec.Struct, frozen=True, kw_only=True):
@@ -44,6 +53,34 @@ class NackReply(msgspec.Struct, frozen=True, kw_only=True):
 class GetReply(msgspec.Struct, frozen=True, kw_only=True):
     task: Task
     result: bytes | None = None
+
+
+class CommandDepths(msgspec.Struct, frozen=True, kw_only=True):
+    """Depths of every queue of one command (all tenants), in one partition."""
+
+    command: str
+    ready: int = 0
+    delayed: int = 0
+    in_progress: int = 0
+    dlq: int = 0
+
+
+class GroupLag(msgspec.Struct, frozen=True, kw_only=True):
+    """A consumer group on one partition stream: entries not yet read (``lag``, ``None`` when
+    the server cannot tell) and entries read but not acknowledged (``pending``)."""
+
+    group: str
+    lag: int | None
+    pending: int
+
+
+class PartitionGauges(msgspec.Struct, frozen=True, kw_only=True):
+    """What ``/metrics`` reads from one partition (``gauges.lua``, one call)."""
+
+    scheduled_deliveries: int
+    dead_deliveries: int
+    groups: tuple[GroupLag, ...] = ()
+    commands: tuple[CommandDepths, ...] = ()
 
 
 class Store(Protocol):

@@ -98,4 +98,6 @@ def decode_result(task: Task, raw: bytes | str) -> TaskResult:
         result=None if bytes(s.result) == b"null" else bytes(s.result).decode("utf-8"),
         error=s.error,
         artifacts=s.artifacts,
+        command=task.command,
+        created_at_ms=task.created_at_ms,
     )

@@ -23,7 +23,15 @@ from codeq.domain import QueueStats, SweepReport, Task
 from codeq.errors import CodeQError, Conflict, Forbidden, NotFound, StoreUnavailable
 from codeq.store.connection import HiredisPackConnection
 from codeq.store.keys import KeySchema, escape
-from codeq.store.protocol import CreateItem, CreateReply, GetReply, NackReply
+from codeq.store.protocol import (
+    CommandDepths,
+    CreateItem,
+    CreateReply,
+    GetReply,
+    GroupLag,
+    NackReply,
+    PartitionGauges,
+)
 from codeq.store.records import decode_task
 from codeq.store.scripts import Script, load_scripts
 
@@ -564,6 +572,35 @@ class RedisStore:
         reply = await self._run("trim_events", partition, [floor_ms])
         return int(reply[0])
 
+    async def gauges(self, partition: int) -> PartitionGauges:
+        """Queue depths per command, delivery schedule and DLQ sizes and consumer-group lag
+        of one partition: one read-only script call (``gauges.lua``)."""
+        d = self.keys.delivery(partition)
+        keys = (*self.keys.partition(partition).all, d.due, d.dead)
+        deliveries, groups, rows = await self._eval(self._scripts["gauges"], keys, ())
+        return PartitionGauges(
+            scheduled_deliveries=int(deliveries[0]),
+            dead_deliveries=int(deliveries[1]),
+            groups=tuple(
+                GroupLag(
+                    group=_s(groups[i]),
+                    lag=None if int(groups[i + 1]) < 0 else int(groups[i + 1]),
+                    pending=int(groups[i + 2]),
+                )
+                for i in range(0, len(groups), 3)
+            ),
+            commands=tuple(
+                CommandDepths(
+                    command=_s(rows[i]),
+                    ready=int(rows[i + 1]),
+                    delayed=int(rows[i + 2]),
+                    in_progress=int(rows[i + 3]),
+                    dlq=int(rows[i + 4]),
+                )
+                for i in range(0, len(rows), 5)
+            ),
+        )
+
 
 class DeliveryStore:
     """The delivery side of a store (spec 03): consumer groups on the partition streams and the
@@ -689,6 +726,12 @@ class DeliveryStore:
     async def poison(self, partition: int, group: str, entry_id: str, receives: int) -> None:
         await self._call("dlv_poison", partition, [group, entry_id, receives])
 
+    async def defer(self, partition: int, delivery_id: str, *, delay_ms: int) -> bool:
+        """Move a leased delivery's next attempt ``delay_ms`` ahead without counting an
+        attempt (its target is rate limited); False when it is gone or no longer scheduled."""
+        reply = await self._call("dlv_defer", partition, [delivery_id, delay_ms])
+        return _s(reply[0]) == "OK"
+
     async def get(self, partition: int, delivery_id: str) -> bytes | None:
         raw = await self._cmd("hget", self.keys.delivery(partition).records, delivery_id)
         return None if raw is None else bytes(raw)
@@ -731,6 +774,17 @@ class SubscriptionStore:
 
     async def pick(self, tenant: str, command: str, bucket: int) -> list[bytes]:
         return [bytes(r) for r in await self._call("sub_pick", tenant, [command.lower(), bucket])]
+
+    async def active(self, now_ms: int) -> int:
+        """Subscriptions of every tenant that have not expired at ``now_ms`` (one ``ZCOUNT``
+        on the expiry index, read-only: expired records are dropped by the scripts)."""
+        _, expiry, _ = self.keys.subscriptions("")
+        try:
+            return int(await self._store.client.zcount(expiry, f"({now_ms}", "+inf"))
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"store unavailable: {type(exc).__name__}") from exc
+        except rexc.RedisError as exc:
+            raise StoreError(f"store error counting subscriptions: {exc}") from exc
 
 
 class EndpointStore:

@@ -1,7 +1,7 @@
 """The Lua scripts, loaded from package files (``codeq/store/lua``) and identified by SHA.
 
-Each transition script is ``lib.lua`` (delivery scripts: ``dlv_lib.lua``) followed by the
-script's own file; the SHA is of that
+Each transition script is ``lib.lua`` (delivery scripts: ``dlv_lib.lua``; subscription,
+endpoint and rate-limit scripts: nothing) followed by the script's own file; the SHA is of that
 whole text, so what runs is exactly what ships in the wheel.
 """
 
@@ -28,11 +28,13 @@ SCRIPT_NAMES = (
     "purge",
     "sweep",
     "trim_events",
+    "gauges",
     "dlv_enqueue",
     "dlv_claim",
     "dlv_outcome",
     "dlv_replay",
     "dlv_poison",
+    "dlv_defer",
     "sub_put",
     "sub_del",
     "sub_list",
@@ -41,7 +43,10 @@ SCRIPT_NAMES = (
     "ep_del",
     "ep_list",
     "ep_mark",
+    "rate_limit",
 )
+# Scripts over keys of their own (not a partition's): no library is prepended.
+_STANDALONE = ("sub_", "ep_", "rate_")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +68,7 @@ def load_scripts() -> dict[str, Script]:
     for name in SCRIPT_NAMES:
         lib = (
             ""
-            if name.startswith(("sub_", "ep_"))
+            if name.startswith(_STANDALONE)
             else libs["dlv" if name.startswith("dlv_") else "task"]
         )
         source = f"{lib}\n-- ==== {name}.lua ====\n{_read(name)}"

@@ -93,7 +93,7 @@ class AdminController(Controller):
         "/tasks/cleanup",
         status_code=200,
         summary="Purge terminal tasks whose retention ended before `before`",
-        responses=errors(400, 403, 413),
+        responses=errors(400, 403, 413, 429),
     )
     async def cleanup(
         self,
@@ -102,6 +102,7 @@ class AdminController(Controller):
     ) -> CleanupOut:
         gw = gateway_for(request)
         identity = await gw.admin(request)
+        await gw.rate.check("admin", "cleanup", identity.tenant, identity.subject)
         body = data or CleanupBody()
         before_ms = int(body.before.timestamp() * 1000) if body.before else int(time.time() * 1000)
         limit = 1000 if body.limit is None else body.limit

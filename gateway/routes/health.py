@@ -8,6 +8,7 @@ from litestar import MediaType, Response, get
 from litestar.datastructures import State
 
 from codeq.errors import StoreUnavailable
+from gateway.metrics import CONTENT_TYPE, Scraper
 from gateway.state import get_gateway
 
 __all__ = ["healthz", "metrics", "readyz"]
@@ -34,9 +35,5 @@ async def readyz(state: State) -> Response[dict[str, str]]:
 
 @get("/metrics", tags=["operations"], media_type=MediaType.TEXT, summary="Prometheus text")
 async def metrics(state: State) -> Response[Any]:
-    gw = get_gateway(state)
-    gw.metrics.long_polls_waiting.set(gw.waker.waiting())
-    return Response(
-        gw.metrics.render(),
-        media_type="text/plain; version=0.0.4; charset=utf-8",
-    )
+    scraper: Scraper = state.scraper
+    return Response(await scraper.render(), media_type=CONTENT_TYPE)

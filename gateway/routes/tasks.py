@@ -149,30 +149,32 @@ class TaskController(Controller):
         "/",
         status_code=202,
         summary="Create a task (producer)",
-        responses={202: ok(TaskOut, "The task"), **errors(400, 409, 413)},
+        responses={202: ok(TaskOut, "The task"), **errors(400, 409, 413, 429)},
         dependencies=documents(CreateTaskBody),
     )
     async def create(self, request: AnyRequest) -> Response[bytes]:
         gw = gateway_for(request)
         identity = await gw.producer(request)  # credentials before the body is looked at
+        await gw.rate.check("producer", "create", identity.tenant, identity.subject)
         data = _decode(await request.body(), _create_decoder)
         out = await gw.engine.create(identity.tenant, _new_task(gw, data, request))
         headers = {"Idempotent-Replay": "true"} if out.replayed else {}
         if not out.replayed:
-            gw.metrics.task_created.inc()
+            gw.metrics.created(out.task.command)
         return _json(TaskOut.of(out.task), 202, headers)
 
     @post(
         "/batch",
         status_code=202,
         summary="Create up to 1000 tasks; each item stands alone (producer)",
-        responses=errors(400, 413),
+        responses=errors(400, 413, 429),
     )
     async def create_batch(
         self, request: AnyRequest, data: JSONBody[BatchCreateBody]
     ) -> BatchCreateOut:
         gw = gateway_for(request)
         identity = await gw.producer(request)
+        await gw.rate.check("producer", "create_batch", identity.tenant, identity.subject)
         if len(data.tasks) > MAX_BATCH:
             raise InvalidRequest(f"tasks: at most {MAX_BATCH} per batch", field="tasks")
         errors_out: list[BatchError] = []
@@ -197,7 +199,7 @@ class TaskController(Controller):
             else:
                 tasks.append(TaskOut.of(result.task))
                 if not result.replayed:
-                    gw.metrics.task_created.inc()
+                    gw.metrics.created(result.task.command)
         errors_out.sort(key=lambda e: e.index)
         return BatchCreateOut(tasks=tasks, errors=errors_out)
 
@@ -208,13 +210,14 @@ class TaskController(Controller):
         responses={
             200: ok(TaskOut, "The claimed task, with leaseId and leaseUntil"),
             204: ResponseSpec(data_container=None, description="Nothing became available"),
-            **errors(400, 403, 413),
+            **errors(400, 403, 413, 429),
         },
         dependencies=documents(ClaimBody),
     )
     async def claim(self, request: AnyRequest) -> Response[bytes]:
         gw = gateway_for(request)
         identity = await gw.worker(request, "codeq:claim")
+        await gw.rate.check("worker", "claim", identity.tenant, identity.subject)
         body = await _optional(request, _claim_decoder) or ClaimBody()
         commands = body.commands or [c for c in identity.event_types if c != "*"]
         if not commands:
@@ -234,7 +237,7 @@ class TaskController(Controller):
             )
         if task is None:
             return Response(b"", status_code=204)
-        gw.metrics.task_claimed.inc()
+        gw.metrics.claimed(task.command)
         return _json(TaskOut.of(task), 200)
 
     @post(
@@ -349,7 +352,11 @@ class TaskController(Controller):
             raise
         if staged:
             await asyncio.to_thread(_commit, staged)
-        gw.metrics.task_completed.labels(status=out.status.value).inc()
+        gw.metrics.completed(
+            out.command,
+            out.status.value,
+            None if out.created_at_ms is None else (out.completed_at_ms - out.created_at_ms) / 1000,
+        )
         return _json(ResultOut.of(out), 200)
 
     @get(
