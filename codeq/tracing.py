@@ -84,9 +84,11 @@ class Tracing:
         parent: str | None = None,
         kind: str = "internal",
         attributes: Mapping[str, str | int | float | bool] | None = None,
+        start_time: int | None = None,
     ) -> Iterator[Any]:
         """A span as the current one; ``parent`` is a ``traceparent`` to continue (else the
-        current span's trace, or a new one). Yields the span (``None`` when disabled)."""
+        current span's trace, or a new one); ``start_time`` (``time.time_ns()``) backdates it.
+        Yields the span (``None`` when disabled)."""
         if not self.enabled:
             yield None
             return
@@ -104,6 +106,7 @@ class Tracing:
             context=self._context(parent),
             kind=kinds[kind],
             attributes=dict(attributes or {}),
+            start_time=start_time,
         ) as span:
             yield span
 

@@ -47,6 +47,7 @@ from codeq.store.redis_store import (
     RedisStore,
     SubscriptionStore,
 )
+from codeq.tracing import Tracing
 from codeq.webhooks import sign
 from deliverers import records
 from deliverers.records import AttemptLog, Delivery
@@ -95,11 +96,14 @@ class Deliverer:
         scan_interval: float = 0.5,
         metrics: Metrics | None = None,
         rate: RateGuard | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         """``metrics``: the sink of the process (``codeq serve`` passes the gateway's); without
         one the deliverer keeps its own and serves it on ``metricsPort`` when that is set.
         ``rate``: the rate limits (default: ``rateLimit`` of the settings, on ``store``)."""
         self.store = store
+        self.tracing = tracing if tracing is not None else Tracing(settings)
+        self._owns_tracing = tracing is None
         self.dstore = DeliveryStore(store)
         self.settings = settings
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -163,6 +167,8 @@ class Deliverer:
         """Stop reading, let attempts in flight finish (bounded by ``grace``); an attempt cut
         off stays leased in the schedule and is attempted again when its lease ends."""
         self._stopping.set()
+        if self._owns_tracing:
+            self.tracing.shutdown()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -355,7 +361,23 @@ class Deliverer:
         else:
             headers["webhook-id"] = d.id
         started = _now_ms()
-        result = await self.sender.send(d.url, body, headers)
+        attributes: dict[str, str | int | float | bool] = {
+            "codeq.delivery.id": d.id,
+            "codeq.delivery.kind": d.kind,
+            "codeq.delivery.attempt": attempt_no,
+            "codeq.event_type": d.event_type,
+            "server.address": urlsplit(d.url).hostname or "",
+        }
+        # The delivery joins the task's trace; the receiver gets this span as its parent.
+        with self.tracing.span(
+            "codeq.deliver", parent=d.trace_parent, kind="client", attributes=attributes
+        ) as span:
+            own = self.tracing.traceparent()
+            if own is not None:
+                headers["traceparent"] = own
+            result = await self.sender.send(d.url, body, headers)
+            if span is not None:
+                span.set_attribute("http.response.status_code", result.status_code or 0)
         if endpoint is not None and d.endpoint_id is not None:
             mark = "ok" if result.ok else "gone" if result.status_code == 410 else "failed"
             with contextlib.suppress(StoreUnavailable):

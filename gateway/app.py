@@ -30,6 +30,7 @@ from codeq.store import open_store
 from codeq.store.rate_limits import RateLimiter
 from codeq.store.redis_store import RedisStore
 from codeq.sweeper import Sweeper
+from codeq.tracing import Tracing
 from gateway.errors import exception_handlers
 from gateway.hotpath import HotPath
 from gateway.metrics import Metrics, Scraper
@@ -58,6 +59,7 @@ def create_app(
     environ: dict[str, str] | None = None,
     close_store: bool | None = None,
     rate_limiter: RateLimiter | None = None,
+    tracing: Tracing | None = None,
 ) -> Litestar:
     """Build the gateway app. ``store``/``auth`` are opened from the settings when not given.
     The app closes the store on shutdown when it opened it, or when ``close_store`` says so
@@ -77,6 +79,7 @@ def create_app(
         waker=Waker(),
         metrics=metrics,
         rate=RateGuard(settings.rate_limit, limiter, metrics),
+        tracing=tracing if tracing is not None else Tracing(settings),
     )
     scraper = Scraper(metrics, the_store, gateway.waker)
 
@@ -107,6 +110,7 @@ def create_app(
                 allow_loopback=the_auth.dev_mode,
                 metrics=metrics,  # one process, one /metrics
                 rate=gateway.rate,
+                tracing=gateway.tracing,
             )
             await deliverer.start()
         metrics_server = await _metrics_port(settings, scraper)
@@ -128,6 +132,7 @@ def create_app(
             await the_auth.aclose()
             if owns_store:
                 await the_store.close()
+            gateway.tracing.shutdown()  # flushes what the exporter still holds
 
     app = Litestar(
         route_handlers=[

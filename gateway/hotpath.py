@@ -20,11 +20,20 @@ import msgspec
 from litestar import Litestar, Response
 from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException
-from litestar.types import HTTPResponseBodyEvent, HTTPResponseStartEvent, Receive, Scope, Send
+from litestar.types import (
+    ASGIApp,
+    HTTPResponseBodyEvent,
+    HTTPResponseStartEvent,
+    Message,
+    Receive,
+    Scope,
+    Send,
+)
 
 from codeq.errors import CodeQError
+from codeq.tracing import Tracing
 from gateway.errors import handle_codeq_error, handle_http, handle_unexpected
-from gateway.middleware import RequestIdMiddleware
+from gateway.middleware import RequestIdMiddleware, route_template
 from gateway.routes.tasks import TaskController
 
 __all__ = ["HotPath"]
@@ -119,16 +128,38 @@ class HotPath:
         self.app = app
         self.limit = app.state.gateway.settings.max_body_bytes
         self._hot = RequestIdMiddleware(self._serve, metrics=app.state.gateway.metrics)
+        self.tracing: Tracing = app.state.gateway.tracing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] == ScopeType.HTTP
-            and scope.get("method") == "POST"
-            and _route(scope["path"])
-        ):
-            await self._hot(scope, receive, send)
-        else:
+        if scope["type"] != ScopeType.HTTP:
             await self.app(scope, receive, send)
+            return
+        target = self._hot if scope.get("method") == "POST" and _route(scope["path"]) else self.app
+        if not self.tracing.enabled:
+            await target(scope, receive, send)
+            return
+        await self._traced(target, scope, receive, send)
+
+    async def _traced(self, target: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+        """A server span per request, continuing the caller's ``traceparent``."""
+        parent = _Headers(scope["headers"]).get("traceparent")
+        method = scope.get("method", "")
+        status = 0
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        with self.tracing.span(f"{method} {scope['path']}", parent=parent, kind="server") as span:
+            try:
+                await target(scope, receive, send_status)
+            finally:
+                span.update_name(f"{method} {route_template(scope)}")  # bounded names
+                span.set_attribute("http.request.method", method)
+                span.set_attribute("http.route", route_template(scope))
+                span.set_attribute("http.response.status_code", status)
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         found = _route(scope["path"])

@@ -17,6 +17,7 @@ from codeq.events import EventTail
 from codeq.rate_limits import RateGuard
 from codeq.settings import Settings
 from codeq.store.redis_store import RedisStore
+from codeq.tracing import Tracing
 from gateway.metrics import Metrics
 from gateway.waker import Waker
 
@@ -32,6 +33,7 @@ class Gateway:
     waker: Waker
     metrics: Metrics
     rate: RateGuard
+    tracing: Tracing
     shutting_down: asyncio.Event = field(default_factory=asyncio.Event)
     tail: EventTail | None = None  # set by the lifespan while it runs
 

@@ -9,6 +9,7 @@ import binascii
 import contextlib
 import re
 import secrets
+import time
 from datetime import UTC
 from pathlib import Path
 from typing import Any
@@ -76,7 +77,8 @@ def _new_task(gw: Gateway, body: CreateTaskBody, request: AnyRequest) -> NewTask
         idempotency_key=body.idempotency_key,
         run_at_ms=run_at_ms,
         delay_seconds=body.delay_seconds,
-        trace_parent=request.headers.get("traceparent"),
+        # With tracing on, the current span (in the caller's trace, if it sent one).
+        trace_parent=gw.tracing.traceparent() or request.headers.get("traceparent"),
         trace_state=request.headers.get("tracestate"),
     )
 
@@ -157,7 +159,8 @@ class TaskController(Controller):
         identity = await gw.producer(request)  # credentials before the body is looked at
         await gw.rate.check("producer", "create", identity.tenant, identity.subject)
         data = _decode(await request.body(), _create_decoder)
-        out = await gw.engine.create(identity.tenant, _new_task(gw, data, request))
+        with gw.tracing.span("codeq.create", attributes={"codeq.command": data.command[:128]}):
+            out = await gw.engine.create(identity.tenant, _new_task(gw, data, request))
         headers = {"Idempotent-Replay": "true"} if out.replayed else {}
         if not out.replayed:
             gw.metrics.created(out.task.command)
@@ -229,6 +232,7 @@ class TaskController(Controller):
             raise InvalidRequest(
                 f"waitSeconds: must be between 0 and {MAX_WAIT_SECONDS}", field="waitSeconds"
             )
+        started_ns = time.time_ns()
         if body.wait_seconds > 0:
             task = await _long_poll(gw, request, identity, commands, body)
         else:
@@ -237,6 +241,14 @@ class TaskController(Controller):
             )
         if task is None:
             return Response(b"", status_code=204)
+        if gw.tracing.enabled:  # the transition, in the task's trace (not the poller's)
+            with gw.tracing.span(
+                "codeq.claim",
+                parent=task.trace_parent,
+                start_time=started_ns,
+                attributes={"codeq.task.id": task.id, "codeq.command": task.command},
+            ):
+                pass
         gw.metrics.claimed(task.command)
         return _json(TaskOut.of(task), 200)
 
@@ -325,31 +337,33 @@ class TaskController(Controller):
         # the result is accepted: a refused submit (not the owner, a second result) never
         # touches files a previous, accepted result points at.
         staged: list[tuple[Path, Path]] = []
-        try:
-            artifacts = await _store_artifacts(gw, identity.tenant, task_id, data, staged)
-            if data.status == "COMPLETED":
-                out = await gw.engine.complete(
-                    identity.tenant,
-                    task_id,
-                    identity.subject,
-                    result=result_text or "{}",
-                    lease_id=data.lease_id,
-                    artifacts=artifacts,
-                )
-            else:
-                out = await gw.engine.fail(
-                    identity.tenant,
-                    task_id,
-                    identity.subject,
-                    error=data.error or "",
-                    lease_id=data.lease_id,
-                    result=result_text,
-                    artifacts=artifacts,
-                )
-        except BaseException:
-            if staged:
-                await asyncio.to_thread(_discard, staged)
-            raise
+        span = {"codeq.task.id": task_id, "codeq.result.status": data.status}
+        with gw.tracing.span("codeq.result", attributes=span):
+            try:
+                artifacts = await _store_artifacts(gw, identity.tenant, task_id, data, staged)
+                if data.status == "COMPLETED":
+                    out = await gw.engine.complete(
+                        identity.tenant,
+                        task_id,
+                        identity.subject,
+                        result=result_text or "{}",
+                        lease_id=data.lease_id,
+                        artifacts=artifacts,
+                    )
+                else:
+                    out = await gw.engine.fail(
+                        identity.tenant,
+                        task_id,
+                        identity.subject,
+                        error=data.error or "",
+                        lease_id=data.lease_id,
+                        result=result_text,
+                        artifacts=artifacts,
+                    )
+            except BaseException:
+                if staged:
+                    await asyncio.to_thread(_discard, staged)
+                raise
         if staged:
             await asyncio.to_thread(_commit, staged)
         gw.metrics.completed(

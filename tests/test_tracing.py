@@ -1,0 +1,96 @@
+"""Tracing (issue E): with an in-memory exporter, one task's create, claim, result and result
+callback share one trace id, and the callback request carries it to the receiver."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from codeq.client import AsyncCodeQClient
+from codeq.settings import Settings
+from codeq.store.keys import KeySchema
+from codeq.store.redis_store import RedisStore
+from codeq.tracing import Tracing
+from gateway.app import create_app
+from gateway.hotpath import HotPath
+from tests.asgi import serve_in_process
+from tests.receivers import receiver
+from tests.servers import wait_for
+
+TOKEN = "trace-token"
+
+
+def trace_id(traceparent: str) -> str:
+    version, trace, _span, _flags = traceparent.split("-")
+    assert version == "00" and len(trace) == 32
+    return trace
+
+
+async def test_one_task_is_one_trace() -> None:
+    exporter = InMemorySpanExporter()
+    settings = Settings(webhook_hmac_secret="whsec_dHJhY2luZy10cmFjaW5nLXRyYWNpbmctdHJhY2luZw==")
+    store = RedisStore.embedded(KeySchema("trace"))
+    app = create_app(
+        settings,
+        store=store,
+        run_deliverers=True,
+        environ={"CODEQ_DEV_TOKEN": TOKEN},
+        tracing=Tracing(settings, exporter=exporter),
+    )
+    with receiver() as hooks:
+        async with serve_in_process(app):
+            transport = httpx.ASGITransport(app=HotPath(app))
+            async with AsyncCodeQClient(
+                "http://testserver", token=TOKEN, transport=transport
+            ) as cq:
+                task = await cq.create_task("TRACED", {"n": 1}, webhook=hooks.url)
+                assert task.trace_parent is not None  # the create request's span
+                claimed = await cq.claim(["TRACED"])
+                assert claimed is not None and claimed.trace_parent == task.trace_parent
+                await cq.heartbeat(claimed)
+                await cq.complete(claimed, {"ok": True})
+                # In a thread: the deliverer runs on this event loop.
+                await asyncio.to_thread(
+                    wait_for, lambda: hooks.count() >= 1, timeout=10, message="no callback"
+                )
+
+    trace = trace_id(task.trace_parent)
+    callback = hooks.received[0]
+    assert trace_id(callback.headers["traceparent"]) == trace  # the receiver joins the trace
+
+    spans = exporter.get_finished_spans()
+    in_trace = {s.name for s in spans if f"{s.context.trace_id:032x}" == trace}
+    for name in (
+        "POST /v1/codeq/tasks",  # the create request
+        "codeq.create",
+        "codeq.claim",  # the claim transition (its request has the worker's own trace)
+        "POST /v1/codeq/tasks/{task_id}/heartbeat",  # the SDK sends the task's traceparent
+        "POST /v1/codeq/tasks/{task_id}/result",
+        "codeq.result",
+        "codeq.deliver",
+    ):
+        assert name in in_trace, f"{name} not in the task's trace: {sorted(in_trace)}"
+    deliver = next(s for s in spans if s.name == "codeq.deliver")
+    assert (
+        deliver.attributes is not None and deliver.attributes["codeq.delivery.kind"] == "callback"
+    )
+
+
+async def test_tracing_off_costs_nothing_and_stores_the_callers_context() -> None:
+    settings = Settings()
+    tracing = Tracing(settings)
+    assert tracing.enabled is False and tracing.traceparent() is None
+    with tracing.span("x") as span:
+        assert span is None
+    store = RedisStore.embedded(KeySchema("notrace"))
+    app = create_app(settings, store=store, environ={"CODEQ_DEV_TOKEN": TOKEN})
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    async with serve_in_process(app) as c:
+        r = await c.post(
+            "/v1/codeq/tasks",
+            json={"command": "PLAIN", "payload": 1},
+            headers={"Authorization": f"Bearer {TOKEN}", "traceparent": parent},
+        )
+        assert r.status_code == 202 and r.json()["traceParent"] == parent
