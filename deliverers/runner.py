@@ -164,21 +164,33 @@ class Deliverer:
         self._tasks.append(asyncio.create_task(coro, name=name))  # type: ignore[arg-type]
 
     async def stop(self, grace: float = 10.0) -> None:
-        """Stop reading, let attempts in flight finish (bounded by ``grace``); an attempt cut
-        off stays leased in the schedule and is attempted again when its lease ends."""
+        """Stop reading. The batch being handled finishes (its events become deliveries and
+        are acknowledged) and attempts in flight finish, all within ``grace``; then this
+        consumer's liveness keys go, so another deliverer takes over anything it still holds
+        at once rather than after ``consumerTtlSeconds``. An attempt cut off stays leased in
+        the schedule and is attempted again when its lease ends."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
         self._stopping.set()
-        if self._owns_tracing:
-            self.tracing.shutdown()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._tasks:
+            # Each loop sees the flag after its current read (block_ms) and batch.
+            _, busy = await asyncio.wait(set(self._tasks), timeout=max(0.0, deadline - loop.time()))
+            for task in busy:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         if self._inflight:
-            _, pending = await asyncio.wait(set(self._inflight), timeout=grace)
+            _, pending = await asyncio.wait(
+                set(self._inflight), timeout=max(0.0, deadline - loop.time())
+            )
             for task in pending:
                 task.cancel()
+        with contextlib.suppress(StoreUnavailable):
+            for p in range(self.store.keys.partitions):
+                for group in self._handlers:
+                    await self.dstore.release(p, group, self.consumer)
+        if self._owns_tracing:
+            self.tracing.shutdown()
         if self._owns_sender:
             await self.sender.aclose()
         if self._metrics_server is not None:

@@ -686,6 +686,10 @@ class DeliveryStore:
     async def heartbeat(self, partition: int, group: str, consumer: str, ttl_s: int) -> None:
         await self._cmd("set", self.keys.consumer_alive(partition, group, consumer), 1, ex=ttl_s)
 
+    async def release(self, partition: int, group: str, consumer: str) -> None:
+        """A consumer that stops says so: it is dead to the others from now on."""
+        await self._cmd("delete", self.keys.consumer_alive(partition, group, consumer))
+
     async def alive(self, partition: int, group: str, consumer: str) -> bool:
         key = self.keys.consumer_alive(partition, group, consumer)
         return bool(await self._cmd("exists", key))
