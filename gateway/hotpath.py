@@ -35,6 +35,7 @@ from codeq.tracing import Tracing
 from gateway.errors import handle_codeq_error, handle_http, handle_unexpected
 from gateway.middleware import RequestIdMiddleware, route_template
 from gateway.routes.tasks import TaskController
+from gateway.state import note
 
 __all__ = ["HotPath"]
 
@@ -166,6 +167,8 @@ class HotPath:
         assert found is not None
         handler, task_id = found
         request = HotRequest(scope, receive, self.app, self.limit)
+        if task_id is not None:
+            note(request, task_id=task_id)
         try:
             if task_id is None:
                 response = await handler(None, request)

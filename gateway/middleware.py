@@ -37,6 +37,17 @@ def request_id_of(scope: Scope) -> str:
     return str(scope.get("state", {}).get("request_id", ""))
 
 
+def _noted(scope: Scope) -> dict[str, str]:
+    """``tenant`` and ``taskId`` when the handler noted them (gateway.state.note)."""
+    state = scope.get("state", {})
+    out = {}
+    if "tenant" in state:
+        out["tenant"] = str(state["tenant"])
+    if "task_id" in state:
+        out["taskId"] = str(state["task_id"])
+    return out
+
+
 def route_template(scope: Scope) -> str:
     """The template of the route that served a request; ``unmatched`` when none did."""
     template = scope.get("path_template")
@@ -96,5 +107,6 @@ class RequestIdMiddleware(MiddlewareProtocol):
                         "path": scope.get("path"),
                         "status": status,
                         "durationMs": round(elapsed * 1000, 2),
+                        **_noted(scope),
                     },
                 )

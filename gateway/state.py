@@ -21,7 +21,7 @@ from codeq.tracing import Tracing
 from gateway.metrics import Metrics
 from gateway.waker import Waker
 
-__all__ = ["Gateway", "gateway_for", "get_gateway"]
+__all__ = ["Gateway", "gateway_for", "get_gateway", "note"]
 
 
 @dataclass
@@ -38,22 +38,37 @@ class Gateway:
     tail: EventTail | None = None  # set by the lifespan while it runs
 
     async def producer(self, request: Request[object, object, State]) -> Identity:
-        return await self.auth.for_producer(request.headers.get("authorization"))
+        identity = await self.auth.for_producer(request.headers.get("authorization"))
+        note(request, tenant=identity.tenant)
+        return identity
 
     async def worker(self, request: Request[object, object, State], scope: str) -> Identity:
         identity = await self.auth.for_worker(request.headers.get("authorization"))
+        note(request, tenant=identity.tenant)
         if not identity.has_scope(scope):
             raise Forbidden(f"the token lacks scope {scope}")
         return identity
 
     async def anyone(self, request: Request[object, object, State]) -> Identity:
-        return await self.auth.for_any(request.headers.get("authorization"))
+        identity = await self.auth.for_any(request.headers.get("authorization"))
+        note(request, tenant=identity.tenant)
+        return identity
 
     async def admin(self, request: Request[object, object, State]) -> Identity:
         identity = await self.auth.for_any(request.headers.get("authorization"))
+        note(request, tenant=identity.tenant)
         if not identity.is_admin:
             raise Forbidden("admin credentials required")
         return identity
+
+
+def note(request: Any, *, tenant: str | None = None, task_id: str | None = None) -> None:
+    """Fields for the request's access-log line (``tenant``, ``taskId``): never secrets."""
+    state = request.scope.setdefault("state", {})
+    if tenant is not None:
+        state["tenant"] = tenant
+    if task_id is not None:
+        state["task_id"] = task_id
 
 
 def gateway_for(request: Request[Any, Any, Any]) -> Gateway:

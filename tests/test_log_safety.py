@@ -83,6 +83,11 @@ def test_a_debug_run_logs_no_token_secret_or_payload() -> None:
         assert {"ts", "level", "msg"} <= set(record)
     access = [json.loads(line) for line in lines if '"codeq.access"' in line]
     assert access and all(a.get("requestId") for a in access)
+    # Each line says whose request it was and which task (fast path and Litestar routes alike).
+    routes = {(a["method"], a["path"].replace(task.id, "{id}")): a for a in access
+              if a.get("taskId") == task.id}  # fmt: skip
+    for key in [("POST", "/v1/codeq/tasks"), ("POST", "/v1/codeq/tasks/{id}/result")]:
+        assert routes[key]["tenant"] == "acme", sorted(routes)
     for needle in (
         producer,
         worker,

@@ -46,7 +46,7 @@ from gateway.schemas import (
     TaskWithResultOut,
     rfc3339,
 )
-from gateway.state import Gateway, gateway_for
+from gateway.state import Gateway, gateway_for, note
 
 __all__ = ["TaskController"]
 
@@ -161,6 +161,7 @@ class TaskController(Controller):
         data = _decode(await request.body(), _create_decoder)
         with gw.tracing.span("codeq.create", attributes={"codeq.command": data.command[:128]}):
             out = await gw.engine.create(identity.tenant, _new_task(gw, data, request))
+        note(request, task_id=out.task.id)
         headers = {"Idempotent-Replay": "true"} if out.replayed else {}
         if not out.replayed:
             gw.metrics.created(out.task.command)
@@ -241,6 +242,7 @@ class TaskController(Controller):
             )
         if task is None:
             return Response(b"", status_code=204)
+        note(request, task_id=task.id)
         if gw.tracing.enabled:  # the transition, in the task's trace (not the poller's)
             with gw.tracing.span(
                 "codeq.claim",
@@ -380,6 +382,7 @@ class TaskController(Controller):
     )
     async def get_task(self, request: AnyRequest, task_id: FromPath[str]) -> TaskOut:
         gw = gateway_for(request)
+        note(request, task_id=task_id)
         identity = await gw.anyone(request)
         return TaskOut.of(await gw.engine.get_task(identity.tenant, task_id))
 
@@ -390,6 +393,7 @@ class TaskController(Controller):
     )
     async def get_result(self, request: AnyRequest, task_id: FromPath[str]) -> TaskWithResultOut:
         gw = gateway_for(request)
+        note(request, task_id=task_id)
         identity = await gw.anyone(request)
         task, result = await gw.engine.get_result(identity.tenant, task_id)
         return TaskWithResultOut(task=TaskOut.of(task), result=ResultOut.of(result))
