@@ -363,3 +363,18 @@ def test_every_error_status_has_its_type(status: int, kind: type[Exception]) -> 
     err = error_of(httpx.Response(status, json={"error": "message", "code": "some_code"}))
     assert type(err) is kind and err.message == "message" and err.code == "some_code"
     assert err.status == status
+
+
+def test_rate_limited_from_a_live_server_carries_retry_after() -> None:
+    env = {
+        "RATE_LIMIT_PRODUCER_REQUESTS_PER_MINUTE": "6",
+        "RATE_LIMIT_PRODUCER_BURST_SIZE": "2",
+    }
+    with serve(env) as s, CodeQClient(s.base, token=TOKEN, retries=0) as cq:
+        command = unique("LIMITED")
+        cq.create_task(command, {})
+        cq.create_task(command, {})
+        with pytest.raises(RateLimited) as exc:
+            cq.create_task(command, {})
+    assert exc.value.status == 429 and exc.value.code == "rate_limited"
+    assert 1 <= exc.value.retry_after <= 10  # one token per 10 s
