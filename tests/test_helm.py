@@ -1,5 +1,9 @@
 """The Helm chart, checked by the real Helm binary (tests/helm_tool.py), the Kubernetes JSON
-schemas (kubernetes-validate) and codeQ's own settings loader."""
+schemas (kubernetes-validate) and codeQ's own settings loader.
+
+Every variant in ``helm/codeq/ci/`` is linted and rendered once per session; test-only values
+(distinctive secrets, values the schema must refuse) live in ``tests/helm_values/``.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import base64
 import functools
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,17 +21,34 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from codeq.auth import AuthConfigError, JwksAuthenticator, build_auth
+from codeq.settings import MASK, Settings
 from tests.helm_tool import helm_binary
 
-CHART = Path(__file__).resolve().parent.parent / "helm" / "codeq"
+ROOT = Path(__file__).resolve().parent.parent
+CHART = ROOT / "helm" / "codeq"
+TEST_VALUES = Path(__file__).resolve().parent / "helm_values"
 VARIANTS = sorted(p.name.removesuffix("-values.yaml") for p in (CHART / "ci").glob("*-values.yaml"))
-K8S_VERSION = "1.33.0"
-# Secret values that must only ever appear in the Secret.
-SECRETS = {
-    "secrets.webhookHmacSecret": "whsec_c2VjcmV0LWhtYWMtdmFsdWUtZm9yLXRoZS1jaGFydA==",
-    "secrets.redisPassword": "redis-pass-3b91c4",
-}
-AUTH = {"tokens": {"prod-token-a8d2e7": {"sub": "p1", "tenantId": "acme"}}}
+ALL = [None, *VARIANTS]  # None: the chart's default values
+# The oldest Kubernetes minor still supported upstream, and the newest the package ships.
+K8S_VERSIONS = ("1.31.0", kubernetes_validate.latest_version())
+RELEASE = "rel"
+NAMESPACE = "codeq"
+
+Doc = dict[str, Any]
+SECRET_VALUES = yaml.safe_load((TEST_VALUES / "secrets.yaml").read_text())["secrets"]
+# Strings that must never leave the Secret (the auth configs are secret as a whole; their
+# audiences make them recognisable).
+DISTINCTIVE = [
+    SECRET_VALUES["webhookHmacSecret"],
+    SECRET_VALUES["redisPassword"],
+    SECRET_VALUES["producerAuthConfig"]["audience"],
+    SECRET_VALUES["workerAuthConfig"]["audience"],
+]
+CODEQ = Path(sys.executable).parent / "codeq"
+
+
+# ---------------------------------------------------------------------------------- helpers
 
 
 @functools.cache
@@ -38,39 +60,73 @@ def run_helm(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([helm(), *args], capture_output=True, text=True, timeout=120)
 
 
+def variant_args(variant: str | None) -> list[str]:
+    return ["-f", str(CHART / "ci" / f"{variant}-values.yaml")] if variant else []
+
+
 @functools.cache
-def render(variant: str | None, *extra: str) -> list[dict[str, Any]]:
-    args = ["template", "rel", str(CHART), "--namespace", "codeq"]
-    if variant:
-        args += ["-f", str(CHART / "ci" / f"{variant}-values.yaml")]
-    done = run_helm(*args, *extra)
+def render(variant: str | None, *extra: str) -> list[Doc]:
+    """The manifests of ``helm template`` (cached: tests only read them)."""
+    done = run_helm(
+        "template", RELEASE, str(CHART), "--namespace", NAMESPACE, *variant_args(variant), *extra
+    )
     assert done.returncode == 0, done.stderr
     return [d for d in yaml.safe_load_all(done.stdout) if d]
 
 
-def of_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+def render_with_secrets(variant: str | None) -> list[Doc]:
+    return render(variant, "-f", str(TEST_VALUES / "secrets.yaml"))
+
+
+def values_of(variant: str | None) -> Doc:
+    if variant is None:
+        return {}
+    loaded: Doc = yaml.safe_load((CHART / "ci" / f"{variant}-values.yaml").read_text())
+    return loaded
+
+
+def of_kind(docs: list[Doc], kind: str) -> list[Doc]:
     return [d for d in docs if d["kind"] == kind]
 
 
-def named(docs: list[dict[str, Any]], kind: str, suffix: str) -> dict[str, Any]:
-    found = [d for d in of_kind(docs, kind) if d["metadata"]["name"].endswith(suffix)]
-    assert len(found) == 1, f"{kind} *{suffix}: {len(found)} found"
+def named(docs: list[Doc], kind: str, name: str) -> Doc:
+    found = [d for d in of_kind(docs, kind) if d["metadata"]["name"] == name]
+    assert len(found) == 1, f"{kind} {name}: {len(found)} found"
     return found[0]
 
 
-def container(deployment: dict[str, Any]) -> dict[str, Any]:
-    containers = deployment["spec"]["template"]["spec"]["containers"]
+def full(suffix: str) -> str:
+    return f"{RELEASE}-codeq-{suffix}" if suffix else f"{RELEASE}-codeq"
+
+
+def pod_spec(workload: Doc) -> Doc:
+    spec: Doc = workload["spec"]["template"]["spec"]
+    return spec
+
+
+def pod_labels(workload: Doc) -> Doc:
+    labels: Doc = workload["spec"]["template"]["metadata"]["labels"]
+    return labels
+
+
+def container(workload: Doc) -> Doc:
+    containers = pod_spec(workload)["containers"]
     assert len(containers) == 1
-    return containers[0]
+    first: Doc = containers[0]
+    return first
 
 
-def test_helm_lint_passes_for_every_variant() -> None:
-    for variant in [None, *VARIANTS]:
-        args = ["lint", str(CHART), "--strict"]
-        if variant:
-            args += ["-f", str(CHART / "ci" / f"{variant}-values.yaml")]
-        done = run_helm(*args)
-        assert done.returncode == 0, f"{variant}: {done.stdout}{done.stderr}"
+def secret_env(secret: Doc) -> dict[str, str]:
+    env = dict(secret.get("stringData") or {})
+    env |= {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+    return env
+
+
+def matches(match_labels: Doc, labels: Doc) -> bool:
+    return bool(match_labels) and all(labels.get(k) == v for k, v in match_labels.items())
+
+
+# ------------------------------------------------------------------------- lint and schemas
 
 
 def test_the_documented_variants_exist() -> None:
@@ -80,139 +136,440 @@ def test_the_documented_variants_exist() -> None:
         "external-redis",
         "hpa",
         "ingress",
+        "metrics-port",
         "networkpolicy",
         "servicemonitor",
     }
 
 
-@pytest.mark.parametrize("variant", [None, *VARIANTS])
+@pytest.mark.parametrize("variant", ALL)
+def test_helm_lint_passes(variant: str | None) -> None:
+    done = run_helm("lint", str(CHART), "--strict", *variant_args(variant))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("variant", ALL)
 def test_every_manifest_validates_against_the_kubernetes_schemas(variant: str | None) -> None:
-    docs = render(variant)
-    assert docs
+    docs = render_with_secrets(variant)
+    assert len(docs) >= 6
     for doc in docs:
         if doc["apiVersion"] == "monitoring.coreos.com/v1":
-            # A CRD: not in the Kubernetes schemas; its shape is checked here.
-            assert doc["kind"] == "ServiceMonitor"
-            endpoints = doc["spec"]["endpoints"]
-            assert endpoints[0]["port"] == "http" and endpoints[0]["path"] == "/metrics"
+            check_service_monitor(doc, docs)
             continue
-        try:
-            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
-        except kubernetes_validate.ValidationError as exc:
-            raise AssertionError(f"{doc['kind']} {doc['metadata']['name']}: {exc}") from None
+        for version in K8S_VERSIONS:
+            try:
+                kubernetes_validate.validate(doc, version, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                name = f"{doc['kind']} {doc['metadata']['name']}"
+                raise AssertionError(f"{name} (Kubernetes {version}): {exc.message}") from None
+
+
+def check_service_monitor(doc: Doc, docs: list[Doc]) -> None:
+    """A Prometheus Operator CRD, not in the Kubernetes schemas: its shape, and that it points
+    at a port the gateway Service has."""
+    assert doc["kind"] == "ServiceMonitor"
+    assert doc["metadata"]["name"]
+    service = named(docs, "Service", full(""))
+    assert matches(doc["spec"]["selector"]["matchLabels"], service["metadata"]["labels"])
+    endpoints = doc["spec"]["endpoints"]
+    assert isinstance(endpoints, list) and endpoints
+    port_names = {p["name"] for p in service["spec"]["ports"]}
+    for endpoint in endpoints:
+        assert endpoint["path"] == "/metrics"
+        assert endpoint["port"] in port_names
+        assert re.fullmatch(r"\d+[smh]", endpoint["interval"])
+
+
+@pytest.mark.parametrize(
+    ("values_file", "named_in_error"),
+    [
+        ("wrong-type.yaml", "replicas"),
+        ("secret-in-config.yaml", "webhookHmacSecret"),
+        ("password-in-redis-url.yaml", "redisUrl"),
+        ("unknown-key.yaml", "gatway"),
+    ],
+)
+def test_the_values_schema_rejects(values_file: str, named_in_error: str) -> None:
+    bad = str(TEST_VALUES / values_file)
+    rendered = run_helm("template", RELEASE, str(CHART), "-f", bad)
+    assert rendered.returncode != 0, f"{values_file} rendered"
+    assert named_in_error in rendered.stderr
+    linted = run_helm("lint", str(CHART), "-f", bad)
+    assert linted.returncode != 0, f"{values_file} linted"
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("externalRedis.addr=redis.data:6379", "set kvrocks.enabled=false"),
+        ("config.redisCluster=true", "the in-chart KVRocks is one node"),
+        ("kvrocks.enabled=false", "externalRedis.addr is required"),
+    ],
+)
+def test_contradictory_store_settings_fail_to_render(setting: str, message: str) -> None:
+    done = run_helm("template", RELEASE, str(CHART), "--set", setting)
+    assert done.returncode != 0
+    assert message in done.stderr
+
+
+# -------------------------------------------------------------------------------- variants
 
 
 def test_variants_render_what_they_switch_on() -> None:
-    assert of_kind(render("ingress"), "Ingress")
-    hpas = of_kind(render("hpa"), "HorizontalPodAutoscaler")
+    default = render(None)
+    assert not of_kind(default, "Ingress")
+    assert not of_kind(default, "HorizontalPodAutoscaler")
+    assert not of_kind(default, "ServiceMonitor")
+    assert not of_kind(default, "NetworkPolicy")
+
+    ingress = named(render("ingress"), "Ingress", full(""))
+    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert backend == {"name": full(""), "port": {"name": "http"}}
+    service = named(render("ingress"), "Service", full(""))
+    assert "http" in {p["name"] for p in service["spec"]["ports"]}
+    assert ingress["spec"]["tls"][0]["secretName"] == "queue-example-com-tls"
+
+    hpa_docs = render("hpa")
+    hpas = of_kind(hpa_docs, "HorizontalPodAutoscaler")
     assert sorted(h["spec"]["scaleTargetRef"]["name"] for h in hpas) == [
-        "rel-codeq-deliverer",
-        "rel-codeq-gateway",
+        full("deliverer"),
+        full("gateway"),
     ]
-    assert all("replicas" not in d["spec"] for d in of_kind(render("hpa"), "Deployment"))
+    assert all(h["apiVersion"] == "autoscaling/v2" for h in hpas)
+    # The HPA owns the replica count: the Deployments must not fight it on each upgrade.
+    assert all("replicas" not in d["spec"] for d in of_kind(hpa_docs, "Deployment"))
+    assert all("replicas" in d["spec"] for d in of_kind(default, "Deployment"))
+
     assert of_kind(render("servicemonitor"), "ServiceMonitor")
-    assert len(of_kind(render("networkpolicy"), "NetworkPolicy")) == 3
+
+    policies = {p["metadata"]["name"]: p for p in of_kind(render("networkpolicy"), "NetworkPolicy")}
+    assert set(policies) == {full("gateway"), full("deliverer"), full("kvrocks")}
+    assert policies[full("deliverer")]["spec"]["ingress"] == []
+    # Egress stays open: webhooks go anywhere.
+    assert all(p["spec"]["policyTypes"] == ["Ingress"] for p in policies.values())
+
     for variant in ("external-redis", "existing-secret", "cluster"):
         assert not of_kind(render(variant), "StatefulSet")
-    assert of_kind(render(None), "StatefulSet")
-    assert not of_kind(render("existing-secret"), "Secret")
-    for deployment in of_kind(render("existing-secret"), "Deployment"):
-        refs = container(deployment)["envFrom"]
-        assert refs == [{"secretRef": {"name": "codeq-credentials"}}]
+    assert of_kind(default, "StatefulSet")
+
+    existing = render("existing-secret")
+    assert not of_kind(existing, "Secret")
+    for deployment in of_kind(existing, "Deployment"):
+        assert container(deployment)["envFrom"] == [{"secretRef": {"name": "codeq-credentials"}}]
 
 
-def test_processes_probes_and_security() -> None:
-    docs = render(None)
-    gateway = container(named(docs, "Deployment", "-gateway"))
-    deliverer = container(named(docs, "Deployment", "-deliverer"))
-    assert gateway["args"][0] == "gateway" and deliverer["args"] == ["deliver"]
-    assert gateway["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    assert gateway["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    for deployment in of_kind(docs, "Deployment"):
-        pod = deployment["spec"]["template"]["spec"]
+def test_network_policies_admit_what_must_get_through() -> None:
+    docs = render("networkpolicy")
+    gateway_labels = pod_labels(named(docs, "Deployment", full("gateway")))
+    deliverer_labels = pod_labels(named(docs, "Deployment", full("deliverer")))
+    kvrocks_labels = pod_labels(named(docs, "StatefulSet", full("kvrocks")))
+
+    gateway_policy = named(docs, "NetworkPolicy", full("gateway"))["spec"]
+    assert matches(gateway_policy["podSelector"]["matchLabels"], gateway_labels)
+    [rule] = gateway_policy["ingress"]
+    assert rule["ports"] == [{"port": 8080, "protocol": "TCP"}]
+    assert rule["from"] == values_of("networkpolicy")["networkPolicy"]["gatewayFrom"]
+
+    kvrocks_policy = named(docs, "NetworkPolicy", full("kvrocks"))["spec"]
+    assert matches(kvrocks_policy["podSelector"]["matchLabels"], kvrocks_labels)
+    [rule] = kvrocks_policy["ingress"]
+    assert rule["ports"] == [{"port": 6666, "protocol": "TCP"}]
+    [peer] = rule["from"]
+    selector = peer["podSelector"]
+
+    def admitted(labels: Doc) -> bool:
+        ok = matches(selector["matchLabels"], labels)
+        for expression in selector.get("matchExpressions", []):
+            assert expression["operator"] == "In"
+            ok = ok and labels.get(expression["key"]) in expression["values"]
+        return ok
+
+    assert admitted(gateway_labels) and admitted(deliverer_labels)
+    assert not admitted({**gateway_labels, "app.kubernetes.io/instance": "other"})
+    assert not admitted({"app": "something-else"})
+
+
+def test_metrics_on_their_own_port() -> None:
+    docs = render("metrics-port")
+    gateway = container(named(docs, "Deployment", full("gateway")))
+    assert {"name": "metrics", "containerPort": 9090, "protocol": "TCP"} in gateway["ports"]
+    service_ports = {p["name"]: p for p in named(docs, "Service", full(""))["spec"]["ports"]}
+    assert service_ports["metrics"]["port"] == 9090
+    [monitor] = of_kind(docs, "ServiceMonitor")
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    ingress = named(docs, "NetworkPolicy", full("gateway"))["spec"]["ingress"]
+    metrics_rule = next(r for r in ingress if r["ports"][0]["port"] == 9090)
+    assert metrics_rule["from"] == values_of("metrics-port")["networkPolicy"]["metricsFrom"]
+    config = yaml.safe_load(named(docs, "ConfigMap", full("config"))["data"]["config.yaml"])
+    assert config["metricsPort"] == 9090
+
+
+# ------------------------------------------------------------------- processes and security
+
+
+@pytest.mark.parametrize("variant", ALL)
+def test_processes_probes_and_security(variant: str | None) -> None:
+    docs = render_with_secrets(variant)
+    gateway_deployment = named(docs, "Deployment", full("gateway"))
+    deliverer_deployment = named(docs, "Deployment", full("deliverer"))
+    gateway, deliverer = container(gateway_deployment), container(deliverer_deployment)
+    # No `command`: the image's ENTRYPOINT ["codeq"] runs `codeq gateway` / `codeq deliver`.
+    assert "command" not in gateway and "command" not in deliverer
+    assert gateway["args"] == ["gateway", "--host", "0.0.0.0", "--port", "8080"]
+    assert deliverer["args"] == ["deliver"]
+    assert gateway["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert gateway["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert {"name": "http", "containerPort": 8080, "protocol": "TCP"} in gateway["ports"]
+
+    config_map = named(docs, "ConfigMap", full("config"))
+    config = yaml.safe_load(config_map["data"]["config.yaml"])
+    for deployment in (gateway_deployment, deliverer_deployment):
+        pod, c, labels = pod_spec(deployment), container(deployment), pod_labels(deployment)
+        assert matches(deployment["spec"]["selector"]["matchLabels"], labels)
         assert pod["securityContext"]["runAsNonRoot"] is True
-        assert pod["securityContext"]["runAsUser"] != 0
-        c = container(deployment)
+        assert pod["securityContext"]["runAsUser"] == 10001
+        assert pod["securityContext"]["fsGroup"] == 10001
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert pod["automountServiceAccountToken"] is False
         assert c["securityContext"]["readOnlyRootFilesystem"] is True
         assert c["securityContext"]["allowPrivilegeEscalation"] is False
         assert c["securityContext"]["capabilities"]["drop"] == ["ALL"]
-        assert pod["topologySpreadConstraints"]
-    kvrocks = named(docs, "StatefulSet", "-kvrocks")
-    assert kvrocks["spec"]["volumeClaimTemplates"]
-    assert kvrocks["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
-    conf = named(docs, "ConfigMap", "-kvrocks")["data"]["kvrocks.conf"]
-    assert "lua-strict-key-accessing yes" in conf
-    assert len(of_kind(docs, "PodDisruptionBudget")) == 2
+        [spread] = pod["topologySpreadConstraints"]
+        assert matches(spread["labelSelector"]["matchLabels"], labels)
+        annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+        assert re.fullmatch(r"[0-9a-f]{64}", annotations["checksum/config"])
+        assert pod["terminationGracePeriodSeconds"] >= config["shutdownGraceSeconds"] + 5
+
+        # What the settings loader reads: the ConfigMap's config.yaml at CODEQ_CONFIG_PATH.
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        config_path = Path(env["CODEQ_CONFIG_PATH"])
+        mount = mounts[str(config_path.parent)]
+        assert volumes[mount["name"]]["configMap"]["name"] == config_map["metadata"]["name"]
+        assert config_path.name in config_map["data"]
+        # The root filesystem is read-only: /tmp and the artifacts directory are emptyDirs.
+        for path in ("/tmp", config["localArtifactsDir"]):
+            assert "emptyDir" in volumes[mounts[path]["name"]], path
+
+    assert gateway["env"] == deliverer["env"] and gateway["envFrom"] == deliverer["envFrom"]
+
+    budgets = {p["metadata"]["name"]: p for p in of_kind(docs, "PodDisruptionBudget")}
+    assert set(budgets) == {full("gateway"), full("deliverer")}
+    for name, budget in budgets.items():
+        assert budget["apiVersion"] == "policy/v1"
+        labels = pod_labels(named(docs, "Deployment", name))
+        assert matches(budget["spec"]["selector"]["matchLabels"], labels)
+
+    service = named(docs, "Service", full(""))
+    assert matches(service["spec"]["selector"], pod_labels(gateway_deployment))
+    assert not matches(service["spec"]["selector"], pod_labels(deliverer_deployment))
+    container_ports = {p["name"] for p in gateway["ports"]}
+    assert {p["targetPort"] for p in service["spec"]["ports"]} <= container_ports
 
 
-def _secret_args() -> list[str]:
-    args = [f"--set-string={k}={v}" for k, v in SECRETS.items()]
-    args += [
-        f"--set-json=secrets.producerAuthConfig={json.dumps(AUTH)}",
-        f"--set-json=secrets.workerAuthConfig={json.dumps(AUTH)}",
-    ]
-    return args
+def test_artifacts_on_a_shared_claim() -> None:
+    docs = render(None, "--set", "artifacts.existingClaim=codeq-artifacts")
+    config = yaml.safe_load(named(docs, "ConfigMap", full("config"))["data"]["config.yaml"])
+    for deployment in of_kind(docs, "Deployment"):
+        mount = next(
+            m
+            for m in container(deployment)["volumeMounts"]
+            if m["mountPath"] == config["localArtifactsDir"]
+        )
+        [volume] = [v for v in pod_spec(deployment)["volumes"] if v["name"] == mount["name"]]
+        assert volume["persistentVolumeClaim"] == {"claimName": "codeq-artifacts"}
 
 
-def test_no_secret_value_in_any_configmap() -> None:
-    docs = render("external-redis", *_secret_args())
-    texts = [yaml.safe_dump(c) for c in of_kind(docs, "ConfigMap")]
-    assert texts
-    for value in [*SECRETS.values(), "prod-token-a8d2e7"]:
-        assert not [t for t in texts if value in t], f"{value[:8]}… is in a ConfigMap"
-    secret = named(docs, "Secret", "-secrets")
-    assert secret["stringData"]["WEBHOOK_HMAC_SECRET"] == SECRETS["secrets.webhookHmacSecret"]
+def test_a_config_change_rolls_the_pods() -> None:
+    def checksum(docs: list[Doc]) -> str:
+        deployment = named(docs, "Deployment", full("gateway"))
+        value: str = deployment["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+        return value
+
+    assert checksum(render(None)) == checksum(render(None, "--set", "gateway.replicas=3"))
+    assert checksum(render(None)) != checksum(render(None, "--set", "config.logLevel=debug"))
 
 
-def test_a_generated_hmac_secret_when_none_is_given() -> None:
-    secret = named(render(None), "Secret", "-secrets")
-    assert secret["stringData"]["WEBHOOK_HMAC_SECRET"].startswith("whsec_")
+def test_the_in_chart_kvrocks() -> None:
+    docs = render(None)
+    kvrocks = named(docs, "StatefulSet", full("kvrocks"))
+    c = container(kvrocks)
+    image, tag = c["image"].rsplit(":", 1)
+    assert image == "apache/kvrocks"
+    # 2.10.1: the first with every consumer-group command codeQ uses (spec 06).
+    assert tuple(int(p) for p in tag.split(".")) >= (2, 10, 1)
+    # The image's entrypoint names a pid file on the (read-only) root filesystem.
+    assert c["command"] == ["kvrocks"]
+    assert c["args"][:2] == ["-c", "/etc/kvrocks/kvrocks.conf"]
+    assert c["livenessProbe"]["tcpSocket"] == {"port": "kvrocks"}
+    assert "-p 6666 ping" in " ".join(c["readinessProbe"]["exec"]["command"])
+    assert {"name": "kvrocks", "containerPort": 6666, "protocol": "TCP"} in c["ports"]
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod_spec(kvrocks)["securityContext"]["runAsNonRoot"] is True
+
+    [claim] = kvrocks["spec"]["volumeClaimTemplates"]
+    data_mount = next(m for m in c["volumeMounts"] if m["name"] == claim["metadata"]["name"])
+    conf = named(docs, "ConfigMap", full("kvrocks"))["data"]["kvrocks.conf"]
+    lines = set(conf.splitlines())
+    assert f"dir {data_mount['mountPath']}" in lines
+    assert "lua-strict-key-accessing yes" in lines
+    assert "port 6666" in lines
+    assert f"backup-dir {data_mount['mountPath']}/backup" in lines  # on the volume, not /tmp
+
+    service = named(docs, "Service", full("kvrocks"))
+    assert service["spec"]["clusterIP"] == "None"
+    assert kvrocks["spec"]["serviceName"] == service["metadata"]["name"]
+    assert matches(service["spec"]["selector"], pod_labels(kvrocks))
+    config = yaml.safe_load(named(docs, "ConfigMap", full("config"))["data"]["config.yaml"])
+    assert config["redisAddr"] == f"{service['metadata']['name']}:6666"
+
+    # requirepass: the Secret's REDIS_PASSWORD, which the codeQ pods get too.
+    secret = named(docs, "Secret", full("secrets"))
+    assert len(secret_env(secret)["REDIS_PASSWORD"]) >= 32
+    assert c["args"][2:] == ["--requirepass", "$(REDIS_PASSWORD)"]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": secret["metadata"]["name"],
+        "key": "REDIS_PASSWORD",
+    }
+
+    without_auth = render(None, "--set", "kvrocks.auth.enabled=false")
+    c = container(named(without_auth, "StatefulSet", full("kvrocks")))
+    assert c["args"] == ["-c", "/etc/kvrocks/kvrocks.conf"]
+    assert "env" not in c
+    assert "REDIS_PASSWORD" not in secret_env(named(without_auth, "Secret", full("secrets")))
 
 
-@pytest.mark.parametrize("variant", ["external-redis", "cluster"])
-def test_the_pods_config_is_accepted_by_the_settings_loader(variant: str, tmp_path: Path) -> None:
-    """Render → the files and environment a pod gets → ``codeq config show``."""
-    docs = render(variant, *_secret_args())
-    config = named(docs, "ConfigMap", "-config")["data"]["config.yaml"]
-    path = tmp_path / "config.yaml"
-    path.write_text(config)
-    secret = named(docs, "Secret", "-secrets")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "CODEQ_"))}
-    env |= dict(secret.get("stringData", {}))
-    env |= {k: base64.b64decode(v).decode() for k, v in secret.get("data", {}).items()}
-    gateway = container(named(docs, "Deployment", "-gateway"))
+def test_generated_secrets_when_none_are_given() -> None:
+    secret = secret_env(named(render(None), "Secret", full("secrets")))
+    assert secret["WEBHOOK_HMAC_SECRET"].startswith("whsec_")
+    assert len(base64.b64decode(secret["WEBHOOK_HMAC_SECRET"].removeprefix("whsec_"))) >= 32
+    # No auth material is invented: env prod then refuses to start (see the last test).
+    assert "PRODUCER_AUTH_CONFIG" not in secret
+    assert "WORKER_AUTH_CONFIG" not in secret
+
+
+# ------------------------------------------------------------------------------- secrets
+
+
+@pytest.mark.parametrize("variant", ALL)
+def test_no_secret_value_outside_the_secret(variant: str | None) -> None:
+    docs = render_with_secrets(variant)
+    assert of_kind(docs, "ConfigMap")
+    generated: list[str] = []
+    secrets = of_kind(docs, "Secret")
+    if variant == "existing-secret":
+        assert not secrets
+    else:
+        [secret] = secrets
+        stored = json.dumps(secret_env(secret))
+        # The search below is not vacuous: the values are there, in the Secret.
+        for value in DISTINCTIVE:
+            assert value in stored
+        generated = list(secret_env(secret).values())
+    for doc in docs:
+        if doc["kind"] == "Secret":
+            continue
+        text = json.dumps(doc)
+        for value in [*DISTINCTIVE, *generated]:
+            where = f"{doc['kind']} {doc['metadata']['name']}"
+            assert value not in text, f"a secret value is in {where}"
+
+
+def pod_environment(docs: list[Doc], variant: str | None) -> dict[str, str]:
+    """The variables a codeQ container gets: its ``env`` and the Secret behind ``envFrom``."""
+    gateway = container(named(docs, "Deployment", full("gateway")))
+    env: dict[str, str] = {}
+    [source] = gateway["envFrom"]
+    secret_name = source["secretRef"]["name"]
+    if variant == "existing-secret":
+        # The Secret the operator made (docs/deploy.md lists its keys).
+        assert secret_name == values_of(variant)["existingSecret"]
+        env |= {
+            "WEBHOOK_HMAC_SECRET": SECRET_VALUES["webhookHmacSecret"],
+            "REDIS_PASSWORD": SECRET_VALUES["redisPassword"],
+            "PRODUCER_AUTH_CONFIG": json.dumps(SECRET_VALUES["producerAuthConfig"]),
+            "WORKER_AUTH_CONFIG": json.dumps(SECRET_VALUES["workerAuthConfig"]),
+        }
+    else:
+        env |= secret_env(named(docs, "Secret", secret_name))
     for item in gateway["env"]:
         env[item["name"]] = item["value"]
-    assert env["CODEQ_CONFIG_PATH"] == "/etc/codeq/config.yaml"  # where the ConfigMap is mounted
-    env["CODEQ_CONFIG_PATH"] = str(path)
-    done = subprocess.run(
-        [sys.executable, "-m", "codeq.cli", "config", "show"],
+    return env
+
+
+def run_config_show(config_file: Path, pod_env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``codeq config show --config F`` with the pod's variables only (plus PATH)."""
+    assert CODEQ.exists(), f"the codeq console script is missing: {CODEQ}"
+    env = {"PATH": os.environ.get("PATH", ""), **pod_env, "CODEQ_CONFIG_PATH": str(config_file)}
+    return subprocess.run(
+        [str(CODEQ), "config", "show", "--config", str(config_file)],
         capture_output=True,
         text=True,
         env=env,
         timeout=60,
     )
+
+
+@pytest.mark.parametrize("variant", ALL)
+def test_the_pods_config_is_accepted_by_the_settings_loader(
+    variant: str | None, tmp_path: Path
+) -> None:
+    """Render → the file and environment a pod gets → ``codeq config show`` and the prod
+    start-up checks (``build_auth``) accept them."""
+    docs = render_with_secrets(variant)
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(named(docs, "ConfigMap", full("config"))["data"]["config.yaml"])
+    pod_env = pod_environment(docs, variant)
+    assert pod_env["CODEQ_CONFIG_PATH"] == "/etc/codeq/config.yaml"
+
+    done = run_config_show(config_file, pod_env)
     assert done.returncode == 0, done.stderr
     shown = json.loads(done.stdout)
-    assert shown["env"] == "prod" and shown["host"] == "0.0.0.0"
-    assert shown["webhookHmacSecret"] == "***" and shown["producerAuthConfig"] == "***"
+    assert shown["env"] == "prod" and shown["host"] == "0.0.0.0" and shown["port"] == 8080
+    for key in ("webhookHmacSecret", "producerAuthConfig", "workerAuthConfig", "redisPassword"):
+        assert shown[key] == MASK, key
+    for value in DISTINCTIVE:
+        assert value not in done.stdout + done.stderr
+    external = values_of(variant).get("externalRedis", {}).get("addr")
+    assert shown["redisAddr"] == (external or f"{full('kvrocks')}:6666")
+    config = values_of(variant).get("config", {})
+    assert shown["partitions"] == config.get("partitions", 1)
+    assert shown["redisCluster"] is config.get("redisCluster", False)
     if variant == "cluster":
         assert shown["partitions"] == 16 and shown["redisCluster"] is True
-    assert (
-        shown["redisAddr"]
-        == yaml.safe_load((CHART / "ci" / f"{variant}-values.yaml").read_text())["externalRedis"][
-            "addr"
-        ]
-    )
+
+    # What `codeq gateway` checks before it serves in env prod.
+    environ = {**pod_env, "CODEQ_CONFIG_PATH": str(config_file)}
+    auth = build_auth(Settings.load(config_file, environ=environ), environ=environ)
+    assert not auth.dev_mode
+    assert isinstance(auth.producer, JwksAuthenticator)
+    assert isinstance(auth.worker, JwksAuthenticator)
 
 
-def test_the_values_schema_rejects_a_wrong_type(tmp_path: Path) -> None:
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("gateway:\n  replicas: three\n")
-    done = run_helm("template", "rel", str(CHART), "-f", str(bad))
-    assert done.returncode != 0
-    assert "replicas" in done.stderr
-    secret_in_config = tmp_path / "secret-in-config.yaml"
-    secret_in_config.write_text("config:\n  webhookHmacSecret: oops\n")
-    done = run_helm("lint", str(CHART), "-f", str(secret_in_config))
-    assert done.returncode != 0
+def test_default_values_take_the_auth_material_from_the_environment(tmp_path: Path) -> None:
+    """The default values carry no auth configs: the settings load, but env prod refuses to
+    serve until PRODUCER_AUTH_CONFIG / WORKER_AUTH_CONFIG reach the pods."""
+    docs = render(None)
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(named(docs, "ConfigMap", full("config"))["data"]["config.yaml"])
+    pod_env = pod_environment(docs, None)
+
+    done = run_config_show(config_file, pod_env)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["webhookHmacSecret"] == MASK
+
+    environ = {**pod_env, "CODEQ_CONFIG_PATH": str(config_file)}
+    with pytest.raises(AuthConfigError, match="producerAuthConfig"):
+        build_auth(Settings.load(config_file, environ=environ), environ=environ)
+
+    environ |= {
+        "PRODUCER_AUTH_CONFIG": json.dumps(SECRET_VALUES["producerAuthConfig"]),
+        "WORKER_AUTH_CONFIG": json.dumps(SECRET_VALUES["workerAuthConfig"]),
+    }
+    done = run_config_show(config_file, environ)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["producerAuthConfig"] == MASK
+    auth = build_auth(Settings.load(config_file, environ=environ), environ=environ)
+    assert not auth.dev_mode

@@ -50,10 +50,21 @@ app.kubernetes.io/component: {{ .component }}
 {{/* The store address the pods use: the in-chart KVRocks, or the external one. */}}
 {{- define "codeq.redisAddr" -}}
 {{- if .Values.kvrocks.enabled -}}
+{{- if .Values.externalRedis.addr -}}
+{{- fail "externalRedis.addr is set but so is kvrocks.enabled: set kvrocks.enabled=false to use the external store" -}}
+{{- end -}}
+{{- if .Values.config.redisCluster -}}
+{{- fail "config.redisCluster needs a Redis/KVRocks cluster: the in-chart KVRocks is one node (kvrocks.enabled=false, externalRedis.addr)" -}}
+{{- end -}}
 {{- printf "%s-kvrocks:%d" (include "codeq.fullname" .) (int .Values.kvrocks.port) -}}
 {{- else -}}
 {{- required "externalRedis.addr is required when kvrocks.enabled is false" .Values.externalRedis.addr -}}
 {{- end -}}
+{{- end -}}
+
+{{/* Whether the in-chart KVRocks requires REDIS_PASSWORD ("true" or ""). */}}
+{{- define "codeq.kvrocksAuth" -}}
+{{- if and .Values.kvrocks.enabled .Values.kvrocks.auth.enabled -}}true{{- end -}}
 {{- end -}}
 
 {{/* The settings file: values.config plus what the chart decides. No secrets. */}}
@@ -100,7 +111,8 @@ imagePullSecrets:
 {{- end }}
 securityContext:
   {{- toYaml .root.Values.podSecurityContext | nindent 2 }}
-terminationGracePeriodSeconds: {{ add (int (default 20 .root.Values.config.shutdownGraceSeconds)) 10 }}
+{{- /* SIGTERM comes after the preStop pause; then the process has shutdownGraceSeconds. */}}
+terminationGracePeriodSeconds: {{ add (int (default 20 .root.Values.config.shutdownGraceSeconds)) (int (default 0 .values.preStopSleepSeconds)) 10 }}
 {{- if .root.Values.topologySpread.enabled }}
 topologySpreadConstraints:
   - maxSkew: {{ .root.Values.topologySpread.maxSkew }}
@@ -129,5 +141,10 @@ volumes:
   - name: tmp
     emptyDir: {}
   - name: artifacts
+    {{- with .root.Values.artifacts.existingClaim }}
+    persistentVolumeClaim:
+      claimName: {{ . }}
+    {{- else }}
     emptyDir: {}
+    {{- end }}
 {{- end -}}
