@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -32,6 +33,9 @@ HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
 #: One webhook attempt, bounded by ``webhookTimeoutSeconds``.
 DELIVERY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+_MAX_CHILDREN = 10_000
 
 
 class Metrics:
@@ -93,19 +97,31 @@ class Metrics:
             registry=r,
         )
         self._http: dict[tuple[str, str, int], Histogram] = {}
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, cached: labels() takes a lock and builds a tuple, and
+        these run on every create, claim and result."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            if len(self._children) > _MAX_CHILDREN:  # commands are the callers' choice
+                self._children.clear()
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def created(self, command: str, n: int = 1) -> None:
-        self.task_created.labels(command.lower()).inc(n)
+        self._child(self.task_created, command.lower()).inc(n)
 
     def claimed(self, command: str) -> None:
-        self.task_claimed.labels(command.lower()).inc()
+        self._child(self.task_claimed, command.lower()).inc()
 
     def completed(self, command: str, status: str, seconds: float | None) -> None:
         """A result: counted, and its creation → completion time observed when known."""
         command = command.lower()
-        self.task_completed.labels(command, status).inc()
+        self._child(self.task_completed, command, status).inc()
         if seconds is not None:
-            self.processing_latency.labels(command, status).observe(max(0.0, seconds))
+            self._child(self.processing_latency, command, status).observe(max(0.0, seconds))
 
     def observe_http(self, method: str, route: str, status: int, seconds: float) -> None:
         if method not in _METHODS:  # a client picks the method: keep the label bounded
