@@ -74,32 +74,28 @@ def _server_args(
     return argparse.Namespace(config=config, host=host, port=port, workers=workers, server=server)
 
 
-@app.command()
-def serve(
-    config: ConfigOpt = None,
-    host: HostOpt = None,
-    port: PortOpt = None,
-    workers: WorkersOpt = 1,
-    server: ServerOpt = "uvicorn",
-) -> None:
-    """Gateway + deliverers + sweeper in one process (embedded store unless configured)."""
-    from codeq.cli import server as srv
+def _server_command(name: str, *, with_sweeper: bool, summary: str) -> None:
+    def command(
+        config: ConfigOpt = None,
+        host: HostOpt = None,
+        port: PortOpt = None,
+        workers: WorkersOpt = 1,
+        server: ServerOpt = "uvicorn",
+    ) -> None:
+        from codeq.cli import server as srv
 
-    srv.serve(_server_args(config, host, port, workers, server), with_sweeper=True)
+        srv.serve(_server_args(config, host, port, workers, server), with_sweeper=with_sweeper)
+
+    command.__doc__ = summary
+    app.command(name)(command)
 
 
-@app.command()
-def gateway(
-    config: ConfigOpt = None,
-    host: HostOpt = None,
-    port: PortOpt = None,
-    workers: WorkersOpt = 1,
-    server: ServerOpt = "uvicorn",
-) -> None:
-    """The HTTP gateway only."""
-    from codeq.cli import server as srv
-
-    srv.serve(_server_args(config, host, port, workers, server), with_sweeper=False)
+_server_command(
+    "serve",
+    with_sweeper=True,
+    summary="Gateway + deliverers + sweeper in one process (embedded store unless configured).",
+)
+_server_command("gateway", with_sweeper=False, summary="The HTTP gateway only.")
 
 
 @app.command()

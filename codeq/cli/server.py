@@ -30,6 +30,24 @@ def load_settings(args: argparse.Namespace) -> Any:
     return msgspec.structs.replace(settings, **changes) if changes else settings
 
 
+def _uvicorn_options(settings: Any) -> dict[str, Any]:
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "lifespan": "on",
+        "log_config": None,
+        "access_log": False,
+        "http": "httptools",
+        "loop": "uvloop",
+        # Client addresses are not used; trusting X-Forwarded-* is opt-in.
+        "proxy_headers": False,
+        "timeout_graceful_shutdown": int(settings.shutdown_grace_seconds),
+        # Longer than clients and load balancers keep idle connections (httpx 5 s, ours 2 s,
+        # most LBs 60 s), so a request never lands on a connection the server is closing.
+        "timeout_keep_alive": KEEP_ALIVE_SECONDS,
+    }
+
+
 def _print_dev_token(token: str, host: str, port: int) -> None:
     # Printed once to the terminal on purpose (dev mode, loopback only); never logged.
     print(f"codeq dev token: {token}", flush=True)
@@ -69,21 +87,7 @@ def _serve_in_process(settings: Any, *, with_sweeper: bool, name: str) -> None:
     gw = gateway_of(app)
     if gw.auth.dev_token:
         _print_dev_token(gw.auth.dev_token, settings.host, settings.port)
-    config = uvicorn.Config(
-        HotPath(app),
-        host=settings.host,
-        port=settings.port,
-        lifespan="on",
-        log_config=None,
-        access_log=False,
-        http="httptools",
-        loop="uvloop",
-        proxy_headers=False,  # client addresses are not used; trusting X-Forwarded-* is opt-in
-        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
-        # Longer than clients and load balancers keep idle connections (httpx 5 s, ours 2 s,
-        # most LBs 60 s), so a request never lands on a connection the server is closing.
-        timeout_keep_alive=KEEP_ALIVE_SECONDS,
-    )
+    config = uvicorn.Config(HotPath(app), **_uvicorn_options(settings))
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: Any) -> None:
@@ -151,23 +155,7 @@ def _serve_workers(
     import uvicorn
 
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
-    uvicorn.run(
-        target,
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=args.workers,
-        lifespan="on",
-        log_config=None,
-        access_log=False,
-        http="httptools",
-        loop="uvloop",
-        proxy_headers=False,
-        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
-        # Longer than clients and load balancers keep idle connections (httpx 5 s, ours 2 s,
-        # most LBs 60 s), so a request never lands on a connection the server is closing.
-        timeout_keep_alive=KEEP_ALIVE_SECONDS,
-    )
+    uvicorn.run(target, factory=True, workers=args.workers, **_uvicorn_options(settings))
 
 
 def deliver(args: argparse.Namespace) -> int:
