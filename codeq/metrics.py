@@ -99,7 +99,7 @@ class Metrics:
         self._http: dict[tuple[str, str, int], Histogram] = {}
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
 
-    def _child(self, metric: Any, *labels: str) -> Any:
+    def child(self, metric: Any, *labels: str) -> Any:
         """``metric.labels(*labels)``, cached: labels() takes a lock and builds a tuple, and
         these run on every create, claim and result."""
         key = (id(metric), labels)
@@ -111,17 +111,17 @@ class Metrics:
         return child
 
     def created(self, command: str, n: int = 1) -> None:
-        self._child(self.task_created, command.lower()).inc(n)
+        self.child(self.task_created, command.lower()).inc(n)
 
     def claimed(self, command: str) -> None:
-        self._child(self.task_claimed, command.lower()).inc()
+        self.child(self.task_claimed, command.lower()).inc()
 
     def completed(self, command: str, status: str, seconds: float | None) -> None:
         """A result: counted, and its creation → completion time observed when known."""
         command = command.lower()
-        self._child(self.task_completed, command, status).inc()
+        self.child(self.task_completed, command, status).inc()
         if seconds is not None:
-            self._child(self.processing_latency, command, status).observe(max(0.0, seconds))
+            self.child(self.processing_latency, command, status).observe(max(0.0, seconds))
 
     def observe_http(self, method: str, route: str, status: int, seconds: float) -> None:
         if method not in _METHODS:  # a client picks the method: keep the label bounded

@@ -405,7 +405,9 @@ class Deliverer:
             outcome, delay_ms = records.next_step(
                 d, result.status_code, result.ok, result.retry_after_seconds
             )
-            self.metrics.webhook_latency.labels(d.kind).observe(result.latency_ms / 1000)
+            self.metrics.child(self.metrics.webhook_latency, d.kind).observe(
+                result.latency_ms / 1000
+            )
         self._count(d, outcome)
         entry = AttemptLog(
             at=started,
@@ -452,7 +454,7 @@ class Deliverer:
 
     def _count(self, d: Delivery, outcome: str) -> None:
         command = (d.command or "").lower()
-        self.metrics.webhook_deliveries.labels(d.kind, command, outcome).inc()
+        self.metrics.child(self.metrics.webhook_deliveries, d.kind, command, outcome).inc()
 
     async def _record(
         self, partition: int, d: Delivery, outcome: str, delay_ms: int, status: int | None,
@@ -538,7 +540,8 @@ class Deliverer:
         kind = fields.get("type")
         if kind not in CALLBACK_EVENTS:
             if kind == "task.lease_expired":  # this group reads every event of the partition
-                self.metrics.lease_expired.labels(fields.get("command", "").lower()).inc()
+                command = fields.get("command", "").lower()
+                self.metrics.child(self.metrics.lease_expired, command).inc()
             return []
         task_id, tenant = fields.get("id", ""), fields.get("tenant", "")
         try:
