@@ -249,26 +249,26 @@ class Deliverer:
     async def _handle_batch(
         self, partition: int, group: str, handler: Handler, entries: list[Entry]
     ) -> None:
-        """Handle a batch concurrently: entries that cause nothing are acknowledged together
-        with one XACK; each that causes deliveries is written + acknowledged by its script."""
+        """Handle a batch, a chunk at a time: the chunk's entries are looked at concurrently,
+        then their deliveries are written and the entries acknowledged by one script call (one
+        plain XACK when they cause nothing)."""
         for i in range(0, len(entries), BATCH_CONCURRENCY):  # bounded: the pool is shared
             chunk = entries[i : i + BATCH_CONCURRENCY]
             found = await asyncio.gather(*(handler(partition, eid, f) for eid, f in chunk))
-            idle = [eid for (eid, _), ds in zip(chunk, found, strict=True) if not ds]
-            work = [
-                self._enqueue(partition, group, eid, ds)
-                for (eid, _), ds in zip(chunk, found, strict=True)
-                if ds
-            ]
-            await asyncio.gather(self.dstore.ack(partition, group, idle), *work)
+            ids = [eid for eid, _ in chunk]
+            deliveries = [d for ds in found for d in ds]
+            if deliveries:
+                await self._enqueue(partition, group, ids, deliveries)
+            else:
+                await self.dstore.ack(partition, group, ids)
 
     async def _enqueue(
-        self, partition: int, group: str, entry_id: str, deliveries: list[Delivery]
+        self, partition: int, group: str, entry_ids: list[str], deliveries: list[Delivery]
     ) -> None:
         written = await self.dstore.enqueue(
             partition,
             group,
-            entry_id,
+            entry_ids,
             self._lease_ms,
             [(d.id, records.encode(d)) for d in deliveries],
         )

@@ -270,6 +270,6 @@ async def test_entries_repeat_without_duplicating_deliveries(store: RedisStore) 
         id="msg_same", kind="callback", tenant="t", url="http://127.0.0.1:9/x", body="{}",
         event_type="task.completed", created_at=0, schedule=[1],
     )  # fmt: skip
-    first = await ds.enqueue(0, "callbacks", "0-1", 1000, [(rec.id, records.encode(rec))])
-    again = await ds.enqueue(0, "callbacks", "0-1", 1000, [(rec.id, records.encode(rec))])
+    first = await ds.enqueue(0, "callbacks", ["0-1"], 1000, [(rec.id, records.encode(rec))])
+    again = await ds.enqueue(0, "callbacks", ["0-1"], 1000, [(rec.id, records.encode(rec))])
     assert (first, again) == (["msg_same"], [])

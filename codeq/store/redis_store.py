@@ -611,6 +611,11 @@ class DeliveryStore:
         self._store = store
         self._client = store.client
         self.keys = store.keys
+        # XREADGROUP replies are taken raw (redis-py's parsing into nested dicts cost ~10 % of
+        # a deliverer's CPU; _entries reads the RESP2 and RESP3 shapes itself). Only
+        # read_group sends XREADGROUP on this client.
+        with contextlib.suppress(AttributeError):
+            self._client.set_response_callback("XREADGROUP", _raw)
 
     async def _call(self, name: str, partition: int, args: Sequence[Any]) -> Any:
         keys = self.keys.delivery(partition).all
@@ -695,10 +700,11 @@ class DeliveryStore:
         return bool(await self._cmd("exists", key))
 
     async def enqueue(
-        self, partition: int, group: str, entry_id: str, lease_ms: int,
+        self, partition: int, group: str, entry_ids: Sequence[str], lease_ms: int,
         deliveries: Sequence[tuple[str, bytes]],
     ) -> list[str]:  # fmt: skip
-        args: list[Any] = [group, entry_id, lease_ms]
+        """Write the deliveries of ``entry_ids`` and acknowledge those entries, in one step."""
+        args: list[Any] = [group, len(entry_ids), *entry_ids, lease_ms]
         for delivery_id, record in deliveries:
             args.extend((delivery_id, record))
         return [_s(x) for x in await self._call("dlv_enqueue", partition, args)]
@@ -839,6 +845,10 @@ class EndpointStore:
         return [_s(i) for i in ids]
 
 
+def _raw(response: Any, **options: Any) -> Any:
+    return response
+
+
 def _entry_list(entries: Any) -> list[tuple[str, dict[str, str]]]:
     out: list[tuple[str, dict[str, str]]] = []
     for item in entries or ():
@@ -848,9 +858,20 @@ def _entry_list(entries: Any) -> list[tuple[str, dict[str, str]]]:
         if fields is None:
             out.append((_s(entry_id), {}))
             continue
-        if isinstance(fields, list):
-            fields = dict(zip(fields[::2], fields[1::2], strict=False))
-        out.append((_s(entry_id), {_s(k): _s(v) for k, v in fields.items()}))
+        pairs = (
+            zip(fields[::2], fields[1::2], strict=False)
+            if isinstance(fields, list)
+            else fields.items()
+        )
+        try:  # the usual case: bytes from the server
+            out.append((entry_id.decode(), {k.decode(): v.decode() for k, v in pairs}))
+        except AttributeError:  # already str (a decoding client) or mixed
+            pairs = (
+                zip(fields[::2], fields[1::2], strict=False)
+                if isinstance(fields, list)
+                else fields.items()
+            )
+            out.append((_s(entry_id), {_s(k): _s(v) for k, v in pairs}))
     return out
 
 

@@ -1,19 +1,24 @@
--- dlv_enqueue.lua: write the deliveries one stream entry causes and acknowledge the entry, in
--- one step: a crash before it repeats the entry, a crash after it loses nothing.
+-- dlv_enqueue.lua: write the deliveries that a run of stream entries causes and acknowledge
+-- those entries, in one step: a crash before it repeats the entries, a crash after it loses
+-- nothing.
 -- KEYS[1..7] delivery keys (dlv_lib.lua).
--- ARGV[1] group, ARGV[2] stream entry id, ARGV[3] lease ms (the caller attempts at once; the
--- lease keeps other deliverers off until then), ARGV[4..] pairs of delivery id, record JSON.
+-- ARGV[1] group, ARGV[2] k, ARGV[3..2+k] the stream entry ids, ARGV[3+k] lease ms (the caller
+-- attempts at once; the lease keeps other deliverers off until then), ARGV[4+k..] pairs of
+-- delivery id, record JSON.
 -- A delivery id that already exists is left alone (a repeated entry does not duplicate it).
 -- Returns {id, ...} of the deliveries written now (the caller attempts exactly these).
 local now = now_ms()
-local lease = tonumber(ARGV[3])
+local k = tonumber(ARGV[2])
+local lease = tonumber(ARGV[3 + k])
 local out = {}
-for i = 4, #ARGV, 2 do
+for i = 4 + k, #ARGV, 2 do
   local id, rec = ARGV[i], ARGV[i + 1]
   if redis.call('HSETNX', D.records, id, rec) == 1 then
     redis.call('ZADD', D.due, now + lease, id)
     out[#out + 1] = id
   end
 end
-redis.call('XACK', D.events, ARGV[1], ARGV[2])
+if k > 0 then
+  redis.call('XACK', D.events, ARGV[1], unpack(ARGV, 3, 2 + k))
+end
 return out
