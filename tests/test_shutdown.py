@@ -83,7 +83,8 @@ async def test_sigterm_under_load_loses_nothing(redis_server: RedisServer) -> No
                 )
                 # Tasks for the idle polls, created as the signal lands.
                 with CodeQClient(first.base, token=TOKEN) as cq:
-                    idle_ids = [cq.create_task("IDLE", {}).id for _ in range(6)]
+                    # With a webhook like every task here: a poll may complete one too.
+                    idle_ids = [cq.create_task("IDLE", {}, webhook=hooks.url).id for _ in range(6)]
                 signalled = time.monotonic()
                 first.proc.send_signal(signal.SIGTERM)
                 code = await asyncio.to_thread(first.proc.wait, GRACE + 10)
