@@ -57,7 +57,7 @@ __all__ = ["CALLBACK_EVENTS", "Deliverer"]
 
 log = logging.getLogger("codeq.deliverers")
 
-BATCH_CONCURRENCY = 16  # store calls of one consumer loop at a time
+BATCH_CONCURRENCY = 50  # store calls of one consumer loop at a time (pipelined by the coalescer)
 CALLBACKS = "callbacks"
 NOTIFIER = "notifier"
 ENDPOINTS = "endpoints"
