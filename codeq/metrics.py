@@ -96,7 +96,6 @@ class Metrics:
             "Scrapes that could not read the store gauges (they were left out)",
             registry=r,
         )
-        self._http: dict[tuple[str, str, int], Histogram] = {}
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
 
     def child(self, metric: Any, *labels: str) -> Any:
@@ -126,11 +125,7 @@ class Metrics:
     def observe_http(self, method: str, route: str, status: int, seconds: float) -> None:
         if method not in _METHODS:  # a client picks the method: keep the label bounded
             method = "OTHER"
-        key = (method, route, status)
-        child = self._http.get(key)
-        if child is None:  # labels() takes a lock and builds a tuple: once per combination
-            child = self._http[key] = self.http_duration.labels(method, route, str(status))
-        child.observe(seconds)
+        self.child(self.http_duration, method, route, str(status)).observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

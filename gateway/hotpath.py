@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple, cast
 
 import msgspec
 from litestar import Litestar, Response
@@ -42,6 +42,7 @@ __all__ = ["HotPath"]
 log = logging.getLogger("codeq.gateway")
 
 _PREFIX = "/v1/codeq/tasks"
+_ROUTE = "codeq.hot_route"  # the scope key of the route found by HotPath.__call__
 _encoder = msgspec.json.Encoder()
 _JSON = (b"content-type", b"application/json")
 _ACTIONS = {
@@ -107,18 +108,25 @@ class HotRequest:
         return self._body
 
 
-def _route(path: str) -> tuple[Handler, str | None] | None:
-    """The handler (and task id) of a hot ``POST`` path, or ``None``."""
+class _Route(NamedTuple):
+    handler: Handler
+    task_id: str | None
+    template: str  # as Litestar's router names it, for metrics and span names
+
+
+def _route(path: str) -> _Route | None:
+    """The handler, task id and template of a hot ``POST`` path, or ``None``."""
     if not path.startswith(_PREFIX):
         return None
     rest = path[len(_PREFIX) :]
     if rest in ("", "/"):
-        return TaskController.create.fn, None
+        return _Route(TaskController.create.fn, None, _PREFIX)
     if rest == "/claim":
-        return TaskController.claim.fn, None
+        return _Route(TaskController.claim.fn, None, f"{_PREFIX}/claim")
     parts = rest.split("/")  # "", task id, action
     if len(parts) == 3 and parts[1] and parts[1] != "claim" and parts[2] in _ACTIONS:
-        return _ACTIONS[parts[2]].fn, parts[1]
+        action = parts[2]
+        return _Route(_ACTIONS[action].fn, parts[1], f"{_PREFIX}/{{task_id}}/{action}")
     return None
 
 
@@ -135,7 +143,15 @@ class HotPath:
         if scope["type"] != ScopeType.HTTP:
             await self.app(scope, receive, send)
             return
-        target = self._hot if scope.get("method") == "POST" and _route(scope["path"]) else self.app
+        found = _route(scope["path"]) if scope.get("method") == "POST" else None
+        target: ASGIApp = self.app
+        if found is not None:
+            # Routed once, here: _serve takes the route from the scope, and the template is
+            # where the access log, the metrics and the span look for it (as Litestar sets it).
+            raw = cast(dict[str, Any], scope)
+            raw["path_template"] = found.template
+            raw[_ROUTE] = found
+            target = self._hot
         if not self.tracing.enabled:
             await target(scope, receive, send)
             return
@@ -163,9 +179,7 @@ class HotPath:
                 span.set_attribute("http.response.status_code", status)
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
-        found = _route(scope["path"])
-        assert found is not None
-        handler, task_id = found
+        handler, task_id, _ = cast(dict[str, Any], scope)[_ROUTE]
         request = HotRequest(scope, receive, self.app, self.limit)
         if task_id is not None:
             note(request, task_id=task_id)

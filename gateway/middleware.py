@@ -28,11 +28,6 @@ access_log = logging.getLogger("codeq.access")
 _SANE = re.compile(rb"^[A-Za-z0-9._\-]{1,128}$")
 
 
-# The task routes that gateway.hotpath serves without Litestar's router (which is what sets
-# ``path_template``), with the templates Litestar gives them.
-_HOT = re.compile(r"^/v1/codeq/tasks(?:/(claim)|/[^/]+/(heartbeat|abandon|nack|result))?/?$")
-
-
 def request_id_of(scope: Scope) -> str:
     return str(scope.get("state", {}).get("request_id", ""))
 
@@ -49,18 +44,9 @@ def _noted(scope: Scope) -> dict[str, str]:
 
 
 def route_template(scope: Scope) -> str:
-    """The template of the route that served a request; ``unmatched`` when none did."""
-    template = scope.get("path_template")
-    if template:
-        return str(template)
-    hot = _HOT.match(scope.get("path", ""))
-    if hot is None:
-        return "unmatched"
-    if hot.group(1):
-        return "/v1/codeq/tasks/claim"
-    if hot.group(2):
-        return f"/v1/codeq/tasks/{{task_id}}/{hot.group(2)}"
-    return "/v1/codeq/tasks"
+    """The template of the route that served a request (set by Litestar's router, or by
+    gateway.hotpath for the routes it serves); ``unmatched`` when none did."""
+    return str(scope.get("path_template") or "unmatched")
 
 
 class RequestIdMiddleware(MiddlewareProtocol):
