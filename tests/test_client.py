@@ -26,7 +26,7 @@ from codeq.client import (
     error_of,
 )
 from codeq.worker import Job, NonRetryable, Worker
-from tests.served import TOKEN, Served, serve
+from tests.served import TOKEN, Served, polls_waiting, serve
 from tests.servers import RedisServer
 
 
@@ -206,7 +206,8 @@ async def test_async_claim_long_poll_wakes_on_create(served: Served) -> None:
     command = unique("WAKE")
     async with AsyncCodeQClient(served.base, token=TOKEN) as cq:
         waiting = asyncio.create_task(cq.claim([command], wait_seconds=10))
-        await asyncio.sleep(0)  # let the claim go out before the create
+        # The poll is waiting on the server (its /metrics says so) before the task exists.
+        await asyncio.to_thread(polls_waiting, served.base, 1)
         started = time.monotonic()
         created = await cq.create_task(command, {})
         claimed = await asyncio.wait_for(waiting, timeout=10)
