@@ -66,18 +66,21 @@ class State:
         except ProfileError as exc:
             fail(str(exc))
 
+    def client_options(self) -> dict[str, Any]:
+        """Base URL, tokens and timeout of the effective profile, as client arguments."""
+        p = self.resolved()
+        return {
+            "base_url": p.base_url,
+            "token": p.token,
+            "producer_token": p.producer_token,
+            "worker_token": p.worker_token,
+            "admin_token": p.admin_token,
+            "timeout": self.timeout,
+        }
+
     @contextmanager
     def client(self, *, retries: int = 3) -> Iterator[CodeQClient]:
-        p = self.resolved()
-        with CodeQClient(
-            p.base_url,
-            token=p.token,
-            producer_token=p.producer_token,
-            worker_token=p.worker_token,
-            admin_token=p.admin_token,
-            timeout=self.timeout,
-            retries=retries,
-        ) as client:
+        with CodeQClient(**self.client_options(), retries=retries) as client:
             yield client
 
 

@@ -136,15 +136,8 @@ def worker_start(
         fail("give exactly one of --handler or --ack", usage=True)
     if ack is not None and ack not in ("complete", "abandon", "nack"):
         fail(f"--ack: expected complete, abandon or nack, got {ack!r}", usage=True)
-    p = state_of(ctx).resolved()
-    client = AsyncCodeQClient(
-        p.base_url,
-        token=p.token,
-        producer_token=p.producer_token,
-        worker_token=p.worker_token,
-        admin_token=p.admin_token,
-        timeout=state_of(ctx).timeout,
-    )
+    options = state_of(ctx).client_options()
+    client = AsyncCodeQClient(**options)
     kind = _AbandonAll if ack == "abandon" else Worker
     try:
         worker = kind(
@@ -161,7 +154,7 @@ def worker_start(
     for command in commands:
         worker.add_handler(command, fn)
     out.note(
-        f"worker on {', '.join(commands)} at {p.base_url} (concurrency {concurrency}); "
+        f"worker on {', '.join(commands)} at {options['base_url']} (concurrency {concurrency}); "
         "Ctrl-C finishes running tasks, a second Ctrl-C abandons them"
     )
 
