@@ -349,15 +349,3 @@ class Worker:
             log.error("could not send the answer: %s", exc)
             return
         setattr(self.stats, outcome, getattr(self.stats, outcome) + 1)
-
-
-async def run_worker(
-    client: AsyncCodeQClient,
-    handlers: Mapping[str, Callable[[Job], Awaitable[Any] | Any]],
-    **options: Any,
-) -> WorkerStats:
-    """Shorthand: a :class:`Worker` with ``handlers`` (command → callable), run until stopped."""
-    worker = Worker(client, **options)
-    for command, fn in handlers.items():
-        worker.add_handler(command, fn)
-    return await worker.run()
