@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import redis.asyncio
+
 from codeq.domain import NewTask
 from codeq.engine import Engine, EngineConfig
 from codeq.errors import StoreUnavailable
@@ -169,7 +171,12 @@ async def test_restart_with_persistence_and_a_vanished_group_recover(tmp_path: P
             again = await complete_many(engine, r.url, 3)
             await eventually(lambda: got(again), timeout=20)
             # the stream and its groups vanish (a store that lost its data): NOGROUP
-            await store.client.delete(store.keys.delivery(0).events)
+            # (a fresh connection: the store's pool may still hold one to the old process)
+            fresh = redis.asyncio.Redis.from_url(server.url)
+            try:
+                await fresh.delete(store.keys.delivery(0).events)
+            finally:
+                await fresh.aclose()
             later = await complete_many(engine, r.url, 3)
             await eventually(lambda: got(later), timeout=20)
     finally:
