@@ -1,9 +1,11 @@
 """The deliverer process: consumer groups on every partition stream turn events into durable
 deliveries, and a scheduler attempts every delivery that is due (spec 03).
 
-For each partition and group, one loop reads ``XREADGROUP ... >``; for an event that causes
-deliveries it writes them and acknowledges the entry in one script (``dlv_enqueue``), then
-attempts them at once. Every other event is acknowledged with a plain ``XACK``. Deliveries
+For each partition and group, one loop reads ``XREADGROUP ... >`` a batch at a time. The group's
+handler picks the entries it has a use for by their type (the rest are never decoded), reads
+what it needs for all of them in one call (``get_many``, ``sub_pick`` per queue), and the
+batch's deliveries are written and its entries acknowledged in one script (``dlv_enqueue``);
+the new deliveries are attempted at once. Deliveries
 that fail are rescheduled by ``dlv_outcome``; a scheduler loop per partition leases whatever is
 due (``dlv_claim``) — retries, deliveries of a deliverer that died mid-attempt, replays.
 
@@ -35,17 +37,22 @@ import msgspec
 
 from codeq import __version__
 from codeq.domain import TaskResult
-from codeq.errors import NotFound, StoreUnavailable
+from codeq.errors import StoreUnavailable
 from codeq.metrics import Metrics, serve_metrics
 from codeq.rate_limits import RateGuard
 from codeq.settings import Settings
+from codeq.store.protocol import GetReply
 from codeq.store.rate_limits import RateLimiter
 from codeq.store.records import decode_result
 from codeq.store.redis_store import (
     DeliveryStore,
     EndpointStore,
     RedisStore,
+    StreamEntry,
     SubscriptionStore,
+    event_field,
+    event_fields,
+    event_kind,
 )
 from codeq.tracing import Tracing
 from codeq.webhooks import sign
@@ -57,7 +64,7 @@ __all__ = ["CALLBACK_EVENTS", "Deliverer"]
 
 log = logging.getLogger("codeq.deliverers")
 
-BATCH_CONCURRENCY = 50  # store calls of one consumer loop at a time (pipelined by the coalescer)
+READ_COUNT = 100  # stream entries per XREADGROUP: one batch, one dlv_enqueue
 CALLBACKS = "callbacks"
 NOTIFIER = "notifier"
 ENDPOINTS = "endpoints"
@@ -69,8 +76,8 @@ CALLBACK_EVENTS = frozenset({"task.completed", "task.failed", "task.dead_lettere
 _ATTEMPT_LEASE_MARGIN_MS = 5_000
 _json = msgspec.json.Encoder()
 
-Entry = tuple[str, dict[str, str]]
-Handler = Callable[[int, str, Mapping[str, str]], Awaitable[list[Delivery]]]
+Event = tuple[str, dict[str, str]]  # (entry id, fields) of an entry a handler has a use for
+Handler = Callable[[int, list[StreamEntry]], Awaitable[list[Delivery]]]
 
 
 def _now_ms() -> int:
@@ -218,7 +225,7 @@ class Deliverer:
                     next_takeover = loop.time() + takeover_every
                     await self._take_over_dead(partition, group)
                 entries = await self.dstore.read_group(
-                    partition, group, self.consumer, count=100, block_ms=self._block_ms
+                    partition, group, self.consumer, count=READ_COUNT, block_ms=self._block_ms
                 )
                 if not entries and not await self.dstore.group_exists(partition, group):
                     raise _NoGroup
@@ -247,20 +254,13 @@ class Deliverer:
                 )
 
     async def _handle_batch(
-        self, partition: int, group: str, handler: Handler, entries: list[Entry]
+        self, partition: int, group: str, handler: Handler, entries: list[StreamEntry]
     ) -> None:
-        """Handle a batch, a chunk at a time: the chunk's entries are looked at concurrently,
-        then their deliveries are written and the entries acknowledged by one script call (one
-        plain XACK when they cause nothing)."""
-        for i in range(0, len(entries), BATCH_CONCURRENCY):  # bounded: the pool is shared
-            chunk = entries[i : i + BATCH_CONCURRENCY]
-            found = await asyncio.gather(*(handler(partition, eid, f) for eid, f in chunk))
-            ids = [eid for eid, _ in chunk]
-            deliveries = [d for ds in found for d in ds]
-            if deliveries:
-                await self._enqueue(partition, group, ids, deliveries)
-            else:
-                await self.dstore.ack(partition, group, ids)
+        """The batch's deliveries are written and all its entries acknowledged by one script
+        call, whether they caused deliveries or not."""
+        if entries:
+            deliveries = await handler(partition, entries)
+            await self._enqueue(partition, group, [eid for eid, _ in entries], deliveries)
 
     async def _enqueue(
         self, partition: int, group: str, entry_ids: list[str], deliveries: list[Delivery]
@@ -490,21 +490,42 @@ class Deliverer:
         return None
 
     async def _endpoint_deliveries(
-        self, partition: int, entry_id: str, fields: Mapping[str, str]
+        self, partition: int, entries: list[StreamEntry]
     ) -> list[Delivery]:
+        tenants = [event_field(raw, "tenant") for _, raw in entries]
+        by_tenant: dict[str, list[dict[str, Any]]] = {}
+        for tenant in tenants:  # cached: usually no store call at all
+            if tenant not in by_tenant:
+                by_tenant[tenant] = await self._endpoints_of(tenant)
+        wanted: list[tuple[Event, list[dict[str, Any]]]] = []
+        for (eid, raw), tenant in zip(entries, tenants, strict=True):
+            if not by_tenant[tenant]:  # most tenants have no endpoints: nothing to decode
+                continue
+            f = event_fields(raw)
+            kind, command = f.get("type", ""), f.get("command", "").lower()
+            targets = [e for e in by_tenant[tenant] if endpoint_matches(e, kind, command)]
+            if targets:
+                wanted.append(((eid, f), targets))
+        if not wanted:
+            return []
+        replies = await self.store.get_many(
+            partition,
+            [
+                (f.get("tenant", ""), f.get("id", ""), f.get("type", "") in TERMINAL_EVENTS)
+                for (_, f), _ in wanted
+            ],
+        )
+        out: list[Delivery] = []
+        for ((eid, f), targets), reply in zip(wanted, replies, strict=True):
+            if reply is not None:  # None: purged before its event was read
+                out.extend(self._endpoint_messages(partition, eid, f, reply, targets))
+        return out
+
+    def _endpoint_messages(
+        self, partition: int, entry_id: str, fields: Mapping[str, str], reply: GetReply,
+        targets: list[dict[str, Any]],
+    ) -> list[Delivery]:  # fmt: skip
         kind, tenant = fields.get("type", ""), fields.get("tenant", "")
-        command = fields.get("command", "").lower()
-        targets = [
-            e for e in await self._endpoints_of(tenant) if endpoint_matches(e, kind, command)
-        ]
-        if not targets:
-            return []
-        try:
-            reply = await self.store.get(
-                partition, tenant, fields.get("id", ""), with_result=kind in TERMINAL_EVENTS
-            )
-        except NotFound:
-            return []
         data: dict[str, Any] = task_data(reply.task)
         if reply.result is not None:
             data["result"] = _raw_result(decode_result(reply.task, reply.result))
@@ -535,22 +556,35 @@ class Deliverer:
     # -- result callbacks ---------------------------------------------------------------
 
     async def _callback_deliveries(
-        self, partition: int, entry_id: str, fields: Mapping[str, str]
+        self, partition: int, entries: list[StreamEntry]
     ) -> list[Delivery]:
-        kind = fields.get("type")
-        if kind not in CALLBACK_EVENTS:
-            if kind == "task.lease_expired":  # this group reads every event of the partition
-                command = fields.get("command", "").lower()
+        wanted: list[Event] = []
+        for eid, raw in entries:
+            kind = event_kind(raw)
+            if kind in CALLBACK_EVENTS:
+                f = event_fields(raw)
+                if f.get("webhook"):  # the terminal events of a task with a webhook carry it
+                    wanted.append((eid, f))
+            elif kind == "task.lease_expired":  # this group reads every event of the partition
+                command = event_fields(raw).get("command", "").lower()
                 self.metrics.child(self.metrics.lease_expired, command).inc()
+        if not wanted:
             return []
-        task_id, tenant = fields.get("id", ""), fields.get("tenant", "")
-        try:
-            reply = await self.store.get(partition, tenant, task_id, with_result=True)
-        except NotFound:
-            return []  # purged before its event was read: nothing to say
+        replies = await self.store.get_many(
+            partition, [(f.get("tenant", ""), f.get("id", ""), True) for _, f in wanted]
+        )
+        out: list[Delivery] = []
+        for (eid, f), reply in zip(wanted, replies, strict=True):
+            # None: purged before its event was read, nothing to say
+            if reply is not None and reply.task.webhook:
+                out.append(self._callback(partition, eid, f, reply))
+        return out
+
+    def _callback(
+        self, partition: int, entry_id: str, fields: Mapping[str, str], reply: GetReply
+    ) -> Delivery:
         task = reply.task
-        if not task.webhook:
-            return []
+        assert task.webhook is not None
         result: Any = None
         error = task.error
         artifacts: list[Any] = []
@@ -575,30 +609,42 @@ class Deliverer:
                 "completedAt": _rfc3339(completed_at),
             }
         ).decode()
-        return [
-            Delivery(
-                id=records.delivery_id(partition, "callback", entry_id, task.webhook),
-                kind="callback",
-                tenant=tenant,
-                url=task.webhook,
-                body=body,
-                event_type=fields.get("type", ""),
-                created_at=_now_ms(),
-                schedule=self._callback_schedule,
-                task_id=task.id,
-                command=task.command,
-                trace_parent=task.trace_parent,
-                trace_state=task.trace_state,
-            )
-        ]
+        return Delivery(
+            id=records.delivery_id(partition, "callback", entry_id, task.webhook),
+            kind="callback",
+            tenant=fields.get("tenant", ""),
+            url=task.webhook,
+            body=body,
+            event_type=fields.get("type", ""),
+            created_at=_now_ms(),
+            schedule=self._callback_schedule,
+            task_id=task.id,
+            command=task.command,
+            trace_parent=task.trace_parent,
+            trace_state=task.trace_state,
+        )
 
     # -- availability notifications --------------------------------------------------------
 
-    async def _notifications(
+    async def _notifications(self, partition: int, entries: list[StreamEntry]) -> list[Delivery]:
+        """One ``sub_pick`` per queue that became ready in the batch, on behalf of its newest
+        ``task.ready`` (a batch is one "work is available" signal per queue; the pick is
+        rate-bounded per subscription anyway)."""
+        newest: dict[tuple[str, str], Event] = {}
+        for eid, raw in entries:
+            if event_kind(raw) == "task.ready":
+                f = event_fields(raw)
+                newest[(f.get("tenant", ""), f.get("command", "").lower())] = (eid, f)
+        if not newest:
+            return []
+        found = await asyncio.gather(
+            *(self._notify(partition, eid, f) for eid, f in newest.values())
+        )
+        return [d for ds in found for d in ds]
+
+    async def _notify(
         self, partition: int, entry_id: str, fields: Mapping[str, str]
     ) -> list[Delivery]:
-        if fields.get("type") != "task.ready":
-            return []
         tenant, command = fields.get("tenant", ""), fields.get("command", "")
         now = _now_ms()
         bucket_key = f"{command.lower()}:{now // 1000 // HASH_BUCKET_SECONDS}"

@@ -341,6 +341,37 @@ async def test_complete_is_terminal_and_stores_the_result(
     assert await engine.claim(T, "w", ["RENDER"]) is None
 
 
+async def test_get_many_reads_a_batch_of_one_tenants_tasks_with_results(
+    engine: Engine, store: RedisStore
+) -> None:
+    done = (await engine.create(T, new(command="GM", webhook="http://127.0.0.1:9/cb"))).task
+    waiting = (await engine.create(T, new(command="GM2"))).task
+    t = await engine.claim(T, "w", ["GM"])
+    assert t is not None and t.id == done.id
+    await engine.complete(T, t.id, "w", result='{"n":2}', lease_id=t.lease_id)
+    p = store.keys.partition_of(done.id)
+    got = await store.get_many(
+        p,
+        [
+            (T, done.id, True),
+            (T, done.id, False),
+            ("tenant-b", done.id, True),  # another tenant's task reads as absent
+            (T, "no-such-task", True),
+        ],
+    )
+    assert len(got) == 4
+    first, second, foreign, absent = got
+    assert first is not None and first.task.status is TaskStatus.COMPLETED
+    assert first.result is not None and b'"n":2' in first.result
+    assert first.task.payload is None  # payloads are not read
+    assert second is not None and second.result is None and second.task.id == done.id
+    assert foreign is None and absent is None
+    (pending,) = await store.get_many(store.keys.partition_of(waiting.id), [(T, waiting.id, True)])
+    assert pending is not None and pending.task.id == waiting.id and pending.result is None
+    assert pending.task.status is TaskStatus.PENDING
+    assert await store.get_many(p, []) == []
+
+
 async def test_fail_is_terminal_and_not_dead_lettered(engine: Engine, store: RedisStore) -> None:
     await engine.create(T, new())
     t = await engine.claim(T, "w", ["RENDER"])

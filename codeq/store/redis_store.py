@@ -40,7 +40,11 @@ __all__ = [
     "EndpointStore",
     "RedisStore",
     "StoreError",
+    "StreamEntry",
     "SubscriptionStore",
+    "event_field",
+    "event_fields",
+    "event_kind",
 ]
 
 _UNAVAILABLE = (
@@ -499,6 +503,22 @@ class RedisStore:
         result = reply[3] or None
         return GetReply(task=decode_task(reply[1], reply[2]), result=result)
 
+    async def get_many(
+        self, partition: int, wanted: Sequence[tuple[str, str, bool]]
+    ) -> list[GetReply | None]:
+        """Tasks (without payloads) of one partition, in one call: ``wanted`` holds (tenant,
+        task id, with result); None where a task is absent or another tenant's."""
+        if not wanted:
+            return []
+        args: list[str] = []
+        for tenant, task_id, with_result in wanted:
+            args.extend((tenant, task_id, "1" if with_result else "0"))
+        reply = await self._run("get_many", partition, args)
+        return [
+            GetReply(task=decode_task(reply[i]), result=reply[i + 1] or None) if reply[i] else None
+            for i in range(0, len(reply), 2)
+        ]
+
     async def requeue_dlq(
         self, partition: int, tenant: str, queue: str, ids: Sequence[str], *, limit: int
     ) -> list[str]:
@@ -648,7 +668,7 @@ class DeliveryStore:
 
     async def read_group(
         self, partition: int, group: str, consumer: str, *, count: int, block_ms: int
-    ) -> list[tuple[str, dict[str, str]]]:
+    ) -> list[StreamEntry]:
         key = self.keys.delivery(partition).events
         reply = await self._cmd("xreadgroup", group, consumer, {key: ">"}, count, block_ms)
         return _entries(reply)
@@ -675,7 +695,7 @@ class DeliveryStore:
 
     async def take_over(
         self, partition: int, group: str, consumer: str, ids: Sequence[str]
-    ) -> list[tuple[str, dict[str, str]]]:
+    ) -> list[StreamEntry]:
         """XCLAIM ``ids`` for ``consumer`` (min idle 0: the owner is known dead)."""
         if not ids:
             return []
@@ -849,41 +869,59 @@ def _raw(response: Any, **options: Any) -> Any:
     return response
 
 
-def _entry_list(entries: Any) -> list[tuple[str, dict[str, str]]]:
-    out: list[tuple[str, dict[str, str]]] = []
+StreamEntry = tuple[str, list[Any]]
+"""A stream entry as the server sent it: (entry id, [name, value, name, value, ...]); the
+values stay bytes until something needs them (most entries a consumer group reads are of no use
+to it, and decoding every field of every entry was a tenth of a deliverer's time)."""
+
+
+def _entry_list(entries: Any) -> list[StreamEntry]:
+    out: list[StreamEntry] = []
     for item in entries or ():
         if item is None:
             continue
         entry_id, fields = item[0], item[1]
-        if fields is None:
-            out.append((_s(entry_id), {}))
-            continue
-        pairs = (
-            zip(fields[::2], fields[1::2], strict=False)
-            if isinstance(fields, list)
-            else fields.items()
-        )
-        try:  # the usual case: bytes from the server
-            out.append((entry_id.decode(), {k.decode(): v.decode() for k, v in pairs}))
-        except AttributeError:  # already str (a decoding client) or mixed
-            pairs = (
-                zip(fields[::2], fields[1::2], strict=False)
-                if isinstance(fields, list)
-                else fields.items()
-            )
-            out.append((_s(entry_id), {_s(k): _s(v) for k, v in pairs}))
+        if isinstance(fields, dict):  # a client that turned the pairs into a map
+            fields = [x for pair in fields.items() for x in pair]
+        out.append((_s(entry_id), fields or []))
     return out
 
 
-def _entries(reply: Any) -> list[tuple[str, dict[str, str]]]:
+def _entries(reply: Any) -> list[StreamEntry]:
     """XREAD/XREADGROUP replies (RESP2 list or RESP3 map, KVRocks' empty forms) → entries."""
     if not reply:
         return []
     streams = reply.items() if isinstance(reply, dict) else reply
-    out: list[tuple[str, dict[str, str]]] = []
+    out: list[StreamEntry] = []
     for _, entries in streams:
         out.extend(_entry_list(entries))
     return out
+
+
+def event_kind(fields: list[Any]) -> str:
+    """The ``type`` of an event entry's fields (the scripts write it first)."""
+    if fields and fields[0] in (b"type", "type"):
+        return _s(fields[1])
+    return event_fields(fields).get("type", "")
+
+
+def event_field(fields: list[Any], name: str) -> str:
+    """One field of an entry ("" when absent), without decoding the others."""
+    key = name.encode()
+    for i in range(0, len(fields) - 1, 2):
+        if fields[i] == key or fields[i] == name:
+            return _s(fields[i + 1])
+    return ""
+
+
+def event_fields(fields: list[Any]) -> dict[str, str]:
+    """An entry's fields as text."""
+    it = iter(fields)
+    try:
+        return {k.decode(): v.decode() for k, v in zip(it, it, strict=False)}
+    except AttributeError:  # already text (a decoding client), or mixed
+        it = iter(fields)
+        return {_s(k): _s(v) for k, v in zip(it, it, strict=False)}
 
 
 def queues_prefix(tenant: str) -> str:

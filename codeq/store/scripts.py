@@ -22,6 +22,7 @@ SCRIPT_NAMES = (
     "nack",
     "result",
     "get",
+    "get_many",
     "requeue_dlq",
     "dlq_page",
     "stats",
