@@ -58,7 +58,7 @@ from codeq.tracing import Tracing
 from codeq.webhooks import sign
 from deliverers import records
 from deliverers.records import AttemptLog, Delivery
-from deliverers.sender import TargetPolicy, WebhookSender
+from deliverers.sender import Attempt, TargetPolicy, WebhookSender
 
 __all__ = ["CALLBACK_EVENTS", "Deliverer"]
 
@@ -143,6 +143,7 @@ class Deliverer:
         self.endpoints = EndpointStore(store)
         self._endpoint_cache: dict[str, tuple[float, list[dict[str, Any]]]] = {}
         self.subscriptions = SubscriptionStore(store)
+        self._outcomes = _Outcomes(self.dstore, settings.delivery_attempts_kept)
         self._callback_schedule = records.schedule_from(
             settings.webhook_retry_schedule,
             max_attempts=settings.result_webhook_max_attempts,
@@ -373,23 +374,10 @@ class Deliverer:
         else:
             headers["webhook-id"] = d.id
         started = _now_ms()
-        attributes: dict[str, str | int | float | bool] = {
-            "codeq.delivery.id": d.id,
-            "codeq.delivery.kind": d.kind,
-            "codeq.delivery.attempt": attempt_no,
-            "codeq.event_type": d.event_type,
-            "server.address": urlsplit(d.url).hostname or "",
-        }
-        # The delivery joins the task's trace; the receiver gets this span as its parent.
-        with self.tracing.span(
-            "codeq.deliver", parent=d.trace_parent, kind="client", attributes=attributes
-        ) as span:
-            own = self.tracing.traceparent()
-            if own is not None:
-                headers["traceparent"] = own
+        if self.tracing.enabled:
+            result = await self._traced_send(d, attempt_no, body, headers)
+        else:
             result = await self.sender.send(d.url, body, headers)
-            if span is not None:
-                span.set_attribute("http.response.status_code", result.status_code or 0)
         if endpoint is not None and d.endpoint_id is not None:
             mark = "ok" if result.ok else "gone" if result.status_code == 410 else "failed"
             with contextlib.suppress(StoreUnavailable):
@@ -417,28 +405,46 @@ class Deliverer:
             response=result.response_head or None,
         )
         try:
-            status, attempts = await self.dstore.outcome(
-                partition,
-                d.id,
-                outcome,
-                delay_ms=delay_ms,
-                attempt=_json.encode(entry),
-                kept=self.settings.delivery_attempts_kept,
+            status, attempts = await self._outcomes.record(
+                partition, (d.id, outcome, delay_ms, _json.encode(entry))
             )
         except StoreUnavailable:
             # The lease runs out and the scheduler attempts it again: at least once.
             log.warning("could not record a delivery attempt", extra={"delivery": d.id})
             return
-        log.info(
-            "delivery attempt",
-            extra={
-                "delivery": d.id,
-                "kind": d.kind,
-                "attempt": attempts,
-                "statusCode": result.status_code,
-                "outcome": status,
-            },
-        )
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "delivery attempt",
+                extra={
+                    "delivery": d.id,
+                    "kind": d.kind,
+                    "attempt": attempts,
+                    "statusCode": result.status_code,
+                    "outcome": status,
+                },
+            )
+
+    async def _traced_send(
+        self, d: Delivery, attempt_no: int, body: bytes, headers: dict[str, str]
+    ) -> Attempt:
+        attributes: dict[str, str | int | float | bool] = {
+            "codeq.delivery.id": d.id,
+            "codeq.delivery.kind": d.kind,
+            "codeq.delivery.attempt": attempt_no,
+            "codeq.event_type": d.event_type,
+            "server.address": urlsplit(d.url).hostname or "",
+        }
+        # The delivery joins the task's trace; the receiver gets this span as its parent.
+        with self.tracing.span(
+            "codeq.deliver", parent=d.trace_parent, kind="client", attributes=attributes
+        ) as span:
+            own = self.tracing.traceparent()
+            if own is not None:
+                headers["traceparent"] = own
+            result = await self.sender.send(d.url, body, headers)
+            if span is not None:
+                span.set_attribute("http.response.status_code", result.status_code or 0)
+        return result
 
     async def _put_off(self, partition: int, d: Delivery) -> bool:
         """The target host's bucket (scope ``webhook``): True when it is empty and the attempt
@@ -734,3 +740,54 @@ def task_data(task: Any) -> dict[str, Any]:
 
 class _NoGroup(Exception):
     pass
+
+
+Outcome = tuple[str, str, int, bytes]  # delivery id, outcome, delay ms, attempt JSON
+
+
+class _Outcomes:
+    """The outcomes of attempts that end in the same loop iteration, per partition, go to the
+    store in one ``dlv_outcome`` call (a backlog's answers arrive in bursts: one script call
+    and one Lua run for a burst instead of one each)."""
+
+    MAX_BATCH = 200
+
+    def __init__(self, dstore: DeliveryStore, kept: int) -> None:
+        self._dstore = dstore
+        self._kept = kept
+        self._pending: dict[int, list[tuple[Outcome, asyncio.Future[tuple[str, int]]]]] = {}
+        self._flushes: set[asyncio.Task[None]] = set()
+
+    async def record(self, partition: int, item: Outcome) -> tuple[str, int]:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[tuple[str, int]] = loop.create_future()
+        queue = self._pending.get(partition)
+        if queue is None:  # the first of this iteration: the flush comes after the rest
+            queue = self._pending[partition] = []
+            loop.call_soon(self._flush, partition)
+        queue.append((item, fut))
+        return await fut
+
+    def _flush(self, partition: int) -> None:
+        queue = self._pending.pop(partition, [])
+        for i in range(0, len(queue), self.MAX_BATCH):
+            task = asyncio.get_running_loop().create_task(
+                self._send(partition, queue[i : i + self.MAX_BATCH])
+            )
+            self._flushes.add(task)
+            task.add_done_callback(self._flushes.discard)
+
+    async def _send(
+        self, partition: int, batch: list[tuple[Outcome, asyncio.Future[tuple[str, int]]]]
+    ) -> None:
+        try:
+            items = [item for item, _ in batch]
+            replies = await self._dstore.outcomes(partition, items, self._kept)
+        except Exception as exc:
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(exc)
+            return
+        for (_, fut), reply in zip(batch, replies, strict=True):
+            if not fut.done():
+                fut.set_result(reply)

@@ -64,6 +64,7 @@ class TargetPolicy:
     def __init__(self, allowed_cidrs: Sequence[str] = (), require_https: bool = False) -> None:
         self.allowed = [ipaddress.ip_network(c, strict=False) for c in allowed_cidrs]
         self.require_https = require_https
+        self._passed: set[str] = set()
 
     async def resolve(self, host: str, port: int) -> list[str]:
         try:
@@ -75,7 +76,17 @@ class TargetPolicy:
         return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
     def check_url(self, url: str) -> None:
-        """Scheme, host presence and IP literals (those never reach a resolver)."""
+        """Scheme, host presence and IP literals (those never reach a resolver). A URL that
+        passed is remembered (the policy does not change): most attempts go to URLs seen
+        before, and parsing each again was a few per cent of a deliverer's time."""
+        if url in self._passed:
+            return
+        self._check_url(url)
+        if len(self._passed) >= 4096:
+            self._passed.clear()
+        self._passed.add(url)
+
+    def _check_url(self, url: str) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https"):
             raise TargetRefused("only http and https targets")

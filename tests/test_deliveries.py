@@ -273,3 +273,40 @@ async def test_entries_repeat_without_duplicating_deliveries(store: RedisStore) 
     first = await ds.enqueue(0, "callbacks", ["0-1"], 1000, [(rec.id, records.encode(rec))])
     again = await ds.enqueue(0, "callbacks", ["0-1"], 1000, [(rec.id, records.encode(rec))])
     assert (first, again) == (["msg_same"], [])
+
+
+async def test_outcomes_of_several_attempts_are_recorded_in_one_call(store: RedisStore) -> None:
+    ds = DeliveryStore(store)
+    made = [
+        records.Delivery(
+            id=f"msg_{n}",
+            kind="callback",
+            tenant="t",
+            url="http://127.0.0.1:9/x",
+            body="{}",
+            event_type="task.completed",
+            created_at=0,
+            schedule=[1],
+        )
+        for n in ("ok", "again", "dead")
+    ]
+    await ds.enqueue(0, "callbacks", [], 1000, [(d.id, records.encode(d)) for d in made])
+    attempt = json.dumps({"at": 1, "latencyMs": 1.0, "statusCode": 500}).encode()
+    replies = await ds.outcomes(
+        0,
+        [
+            ("msg_ok", "succeeded", 0, attempt),
+            ("msg_again", "retry", 60_000, attempt),
+            ("msg_gone_meanwhile", "succeeded", 0, attempt),
+            ("msg_dead", "dead", 0, attempt),
+        ],
+        kept=5,
+    )
+    assert replies == [("succeeded", 1), ("retrying", 1), ("MISSING", 0), ("dead", 1)]
+    assert (await delivery_record(store, "msg_again")).attempts == 1
+    assert await ds.depth(0) == (1, 1)  # msg_again scheduled, msg_dead in the DLQ
+    assert await ds.outcome(0, "msg_again", "succeeded", delay_ms=0, attempt=attempt, kept=5) == (
+        "succeeded",
+        2,
+    )
+    assert await ds.depth(0) == (0, 1)

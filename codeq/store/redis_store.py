@@ -742,10 +742,20 @@ class DeliveryStore:
         self, partition: int, delivery_id: str, outcome: str, *, delay_ms: int,
         attempt: bytes, kept: int,
     ) -> tuple[str, int]:  # fmt: skip
-        reply = await self._call(
-            "dlv_outcome", partition, [delivery_id, outcome, delay_ms, attempt, kept]
-        )
-        return _s(reply[0]), int(reply[1]) if len(reply) > 1 else 0
+        """Record one attempt: (new status, attempts); ("MISSING", 0) when it is gone."""
+        (reply,) = await self.outcomes(partition, [(delivery_id, outcome, delay_ms, attempt)], kept)
+        return reply
+
+    async def outcomes(
+        self, partition: int, items: Sequence[tuple[str, str, int, bytes]], kept: int
+    ) -> list[tuple[str, int]]:
+        """Record attempts, each (delivery id, outcome, delay ms, attempt JSON), in one call;
+        (new status, attempts) for each, ("MISSING", 0) for one that is gone."""
+        args: list[Any] = [kept]
+        for item in items:
+            args.extend(item)
+        reply = await self._call("dlv_outcome", partition, args)
+        return [(_s(reply[i]), int(reply[i + 1])) for i in range(0, len(reply), 2)]
 
     async def replay(
         self, partition: int, *, tenant: str | None, ids: Sequence[str] = (), limit: int = 100
