@@ -1,15 +1,15 @@
 """Sending one webhook attempt: target safety (SSRF), bounded concurrency, no redirects.
 
 Before each attempt the target host is resolved and every address checked (:class:`TargetPolicy`).
-The check *is* the resolver of the HTTP client (an aiohttp ``AbstractResolver``): the
-connection is opened to exactly the addresses that were checked, so no second lookup can send it
-elsewhere (DNS rebinding), while the ``Host`` header, TLS SNI and certificate check keep the
-name. IP-literal targets never reach a resolver and are checked before the request.
+The check *is* the client's connect step (:mod:`deliverers.http1`): every new connection is
+opened to exactly the addresses that were checked, so no second lookup can send it elsewhere
+(DNS rebinding), while the ``Host`` header, TLS SNI and certificate check keep the name.
+IP-literal targets are checked before the request as well.
 
-One shared client session (keep-alive) serves every attempt, bounded per process and per target
-host by its connector. aiohttp rather than httpx here: on this machine a 16-way loop of small
-POSTs reached 2,800/s with aiohttp against 500/s with httpx (anyio and pool bookkeeping per
-request), and a deliverer spends nearly all of its time in this one call.
+One pool of keep-alive connections serves every attempt, bounded per process and per target
+host. It is our own small HTTP/1.1 client on httptools rather than httpx or aiohttp: a
+deliverer spends most of its time in this one call, and it costs ~40 µs of CPU per request
+against ~250 µs for aiohttp (and more for httpx) on the project's machine.
 """
 
 from __future__ import annotations
@@ -24,8 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
+from deliverers.http1 import ConnectError, HTTP1Pool, HTTPError, Target, header_block
 
 __all__ = ["Attempt", "TargetPolicy", "TargetRefused", "WebhookSender"]
 
@@ -155,35 +154,6 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-class _CheckedResolver(AbstractResolver):
-    """Resolution and the target check in one step: aiohttp connects to what this returns."""
-
-    def __init__(self, policy: TargetPolicy) -> None:
-        self._policy = policy
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        try:
-            addresses = await self._policy.check_host(host, port)
-        except TargetRefused as exc:
-            raise OSError(f"refused: {exc}") from exc
-        return [
-            ResolveResult(
-                hostname=host,
-                host=a,
-                port=port,
-                family=socket.AF_INET6 if ":" in a else socket.AF_INET,
-                proto=0,
-                flags=socket.AI_NUMERICHOST,
-            )
-            for a in addresses
-        ]
-
-    async def close(self) -> None:
-        return None
-
-
 class WebhookSender:
     def __init__(
         self,
@@ -194,58 +164,66 @@ class WebhookSender:
         per_host_concurrency: int = 16,
     ) -> None:
         self.policy = policy
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._timeout = timeout
         self._limits = (concurrency, per_host_concurrency)
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: HTTP1Pool | None = None
+        self._targets: dict[str, Target] = {}
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None:  # created inside the running loop
+    def _client(self) -> HTTP1Pool:
+        if self._pool is None:
             concurrency, per_host = self._limits
-            connector = aiohttp.TCPConnector(
-                limit=concurrency,
-                limit_per_host=per_host,
-                resolver=_CheckedResolver(self.policy),
-                use_dns_cache=False,  # every attempt resolves (and checks) again
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector, timeout=self._timeout, trust_env=False, auto_decompress=False
-            )
-        return self._session
+            self._pool = HTTP1Pool(limit=concurrency, per_host=per_host)
+        return self._pool
+
+    def _target(self, url: str) -> Target:
+        target = self._targets.get(url)
+        if target is None:
+            target = Target.parse(url)
+            if len(self._targets) >= 4096:
+                self._targets.clear()
+            self._targets[url] = target
+        return target
+
+    async def _connect(self, host: str, port: int) -> list[str]:
+        """Every new connection: resolve and check; the connection goes to these addresses."""
+        return await self.policy.check_host(host, port)
 
     async def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> Attempt:
         started = time.perf_counter()
         try:
             self.policy.check_url(url)
+            target = self._target(url)
+            head = header_block(headers)
         except TargetRefused as exc:
             return Attempt(
                 ok=False, status_code=None, latency_ms=0.0, error=f"refused: {exc}", refused=True
             )
+        except ValueError as exc:  # nothing a retry could change
+            return Attempt(
+                ok=False, status_code=None, latency_ms=0.0, error=f"invalid: {exc}", refused=True
+            )
         try:
-            async with self._client().post(
-                url, data=body, headers=dict(headers), allow_redirects=False
-            ) as r:
-                head = (await r.content.read(256)).decode("utf-8", "replace")
-                status = r.status
-                retry_after = _retry_after(r.headers.get("Retry-After"))
+            r = await self._client().post(
+                target, head, body, connect=self._connect, time_limit=self._timeout
+            )
         except TimeoutError:
             return self._failed(started, "timeout")
-        except aiohttp.ClientConnectorError as exc:
-            cause = str(exc.os_error)
-            if cause.startswith("refused: "):
-                return Attempt(
-                    ok=False, status_code=None, latency_ms=0.0, error=cause, refused=True
-                )
-            return self._failed(started, f"connect: {cause}"[:200])
-        except (aiohttp.ClientError, OSError) as exc:
+        except TargetRefused as exc:
+            return Attempt(
+                ok=False, status_code=None, latency_ms=0.0, error=f"refused: {exc}", refused=True
+            )
+        except ConnectError as exc:
+            return self._failed(started, f"connect: {exc}"[:200])
+        except (HTTPError, OSError) as exc:
             return self._failed(started, f"{type(exc).__name__}: {exc}"[:200])
-        ok = 200 <= status < 300
+        ok = 200 <= r.status < 300
         return Attempt(
             ok=ok,
-            status_code=status,
+            status_code=r.status,
             latency_ms=(time.perf_counter() - started) * 1000,
-            error=None if ok else f"HTTP {status}",
-            response_head=head,
-            retry_after_seconds=retry_after,
+            error=None if ok else f"HTTP {r.status}",
+            response_head=r.body.decode("utf-8", "replace"),
+            retry_after_seconds=_retry_after(r.headers.get("retry-after")),
         )
 
     @staticmethod
@@ -258,6 +236,6 @@ class WebhookSender:
         )
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._pool is not None:
+            await self._pool.aclose()
+            self._pool = None

@@ -1,0 +1,357 @@
+"""A small keep-alive HTTP/1.1 client for webhook POSTs: asyncio transports, httptools' parser.
+
+Why not a general client: a deliverer's time is mostly this one call, and measured on the
+project's machine (50 POSTs in flight to a local receiver, client CPU per request) aiohttp cost
+~250 µs, aiosonic ~285 µs, pyreqwest ~160 µs, curl_cffi ~560 µs and httpx more than aiohttp, where
+this client costs ~40 µs (docs/performance.md §4). It does one thing: POST a body with given
+headers and read the status, the headers and the first bytes of the answer. The HTTP parsing is
+httptools (llhttp, the parser of Node.js and uvicorn); what is here is the connection handling:
+
+- connections are opened to addresses the caller's ``connect`` hook returns (the SSRF check:
+  the address checked is the address connected to), TLS with the URL's host name for SNI and the
+  certificate check, ``Host`` kept;
+- idle keep-alive connections are reused, newest first, and dropped after ``idle_seconds`` or
+  as soon as the server closes them; a request that fails on a reused connection before any
+  byte of an answer (the server closed it as we wrote) is sent once more on a new connection —
+  webhooks are at-least-once, and the receiver has the ``webhook-id`` to see repeats;
+- in-flight requests are bounded per process and per origin; one total timeout covers the wait
+  for a slot, the connect and the exchange;
+- redirects are answers like any other (never followed); response heads over 64 KiB fail; a
+  body is read to ``keep`` bytes and drained up to 64 KiB so the connection can be reused, past
+  that the connection is closed instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import ssl
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from urllib.parse import quote, unquote, urlsplit
+
+import httptools
+
+__all__ = ["ConnectError", "HTTP1Pool", "HTTPError", "Response", "Target", "header_block"]
+
+MAX_HEAD = 64 * 1024
+DRAIN_LIMIT = 64 * 1024
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_SAFE_TARGET = "/?#[]@!$&'()*+,;=:%-._~"
+
+Connect = Callable[[str, int], Awaitable[list[str]]]
+
+
+class HTTPError(Exception):
+    """The exchange failed: connection lost, bad answer."""
+
+
+class ConnectError(HTTPError):
+    """No connection could be made (lookup, refusal, TLS handshake)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A parsed webhook URL: where to connect and the start of the request."""
+
+    scheme: str
+    host: str
+    port: int
+    head: bytes  # request line, Host (and Authorization from the URL's user info)
+
+    @property
+    def origin(self) -> tuple[str, str, int]:
+        return (self.scheme, self.host, self.port)
+
+    @classmethod
+    def parse(cls, url: str) -> Target:
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme not in _DEFAULT_PORTS:
+            raise ValueError("only http and https targets")
+        host = parts.hostname
+        if not host:
+            raise ValueError("no host")
+        port = parts.port or _DEFAULT_PORTS[scheme]  # ValueError for a bad port
+        target = parts.path or "/"
+        if parts.query:
+            target += "?" + parts.query
+        if not target.isascii() or any(c <= " " or c == "\x7f" for c in target):
+            target = quote(target, safe=_SAFE_TARGET)
+        name = f"[{host}]" if ":" in host else host
+        authority = name if port == _DEFAULT_PORTS[scheme] else f"{name}:{port}"
+        head = f"POST {target} HTTP/1.1\r\nHost: {authority}\r\n"
+        if parts.username is not None:
+            secret = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+            head += f"Authorization: Basic {base64.b64encode(secret.encode()).decode()}\r\n"
+        return cls(scheme=scheme, host=host, port=port, head=head.encode())
+
+
+def header_block(headers: Mapping[str, str]) -> bytes:
+    """``Name: value`` lines; a name or value that could split the request is refused."""
+    out = []
+    for name, value in headers.items():
+        if not name or any(c in name for c in " \t\r\n:\0") or any(c in value for c in "\r\n\0"):
+            raise ValueError(f"header {name!r} cannot be sent")
+        out.append(f"{name}: {value}\r\n")
+    return "".join(out).encode()
+
+
+@dataclass(slots=True)
+class Response:
+    status: int
+    headers: dict[str, str]  # lower-case names
+    body: bytes  # the first ``keep`` bytes
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection; one request at a time."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.idle_since = 0.0
+        self.reusable = False
+        self.answered = False  # any byte of an answer to the current request
+        self._parser = httptools.HttpResponseParser(self)
+        self._fut: asyncio.Future[Response] | None = None
+        self._headers: dict[str, str] = {}
+        self._head_size = 0
+        self._headers_done = False
+        self._until_eof = False
+        self._body = bytearray()
+        self._seen = 0
+        self._keep = 0
+
+    # -- asyncio ------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self._fut is None or self._fut.done():  # nothing was asked: a broken server
+            self.close()
+            return
+        self.answered = True
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(HTTPError("the server switched protocols"))
+        except httptools.HttpParserError as exc:
+            self._fail(HTTPError(f"bad response: {exc}"))
+
+    def eof_received(self) -> bool | None:
+        return None  # the transport closes itself
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        fut = self._fut
+        if fut is None or fut.done():
+            return
+        if self._headers_done and self._until_eof:  # a body that ends with the connection
+            self._finish(keep_alive=False)
+        else:
+            reason = f": {exc}" if exc else ""
+            fut.set_exception(HTTPError(f"connection closed before the response{reason}"))
+
+    # -- httptools ----------------------------------------------------------------------
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_size += len(name) + len(value) + 4
+        if self._head_size > MAX_HEAD:
+            self._fail(HTTPError("response head too large"))
+            return
+        self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        self._headers_done = True
+        h = self._headers
+        self._until_eof = "content-length" not in h and "transfer-encoding" not in h
+
+    def on_body(self, body: bytes) -> None:
+        room = self._keep - len(self._body)
+        if room > 0:
+            self._body += body[:room]
+        self._seen += len(body)
+        if self._seen > self._keep + DRAIN_LIMIT:  # not worth draining: drop the connection
+            self._finish(keep_alive=False)
+            self.close()
+
+    def on_message_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if 100 <= status < 200:  # an interim answer (100 Continue, 103): the real one follows
+            self._reset()
+            return
+        self._finish(keep_alive=self._parser.should_keep_alive())
+
+    # -- use ----------------------------------------------------------------------------
+
+    def request(self, data: bytes, keep: int) -> asyncio.Future[Response]:
+        assert self.transport is not None
+        self._reset()
+        self.answered = False
+        self.reusable = False
+        self._keep = keep
+        self._fut = asyncio.get_running_loop().create_future()
+        self.transport.write(data)
+        return self._fut
+
+    def _reset(self) -> None:
+        self._headers = {}
+        self._head_size = 0
+        self._headers_done = False
+        self._until_eof = False
+        self._body = bytearray()
+        self._seen = 0
+
+    def _finish(self, *, keep_alive: bool) -> None:
+        fut = self._fut
+        if fut is None or fut.done():
+            return
+        self.reusable = keep_alive and not self.closed
+        fut.set_result(Response(self._parser.get_status_code(), self._headers, bytes(self._body)))
+
+    def _fail(self, exc: Exception) -> None:
+        if self._fut is not None and not self._fut.done():
+            self._fut.set_exception(exc)
+        self.close()
+
+    def close(self) -> None:
+        self.reusable = False
+        if self.transport is not None and not self.closed:
+            self.transport.close()
+        self.closed = True
+
+
+@dataclass(slots=True)
+class _Origin:
+    slots: asyncio.Semaphore
+    idle: deque[_Connection] = field(default_factory=deque)
+    active: int = 0
+
+
+class HTTP1Pool:
+    def __init__(
+        self,
+        *,
+        limit: int = 256,
+        per_host: int = 16,
+        idle_seconds: float = 4.0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        """``idle_seconds``: how long an unused connection is kept; below the usual server
+        keep-alive timeouts (5 s for Node.js and uvicorn), so the server rarely closes one
+        first."""
+        self._slots = asyncio.Semaphore(limit)
+        self._per_host = per_host
+        self._idle_seconds = idle_seconds
+        self._ssl = ssl_context
+        self._origins: dict[tuple[str, str, int], _Origin] = {}
+        self._next_prune = 0.0
+        self._closed = False
+
+    async def post(
+        self, target: Target, headers: bytes, body: bytes, *, connect: Connect,
+        time_limit: float, keep: int = 256,
+    ) -> Response:  # fmt: skip
+        """POST ``body`` with the ``headers`` block (see :func:`header_block`); raises
+        TimeoutError, ConnectError (and whatever ``connect`` raises), HTTPError."""
+        key = target.origin
+        origin = self._origins.get(key)
+        if origin is None:
+            origin = self._origins[key] = _Origin(asyncio.Semaphore(self._per_host))
+        data = b"%s%sContent-Length: %d\r\n\r\n%s" % (target.head, headers, len(body), body)
+        origin.active += 1
+        try:
+            async with asyncio.timeout(time_limit), self._slots, origin.slots:
+                return await self._exchange(target, origin, data, connect, keep)
+        finally:
+            origin.active -= 1
+
+    async def _exchange(
+        self, target: Target, origin: _Origin, data: bytes, connect: Connect, keep: int
+    ) -> Response:
+        conn = self._take_idle(origin)
+        while True:
+            reused = conn is not None
+            if conn is None:
+                conn = await self._open(target, connect)
+            try:
+                answer = await conn.request(data, keep)
+            except HTTPError:
+                conn.close()
+                if reused and not conn.answered:  # closed by the server as we wrote: again
+                    conn = None
+                    continue
+                raise
+            except BaseException:  # cancelled (the timeout): the exchange is cut off
+                conn.close()
+                raise
+            self._release(origin, conn)
+            return answer
+
+    async def _open(self, target: Target, connect: Connect) -> _Connection:
+        try:
+            addresses = await connect(target.host, target.port)
+        except OSError as exc:
+            raise ConnectError(str(exc) or type(exc).__name__) from exc
+        tls: ssl.SSLContext | None = None
+        if target.scheme == "https":
+            if self._ssl is None:
+                self._ssl = ssl.create_default_context()
+            tls = self._ssl
+        loop = asyncio.get_running_loop()
+        failure: OSError | None = None
+        for address in addresses:
+            try:
+                _, conn = await loop.create_connection(
+                    _Connection,
+                    address,
+                    target.port,
+                    ssl=tls,
+                    server_hostname=target.host if tls is not None else None,
+                )
+                return conn
+            except OSError as exc:
+                failure = exc
+        raise ConnectError(str(failure) if failure else f"{target.host} has no address")
+
+    def _take_idle(self, origin: _Origin) -> _Connection | None:
+        now = asyncio.get_running_loop().time()
+        while origin.idle:
+            conn = origin.idle.pop()  # the newest: the others age out
+            if not conn.closed and now - conn.idle_since < self._idle_seconds:
+                return conn
+            conn.close()
+        return None
+
+    def _release(self, origin: _Origin, conn: _Connection) -> None:
+        now = asyncio.get_running_loop().time()
+        if conn.reusable and not conn.closed and not self._closed:
+            if len(origin.idle) >= self._per_host:
+                origin.idle.popleft().close()
+            conn.idle_since = now
+            origin.idle.append(conn)
+        else:
+            conn.close()
+        if now >= self._next_prune:
+            self._next_prune = now + self._idle_seconds
+            self._prune(now)
+
+    def _prune(self, now: float) -> None:
+        """Close connections idle too long; forget origins with nothing going on."""
+        for key, origin in list(self._origins.items()):
+            while origin.idle and (
+                origin.idle[0].closed or now - origin.idle[0].idle_since >= self._idle_seconds
+            ):
+                origin.idle.popleft().close()
+            if not origin.idle and origin.active == 0:
+                del self._origins[key]
+
+    async def aclose(self) -> None:
+        self._closed = True
+        for origin in self._origins.values():
+            while origin.idle:
+                origin.idle.popleft().close()
+        self._origins.clear()

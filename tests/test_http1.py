@@ -1,0 +1,345 @@
+"""The deliverers' HTTP/1.1 client (deliverers/http1.py) against real servers on loopback: raw
+asyncio servers that answer in the shapes a receiver may use (keep-alive, chunked, close-
+delimited, interim 100, huge heads and bodies, closing a kept-alive connection), and TLS with
+a certificate made here."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ipaddress
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from deliverers.http1 import (
+    DRAIN_LIMIT,
+    ConnectError,
+    HTTP1Pool,
+    HTTPError,
+    Target,
+    header_block,
+)
+from deliverers.sender import TargetPolicy, WebhookSender
+
+
+@dataclass
+class Request:
+    head: bytes
+    body: bytes
+    connection: int  # which accepted connection (0, 1, ...) carried it
+
+    def header(self, name: str) -> str | None:
+        for line in self.head.split(b"\r\n")[1:]:
+            k, _, v = line.partition(b":")
+            if k.strip().lower() == name.lower().encode():
+                return v.strip().decode()
+        return None
+
+
+Answer = Callable[[Request, asyncio.StreamWriter], Awaitable[bool]]  # False: close after
+
+
+@dataclass
+class RawServer:
+    answer: Answer
+    requests: list[Request] = field(default_factory=list)
+    connections: int = 0
+    port: int = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        n = self.connections
+        self.connections += 1
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                body = await reader.readexactly(length)
+                req = Request(head, body, n)
+                self.requests.append(req)
+                if not await self.answer(req, writer):
+                    return
+        finally:
+            writer.close()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+
+@asynccontextmanager
+async def raw_server(answer: Answer, **tls: ssl.SSLContext) -> AsyncIterator[RawServer]:
+    s = RawServer(answer)
+    server = await asyncio.start_server(s.handle, "127.0.0.1", 0, **tls)
+    s.port = server.sockets[0].getsockname()[1]
+    try:
+        yield s
+    finally:
+        server.close()
+
+
+async def ok(req: Request, w: asyncio.StreamWriter) -> bool:
+    w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    await w.drain()
+    return True
+
+
+async def loopback(host: str, port: int) -> list[str]:
+    return ["127.0.0.1"]
+
+
+async def post(pool: HTTP1Pool, url: str, body: bytes = b"{}", limit: float = 5.0) -> object:
+    return await pool.post(
+        Target.parse(url), header_block({"X-A": "1"}), body, connect=loopback, time_limit=limit
+    )
+
+
+async def test_keep_alive_reuses_one_connection() -> None:
+    pool = HTTP1Pool()
+    async with raw_server(ok) as s:
+        for _ in range(3):
+            r = await post(pool, s.url, b'{"n":1}')
+            assert r.status == 200 and r.body == b"ok"  # type: ignore[attr-defined]
+        assert s.connections == 1 and len(s.requests) == 3
+        first = s.requests[0]
+        assert first.head.startswith(b"POST /hook HTTP/1.1\r\n")
+        assert first.header("host") == f"127.0.0.1:{s.port}"
+        assert first.header("content-length") == "7" and first.body == b'{"n":1}'
+        assert first.header("x-a") == "1"
+    await pool.aclose()
+
+
+@pytest.mark.parametrize(
+    ("reply", "reused"),
+    [
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", True),
+        (b"HTTP/1.1 201 Created\r\nConnection: close\r\nContent-Length: 3\r\n\r\nabc", False),
+        (b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nabc", False),
+        (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc", True),
+    ],
+    ids=["chunked", "connection-close", "http-1.0", "interim-100"],
+)
+async def test_answer_shapes(reply: bytes, reused: bool) -> None:
+    async def answer(req: Request, w: asyncio.StreamWriter) -> bool:
+        w.write(reply)
+        await w.drain()
+        return reused  # a server that said close does close
+
+    pool = HTTP1Pool()
+    async with raw_server(answer) as s:
+        for _ in range(2):
+            r = await post(pool, s.url)
+            assert r.status in (200, 201) and r.body == b"abc"  # type: ignore[attr-defined]
+        assert s.connections == (1 if reused else 2)
+    await pool.aclose()
+
+
+async def test_a_body_delimited_by_the_end_of_the_connection() -> None:
+    async def answer(req: Request, w: asyncio.StreamWriter) -> bool:
+        w.write(b"HTTP/1.1 500 Oops\r\nRetry-After: 3\r\n\r\nsomething broke")
+        await w.drain()
+        return False
+
+    pool = HTTP1Pool()
+    async with raw_server(answer) as s:
+        r = await post(pool, s.url)
+        assert r.status == 500 and r.body == b"something broke"  # type: ignore[attr-defined]
+        assert r.headers["retry-after"] == "3"  # type: ignore[attr-defined]
+    await pool.aclose()
+
+
+async def test_only_the_first_bytes_are_kept_and_a_huge_body_is_not_drained() -> None:
+    sizes = [1000, DRAIN_LIMIT * 4, 10]
+
+    async def answer(req: Request, w: asyncio.StreamWriter) -> bool:
+        n = sizes[len(s.requests) - 1]
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % n + b"x" * n)
+        await w.drain()
+        return True
+
+    pool = HTTP1Pool()
+    async with raw_server(answer) as s:
+        small = await post(pool, s.url)
+        big = await post(pool, s.url)
+        assert small.body == b"x" * 256 and big.body == b"x" * 256  # type: ignore[attr-defined]
+        third = await post(pool, s.url)  # the drained one was reused, the huge one dropped
+        assert third.body == b"x" * 10  # type: ignore[attr-defined]
+        assert [r.connection for r in s.requests] == [0, 0, 1]
+    await pool.aclose()
+
+
+async def test_a_head_over_the_limit_fails() -> None:
+    async def answer(req: Request, w: asyncio.StreamWriter) -> bool:
+        w.write(b"HTTP/1.1 200 OK\r\n")
+        for i in range(100):
+            w.write(b"X-Filler-%d: %s\r\n" % (i, b"y" * 1000))
+        w.write(b"Content-Length: 0\r\n\r\n")
+        await w.drain()
+        return True
+
+    pool = HTTP1Pool()
+    async with raw_server(answer) as s:
+        with pytest.raises(HTTPError, match="too large"):
+            await post(pool, s.url)
+    await pool.aclose()
+
+
+async def test_a_kept_connection_closed_by_the_server_is_replaced_once() -> None:
+    """The server answers, keeps the connection, then drops it when the next request comes
+    (as when its keep-alive timeout and our write cross): the request goes again on a new
+    connection, and only when nothing of an answer had arrived."""
+
+    async def answer(req: Request, w: asyncio.StreamWriter) -> bool:
+        if len([r for r in s.requests if r.connection == req.connection]) == 2:
+            return False  # second request on a connection: close without a word
+        await ok(req, w)
+        return True
+
+    pool = HTTP1Pool()
+    async with raw_server(answer) as s:
+        assert (await post(pool, s.url)).status == 200  # type: ignore[attr-defined]
+        assert (await post(pool, s.url)).status == 200  # type: ignore[attr-defined]
+        assert s.connections == 2 and [r.connection for r in s.requests] == [0, 0, 1]
+    await pool.aclose()
+
+
+async def test_a_new_connection_that_fails_is_not_tried_again() -> None:
+    async def answer(req: Request, w: asyncio.StreamWriter) -> bool:
+        return False
+
+    pool = HTTP1Pool()
+    async with raw_server(answer) as s:
+        with pytest.raises(HTTPError, match="closed before the response"):
+            await post(pool, s.url)
+        assert len(s.requests) == 1
+    await pool.aclose()
+
+
+async def test_idle_connections_age_out() -> None:
+    pool = HTTP1Pool(idle_seconds=4.0)
+    async with raw_server(ok) as s:
+        await post(pool, s.url)
+        for origin in pool._origins.values():  # as if 10 s had passed
+            for conn in origin.idle:
+                conn.idle_since -= 10
+        await post(pool, s.url)
+        assert s.connections == 2
+    await pool.aclose()
+
+
+async def test_the_time_limit_cuts_the_exchange_and_drops_the_connection() -> None:
+    release = asyncio.Event()
+
+    async def answer(req: Request, w: asyncio.StreamWriter) -> bool:
+        if len(s.requests) == 1:
+            await release.wait()
+        return await ok(req, w)
+
+    pool = HTTP1Pool()
+    async with raw_server(answer) as s:
+        with pytest.raises(TimeoutError):
+            await post(pool, s.url, limit=0.2)
+        release.set()
+        assert (await post(pool, s.url)).status == 200  # type: ignore[attr-defined]
+        assert [r.connection for r in s.requests] == [0, 1]
+    await pool.aclose()
+
+
+async def test_a_refused_connection_is_a_connect_error() -> None:
+    async with raw_server(ok) as s:
+        url = s.url
+    pool = HTTP1Pool()
+    with pytest.raises(ConnectError):
+        await post(pool, url)
+    await pool.aclose()
+
+
+def test_targets_and_headers() -> None:
+    t = Target.parse("https://user:p%40ss@Hooks.Example.com/a b/c?x=1&y=é")
+    assert t.origin == ("https", "hooks.example.com", 443)
+    assert t.head.startswith(b"POST /a%20b/c?x=1&y=%C3%A9 HTTP/1.1\r\nHost: hooks.example.com\r\n")
+    assert b"Authorization: Basic dXNlcjpwQHNz\r\n" in t.head  # user:p@ss
+    v6 = Target.parse("http://[::1]:8080/")
+    assert v6.origin == ("http", "::1", 8080) and b"Host: [::1]:8080\r\n" in v6.head
+    assert b"Host: x.test\r\n" in Target.parse("http://x.test").head
+    for bad in ("ftp://x/y", "http:///nohost", "http://x:99999/"):
+        with pytest.raises(ValueError, match=r"(?i)http|host|port"):
+            Target.parse(bad)
+    assert header_block({"A": "1", "B-c": "two words"}) == b"A: 1\r\nB-c: two words\r\n"
+    for name, value in (("X", "a\r\nInjected: 1"), ("Bad Name", "1"), ("X", "a\nb"), ("", "1")):
+        with pytest.raises(ValueError, match="cannot be sent"):
+            header_block({name: value})
+
+
+async def test_the_sender_refuses_a_header_that_would_split_the_request() -> None:
+    sender = WebhookSender(TargetPolicy(["127.0.0.0/8"]))
+    async with raw_server(ok) as s:
+        attempt = await sender.send(s.url, b"{}", {"X-Event": "a\r\nX-Evil: 1"})
+        assert attempt.refused and attempt.error and attempt.error.startswith("invalid")
+        assert s.requests == []
+    await sender.aclose()
+
+
+def _certificate(tmp: Path, name: str) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A self-signed certificate for ``name``: (server context, client context trusting it)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp / "cert.pem", tmp / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(cert_file, key_file)
+    client = ssl.create_default_context(cafile=str(cert_file))
+    assert ipaddress.ip_address("127.0.0.1")  # the address the names are pinned to
+    return server, client
+
+
+async def test_tls_to_a_pinned_address_keeps_the_name_for_sni_and_the_certificate(
+    tmp_path: Path,
+) -> None:
+    server_ctx, client_ctx = _certificate(tmp_path, "hooks.example.test")
+    seen: list[str | None] = []
+    server_ctx.sni_callback = lambda sock, name, ctx: seen.append(name)  # type: ignore[assignment]
+    pool = HTTP1Pool(ssl_context=client_ctx)
+    async with raw_server(ok, ssl=server_ctx) as s:
+        good = f"https://hooks.example.test:{s.port}/hook"
+        r = await pool.post(Target.parse(good), b"", b"{}", connect=loopback, time_limit=5)
+        assert r.status == 200 and seen == ["hooks.example.test"]
+        assert s.requests[0].header("host") == f"hooks.example.test:{s.port}"
+        wrong = f"https://other.example.test:{s.port}/hook"  # same address, wrong name
+        with pytest.raises(ConnectError, match="certificate"):
+            await pool.post(Target.parse(wrong), b"", b"{}", connect=loopback, time_limit=5)
+    await pool.aclose()
