@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -88,11 +89,20 @@ class Target:
         return cls(scheme=scheme, host=host, port=port, head=head.encode())
 
 
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_names_ok: set[str] = set()
+
+
 def header_block(headers: Mapping[str, str]) -> bytes:
     """``Name: value`` lines; a name or value that could split the request is refused."""
     out = []
     for name, value in headers.items():
-        if not name or any(c in name for c in " \t\r\n:\0") or any(c in value for c in "\r\n\0"):
+        if name not in _names_ok:
+            if not _TOKEN.fullmatch(name):
+                raise ValueError(f"header {name!r} cannot be sent")
+            if len(_names_ok) < 1024:
+                _names_ok.add(name)
+        if "\r" in value or "\n" in value or "\0" in value:
             raise ValueError(f"header {name!r} cannot be sent")
         out.append(f"{name}: {value}\r\n")
     return "".join(out).encode()
@@ -187,15 +197,19 @@ class _Connection(asyncio.Protocol):
 
     # -- use ----------------------------------------------------------------------------
 
-    def request(self, data: bytes, keep: int) -> asyncio.Future[Response]:
+    def request(self, data: bytes, keep: int, deadline: float) -> asyncio.Future[Response]:
+        """Send ``data``; the answer, or TimeoutError at ``deadline`` (loop time)."""
         assert self.transport is not None
         self._reset()
         self.answered = False
         self.reusable = False
         self._keep = keep
-        self._fut = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut = self._fut = loop.create_future()
+        timer = loop.call_at(deadline, _expire, fut)
+        fut.add_done_callback(lambda _: timer.cancel())
         self.transport.write(data)
-        return self._fut
+        return fut
 
     def _reset(self) -> None:
         self._headers = {}
@@ -222,6 +236,19 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None and not self.closed:
             self.transport.close()
         self.closed = True
+
+
+def _expire(fut: asyncio.Future[Response]) -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError())
+
+
+async def _acquire(slots: asyncio.Semaphore, deadline: float) -> None:
+    if slots.locked():
+        async with asyncio.timeout_at(deadline):
+            await slots.acquire()
+    else:
+        await slots.acquire()  # free: returns at once
 
 
 @dataclass(slots=True)
@@ -262,23 +289,35 @@ class HTTP1Pool:
         if origin is None:
             origin = self._origins[key] = _Origin(asyncio.Semaphore(self._per_host))
         data = b"%s%sContent-Length: %d\r\n\r\n%s" % (target.head, headers, len(body), body)
+        deadline = asyncio.get_running_loop().time() + time_limit
         origin.active += 1
         try:
-            async with asyncio.timeout(time_limit), self._slots, origin.slots:
-                return await self._exchange(target, origin, data, connect, keep)
+            # Waiting for a slot or a connection is bounded by asyncio.timeout_at; the common
+            # case (a free slot, a kept connection) only arms a timer on the answer.
+            await _acquire(self._slots, deadline)
+            try:
+                await _acquire(origin.slots, deadline)
+                try:
+                    return await self._exchange(target, origin, data, connect, keep, deadline)
+                finally:
+                    origin.slots.release()
+            finally:
+                self._slots.release()
         finally:
             origin.active -= 1
 
     async def _exchange(
-        self, target: Target, origin: _Origin, data: bytes, connect: Connect, keep: int
-    ) -> Response:
+        self, target: Target, origin: _Origin, data: bytes, connect: Connect, keep: int,
+        deadline: float,
+    ) -> Response:  # fmt: skip
         conn = self._take_idle(origin)
         while True:
             reused = conn is not None
             if conn is None:
-                conn = await self._open(target, connect)
+                async with asyncio.timeout_at(deadline):
+                    conn = await self._open(target, connect)
             try:
-                answer = await conn.request(data, keep)
+                answer = await conn.request(data, keep, deadline)
             except HTTPError:
                 conn.close()
                 if reused and not conn.answered:  # closed by the server as we wrote: again
