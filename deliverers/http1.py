@@ -30,6 +30,7 @@ import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 import httptools
@@ -238,22 +239,51 @@ class _Connection(asyncio.Protocol):
         self.closed = True
 
 
-def _expire(fut: asyncio.Future[Response]) -> None:
+def _expire(fut: asyncio.Future[Any]) -> None:
     if not fut.done():
         fut.set_exception(TimeoutError())
 
 
-async def _acquire(slots: asyncio.Semaphore, deadline: float) -> None:
-    if slots.locked():
-        async with asyncio.timeout_at(deadline):
-            await slots.acquire()
-    else:
-        await slots.acquire()  # free: returns at once
+class _Slots:
+    """A counting limit whose waiters give up at a deadline: what ``asyncio.Semaphore`` under
+    ``asyncio.timeout_at`` does, without a timeout context per wait (a backlog to one host
+    waits here all the time). A freed slot is handed to the oldest waiter still waiting."""
+
+    __slots__ = ("_free", "_waiters")
+
+    def __init__(self, n: int) -> None:
+        self._free = n
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    async def take(self, deadline: float) -> None:
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._waiters.append(fut)
+        timer = loop.call_at(deadline, _expire, fut)
+        try:
+            await fut
+        except BaseException:
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                self.give()  # handed a slot, but leaving (cancelled meanwhile): pass it on
+            raise
+        finally:
+            timer.cancel()
+
+    def give(self) -> None:
+        while self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():  # skip the ones that timed out or were cancelled
+                fut.set_result(None)
+                return
+        self._free += 1
 
 
 @dataclass(slots=True)
 class _Origin:
-    slots: asyncio.Semaphore
+    slots: _Slots
     idle: deque[_Connection] = field(default_factory=deque)
     active: int = 0
 
@@ -270,7 +300,7 @@ class HTTP1Pool:
         """``idle_seconds``: how long an unused connection is kept; below the usual server
         keep-alive timeouts (5 s for Node.js and uvicorn), so the server rarely closes one
         first."""
-        self._slots = asyncio.Semaphore(limit)
+        self._slots = _Slots(limit)
         self._per_host = per_host
         self._idle_seconds = idle_seconds
         self._ssl = ssl_context
@@ -287,22 +317,22 @@ class HTTP1Pool:
         key = target.origin
         origin = self._origins.get(key)
         if origin is None:
-            origin = self._origins[key] = _Origin(asyncio.Semaphore(self._per_host))
+            origin = self._origins[key] = _Origin(_Slots(self._per_host))
         data = b"%s%sContent-Length: %d\r\n\r\n%s" % (target.head, headers, len(body), body)
         deadline = asyncio.get_running_loop().time() + time_limit
         origin.active += 1
         try:
-            # Waiting for a slot or a connection is bounded by asyncio.timeout_at; the common
-            # case (a free slot, a kept connection) only arms a timer on the answer.
-            await _acquire(self._slots, deadline)
+            # Every wait (a slot, a connection, the answer) ends at the deadline; the common
+            # case (a free slot, a kept connection) arms one timer, on the answer.
+            await self._slots.take(deadline)
             try:
-                await _acquire(origin.slots, deadline)
+                await origin.slots.take(deadline)
                 try:
                     return await self._exchange(target, origin, data, connect, keep, deadline)
                 finally:
-                    origin.slots.release()
+                    origin.slots.give()
             finally:
-                self._slots.release()
+                self._slots.give()
         finally:
             origin.active -= 1
 

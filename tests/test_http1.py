@@ -26,6 +26,7 @@ from deliverers.http1 import (
     HTTP1Pool,
     HTTPError,
     Target,
+    _Slots,
     header_block,
 )
 from deliverers.sender import TargetPolicy, WebhookSender
@@ -343,3 +344,35 @@ async def test_tls_to_a_pinned_address_keeps_the_name_for_sni_and_the_certificat
         with pytest.raises(ConnectError, match="certificate"):
             await pool.post(Target.parse(wrong), b"", b"{}", connect=loopback, time_limit=5)
     await pool.aclose()
+
+
+async def test_slots_go_to_waiters_in_order_and_a_waiter_gives_up_at_its_deadline() -> None:
+    loop = asyncio.get_running_loop()
+    slots = _Slots(1)
+    await slots.take(loop.time() + 5)
+    got: list[str] = []
+
+    async def waiter(name: str, limit: float) -> None:
+        await slots.take(loop.time() + limit)
+        got.append(name)
+
+    a = asyncio.create_task(waiter("a", 5))
+    dropped = asyncio.create_task(waiter("dropped", 5))
+    b = asyncio.create_task(waiter("b", 5))
+    late = asyncio.create_task(waiter("late", 0.05))
+    with pytest.raises(TimeoutError):
+        await late  # every waiter is queued by now
+    dropped.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await dropped
+    slots.give()
+    await a
+    slots.give()  # passes over the cancelled and the timed-out waiter
+    await b
+    assert got == ["a", "b"]
+    slots.give()
+    slots.give()
+    await slots.take(loop.time() + 0.01)  # two free slots, no waiting
+    await slots.take(loop.time() + 0.01)
+    with pytest.raises(TimeoutError):
+        await slots.take(loop.time() + 0.01)

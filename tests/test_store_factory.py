@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import subprocess
 import sys
 
 import pytest
+import redis.asyncio as aioredis
 
 from codeq.domain import NewTask
 from codeq.engine import Engine, EngineConfig
 from codeq.errors import StoreUnavailable
 from codeq.settings import Settings
 from codeq.store import KeySchema, open_store
+from codeq.store.redis_store import RedisStore
+from tests.conftest import eventually, new_prefix
 from tests.servers import RedisServer, free_port
 
 
@@ -99,3 +103,37 @@ def test_cli_version_and_config_show_masks_secrets() -> None:
         env={**env, "PARTITIONS": "0"},
     )
     assert bad.returncode == 2 and "PARTITIONS" in bad.stderr
+
+
+async def test_every_pooled_connection_works_after_a_restart() -> None:
+    """redis-py would hand out pooled connections whose server had gone, and each failed once;
+    ours notices the server's close and reconnects, so nothing fails after a restart."""
+    server = RedisServer.start()
+    store = RedisStore.from_url(server.url, KeySchema(new_prefix()), pool_size=16)
+    try:
+        engine = Engine(store)
+        # fill the pool: concurrent blocking reads and concurrent script calls
+        await asyncio.gather(*(store.client.blpop([f"nothing-{i}"], timeout=0.1) for i in range(6)))
+        await asyncio.gather(
+            *(engine.create("t", NewTask(command="C", payload="1")) for _ in range(20))
+        )
+        server.restart()  # stop, then start on the same port (nothing persisted)
+
+        async def accepts() -> bool:  # (a fresh connection: the server is back)
+            probe = aioredis.Redis.from_url(server.url)
+            try:
+                return bool(await probe.ping())
+            except Exception:
+                return False
+            finally:
+                await probe.aclose()
+
+        await eventually(accepts, timeout=10)
+        for _ in range(12):
+            assert await store.client.ping()
+        for _ in range(12):
+            await engine.create("t", NewTask(command="C", payload="2"))
+        assert (await engine.queue_stats("t", "C")).ready == 12
+    finally:
+        await store.close()
+        server.close()

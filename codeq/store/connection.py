@@ -1,7 +1,13 @@
-"""A redis-py asyncio connection that packs commands with hiredis's C packer.
+"""A redis-py asyncio connection that packs commands with hiredis's C packer, and notices when
+the server has closed it.
 
 redis-py's synchronous client can pack with hiredis; its asyncio connection packs in pure
 Python, which was a third of the engine's Python time under load (``bench/engine.py``).
+
+redis-py hands out a pooled connection whose server has gone (Redis restarted, a failover)
+and the command on it fails: after a restart every idle connection in the pool failed once,
+one request each. :func:`sound` looks at the socket's state instead (the server's close has
+arrived as end-of-file), and the pool's checkout (``connect()``) replaces such a connection.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from typing import Any
 import hiredis
 from redis.asyncio.connection import Connection
 
-__all__ = ["HiredisPackConnection"]
+__all__ = ["HiredisPackConnection", "sound"]
 
 
 def _normalise(args: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -25,7 +31,20 @@ def _normalise(args: tuple[Any, ...]) -> tuple[Any, ...]:
     return args
 
 
+def sound(conn: Any) -> bool:
+    """Connected, not closed by the server (end-of-file arrived), not failed."""
+    reader, writer = getattr(conn, "_reader", None), getattr(conn, "_writer", None)
+    if reader is None or writer is None:
+        return False
+    return not (reader.at_eof() or reader.exception() is not None or writer.is_closing())
+
+
 class HiredisPackConnection(Connection):
+    async def connect(self) -> None:
+        if self._reader is not None and not sound(self):  # the server closed it meanwhile
+            await self.disconnect()
+        await super().connect()  # type: ignore[no-untyped-call]
+
     def pack_command(self, *args: Any) -> list[bytes]:
         return [hiredis.pack_command(_normalise(args))]
 
