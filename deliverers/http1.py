@@ -153,7 +153,8 @@ class _Connection(asyncio.Protocol):
             self._fail(HTTPError(f"bad response: {exc}"))
 
     def eof_received(self) -> bool | None:
-        return None  # the transport closes itself
+        self.closed = True  # not to be taken from the pool any more
+        return None  # the transport closes itself (connection_lost follows)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -201,6 +202,8 @@ class _Connection(asyncio.Protocol):
     def request(self, data: bytes, keep: int, deadline: float) -> asyncio.Future[Response]:
         """Send ``data``; the answer, or TimeoutError at ``deadline`` (loop time)."""
         assert self.transport is not None
+        if self.closed or self.transport.is_closing():
+            raise HTTPError("connection closed before the request")
         self._reset()
         self.answered = False
         self.reusable = False
@@ -390,7 +393,13 @@ class HTTP1Pool:
         now = asyncio.get_running_loop().time()
         while origin.idle:
             conn = origin.idle.pop()  # the newest: the others age out
-            if not conn.closed and now - conn.idle_since < self._idle_seconds:
+            fresh = now - conn.idle_since < self._idle_seconds
+            if (
+                fresh
+                and not conn.closed
+                and conn.transport is not None
+                and not conn.transport.is_closing()
+            ):
                 return conn
             conn.close()
         return None

@@ -30,6 +30,7 @@ from deliverers.http1 import (
     header_block,
 )
 from deliverers.sender import TargetPolicy, WebhookSender
+from tests.conftest import eventually
 
 
 @dataclass
@@ -215,6 +216,24 @@ async def test_a_kept_connection_closed_by_the_server_is_replaced_once() -> None
         assert (await post(pool, s.url)).status == 200  # type: ignore[attr-defined]
         assert (await post(pool, s.url)).status == 200  # type: ignore[attr-defined]
         assert s.connections == 2 and [r.connection for r in s.requests] == [0, 0, 1]
+    await pool.aclose()
+
+
+async def test_a_kept_connection_the_server_closed_while_idle_is_not_used() -> None:
+    async def answer(req: Request, w: asyncio.StreamWriter) -> bool:
+        await ok(req, w)
+        return False  # closes after answering, without having said so
+
+    pool = HTTP1Pool()
+    async with raw_server(answer) as s:
+        assert (await post(pool, s.url)).status == 200  # type: ignore[attr-defined]
+
+        async def noticed() -> bool:
+            return all(c.closed for o in pool._origins.values() for c in o.idle)
+
+        await eventually(noticed)
+        assert (await post(pool, s.url)).status == 200  # type: ignore[attr-defined]
+        assert [r.connection for r in s.requests] == [0, 1]
     await pool.aclose()
 
 
