@@ -75,7 +75,14 @@ class Target:
         host = parts.hostname
         if not host:
             raise ValueError("no host")
-        port = parts.port or _DEFAULT_PORTS[scheme]  # ValueError for a bad port
+        if ":" not in host:  # a name (or an IPv4 literal): its DNS form, punycode if need be
+            try:
+                host = host.encode("idna").decode("ascii")
+            except UnicodeError as exc:  # an empty or over-long label, a bad character
+                raise ValueError(f"host name not valid: {exc}") from exc
+        port = parts.port if parts.port is not None else _DEFAULT_PORTS[scheme]
+        if port == 0:
+            raise ValueError("port 0")
         target = parts.path or "/"
         if parts.query:
             target += "?" + parts.query
@@ -129,6 +136,7 @@ class _Connection(asyncio.Protocol):
         self._fut: asyncio.Future[Response] | None = None
         self._headers: dict[str, str] = {}
         self._head_size = 0
+        self._header_bytes = 0
         self._headers_done = False
         self._until_eof = False
         self._body = bytearray()
@@ -149,8 +157,14 @@ class _Connection(asyncio.Protocol):
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._fail(HTTPError("the server switched protocols"))
+            return
         except httptools.HttpParserError as exc:
             self._fail(HTTPError(f"bad response: {exc}"))
+            return
+        if not self._headers_done:  # all of it was head; httptools only calls on_header
+            self._head_size += len(data)  # once a header is whole, so count here
+            if self._head_size > MAX_HEAD:
+                self._fail(HTTPError("response head too large"))
 
     def eof_received(self) -> bool | None:
         self.closed = True  # not to be taken from the pool any more
@@ -169,9 +183,13 @@ class _Connection(asyncio.Protocol):
 
     # -- httptools ----------------------------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        if self._fut is None or self._fut.done():  # more than the one answer asked for
+            self._fail(HTTPError("unexpected data after the response"))
+
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._head_size += len(name) + len(value) + 4
-        if self._head_size > MAX_HEAD:
+        self._header_bytes += len(name) + len(value) + 4
+        if self._header_bytes > MAX_HEAD:
             self._fail(HTTPError("response head too large"))
             return
         self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
@@ -218,6 +236,7 @@ class _Connection(asyncio.Protocol):
     def _reset(self) -> None:
         self._headers = {}
         self._head_size = 0
+        self._header_bytes = 0
         self._headers_done = False
         self._until_eof = False
         self._body = bytearray()
@@ -228,7 +247,9 @@ class _Connection(asyncio.Protocol):
         if fut is None or fut.done():
             return
         self.reusable = keep_alive and not self.closed
-        fut.set_result(Response(self._parser.get_status_code(), self._headers, bytes(self._body)))
+        fut.set_result(
+            Response(self._parser.get_status_code(), dict(self._headers), bytes(self._body))
+        )
 
     def _fail(self, exc: Exception) -> None:
         if self._fut is not None and not self._fut.done():
@@ -327,17 +348,21 @@ class HTTP1Pool:
         try:
             # Every wait (a slot, a connection, the answer) ends at the deadline; the common
             # case (a free slot, a kept connection) arms one timer, on the answer.
-            await self._slots.take(deadline)
+            # the host's slot first: requests queued for one slow host must not hold the
+            # process-wide slots that other hosts need
+            await origin.slots.take(deadline)
             try:
-                await origin.slots.take(deadline)
+                await self._slots.take(deadline)
                 try:
                     return await self._exchange(target, origin, data, connect, keep, deadline)
                 finally:
-                    origin.slots.give()
+                    self._slots.give()
             finally:
-                self._slots.give()
+                origin.slots.give()
         finally:
             origin.active -= 1
+            if origin.active == 0 and not origin.idle and self._origins.get(key) is origin:
+                del self._origins[key]  # nothing going on there: forget it
 
     async def _exchange(
         self, target: Target, origin: _Origin, data: bytes, connect: Connect, keep: int,
@@ -348,7 +373,7 @@ class HTTP1Pool:
             reused = conn is not None
             if conn is None:
                 async with asyncio.timeout_at(deadline):
-                    conn = await self._open(target, connect)
+                    conn = await self._open(target, connect, deadline)
             try:
                 answer = await conn.request(data, keep, deadline)
             except HTTPError:
@@ -363,10 +388,10 @@ class HTTP1Pool:
             self._release(origin, conn)
             return answer
 
-    async def _open(self, target: Target, connect: Connect) -> _Connection:
+    async def _open(self, target: Target, connect: Connect, deadline: float) -> _Connection:
         try:
             addresses = await connect(target.host, target.port)
-        except OSError as exc:
+        except (OSError, UnicodeError) as exc:
             raise ConnectError(str(exc) or type(exc).__name__) from exc
         tls: ssl.SSLContext | None = None
         if target.scheme == "https":
@@ -375,16 +400,23 @@ class HTTP1Pool:
             tls = self._ssl
         loop = asyncio.get_running_loop()
         failure: OSError | None = None
-        for address in addresses:
+        for i, address in enumerate(addresses):
+            # each address gets an equal share of the time left, so one that never answers
+            # (a black-holed IPv6 route) does not use it all
+            share = (deadline - loop.time()) / (len(addresses) - i)
             try:
-                _, conn = await loop.create_connection(
-                    _Connection,
-                    address,
-                    target.port,
-                    ssl=tls,
-                    server_hostname=target.host if tls is not None else None,
-                )
+                async with asyncio.timeout(share if i < len(addresses) - 1 else None):
+                    _, conn = await loop.create_connection(
+                        _Connection,
+                        address,
+                        target.port,
+                        ssl=tls,
+                        server_hostname=target.host if tls is not None else None,
+                    )
                 return conn
+            except TimeoutError as exc:
+                failure = OSError(f"connect to {address} timed out")
+                failure.__cause__ = exc
             except OSError as exc:
                 failure = exc
         raise ConnectError(str(failure) if failure else f"{target.host} has no address")

@@ -783,10 +783,14 @@ class _Outcomes:
         try:
             items = [item for item, _ in batch]
             replies = await self._dstore.outcomes(partition, items, self._kept)
-        except Exception as exc:
+        except BaseException as exc:
             for _, fut in batch:
                 if not fut.done():
-                    fut.set_exception(exc)
+                    fut.set_exception(
+                        exc if isinstance(exc, Exception) else StoreUnavailable("interrupted")
+                    )
+            if not isinstance(exc, Exception):
+                raise
             return
         for (_, fut), reply in zip(batch, replies, strict=True):
             if not fut.done():

@@ -145,13 +145,13 @@ def _retry_after(value: str | None) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # ("²".isdigit() is true too)
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        return max(0.0, when.timestamp() - time.time())
+    except (TypeError, ValueError, OverflowError):  # not a date we can use: ignored
         return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 class WebhookSender:
@@ -215,6 +215,9 @@ class WebhookSender:
         except ConnectError as exc:
             return self._failed(started, f"connect: {exc}"[:200])
         except (HTTPError, OSError) as exc:
+            return self._failed(started, f"{type(exc).__name__}: {exc}"[:200])
+        except Exception as exc:  # a failed attempt all the same, never a lost one
+            log.exception("webhook attempt failed unexpectedly")
             return self._failed(started, f"{type(exc).__name__}: {exc}"[:200])
         ok = 200 <= r.status < 300
         return Attempt(

@@ -184,12 +184,21 @@ async def test_only_the_first_bytes_are_kept_and_a_huge_body_is_not_drained() ->
     await pool.aclose()
 
 
-async def test_a_head_over_the_limit_fails() -> None:
+@pytest.mark.parametrize("shape", ["many headers", "one endless header"])
+async def test_a_head_over_the_limit_fails(shape: str) -> None:
     async def answer(req: Request, w: asyncio.StreamWriter) -> bool:
         w.write(b"HTTP/1.1 200 OK\r\n")
-        for i in range(100):
-            w.write(b"X-Filler-%d: %s\r\n" % (i, b"y" * 1000))
-        w.write(b"Content-Length: 0\r\n\r\n")
+        if shape == "many headers":
+            for i in range(100):
+                w.write(b"X-Filler-%d: %s\r\n" % (i, b"y" * 1000))
+            w.write(b"Content-Length: 0\r\n\r\n")
+        else:  # never ends: the limit must apply while the header is still arriving
+            w.write(b"X-Endless: ")
+            for _ in range(400):
+                w.write(b"y" * 16384)
+                await w.drain()
+                if w.is_closing():
+                    break
         await w.drain()
         return True
 
@@ -197,6 +206,55 @@ async def test_a_head_over_the_limit_fails() -> None:
     async with raw_server(answer) as s:
         with pytest.raises(HTTPError, match="too large"):
             await post(pool, s.url)
+    await pool.aclose()
+
+
+async def test_bytes_after_the_answer_are_not_taken_for_the_next_one() -> None:
+    async def answer(req: Request, w: asyncio.StreamWriter) -> bool:
+        if len(s.requests) == 1:  # a broken server: an extra response nobody asked for
+            w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            w.write(b"HTTP/1.1 500 Stale\r\nContent-Length: 0\r\n\r\n")
+            await w.drain()
+            return True
+        return await ok(req, w)
+
+    pool = HTTP1Pool()
+    async with raw_server(answer) as s:
+        assert (await post(pool, s.url)).status == 200  # type: ignore[attr-defined]
+        assert (await post(pool, s.url)).status == 200  # type: ignore[attr-defined]
+        assert [r.connection for r in s.requests] == [0, 1]
+    await pool.aclose()
+
+
+async def test_a_backlog_for_one_slow_host_leaves_room_for_others() -> None:
+    release = asyncio.Event()
+
+    async def slow(req: Request, w: asyncio.StreamWriter) -> bool:
+        await release.wait()
+        return await ok(req, w)
+
+    pool = HTTP1Pool(limit=2, per_host=1)
+    async with raw_server(slow) as stuck, raw_server(ok) as fine:
+        queued = [asyncio.create_task(post(pool, stuck.url, limit=10)) for _ in range(4)]
+
+        async def one_in_flight() -> bool:
+            return len(stuck.requests) == 1
+
+        await eventually(one_in_flight)
+        r = await post(pool, fine.url, limit=2)  # not behind the three waiting for `stuck`
+        assert r.status == 200  # type: ignore[attr-defined]
+        release.set()
+        assert [x.status for x in await asyncio.gather(*queued)] == [200] * 4  # type: ignore[attr-defined]
+    await pool.aclose()
+
+
+async def test_an_origin_that_only_failed_is_forgotten() -> None:
+    async with raw_server(ok) as s:
+        url = s.url
+    pool = HTTP1Pool()
+    with pytest.raises(ConnectError):
+        await post(pool, url)
+    assert pool._origins == {}
     await pool.aclose()
 
 
@@ -296,7 +354,12 @@ def test_targets_and_headers() -> None:
     v6 = Target.parse("http://[::1]:8080/")
     assert v6.origin == ("http", "::1", 8080) and b"Host: [::1]:8080\r\n" in v6.head
     assert b"Host: x.test\r\n" in Target.parse("http://x.test").head
-    for bad in ("ftp://x/y", "http:///nohost", "http://x:99999/"):
+    idn = Target.parse("http://bücher.example/x")  # the DNS form, in the Host header too
+    assert idn.host == "xn--bcher-kva.example" and b"Host: xn--bcher-kva.example\r\n" in idn.head
+    for bad_name in ("http://a..b.example/", "http://" + "a" * 64 + ".example/"):
+        with pytest.raises(ValueError, match="host name not valid"):
+            Target.parse(bad_name)
+    for bad in ("ftp://x/y", "http:///nohost", "http://x:99999/", "http://x:0/"):
         with pytest.raises(ValueError, match=r"(?i)http|host|port"):
             Target.parse(bad)
     assert header_block({"A": "1", "B-c": "two words"}) == b"A: 1\r\nB-c: two words\r\n"
@@ -395,3 +458,23 @@ async def test_slots_go_to_waiters_in_order_and_a_waiter_gives_up_at_its_deadlin
     await slots.take(loop.time() + 0.01)
     with pytest.raises(TimeoutError):
         await slots.take(loop.time() + 0.01)
+
+
+async def test_a_retry_after_that_is_not_a_number_is_ignored() -> None:
+    async def answer(req: Request, w: asyncio.StreamWriter) -> bool:
+        w.write(b"HTTP/1.1 503 Busy\r\nRetry-After: \xb2\r\nContent-Length: 0\r\n\r\n")
+        await w.drain()
+        return True
+
+    sender = WebhookSender(TargetPolicy(["127.0.0.0/8"]))
+    async with raw_server(answer) as s:
+        attempt = await sender.send(s.url, b"{}", {})
+        assert attempt.status_code == 503 and attempt.retry_after_seconds is None
+    await sender.aclose()
+
+
+async def test_a_host_name_that_cannot_be_looked_up_is_an_invalid_target() -> None:
+    sender = WebhookSender(TargetPolicy([]))
+    attempt = await sender.send("http://a..b.example/hook", b"{}", {})
+    assert attempt.refused and attempt.error and attempt.error.startswith("invalid")
+    await sender.aclose()

@@ -227,8 +227,12 @@ class _Coalescer:
             replies = await self._send(batch)
         except BaseException as exc:  # the whole batch failed (connection lost, cancelled)
             for script, _, _, fut in batch:
-                if not fut.done():
+                if fut.done():
+                    continue
+                if isinstance(exc, Exception):
                     fut.set_exception(_translate(exc, script))
+                else:  # the drainer was cancelled, not the callers: to them, an outage
+                    fut.set_exception(StoreUnavailable("store call interrupted"))
             if not isinstance(exc, Exception):
                 raise
             return
