@@ -13,6 +13,7 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -116,6 +117,17 @@ def _validate_url(url: str | None, field: str) -> None:
         raise InvalidRequest(
             f"{field} must be an http(s) URL of at most {MAX_URL} chars", field=field
         )
+    try:  # what the deliverers will need to send to it: a host DNS can take, a real port
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+        if not host or port == 0:
+            raise ValueError(url)
+        if ":" not in host:  # (IPv6 literals hold ':' and need no IDNA form)
+            host.encode("idna")
+    except (ValueError, UnicodeError):
+        raise InvalidRequest(
+            f"{field} must be an http(s) URL with a valid host", field=field
+        ) from None
 
 
 def _payload_hash(payload: str) -> str:

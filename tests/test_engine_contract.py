@@ -71,6 +71,10 @@ async def test_priority_is_clamped_and_max_attempts_defaults(engine: Engine) -> 
         (new(command="x" * 129), "command"),
         (new(payload="null"), "payload"),
         (new(webhook="ftp://example.invalid/x"), "webhook"),
+        (new(webhook="http://a..b.example/x"), "webhook"),  # an empty DNS label
+        (new(webhook="http://:8080/x"), "webhook"),
+        (new(webhook="http://example.test:0/x"), "webhook"),
+        (new(webhook="http://example.test:99999/x"), "webhook"),
         (new(max_attempts=-1), "maxAttempts"),
         (new(delay_seconds=-1), "delaySeconds"),
         (new(idempotency_key="k" * 257), "idempotencyKey"),
