@@ -13,7 +13,6 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import msgspec
 
@@ -38,6 +37,7 @@ from codeq.settings import Settings
 from codeq.store.keys import queue_segment
 from codeq.store.protocol import CreateItem, Store
 from codeq.store.records import StoredResult, decode_result, encode_result
+from codeq.webhooks import target_problem
 
 __all__ = ["COMMAND_PATTERN", "Engine", "EngineConfig"]
 
@@ -117,17 +117,9 @@ def _validate_url(url: str | None, field: str) -> None:
         raise InvalidRequest(
             f"{field} must be an http(s) URL of at most {MAX_URL} chars", field=field
         )
-    try:  # what the deliverers will need to send to it: a host DNS can take, a real port
-        parts = urlsplit(url)
-        host, port = parts.hostname, parts.port
-        if not host or port == 0:
-            raise ValueError(url)
-        if ":" not in host:  # (IPv6 literals hold ':' and need no IDNA form)
-            host.encode("idna")
-    except (ValueError, UnicodeError):
-        raise InvalidRequest(
-            f"{field} must be an http(s) URL with a valid host", field=field
-        ) from None
+    problem = target_problem(url)  # what the deliverers need to send to it
+    if problem is not None:
+        raise InvalidRequest(f"{field} {problem}", field=field)
 
 
 def _payload_hash(payload: str) -> str:

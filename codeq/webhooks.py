@@ -32,6 +32,7 @@ import re
 import secrets as _secrets
 import time
 from collections.abc import Mapping, Sequence
+from urllib.parse import urlsplit
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -43,6 +44,7 @@ __all__ = [
     "generate_signing_key",
     "key_bytes",
     "sign",
+    "target_problem",
     "verify",
 ]
 
@@ -63,6 +65,28 @@ def _b64decode(text: str, what: str) -> bytes:
         return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ValueError(f"{what} must be base64 after the prefix") from exc
+
+
+def target_problem(url: str) -> str | None:
+    """Why ``url`` cannot be a webhook target, or None: scheme, host and port (what the sender
+    needs to connect). Where the host resolves to is checked at every attempt, not here."""
+    try:
+        parts = urlsplit(url)
+        scheme, host, port = parts.scheme, parts.hostname, parts.port
+    except ValueError:
+        return "must be an http(s) URL with a valid port"
+    if scheme not in ("http", "https"):
+        return "must be an http(s) URL"
+    if not host:
+        return "must be an http(s) URL with a host"
+    if port == 0:
+        return "must not use port 0"
+    if ":" not in host:  # a name or an IPv4 literal (IPv6 literals need no DNS form)
+        try:
+            host.encode("idna")
+        except UnicodeError:
+            return "must have a valid host name"
+    return None
 
 
 @functools.lru_cache(maxsize=1024)  # a deliverer signs with the same few secrets all day

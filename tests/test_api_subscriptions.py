@@ -53,6 +53,8 @@ async def test_subscribe_renew_list_delete(client: ApiClient) -> None:
     ("body", "field"),
     [
         ({"callbackUrl": "ftp://x/y"}, "callbackUrl"),
+        ({"callbackUrl": "http://a..b.example/y"}, "callbackUrl"),
+        ({"callbackUrl": "http://x:99999/y"}, "callbackUrl"),
         ({"callbackUrl": "http://x/y", "ttlSeconds": 0}, "ttlSeconds"),
         ({"callbackUrl": "http://x/y", "ttlSeconds": 86_401}, "ttlSeconds"),
         ({"callbackUrl": "http://x/y", "deliveryMode": "group"}, "groupId"),

@@ -134,6 +134,8 @@ async def test_410_disables_the_endpoint(api: ApiClient) -> None:
 async def test_endpoint_validation_and_tenancy(api: ApiClient) -> None:
     for body, field in (
         ({"url": "ftp://x/y", "eventTypes": ["*"]}, "url"),
+        ({"url": "http://a..b.example/y", "eventTypes": ["*"]}, "url"),
+        ({"url": "http://x:0/y", "eventTypes": ["*"]}, "url"),
         ({"url": "http://x/y", "eventTypes": []}, "eventTypes"),
         ({"url": "http://x/y", "eventTypes": ["task.bogus"]}, "eventTypes"),
         ({"eventTypes": ["*"]}, "url"),

@@ -16,7 +16,7 @@ from litestar.params import FromPath, JSONBody
 
 from codeq.errors import InvalidRequest, NotFound
 from codeq.store.redis_store import DeliveryStore, EndpointStore
-from codeq.webhooks import generate_secret
+from codeq.webhooks import generate_secret, target_problem
 from deliverers import records
 from gateway.openapi_errors import errors
 from gateway.routes.deliveries import DeliveryOut
@@ -102,10 +102,10 @@ class EndpointDeliveriesOut(msgspec.Struct, kw_only=True):
 
 
 def _check_url(gw: Gateway, url: str) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidRequest("url: must be an http(s) URL", field="url")
-    if gw.settings.webhook_require_https and parts.scheme != "https":
+    problem = target_problem(url)
+    if problem is not None:
+        raise InvalidRequest(f"url: {problem}", field="url")
+    if gw.settings.webhook_require_https and urlsplit(url).scheme != "https":
         raise InvalidRequest("url: https is required", field="url")
 
 

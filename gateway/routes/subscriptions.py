@@ -16,6 +16,7 @@ from litestar.params import FromPath, JSONBody
 
 from codeq.errors import Forbidden, InvalidRequest, NotFound
 from codeq.store.redis_store import SubscriptionStore
+from codeq.webhooks import target_problem
 from gateway.openapi_errors import errors
 from gateway.schemas import rfc3339
 from gateway.state import gateway_for
@@ -79,9 +80,10 @@ class SubscriptionController(Controller):
     ) -> SubscriptionOut:
         gw = gateway_for(request)
         identity = await gw.worker(request, "codeq:subscribe")
+        problem = target_problem(data.callback_url)
+        if problem is not None:
+            raise InvalidRequest(f"callbackUrl: {problem}", field="callbackUrl")
         url = urlsplit(data.callback_url)
-        if url.scheme not in ("http", "https") or not url.hostname:
-            raise InvalidRequest("callbackUrl: must be an http(s) URL", field="callbackUrl")
         if gw.settings.webhook_require_https and url.scheme != "https":
             raise InvalidRequest("callbackUrl: https is required", field="callbackUrl")
         types = data.event_types or list(identity.event_types)
