@@ -435,7 +435,27 @@ def test_public_surface() -> None:
         "generate_signing_key",
         "key_bytes",
         "sign",
+        "target_problem",
         "verify",
     ]
     for name in codeq.webhooks.__all__:
         assert hasattr(codeq.webhooks, name), name
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("https://hooks.example.com/x?y=1", None),
+        ("http://127.0.0.1:9/x", None),
+        ("http://[::1]:9/x", None),
+        ("http://bücher.example/x", None),
+        ("ftp://hooks.example.com/x", "must be an http(s) URL"),
+        ("http:///x", "must be an http(s) URL with a host"),
+        ("http://x.example:99999/", "must be an http(s) URL with a valid port"),
+        ("http://x.example:0/", "must not use port 0"),
+        ("http://a..b.example/", "must have a valid host name"),
+        ("http://" + "a" * 64 + ".example/", "must have a valid host name"),
+    ],
+)
+def test_target_problem(url: str, problem: str | None) -> None:
+    assert codeq.webhooks.target_problem(url) == problem
