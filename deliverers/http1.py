@@ -35,6 +35,8 @@ from urllib.parse import quote, unquote, urlsplit
 
 import httptools
 
+from codeq.webhooks import target_problem
+
 __all__ = ["ConnectError", "HTTP1Pool", "HTTPError", "Response", "Target", "header_block"]
 
 MAX_HEAD = 64 * 1024
@@ -68,21 +70,14 @@ class Target:
 
     @classmethod
     def parse(cls, url: str) -> Target:
+        problem = target_problem(url)  # the check the API applies to webhook URLs
+        if problem is not None:
+            raise ValueError(problem)
         parts = urlsplit(url)
-        scheme = parts.scheme.lower()
-        if scheme not in _DEFAULT_PORTS:
-            raise ValueError("only http and https targets")
-        host = parts.hostname
-        if not host:
-            raise ValueError("no host")
+        scheme, host = parts.scheme, parts.hostname or ""
         if ":" not in host:  # a name (or an IPv4 literal): its DNS form, punycode if need be
-            try:
-                host = host.encode("idna").decode("ascii")
-            except UnicodeError as exc:  # an empty or over-long label, a bad character
-                raise ValueError(f"host name not valid: {exc}") from exc
+            host = host.encode("idna").decode("ascii")
         port = parts.port if parts.port is not None else _DEFAULT_PORTS[scheme]
-        if port == 0:
-            raise ValueError("port 0")
         target = parts.path or "/"
         if parts.query:
             target += "?" + parts.query
@@ -134,14 +129,8 @@ class _Connection(asyncio.Protocol):
         self.answered = False  # any byte of an answer to the current request
         self._parser = httptools.HttpResponseParser(self)
         self._fut: asyncio.Future[Response] | None = None
-        self._headers: dict[str, str] = {}
-        self._head_size = 0
-        self._header_bytes = 0
-        self._headers_done = False
-        self._until_eof = False
-        self._body = bytearray()
-        self._seen = 0
         self._keep = 0
+        self._reset()
 
     # -- asyncio ------------------------------------------------------------------------
 
@@ -234,9 +223,10 @@ class _Connection(asyncio.Protocol):
         return fut
 
     def _reset(self) -> None:
-        self._headers = {}
-        self._head_size = 0
-        self._header_bytes = 0
+        """The state of one answer (an interim 1xx starts it again)."""
+        self._headers: dict[str, str] = {}
+        self._head_size = 0  # bytes of data received while the head was unfinished
+        self._header_bytes = 0  # bytes of the headers httptools has handed us whole
         self._headers_done = False
         self._until_eof = False
         self._body = bytearray()

@@ -572,7 +572,7 @@ class Deliverer:
                 if f.get("webhook"):  # the terminal events of a task with a webhook carry it
                     wanted.append((eid, f))
             elif kind == "task.lease_expired":  # this group reads every event of the partition
-                command = event_fields(raw).get("command", "").lower()
+                command = event_field(raw, "command").lower()
                 self.metrics.child(self.metrics.lease_expired, command).inc()
         if not wanted:
             return []

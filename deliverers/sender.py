@@ -63,7 +63,6 @@ class TargetPolicy:
     def __init__(self, allowed_cidrs: Sequence[str] = (), require_https: bool = False) -> None:
         self.allowed = [ipaddress.ip_network(c, strict=False) for c in allowed_cidrs]
         self.require_https = require_https
-        self._passed: set[str] = set()
 
     async def resolve(self, host: str, port: int) -> list[str]:
         try:
@@ -75,17 +74,7 @@ class TargetPolicy:
         return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
     def check_url(self, url: str) -> None:
-        """Scheme, host presence and IP literals (those never reach a resolver). A URL that
-        passed is remembered (the policy does not change): most attempts go to URLs seen
-        before, and parsing each again was a few per cent of a deliverer's time."""
-        if url in self._passed:
-            return
-        self._check_url(url)
-        if len(self._passed) >= 4096:
-            self._passed.clear()
-        self._passed.add(url)
-
-    def _check_url(self, url: str) -> None:
+        """Scheme, host presence and IP literals (those never reach a resolver)."""
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https"):
             raise TargetRefused("only http and https targets")
@@ -141,6 +130,11 @@ class Attempt:
     refused: bool = False  # the target is not allowed: no retry can help
 
 
+def _refused(error: str) -> Attempt:
+    """An attempt that was not made and never can be."""
+    return Attempt(ok=False, status_code=None, latency_ms=0.0, error=error, refused=True)
+
+
 def _retry_after(value: str | None) -> float | None:
     if not value:
         return None
@@ -176,8 +170,12 @@ class WebhookSender:
         return self._pool
 
     def _target(self, url: str) -> Target:
+        """The parsed URL, once it has passed the policy's check. Both are remembered (the
+        policy does not change): most attempts go to URLs seen before, and checking and
+        parsing each again was a few per cent of a deliverer's time."""
         target = self._targets.get(url)
         if target is None:
+            self.policy.check_url(url)
             target = Target.parse(url)
             if len(self._targets) >= 4096:
                 self._targets.clear()
@@ -191,17 +189,12 @@ class WebhookSender:
     async def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> Attempt:
         started = time.perf_counter()
         try:
-            self.policy.check_url(url)
             target = self._target(url)
             head = header_block(headers)
         except TargetRefused as exc:
-            return Attempt(
-                ok=False, status_code=None, latency_ms=0.0, error=f"refused: {exc}", refused=True
-            )
+            return _refused(f"refused: {exc}")
         except ValueError as exc:  # nothing a retry could change
-            return Attempt(
-                ok=False, status_code=None, latency_ms=0.0, error=f"invalid: {exc}", refused=True
-            )
+            return _refused(f"invalid: {exc}")
         try:
             r = await self._client().post(
                 target, head, body, connect=self._connect, time_limit=self._timeout
@@ -209,9 +202,7 @@ class WebhookSender:
         except TimeoutError:
             return self._failed(started, "timeout")
         except TargetRefused as exc:
-            return Attempt(
-                ok=False, status_code=None, latency_ms=0.0, error=f"refused: {exc}", refused=True
-            )
+            return _refused(f"refused: {exc}")
         except ConnectError as exc:
             return self._failed(started, f"connect: {exc}"[:200])
         except (HTTPError, OSError) as exc:

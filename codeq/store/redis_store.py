@@ -767,11 +767,6 @@ class DeliveryStore:
             args.extend((delivery_id, record))
         return [_s(x) for x in await self._call("dlv_enqueue", partition, args)]
 
-    async def ack(self, partition: int, group: str, entry_ids: Sequence[str]) -> None:
-        """Acknowledge entries that caused no delivery (one XACK for many)."""
-        if entry_ids:
-            await self._cmd("xack", self.keys.delivery(partition).events, group, *entry_ids)
-
     async def claim_due(self, partition: int, *, lease_ms: int, limit: int) -> list[bytes]:
         reply = await self._call("dlv_claim", partition, [lease_ms, limit])
         return [bytes(reply[i + 1]) for i in range(0, len(reply), 2)]
