@@ -1,16 +1,15 @@
-"""Shared bench helpers: a throwaway redis-server on a free loopback port, percentiles."""
+"""Shared bench helpers: a throwaway Redis or KVRocks server on loopback, percentiles."""
 
 from __future__ import annotations
 
 import shutil
 import socket
-import subprocess
-import tempfile
-import time
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
-import redis
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
@@ -19,49 +18,33 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+STORES = ("redis", "kvrocks")
+
+
 @contextmanager
-def local_redis(url: str | None) -> Iterator[str]:
-    """Yield ``url`` as is, or start a redis-server on loopback for the duration."""
+def local_store(url: str | None, kind: str = "redis") -> Iterator[str]:
+    """Yield ``url`` as is, or start a throwaway ``kind`` server ("redis": redis-server from the
+    OS packages, no persistence; "kvrocks": ``KVROCKS_BIN``, ``../shared/bin/kvrocks`` or PATH)
+    on loopback for the duration: the same servers the test suite starts."""
     if url:
         yield url
         return
-    binary = shutil.which("redis-server")
-    if binary is None:
+    if str(ROOT) not in sys.path:
+        sys.path.append(str(ROOT))
+    from tests.servers import KvrocksServer, RedisServer, kvrocks_binary
+
+    if kind == "kvrocks":
+        if kvrocks_binary() is None:
+            raise SystemExit("kvrocks not found: set KVROCKS_BIN or pass --redis-url")
+        with KvrocksServer.start() as kv:
+            yield kv.url
+        return
+    if kind != "redis":
+        raise SystemExit(f"unknown store {kind!r}: expected one of {', '.join(STORES)}")
+    if shutil.which("redis-server") is None:
         raise SystemExit("redis-server not found: pass --redis-url or run `make bench`")
-    port = free_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        proc = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                tmp,
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        try:
-            client = redis.Redis(port=port)
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    client.ping()
-                    break
-                except redis.ConnectionError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.02)
-            client.close()
-            yield f"redis://127.0.0.1:{port}"
-        finally:
-            proc.terminate()
-            proc.wait(10)
+    with RedisServer.start() as server:
+        yield server.url
 
 
 def percentile(sorted_values: Sequence[float], p: float) -> float:

@@ -40,7 +40,7 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
 
 import aiohttp  # noqa: E402
-from _common import free_port, local_redis, percentile  # noqa: E402
+from _common import free_port, local_store, percentile  # noqa: E402
 
 # Set once in the parent; the spawned load processes inherit it through the environment.
 TOKEN = os.environ.setdefault("CODEQ_BENCH_TOKEN", "bench-" + uuid.uuid4().hex)
@@ -342,7 +342,7 @@ def main() -> None:
         if args.base_url:
             base = args.base_url
         else:
-            url = stack.enter_context(local_redis(args.redis_url))
+            url = stack.enter_context(local_store(args.redis_url))
             base = stack.enter_context(gateway(url, args.server, args.workers, args.access_log))
         for scenario in [s for s in args.scenarios if s != "wake"]:
             for conc in args.concurrency:

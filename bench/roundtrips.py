@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import redis.asyncio as aioredis
 
-from bench._common import local_redis
+from bench._common import local_store
 from codeq.domain import NewTask
 from codeq.engine import Engine, EngineConfig
 from codeq.store.keys import KeySchema
@@ -162,5 +162,5 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--redis-url", help="a Redis/KVRocks URL; default: start a local server")
     args = parser.parse_args()
-    with local_redis(args.redis_url) as url:
+    with local_store(args.redis_url) as url:
         sys.exit(asyncio.run(main(url)))

@@ -31,7 +31,7 @@ from pathlib import Path
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
 
-from _common import free_port, local_redis, percentile  # noqa: E402
+from _common import free_port, local_store, percentile  # noqa: E402
 from aiohttp import web  # noqa: E402
 
 from codeq.domain import NewTask  # noqa: E402
@@ -118,7 +118,7 @@ async def main_async(args: argparse.Namespace) -> None:
     fast_url, fast_runner = await fast.start("127.0.0.1")
     slow_url, slow_runner = await slow.start("127.0.0.2")
     rows: list[str] = []
-    with local_redis(args.redis_url) as redis_url, tempfile.TemporaryDirectory() as tmp:
+    with local_store(args.redis_url) as redis_url, tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "codeq.yaml"
         config.write_text(
             "webhookHmacSecret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n"

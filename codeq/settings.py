@@ -47,7 +47,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
 
 import msgspec
 import msgspec.inspect as mi
@@ -422,6 +422,10 @@ def _validate_redis(s: Settings) -> None:
         if not ok:
             raise _InvalidValue(
                 "redisUrl", "expected redis://host:port/db or rediss://host:port/db", url
+            )
+        if parse_qs(parts.query).get("protocol", ["2"]) != ["2"]:
+            raise _InvalidValue(
+                "redisUrl", "expected no protocol option (codeQ speaks RESP2 to every store)", url
             )
         if db is not None and s.redis_db not in (0, db):
             raise _InvalidValue(

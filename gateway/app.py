@@ -86,6 +86,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         try:
+            await the_store.check()  # a store these settings cannot use stops the start here
             await the_store.load_scripts()
         except StoreUnavailable:
             log.warning("store unavailable at start-up; scripts load on first use")

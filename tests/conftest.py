@@ -1,14 +1,16 @@
 """Shared fixtures: real servers started by the suite, and the store backend matrix.
 
 The contract suite runs every store test against: a real redis-server, the embedded store
-(fakeredis + Lua), a 3-node Redis Cluster with 4 partitions, and KVRocks when ``KVROCKS_BIN``
-(or ``kvrocks`` on PATH) is available. Each test gets its own random key prefix; after each
-test the structural invariants of every partition are checked.
+(fakeredis + Lua), a 3-node Redis Cluster with 4 partitions, and KVRocks (``KVROCKS_BIN``,
+``../shared/bin/kvrocks`` or PATH; under ``CI=true`` a missing KVRocks fails the run, it never
+skips). Each test gets its own random key prefix; after each test the structural invariants of
+every partition are checked.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
@@ -19,9 +21,28 @@ from codeq.engine import Engine, EngineConfig
 from codeq.store.keys import KeySchema
 from codeq.store.redis_store import RedisStore
 from tests.invariants import check_all
-from tests.servers import KvrocksServer, RedisCluster, RedisServer, kvrocks_binary
+from tests.servers import (
+    KVROCKS_MISSING,
+    KvrocksServer,
+    RedisCluster,
+    RedisServer,
+    kvrocks_binary,
+)
 
 BACKENDS = ["redis", "embedded", "cluster", "kvrocks"]
+#: the backends of tests that need a real server but no cluster (API, deliverers, races)
+SERVERS = ["redis", "kvrocks"]
+
+
+def require_kvrocks() -> str:
+    """The kvrocks binary; without one the test fails under ``CI=true`` (spec 06) and is
+    skipped elsewhere."""
+    binary = kvrocks_binary()
+    if binary is None:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(KVROCKS_MISSING, pytrace=False)
+        pytest.skip(KVROCKS_MISSING)
+    return binary
 
 
 @pytest.fixture(scope="session")
@@ -40,9 +61,7 @@ def redis_cluster() -> Iterator[RedisCluster]:
 
 @pytest.fixture(scope="session")
 def kvrocks_server() -> Iterator[KvrocksServer]:
-    if kvrocks_binary() is None:
-        pytest.skip("KVROCKS_BIN not set: the KVRocks run of the contract suite is skipped")
-    server = KvrocksServer.start()
+    server = KvrocksServer.start(binary=require_kvrocks())
     yield server
     server.stop()
 
@@ -51,20 +70,26 @@ def new_prefix() -> str:
     return "t" + uuid.uuid4().hex[:12]
 
 
-def make_store(request: pytest.FixtureRequest, kind: str) -> RedisStore:
-    prefix = new_prefix()
+def server_url(request: pytest.FixtureRequest, kind: str) -> str:
+    """The URL of the suite's shared ``kind`` server ("redis", "cluster" or "kvrocks")."""
+    fixture = {"redis": "redis_server", "cluster": "redis_cluster", "kvrocks": "kvrocks_server"}
+    server: RedisServer | RedisCluster | KvrocksServer = request.getfixturevalue(fixture[kind])
+    return server.url
+
+
+def make_store(
+    request: pytest.FixtureRequest, kind: str, prefix: str | None = None, **options: Any
+) -> RedisStore:
+    """A store with its own key prefix on the suite's ``kind`` backend: "embedded",
+    "redis", "cluster" (4 partitions) or "kvrocks". ``options`` go to ``from_url``."""
+    prefix = prefix or new_prefix()
     if kind == "embedded":
         return RedisStore.embedded(KeySchema(prefix))
-    if kind == "redis":
-        server = request.getfixturevalue("redis_server")
-        return RedisStore.from_url(server.url, KeySchema(prefix))
     if kind == "cluster":
-        cluster = request.getfixturevalue("redis_cluster")
-        return RedisStore.from_url(cluster.url, KeySchema(prefix, 4), cluster=True)
-    if kind == "kvrocks":
-        kv = request.getfixturevalue("kvrocks_server")
-        return RedisStore.from_url(kv.url, KeySchema(prefix))
-    raise AssertionError(kind)
+        return RedisStore.from_url(
+            server_url(request, kind), KeySchema(prefix, 4), cluster=True, **options
+        )
+    return RedisStore.from_url(server_url(request, kind), KeySchema(prefix), **options)
 
 
 @pytest.fixture(params=BACKENDS)
@@ -86,10 +111,10 @@ async def engine(store: RedisStore, config: EngineConfig) -> Engine:
     return Engine(store, config)
 
 
-@pytest.fixture
-async def redis_store(redis_server: RedisServer) -> AsyncIterator[RedisStore]:
-    """A store on the real redis-server only (race and crash tests)."""
-    s = RedisStore.from_url(redis_server.url, KeySchema(new_prefix()), pool_size=128)
+@pytest.fixture(params=SERVERS)
+async def redis_store(request: pytest.FixtureRequest) -> AsyncIterator[RedisStore]:
+    """A store on a real server, Redis and KVRocks (race and crash tests)."""
+    s = make_store(request, request.param, pool_size=128)
     yield s
     problems = await check_all(s.client, s.keys)
     await s.close()

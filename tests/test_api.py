@@ -13,12 +13,9 @@ import httpx
 import pytest
 
 from codeq.settings import Settings
-from codeq.store.keys import KeySchema
-from codeq.store.redis_store import RedisStore
 from gateway.app import create_app
 from tests.asgi import ApiClient, serve_in_process
-from tests.conftest import eventually
-from tests.servers import RedisServer
+from tests.conftest import eventually, make_store
 
 PRODUCER = "producer-token"
 WORKER = "worker-token"
@@ -74,14 +71,10 @@ def make_settings(tmp: Path, prefix: str, **extra: Any) -> Settings:
     return Settings.from_mapping(data)
 
 
-@pytest.fixture(params=["redis", "embedded"])
+@pytest.fixture(params=["redis", "embedded", "kvrocks"])
 async def client(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ApiClient]:
     prefix = "api" + uuid.uuid4().hex[:10]
-    if request.param == "redis":
-        server: RedisServer = request.getfixturevalue("redis_server")
-        store = RedisStore.from_url(server.url, KeySchema(prefix))
-    else:
-        store = RedisStore.embedded(KeySchema(prefix))
+    store = make_store(request, request.param, prefix)
     app = create_app(make_settings(tmp_path, prefix), store=store, close_store=True)
     async with serve_in_process(app) as c:
         yield c

@@ -16,13 +16,11 @@ from standardwebhooks.webhooks import Webhook
 from codeq.domain import NewTask
 from codeq.engine import Engine, EngineConfig
 from codeq.settings import Settings
-from codeq.store.keys import KeySchema
 from codeq.store.redis_store import DeliveryStore, RedisStore
 from deliverers import records
 from deliverers.runner import Deliverer
-from tests.conftest import eventually, new_prefix
+from tests.conftest import eventually, make_store
 from tests.receivers import Receiver, Reply, receiver
-from tests.servers import RedisServer
 
 SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # base64 of 24 bytes
 
@@ -38,14 +36,9 @@ def settings(**extra: Any) -> Settings:
     return Settings.from_mapping(data)
 
 
-@pytest.fixture(params=["redis", "embedded"])
+@pytest.fixture(params=["redis", "embedded", "kvrocks"])
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[RedisStore]:
-    prefix = new_prefix()
-    if request.param == "redis":
-        server: RedisServer = request.getfixturevalue("redis_server")
-        s = RedisStore.from_url(server.url, KeySchema(prefix))
-    else:
-        s = RedisStore.embedded(KeySchema(prefix))
+    s = make_store(request, request.param)
     yield s
     await s.close()
 

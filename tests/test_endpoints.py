@@ -11,26 +11,19 @@ from pathlib import Path
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from codeq.store.keys import KeySchema
-from codeq.store.redis_store import RedisStore
 from gateway.app import create_app
 from tests.asgi import ApiClient, serve_in_process
-from tests.conftest import eventually
+from tests.conftest import eventually, make_store
 from tests.receivers import Receiver, Reply, receiver
-from tests.servers import RedisServer
 from tests.test_api import OTHER_TENANT, PRODUCER, WORKER, auth, make_settings
 
 BASE = "/v1/codeq/webhooks/endpoints"
 
 
-@pytest.fixture(params=["redis", "embedded"])
+@pytest.fixture(params=["redis", "embedded", "kvrocks"])
 async def api(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ApiClient]:
     prefix = "ep" + uuid.uuid4().hex[:10]
-    if request.param == "redis":
-        server: RedisServer = request.getfixturevalue("redis_server")
-        store = RedisStore.from_url(server.url, KeySchema(prefix))
-    else:
-        store = RedisStore.embedded(KeySchema(prefix))
+    store = make_store(request, request.param, prefix)
     settings = make_settings(
         tmp_path, prefix, webhookAllowedCidrs=["127.0.0.0/8"],
         webhookHmacSecret="global-secret", webhookRetrySchedule=[0.1, 0.1, 0.1],

@@ -26,7 +26,7 @@ from codeq.sweeper import Sweeper
 from deliverers.runner import Deliverer
 from gateway.app import create_app
 from tests.asgi import ApiClient, serve_in_process
-from tests.conftest import eventually, new_prefix
+from tests.conftest import eventually, make_store, new_prefix
 from tests.receivers import Reply, receiver
 from tests.servers import RedisServer, free_port
 from tests.test_api import PRODUCER, WORKER, auth, make_settings
@@ -52,14 +52,10 @@ def value(samples: Samples, name: str, **labels: str) -> float | None:
     return samples.get((name, frozenset(labels.items())))
 
 
-@pytest.fixture(params=["redis", "embedded"])
+@pytest.fixture(params=["redis", "embedded", "kvrocks"])
 async def client(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ApiClient]:
     prefix = "mx" + uuid.uuid4().hex[:10]
-    if request.param == "redis":
-        server: RedisServer = request.getfixturevalue("redis_server")
-        store = RedisStore.from_url(server.url, KeySchema(prefix))
-    else:
-        store = RedisStore.embedded(KeySchema(prefix))
+    store = make_store(request, request.param, prefix)
     app = create_app(make_settings(tmp_path, prefix), store=store, close_store=True)
     async with serve_in_process(app) as c:
         yield c

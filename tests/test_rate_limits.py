@@ -29,7 +29,7 @@ from deliverers import records
 from deliverers.runner import Deliverer
 from gateway.app import create_app
 from tests.asgi import ApiClient, serve_in_process
-from tests.conftest import eventually, new_prefix
+from tests.conftest import eventually, make_store, new_prefix
 from tests.receivers import receiver
 from tests.servers import RedisServer
 from tests.test_api import (
@@ -83,19 +83,14 @@ def sample(text: str, name: str, **labels: str) -> float | None:
     return None
 
 
-@pytest.fixture(params=["redis", "embedded"])
+@pytest.fixture(params=["redis", "embedded", "kvrocks"])
 def kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
 @pytest.fixture
 async def app_store(kind: str, request: pytest.FixtureRequest) -> AsyncIterator[RedisStore]:
-    prefix = "rl" + uuid.uuid4().hex[:10]
-    if kind == "redis":
-        server: RedisServer = request.getfixturevalue("redis_server")
-        store = RedisStore.from_url(server.url, KeySchema(prefix))
-    else:
-        store = RedisStore.embedded(KeySchema(prefix))
+    store = make_store(request, kind, "rl" + uuid.uuid4().hex[:10])
     yield store
     await store.close()
 

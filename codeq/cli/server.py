@@ -60,8 +60,19 @@ def _print_dev_token(token: str, host: str, port: int) -> None:
     )
 
 
+def check_store(settings: Any) -> None:
+    """One sentence and exit 2 (``SettingsError``) for a store these settings cannot use, before
+    anything starts; an unreachable store only warns (the service answers 503 until it is up)."""
+    import asyncio
+
+    from codeq.store import check_store as check
+
+    asyncio.run(check(settings))
+
+
 def serve(args: argparse.Namespace, *, with_sweeper: bool) -> int:
     settings = load_settings(args)
+    check_store(settings)
     name = "serve" if with_sweeper else "gateway"
     if args.server == "uvicorn" and args.workers == 1:
         _serve_in_process(settings, with_sweeper=with_sweeper, name=name)
@@ -172,6 +183,7 @@ def deliver(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level, settings.log_format)
     if settings.store_kind == "embedded":
         raise ValueError("codeq deliver needs a shared store: set REDIS_ADDR (or redisUrl)")
+    check_store(settings)
 
     async def run() -> None:
         store = open_store(settings)

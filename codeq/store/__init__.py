@@ -3,9 +3,19 @@
 ``redis`` is imported only under this package.
 """
 
-from codeq.store.factory import open_store
+from codeq.store.factory import check_store, open_store
+from codeq.store.handshake import StoreHandshakeError
 from codeq.store.keys import KeySchema, PartitionKeys
 from codeq.store.protocol import Store
 from codeq.store.redis_store import RedisStore, StoreError
 
-__all__ = ["KeySchema", "PartitionKeys", "RedisStore", "Store", "StoreError", "open_store"]
+__all__ = [
+    "KeySchema",
+    "PartitionKeys",
+    "RedisStore",
+    "Store",
+    "StoreError",
+    "StoreHandshakeError",
+    "check_store",
+    "open_store",
+]

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 
+from codeq.errors import StoreUnavailable
 from codeq.settings import Settings
 from codeq.store.keys import KeySchema
 from codeq.store.redis_store import RedisStore
 
-__all__ = ["open_store"]
+__all__ = ["check_store", "open_store"]
 
 log = logging.getLogger("codeq.store")
 
@@ -34,3 +35,21 @@ def open_store(settings: Settings) -> RedisStore:
         connect_timeout=settings.redis_connect_timeout_seconds,
         socket_timeout=settings.redis_socket_timeout_seconds,
     )
+
+
+async def check_store(settings: Settings) -> None:
+    """Ask the configured store whether it is one these settings can use, before a server
+    starts: :class:`~codeq.store.handshake.StoreHandshakeError` (a ``SettingsError``) names
+    the setting to change. A store that cannot be reached yet only gets a warning: the
+    service starts and answers 503 with ``Retry-After`` until it can."""
+    if settings.store_kind == "memory":
+        return
+    store = open_store(settings)
+    try:
+        await store.check()
+    except StoreUnavailable:
+        log.warning(
+            "the store at %s is not reachable yet; requests get 503 until it is", store.address
+        )
+    finally:
+        await store.close()

@@ -13,6 +13,7 @@ import contextlib
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec
 import redis.asyncio as aioredis
@@ -22,6 +23,7 @@ from redis.asyncio.cluster import RedisCluster
 from codeq.domain import QueueStats, SweepReport, Task
 from codeq.errors import CodeQError, Conflict, Forbidden, NotFound, StoreUnavailable
 from codeq.store.connection import HiredisPackConnection, sound
+from codeq.store.handshake import check_handshake
 from codeq.store.keys import KeySchema, escape
 from codeq.store.protocol import (
     CommandDepths,
@@ -87,6 +89,14 @@ def _delays(delays_ms: Sequence[int]) -> str:
 @lru_cache(maxsize=256)
 def _joined_delays(delays_ms: tuple[int, ...]) -> str:
     return ",".join(str(int(d)) for d in delays_ms)
+
+
+def _address(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return parts.path
+    host = parts.hostname or "localhost"
+    return f"[{host}]:{parts.port or 6379}" if ":" in host else f"{host}:{parts.port or 6379}"
 
 
 def _owner_error(reply: list[Any], task_id: str) -> CodeQError:
@@ -249,11 +259,19 @@ class RedisStore:
     """A :class:`codeq.store.protocol.Store` on a redis-py asyncio client."""
 
     def __init__(
-        self, client: Any, keys: KeySchema, *, cluster: bool = False, coalesce: bool = False
+        self,
+        client: Any,
+        keys: KeySchema,
+        *,
+        cluster: bool = False,
+        coalesce: bool = False,
+        address: str = "embedded",
     ) -> None:
         self._client = client
         self.keys = keys
         self.cluster = cluster
+        #: where the store is, for messages (``host:port`` or a socket path; never a password)
+        self.address = address
         self._scripts = load_scripts()
         self._coalescer = _Coalescer(client) if coalesce and not cluster else None
 
@@ -270,11 +288,16 @@ class RedisStore:
         connect_timeout: float = 2.0,
         socket_timeout: float = 5.0,
         coalesce: bool = True,
+        protocol: int = 2,
     ) -> RedisStore:
+        """A store on the server at ``url``. The client speaks ``protocol`` (RESP2 unless the
+        URL says ``protocol=3``): KVRocks' default and every Redis speak it, and RESP3 measured
+        no faster (docs/performance.md)."""
         common: dict[str, Any] = {
             "socket_connect_timeout": connect_timeout,
             "socket_timeout": socket_timeout,
             "decode_responses": False,
+            "protocol": protocol,
         }
         if cluster:
             client: Any = RedisCluster.from_url(url, max_connections=pool_size, **common)
@@ -286,7 +309,7 @@ class RedisStore:
                 url, max_connections=pool_size, timeout=socket_timeout, **common
             )
             client = aioredis.Redis.from_pool(pool)  # the client owns (and closes) the pool
-        return cls(client, keys, cluster=cluster, coalesce=coalesce)
+        return cls(client, keys, cluster=cluster, coalesce=coalesce, address=_address(url))
 
     @classmethod
     def embedded(cls, keys: KeySchema) -> RedisStore:
@@ -323,6 +346,11 @@ class RedisStore:
         if extra_keys:
             keys = (*keys, *extra_keys)
         return await self._eval(self._scripts[name], keys, args)
+
+    async def check(self) -> None:
+        """The store answers as a server these settings can use: ``StoreHandshakeError`` names
+        the setting to change, ``StoreUnavailable`` says it is not reachable (yet)."""
+        await check_handshake(self._client, self.address)
 
     async def load_scripts(self) -> None:
         """Register every script with the server (cluster: every primary). Optional: calls
