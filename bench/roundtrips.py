@@ -85,7 +85,7 @@ async def main(url: str) -> int:
     client = store.client
     t = "bench"
     rows: list[tuple[str, int, int, int]] = []
-    monitor_client = aioredis.Redis.from_url(url)
+    monitor_client = aioredis.Redis.from_url(url, protocol=2)
     monitor = await monitor_client.monitor().__aenter__()
     state: dict[str, Any] = {}
 

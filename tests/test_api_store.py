@@ -1,32 +1,59 @@
-"""The API against a real Redis that goes away and comes back, and its round-trip cost."""
+"""The API against a real store (Redis and KVRocks) that goes away and comes back under load,
+and its round-trip cost."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
 
 from codeq.store.keys import KeySchema
 from codeq.store.redis_store import RedisStore
 from gateway.app import create_app
 from tests.asgi import serve_in_process
-from tests.servers import RedisServer
+from tests.conftest import SERVERS, eventually, require_kvrocks
+from tests.servers import KvrocksServer, RedisServer
 from tests.test_api import ADMIN, PRODUCER, WORKER, auth, make_settings
 
 
-async def test_store_outage_is_503_with_retry_after_then_recovers(tmp_path: Path) -> None:
-    server = RedisServer.start()
+def own_server(kind: str) -> RedisServer | KvrocksServer:
+    """A server of the test's own (it is stopped and restarted), keeping its data."""
+    if kind == "kvrocks":
+        return KvrocksServer.start(binary=require_kvrocks())
+    return RedisServer.start(persistence=True)
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+async def test_store_outage_is_503_with_retry_after_then_recovers(
+    kind: str, tmp_path: Path
+) -> None:
+    server = own_server(kind)
     prefix = "out" + uuid.uuid4().hex[:8]
     store = RedisStore.from_url(server.url, KeySchema(prefix), connect_timeout=0.5)
     try:
         app = create_app(make_settings(tmp_path, prefix), store=store, close_store=True)
         async with serve_in_process(app) as c:
             body = {"command": "RENDER", "payload": 1}
-            assert (
-                await c.post("/v1/codeq/tasks", json=body, headers=auth(PRODUCER))
-            ).status_code == 202
+            acked: list[str] = []
+            answers: list[int] = []
+            stop_load = asyncio.Event()
+
+            async def producer() -> None:  # load through the outage: 202 or 503, nothing else
+                while not stop_load.is_set():
+                    r = await c.post("/v1/codeq/tasks", json=body, headers=auth(PRODUCER))
+                    answers.append(r.status_code)
+                    if r.status_code == 202:
+                        acked.append(r.json()["id"])
+                    else:
+                        assert r.status_code == 503 and int(r.headers["retry-after"]) >= 1, r.text
+                        await asyncio.sleep(0.01)  # a client backing off, not a synchronisation
+
+            load = [asyncio.create_task(producer()) for _ in range(8)]
+            await eventually(lambda: _at_least(acked, 50))
             server.stop()
             for path, method in (("/v1/codeq/tasks", "post"), ("/v1/codeq/admin/queues", "get")):
                 if method == "post":
@@ -38,12 +65,22 @@ async def test_store_outage_is_503_with_retry_after_then_recovers(tmp_path: Path
                 assert int(r.headers["retry-after"]) >= 1
             ready = await c.get("/readyz")
             assert ready.status_code == 503 and "retry-after" in ready.headers
+            await eventually(lambda: _at_least([a for a in answers if a == 503], 20))
             server.restart()
-            r = await c.post("/v1/codeq/tasks", json=body, headers=auth(PRODUCER))
-            assert r.status_code == 202
+            before = len(acked)
+            await eventually(lambda: _at_least(acked, before + 50), timeout=15)  # by itself
+            stop_load.set()
+            await asyncio.gather(*load)
             assert (await c.get("/readyz")).status_code == 200
+            for task_id in acked:  # every acknowledged create is there
+                r = await c.get(f"/v1/codeq/tasks/{task_id}", headers=auth(PRODUCER))
+                assert r.status_code == 200, (task_id, r.text)
     finally:
         server.close()
+
+
+async def _at_least(items: list[Any], n: int) -> bool:
+    return len(items) >= n
 
 
 async def _client_commands(monitor: Any, marker: str) -> list[str]:

@@ -1,6 +1,7 @@
 """Durability of deliveries across processes and store trouble (spec 03, issue C #2): a
 ``codeq deliver`` killed with SIGKILL, a receiver that is down for a while, a store restarted
-with persistence, and consumer groups that vanished (NOGROUP)."""
+with persistence, and consumer groups that vanished (NOGROUP on Redis; on KVRocks, which never
+says NOGROUP, an empty read). The store tests run on Redis and on KVRocks."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 import redis.asyncio
 
 from codeq.domain import NewTask
@@ -24,9 +26,9 @@ from codeq.settings import Settings
 from codeq.store.keys import KeySchema
 from codeq.store.redis_store import RedisStore
 from deliverers.runner import Deliverer
-from tests.conftest import eventually
+from tests.conftest import SERVERS, eventually, require_kvrocks, server_url
 from tests.receivers import Receiver, Reply, receiver
-from tests.servers import RedisServer
+from tests.servers import KvrocksServer, RedisServer
 from tests.test_deliveries import SECRET, settings
 
 
@@ -77,15 +79,19 @@ def arrived(r: Receiver) -> set[str]:
         return {json.loads(x.body)["taskId"] for x in r.received}
 
 
-async def test_a_killed_deliverer_loses_nothing(redis_server: RedisServer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", SERVERS)
+async def test_a_killed_deliverer_loses_nothing(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    url = server_url(request, kind)
     prefix = "dur" + uuid.uuid4().hex[:8]
-    store = RedisStore.from_url(redis_server.url, KeySchema(prefix))
+    store = RedisStore.from_url(url, KeySchema(prefix))
     engine = Engine(store, EngineConfig.from_settings(Settings.from_mapping({})))
     try:
         with receiver() as r:
             r.default = Reply(200, delay=0.3)  # slow: attempts are in flight at the kill
             r.script = [Reply(500)] * 10  # and some are waiting in the retry schedule
-            with deliver_process(redis_server.url, prefix, tmp_path, "a") as a:
+            with deliver_process(url, prefix, tmp_path, "a") as a:
                 ids = await complete_many(engine, r.url, 40)
 
                 async def some() -> bool:
@@ -94,7 +100,7 @@ async def test_a_killed_deliverer_loses_nothing(redis_server: RedisServer, tmp_p
                 await eventually(some, timeout=20)
                 a.send_signal(signal.SIGKILL)
                 a.wait(10)
-            with deliver_process(redis_server.url, prefix, tmp_path, "b"):
+            with deliver_process(url, prefix, tmp_path, "b"):
 
                 async def all_arrived() -> bool:
                     return arrived(r) >= ids
@@ -141,8 +147,17 @@ async def test_a_receiver_down_for_a_while_gets_every_delivery(
         await store.close()
 
 
-async def test_restart_with_persistence_and_a_vanished_group_recover(tmp_path: Path) -> None:
-    server = RedisServer.start(persistence=True)
+def persistent_server(kind: str) -> RedisServer | KvrocksServer:
+    """A server of its own that keeps its data across ``restart()``: Redis with its
+    append-only file, KVRocks as it always does (RocksDB)."""
+    if kind == "kvrocks":
+        return KvrocksServer.start(binary=require_kvrocks())
+    return RedisServer.start(persistence=True)
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+async def test_restart_with_persistence_and_a_vanished_group_recover(kind: str) -> None:
+    server = persistent_server(kind)
     prefix = "rst" + uuid.uuid4().hex[:8]
     store = RedisStore.from_url(server.url, KeySchema(prefix), connect_timeout=0.5)
     s = settings()
@@ -157,7 +172,7 @@ async def test_restart_with_persistence_and_a_vanished_group_recover(tmp_path: P
                 return arrived(r) >= ids
 
             await eventually(lambda: got(first))
-            server.restart()  # the groups survive in the append-only file
+            server.restart()  # the groups survive (Redis: in the append-only file)
 
             async def answers() -> bool:  # pooled connections to the old process fail once
                 try:
@@ -172,7 +187,7 @@ async def test_restart_with_persistence_and_a_vanished_group_recover(tmp_path: P
             await eventually(lambda: got(again), timeout=20)
             # the stream and its groups vanish (a store that lost its data): NOGROUP
             # (a fresh connection: the store's pool may still hold one to the old process)
-            fresh = redis.asyncio.Redis.from_url(server.url)
+            fresh = redis.asyncio.Redis.from_url(server.url, protocol=2)
             try:
                 await fresh.delete(store.keys.delivery(0).events)
             finally:

@@ -1,4 +1,5 @@
-"""End to end: a real ``codeq serve`` process on a socket, embedded and on real Redis."""
+"""End to end: a real ``codeq serve`` process on a socket, embedded, on real Redis and on
+KVRocks (the product's own store)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ import time
 
 import httpx
 import pytest
+from standardwebhooks.webhooks import Webhook
 
+from tests.receivers import Receiver, receiver
 from tests.served import TOKEN, polls_waiting, serve
-from tests.servers import RedisServer, free_port
+from tests.servers import KvrocksServer, RedisServer, free_port, wait_for
+from tests.test_deliveries import SECRET
 
 
 def round_trip(base: str) -> None:
@@ -117,3 +121,54 @@ def test_sigterm_answers_open_long_polls(redis_server: RedisServer) -> None:
         assert out.get("status") == 204
         assert proc.wait(15) == 0
         assert time.monotonic() - started < 5
+
+
+def test_serve_on_kvrocks_delivers_a_signed_callback_and_an_event_subscription(
+    kvrocks_server: KvrocksServer,
+) -> None:
+    """create → claim → result on ``codeq serve`` over KVRocks; the result callback and the
+    endpoint's event arrive signed at real receivers on loopback."""
+    env = {
+        "REDIS_ADDR": f"127.0.0.1:{kvrocks_server.port}",
+        "KEY_PREFIX": f"kv{free_port()}",
+        "WEBHOOK_HMAC_SECRET": SECRET,
+    }
+    h = {"Authorization": f"Bearer {TOKEN}"}
+
+    def arrived(r: Receiver, n: int) -> None:
+        wait_for(lambda: r.count() >= n, timeout=20, message=f"{n} webhook(s) at {r.url}")
+
+    with serve(env) as served, receiver() as callbacks, receiver() as subscriber:
+        with httpx.Client(base_url=served.base, headers=h, timeout=15) as c:
+            r = c.post(
+                "/v1/codeq/webhooks/endpoints",
+                json={"url": subscriber.url, "eventTypes": ["task.completed"]},
+            )
+            assert r.status_code == 201, r.text
+            endpoint_secret = r.json()["secret"]
+            r = c.post(
+                "/v1/codeq/tasks",
+                json={"command": "HELLO", "payload": {"x": 1}, "webhook": callbacks.url},
+            )
+            assert r.status_code == 202, r.text
+            task_id = r.json()["id"]
+            r = c.post("/v1/codeq/tasks/claim", json={"commands": ["HELLO"]})
+            assert r.status_code == 200 and r.json()["id"] == task_id
+            r = c.post(
+                f"/v1/codeq/tasks/{task_id}/result",
+                json={
+                    "status": "COMPLETED",
+                    "result": {"ok": True},
+                    "leaseId": r.json()["leaseId"],
+                },
+            )
+            assert r.status_code == 200, r.text
+            arrived(callbacks, 1)
+            arrived(subscriber, 1)
+        [callback] = callbacks.received
+        assert json.loads(callback.body)["taskId"] == task_id
+        Webhook(SECRET).verify(callback.body, callback.headers)
+        [event] = subscriber.received
+        data = json.loads(event.body)
+        assert data["type"] == "task.completed" and data["data"]["id"] == task_id
+        Webhook(endpoint_secret).verify(event.body, event.headers)

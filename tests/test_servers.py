@@ -14,6 +14,7 @@ import pytest
 import redis
 import redis.cluster
 
+from tests.conftest import require_kvrocks
 from tests.servers import (
     KvrocksServer,
     RedisCluster,
@@ -169,16 +170,52 @@ def test_redis_cluster_spreads_hash_tags_over_its_nodes() -> None:
 
 
 def test_kvrocks_server_answers_ping() -> None:
-    if kvrocks_binary() is None:
-        pytest.skip("KVROCKS_BIN not set")
-    with KvrocksServer.start() as server:
+    with KvrocksServer.start(binary=require_kvrocks()) as server:
         assert isinstance(server.strict_lua, bool)
-        with redis.Redis.from_url(server.url) as client:
+        with redis.Redis.from_url(server.url, protocol=2) as client:
             assert client.ping()
             client.set("k", "v")
         server.restart()
-        with redis.Redis.from_url(server.url) as client:
+        with redis.Redis.from_url(server.url, protocol=2) as client:
             assert client.get("k") == b"v"
+
+
+def test_kvrocks_is_found_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests import servers
+
+    on_path = tmp_path / "bin" / "kvrocks"
+    on_path.parent.mkdir()
+    on_path.write_text("#!/bin/sh\n")
+    on_path.chmod(0o755)
+    monkeypatch.setenv("PATH", str(on_path.parent))
+    monkeypatch.delenv("KVROCKS_BIN", raising=False)
+    shared = tmp_path / "shared" / "kvrocks"
+    monkeypatch.setattr(servers, "SHARED_KVROCKS", shared)
+    assert kvrocks_binary() == str(on_path)  # PATH, last
+    shared.parent.mkdir()
+    shared.write_text("#!/bin/sh\n")
+    shared.chmod(0o755)
+    assert kvrocks_binary() == str(shared)  # ../shared/bin/kvrocks before PATH
+    explicit = tmp_path / "mine"
+    explicit.write_text("#!/bin/sh\n")
+    explicit.chmod(0o755)
+    monkeypatch.setenv("KVROCKS_BIN", str(explicit))
+    assert kvrocks_binary() == str(explicit)  # KVROCKS_BIN first
+    monkeypatch.setenv("KVROCKS_BIN", str(tmp_path / "missing"))
+    with pytest.raises(RuntimeError, match="KVROCKS_BIN"):
+        kvrocks_binary()
+
+
+def test_a_missing_kvrocks_fails_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests import conftest
+
+    monkeypatch.setattr(conftest, "kvrocks_binary", lambda: None)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="kvrocks not found"):
+        conftest.require_kvrocks()
+    monkeypatch.setenv("CI", "")
+    with pytest.raises(pytest.skip.Exception):
+        conftest.require_kvrocks()
 
 
 # A stand-in for a kvrocks that predates lua-strict-key-accessing: it reads the config file and
