@@ -39,7 +39,10 @@ run: install
 
 bench: install redis-server
 	$(BIN)/python bench/roundtrips.py
+	$(BIN)/python bench/engine.py
+	$(BIN)/python bench/engine.py --store kvrocks --backends server
 	$(BIN)/python bench/http.py
+	$(BIN)/python bench/http.py --store kvrocks
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist

@@ -1,12 +1,14 @@
 """HTTP load on a real gateway process: create, claim + result, full lifecycle, long-poll wake-up.
 
-The gateway runs as its own process (``codeq gateway``) on a real redis-server; the load
+The gateway runs as its own process (``codeq gateway``) on a real redis-server, or on KVRocks
+with ``--store kvrocks`` (``KVROCKS_BIN``, ``../shared/bin/kvrocks`` or PATH); the load
 generator runs in separate processes (``--procs``) with keep-alive connections (aiohttp, the
 ``bench`` extra), each process driving its share of the concurrency. Per operation it prints
 req/s, p50/p95/p99 latency and the errors (any status other than the expected one).
 
     python bench/http.py                              # uvicorn, 1 worker, c = 10 50 100 200
     python bench/http.py --server granian --workers 2 --concurrency 50 --duration 10
+    python bench/http.py --store kvrocks --concurrency 50  # the same on KVRocks
 
 Scenarios, each at every concurrency level:
   create     POST /tasks, one command
@@ -40,7 +42,7 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
 
 import aiohttp  # noqa: E402
-from _common import free_port, local_store, percentile  # noqa: E402
+from _common import STORES, free_port, local_store, percentile  # noqa: E402
 
 # Set once in the parent; the spawned load processes inherit it through the environment.
 TOKEN = os.environ.setdefault("CODEQ_BENCH_TOKEN", "bench-" + uuid.uuid4().hex)
@@ -318,7 +320,10 @@ def row(scenario: str, op: str, conc: int, rate: float, values: list[float], err
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--redis-url", help="use this Redis instead of starting one")
+    ap.add_argument("--redis-url", help="use this Redis/KVRocks instead of starting one")
+    ap.add_argument(
+        "--store", choices=STORES, default="redis", help="the server to start (no --redis-url)"
+    )
     ap.add_argument(
         "--base-url",
         help="load a gateway that is already running (its token in $CODEQ_BENCH_TOKEN)",
@@ -342,7 +347,7 @@ def main() -> None:
         if args.base_url:
             base = args.base_url
         else:
-            url = stack.enter_context(local_store(args.redis_url))
+            url = stack.enter_context(local_store(args.redis_url, args.store))
             base = stack.enter_context(gateway(url, args.server, args.workers, args.access_log))
         for scenario in [s for s in args.scenarios if s != "wake"]:
             for conc in args.concurrency:
@@ -363,7 +368,8 @@ def main() -> None:
             wake = asyncio.run(wake_latency(base, args.wake_samples))
     print()
     print(
-        f"gateway: codeq gateway --server {args.server} --workers {args.workers}; "
+        f"gateway: codeq gateway --server {args.server} --workers {args.workers} "
+        f"on {'the given store' if args.redis_url or args.base_url else args.store}; "
         f"load: {args.procs} aiohttp process(es); {args.duration:g} s per cell; "
         f"access log {'on' if args.access_log else 'off'}"
     )

@@ -3,6 +3,7 @@ completion → callback latency at low load, with and without a slow receiver on
 
     python bench/webhooks.py                 # 5,000 callbacks, 200 latency samples
     python bench/webhooks.py --tasks 20000 --samples 500
+    python bench/webhooks.py --store kvrocks  # on KVRocks
 
 The deliverer runs as its own process on a local redis-server; the receivers (aiohttp) and the
 task completions run in this process. Throughput: N tasks with a ``webhook`` are completed while
@@ -31,7 +32,7 @@ from pathlib import Path
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
 
-from _common import free_port, local_store, percentile  # noqa: E402
+from _common import STORES, free_port, local_store, percentile  # noqa: E402
 from aiohttp import web  # noqa: E402
 
 from codeq.domain import NewTask  # noqa: E402
@@ -118,7 +119,7 @@ async def main_async(args: argparse.Namespace) -> None:
     fast_url, fast_runner = await fast.start("127.0.0.1")
     slow_url, slow_runner = await slow.start("127.0.0.2")
     rows: list[str] = []
-    with local_store(args.redis_url) as redis_url, tempfile.TemporaryDirectory() as tmp:
+    with local_store(args.redis_url, args.store) as redis_url, tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "codeq.yaml"
         config.write_text(
             "webhookHmacSecret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n"
@@ -176,6 +177,7 @@ def lat_ms(values: list[float], p: float) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--redis-url")
+    ap.add_argument("--store", choices=STORES, default="redis", help="the server to start")
     ap.add_argument("--tasks", type=int, default=5000)
     ap.add_argument("--samples", type=int, default=200)
     asyncio.run(main_async(ap.parse_args()))
