@@ -30,7 +30,10 @@ DESCRIPTIONS: dict[str, str] = {
     "persistenceConfig": "The original's JSON form: `addr`, `url`, `password`, `cluster`, `db`, "
     "`poolSize`; a `redis*` setting given directly wins.",
     "redisAddr": "`host:port` of Redis or KVRocks.",
-    "redisUrl": "`redis://` or `rediss://` URL instead of `redisAddr`.",
+    "redisUrl": (
+        "`redis://` or `rediss://` URL instead of `redisAddr`. codeQ speaks RESP2 to every store"
+        " (KVRocks' default): a `protocol` option other than 2 is refused."
+    ),
     "redisPassword": "Password (env also `KVROCKS_PASSWORD`). Secret.",
     "redisCluster": "Talk Redis Cluster protocol (use with `partitions` > 1).",
     "redisDb": "Database number (not in cluster mode).",
