@@ -289,23 +289,33 @@ class Deliverer:
             await self._pause(max(0.2, ttl / 3))
 
     async def _take_over_dead(self, partition: int, group: str) -> None:
-        """Entries held by consumers whose liveness key expired come to this one."""
+        """Entries held by consumers whose liveness key expired come to this one; a dead
+        consumer that holds nothing is forgotten.
+
+        XINFO CONSUMERS only names whom to look at. KVRocks (2.10) also lists there the
+        consumers of the stream's other groups, and its per-consumer pending counts drift (see
+        ``_claim``): what a consumer holds comes from XPENDING, right on both. A consumer is
+        forgotten only when both say it holds nothing: KVRocks' XGROUP DELCONSUMER subtracts the
+        consumer's count from the group's, and a drifted one wraps the group's below zero."""
+        reported: dict[str, int] = {}
         for name, pending in await self.dstore.consumers(partition, group):
-            if name == self.consumer:
-                continue
+            reported[name] = max(pending, reported.get(name, 0))
+        reported.pop(self.consumer, None)
+        for name, pending in reported.items():
             if await self.dstore.alive(partition, group, name):
                 continue
+            if await self._reprocess(partition, group, name):
+                continue  # it may hold more: the next pass looks again
             if pending == 0:
                 await self.dstore.forget_consumer(partition, group, name)
-                continue
-            await self._reprocess(partition, group, name)
 
-    async def _reprocess(self, partition: int, group: str, owner: str) -> None:
+    async def _reprocess(self, partition: int, group: str, owner: str) -> bool:
         """Claim ``owner``'s unacknowledged entries (a dead consumer's, or this one's after a
-        failure) and handle them again; one received too often is set aside as poison."""
+        failure) and handle them again; one received too often is set aside as poison. False
+        when ``owner`` holds nothing."""
         held = await self.dstore.pending_of(partition, group, owner)
         if not held:
-            return
+            return False
         limit = self.settings.event_max_receives
         for entry_id, receives in held:
             if receives >= limit:
@@ -314,14 +324,24 @@ class Deliverer:
                     extra={"group": group, "entry": entry_id, "partition": partition},
                 )
                 await self.dstore.poison(partition, group, entry_id, receives)
-        ids = [i for i, n in held if n < limit]
-        taken = await self.dstore.take_over(partition, group, self.consumer, ids)
+        taken = await self._claim(partition, group, [i for i, n in held if n < limit])
         if taken and owner != self.consumer:
             log.warning(
                 "took over the entries of a dead consumer",
                 extra={"group": group, "from": owner, "count": len(taken)},
             )
         await self._handle_batch(partition, group, self._handlers[group], taken)
+        return True
+
+    async def _claim(self, partition: int, group: str, ids: list[str]) -> list[StreamEntry]:
+        """XCLAIM one entry per call: KVRocks (2.10) lowers the previous owner's pending count
+        by one per XCLAIM however many entries it moves, so a batch leaves that count too high.
+        Taking over is rare and bounded (``pending_of`` lists 100), so the round trips are cheap.
+        """
+        taken: list[StreamEntry] = []
+        for entry_id in ids:
+            taken += await self.dstore.take_over(partition, group, self.consumer, [entry_id])
+        return taken
 
     # -- the schedule -------------------------------------------------------------------
 

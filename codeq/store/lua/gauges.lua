@@ -4,18 +4,27 @@
 -- ARGV: none.
 -- Queue depths come from the queue registry like stats.lua, summed per command over tenants
 -- here, so the reply has one row per command however many tenants share it.
+-- A group's lag below LAG_COUNTED is counted (the entries after its last-delivered id): KVRocks
+-- (2.10) counts `entries-read` from 0, so its own `lag` is one too many once a group has read
+-- anything (a group that has read everything shows 1). From LAG_COUNTED up, the server's figure.
 -- Returns {{scheduled deliveries, dead deliveries},
 --          {group, lag (-1 when the server cannot tell), pending, group, ...},
 --          {command, ready, delayed, inProgress, dlq, command, ...}}.
+local LAG_COUNTED = 100
 local deliveries = {redis.call('ZCARD', KEYS[14]), redis.call('ZCARD', KEYS[15])}
 local groups = {}
 if redis.call('EXISTS', K.events) == 1 then
   for _, g in ipairs(redis.call('XINFO', 'GROUPS', K.events)) do
-    local name, lag, pending = nil, -1, 0
+    local name, lag, pending, last = nil, -1, 0, nil
     for i = 1, #g, 2 do
       if g[i] == 'name' then name = g[i + 1]
       elseif g[i] == 'lag' and g[i + 1] then lag = tonumber(g[i + 1]) or -1
-      elseif g[i] == 'pending' then pending = tonumber(g[i + 1]) or 0 end
+      elseif g[i] == 'pending' then pending = tonumber(g[i + 1]) or 0
+      elseif g[i] == 'last-delivered-id' then last = g[i + 1] end
+    end
+    if last then
+      local after = #redis.call('XRANGE', K.events, '(' .. last, '+', 'COUNT', LAG_COUNTED)
+      if after < LAG_COUNTED then lag = after elseif lag >= 0 and lag < after then lag = after end
     end
     if name then
       groups[#groups + 1] = name
