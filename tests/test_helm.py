@@ -23,7 +23,7 @@ import yaml
 
 from codeq.auth import AuthConfigError, JwksAuthenticator, build_auth
 from codeq.settings import MASK, Settings
-from tests.helm_tool import helm_binary
+from tests.helm_tool import RELEASE, helm_binary, helm_template
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "helm" / "codeq"
@@ -32,8 +32,6 @@ VARIANTS = sorted(p.name.removesuffix("-values.yaml") for p in (CHART / "ci").gl
 ALL = [None, *VARIANTS]  # None: the chart's default values
 # The oldest Kubernetes minor still supported upstream, and the newest the package ships.
 K8S_VERSIONS = ("1.31.0", kubernetes_validate.latest_version())
-RELEASE = "rel"
-NAMESPACE = "codeq"
 
 Doc = dict[str, Any]
 SECRET_VALUES = yaml.safe_load((TEST_VALUES / "secrets.yaml").read_text())["secrets"]
@@ -67,11 +65,7 @@ def variant_args(variant: str | None) -> list[str]:
 @functools.cache
 def render(variant: str | None, *extra: str) -> list[Doc]:
     """The manifests of ``helm template`` (cached: tests only read them)."""
-    done = run_helm(
-        "template", RELEASE, str(CHART), "--namespace", NAMESPACE, *variant_args(variant), *extra
-    )
-    assert done.returncode == 0, done.stderr
-    return [d for d in yaml.safe_load_all(done.stdout) if d]
+    return helm_template(CHART, *variant_args(variant), *extra)
 
 
 def render_with_secrets(variant: str | None) -> list[Doc]:
@@ -397,8 +391,9 @@ def test_the_in_chart_kvrocks() -> None:
     c = container(kvrocks)
     image, tag = c["image"].rsplit(":", 1)
     assert image == "apache/kvrocks"
-    # 2.10.1: the first with every consumer-group command codeQ uses (spec 06).
-    assert tuple(int(p) for p in tag.split(".")) >= (2, 10, 1)
+    # The release the suite runs (tests/test_kvrocks_durability.py checks it is the tested
+    # binary's); 2.10.1 is also the first with every consumer-group command codeQ uses.
+    assert tag == "2.10.1"
     # The image's entrypoint names a pid file on the (read-only) root filesystem.
     assert c["command"] == ["kvrocks"]
     assert c["args"][:2] == ["-c", "/etc/kvrocks/kvrocks.conf"]
@@ -413,8 +408,16 @@ def test_the_in_chart_kvrocks() -> None:
     conf = named(docs, "ConfigMap", full("kvrocks"))["data"]["kvrocks.conf"]
     lines = set(conf.splitlines())
     assert f"dir {data_mount['mountPath']}" in lines
-    assert "lua-strict-key-accessing yes" in lines
     assert "port 6666" in lines
+    # Durable writes (docs/deploy.md, Durability): the WAL, fsynced before each reply.
+    assert {"rocksdb.write_options.sync yes", "rocksdb.write_options.disable_wal no"} <= lines
+    # RESP2 (the store client's protocol) is kvrocks' default: nothing may turn RESP3 on.
+    assert not any(line.startswith("resp3-enabled") for line in lines)
+    # Not in 2.10.1 (it would only warn): off unless asked for, with a newer image.
+    assert not any(line.startswith("lua-strict-key-accessing") for line in lines)
+    strict = render(None, "--set", "kvrocks.luaStrictKeyAccessing=true")
+    strict_conf = named(strict, "ConfigMap", full("kvrocks"))["data"]["kvrocks.conf"]
+    assert "lua-strict-key-accessing yes" in strict_conf.splitlines()
     assert f"backup-dir {data_mount['mountPath']}/backup" in lines  # on the volume, not /tmp
 
     service = named(docs, "Service", full("kvrocks"))
