@@ -18,9 +18,9 @@ each restart:
   yields one task. A failure of these raises :class:`HalfAppliedScript`.
 
 KVRocks applies each ``redis.call`` of a script as its own RocksDB write, so a crash can keep
-half of a script (``test_a_kvrocks_script_is_crash_atomic_only_inside_multi_exec`` shows it
-deterministically); the engine-level KVRocks case is an expected failure until the store sends
-its scripts to KVRocks inside MULTI/EXEC (one write batch).
+half of a bare script (``test_a_kvrocks_script_is_crash_atomic_only_inside_multi_exec`` shows it
+deterministically); the store therefore sends its scripts to KVRocks inside MULTI/EXEC (one
+write batch), and the engine-level KVRocks case holds every check.
 """
 
 from __future__ import annotations
