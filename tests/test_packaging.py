@@ -73,6 +73,8 @@ def test_public_surface() -> None:
         "RedisStore",
         "Store",
         "StoreError",
+        "StoreHandshakeError",
+        "check_store",
         "open_store",
     ]
     for module in (codeq, codeq.store):
