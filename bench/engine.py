@@ -106,7 +106,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--redis-url", help="Redis/KVRocks URL; default: start a local server")
     parser.add_argument(
-        "--store", choices=STORES, default="redis", help="the server to start (no --redis-url)"
+        "--store",
+        choices=STORES,
+        default="redis",
+        help="the server to start (with --redis-url: the label of the given one)",
     )
     parser.add_argument(
         "--protocol", type=int, choices=(2, 3), default=2, help="RESP version of the client"

@@ -222,9 +222,12 @@ def run_load(base: str, scenario: str, conc: int, duration: float, procs: int) -
 # -- pre-fill and wake-up -----------------------------------------------------------------
 
 
+PREFILL_BATCH = 100  # tasks per batch request: short store calls on every store
+
+
 async def prefill(base: str, n: int) -> None:
     batch = json.dumps(
-        {"tasks": [{"command": "BENCH", "payload": {"n": i}} for i in range(1000)]}
+        {"tasks": [{"command": "BENCH", "payload": {"n": i}} for i in range(PREFILL_BATCH)]}
     ).encode()
     async with aiohttp.ClientSession(base) as s:
         sem = asyncio.Semaphore(4)
@@ -234,7 +237,7 @@ async def prefill(base: str, n: int) -> None:
                 status, data, _ = await _post(s, "/v1/codeq/tasks/batch", batch)
                 assert status == 202 and not json.loads(data)["errors"], data[:200]
 
-        await asyncio.gather(*(one() for _ in range(n // 1000 + 1)))
+        await asyncio.gather(*(one() for _ in range(n // PREFILL_BATCH + 1)))
 
 
 async def drain(base: str) -> None:
@@ -335,6 +338,11 @@ def main() -> None:
     ap.add_argument("--procs", type=int, default=1, help="load-generator processes")
     ap.add_argument("--scenarios", nargs="+", default=["create", "claim", "lifecycle", "wake"])
     ap.add_argument("--wake-samples", type=int, default=200)
+    ap.add_argument(
+        "--prefill",
+        type=int,
+        help="tasks queued before each claim cell (default: 4000 per second of --duration)",
+    )
     ap.add_argument("--access-log", action="store_true", help="keep the JSON access log on")
     args = ap.parse_args()
 
@@ -352,7 +360,7 @@ def main() -> None:
         for scenario in [s for s in args.scenarios if s != "wake"]:
             for conc in args.concurrency:
                 if scenario == "claim":
-                    asyncio.run(prefill(base, int(4000 * args.duration)))
+                    asyncio.run(prefill(base, args.prefill or int(4000 * args.duration)))
                 res = run_load(base, scenario, conc, args.duration, args.procs)
                 errors = sum(res["errors"].values())
                 ops = OPS[scenario]

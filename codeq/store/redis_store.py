@@ -139,7 +139,7 @@ async def _reply(conn: Any) -> Any:
 
 
 # KVRocks, the store this product is built for, differs from Redis in two ways that shape how
-# we talk to it (tests/test_kvrocks_durability.py pins both):
+# we talk to it (tests/test_kvrocks_durability.py and tests/test_kvrocks_store.py pin them):
 #
 # * Crash atomicity. Redis applies a script whole (and logs it whole in its append-only file).
 #   KVRocks (2.10) writes each command a script runs as a write of its own, so a crash in the
@@ -225,7 +225,8 @@ async def _script_reply(conn: Any, transaction: bool) -> Any:
 class _Coalescer:
     """Sends the script calls that concurrent coroutines make in the same instant as one
     non-transactional pipeline: each call is still exactly one EVALSHA (one script, atomic on
-    its own), but many share one socket write and one pool checkout. This is how one asyncio
+    its own; on KVRocks inside its own MULTI/EXEC, see ``_is_kvrocks``), but many share one
+    socket write and one pool checkout. This is how one asyncio
     process gets past redis-py's per-call overhead. Nothing waits to fill a batch: a call made
     while the connection is idle goes out on the next loop iteration, alone.
     """
