@@ -70,6 +70,14 @@ def new_prefix() -> str:
     return "t" + uuid.uuid4().hex[:12]
 
 
+def own_server(kind: str) -> RedisServer | KvrocksServer:
+    """A server of the test's own ("redis" or "kvrocks"), to stop, kill or restart: it keeps
+    its data across ``restart()`` (Redis with its append-only file, KVRocks always)."""
+    if kind == "kvrocks":
+        return KvrocksServer.start(binary=require_kvrocks())
+    return RedisServer.start(persistence=True)
+
+
 def server_url(request: pytest.FixtureRequest, kind: str) -> str:
     """The URL of the suite's shared ``kind`` server ("redis", "cluster" or "kvrocks")."""
     fixture = {"redis": "redis_server", "cluster": "redis_cluster", "kvrocks": "kvrocks_server"}

@@ -15,16 +15,9 @@ from codeq.store.keys import KeySchema
 from codeq.store.redis_store import RedisStore
 from gateway.app import create_app
 from tests.asgi import serve_in_process
-from tests.conftest import SERVERS, eventually, require_kvrocks
-from tests.servers import KvrocksServer, RedisServer
+from tests.conftest import SERVERS, eventually, own_server
+from tests.servers import RedisServer
 from tests.test_api import ADMIN, PRODUCER, WORKER, auth, make_settings
-
-
-def own_server(kind: str) -> RedisServer | KvrocksServer:
-    """A server of the test's own (it is stopped and restarted), keeping its data."""
-    if kind == "kvrocks":
-        return KvrocksServer.start(binary=require_kvrocks())
-    return RedisServer.start(persistence=True)
 
 
 @pytest.mark.parametrize("kind", SERVERS)

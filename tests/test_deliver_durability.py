@@ -26,9 +26,9 @@ from codeq.settings import Settings
 from codeq.store.keys import KeySchema
 from codeq.store.redis_store import RedisStore
 from deliverers.runner import Deliverer
-from tests.conftest import SERVERS, eventually, require_kvrocks, server_url
+from tests.conftest import SERVERS, eventually, own_server, server_url
 from tests.receivers import Receiver, Reply, receiver
-from tests.servers import KvrocksServer, RedisServer
+from tests.servers import RedisServer
 from tests.test_deliveries import SECRET, settings
 
 
@@ -147,17 +147,9 @@ async def test_a_receiver_down_for_a_while_gets_every_delivery(
         await store.close()
 
 
-def persistent_server(kind: str) -> RedisServer | KvrocksServer:
-    """A server of its own that keeps its data across ``restart()``: Redis with its
-    append-only file, KVRocks as it always does (RocksDB)."""
-    if kind == "kvrocks":
-        return KvrocksServer.start(binary=require_kvrocks())
-    return RedisServer.start(persistence=True)
-
-
 @pytest.mark.parametrize("kind", SERVERS)
 async def test_restart_with_persistence_and_a_vanished_group_recover(kind: str) -> None:
-    server = persistent_server(kind)
+    server = own_server(kind)
     prefix = "rst" + uuid.uuid4().hex[:8]
     store = RedisStore.from_url(server.url, KeySchema(prefix), connect_timeout=0.5)
     s = settings()

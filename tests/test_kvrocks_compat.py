@@ -42,12 +42,18 @@ from codeq.store.protocol import GetReply
 from codeq.store.redis_store import DeliveryStore, RedisStore
 from codeq.store.scripts import load_scripts
 from deliverers.runner import Deliverer
-from tests.conftest import eventually, make_store, new_prefix, require_kvrocks, server_url
+from tests.conftest import (
+    SERVERS,
+    eventually,
+    make_store,
+    new_prefix,
+    require_kvrocks,
+    server_url,
+)
 from tests.receivers import Receiver, receiver
 from tests.servers import KvrocksServer, RedisServer
 from tests.test_deliveries import settings
 
-SERVERS = ["redis", "kvrocks"]
 CALLBACKS = "callbacks"  # the result-callback consumer group (spec 03)
 HOUR_MS = 3_600_000
 ROOT = Path(__file__).resolve().parents[1]

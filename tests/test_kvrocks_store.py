@@ -71,13 +71,14 @@ async def monitoring(url: str) -> AsyncIterator[Monitor]:
         await client.aclose()
 
 
+@pytest.mark.parametrize("coalesce", [True, False], ids=["coalesced", "one-by-one"])
 @pytest.mark.parametrize("kind", SERVERS)
 async def test_scripts_are_transactions_and_reads_never_block_on_kvrocks(
-    kind: str, request: pytest.FixtureRequest
+    kind: str, coalesce: bool, request: pytest.FixtureRequest
 ) -> None:
     url = server_url(request, kind)
     prefix = "kvs" + uuid.uuid4().hex[:8]
-    store = RedisStore.from_url(url, KeySchema(prefix))
+    store = RedisStore.from_url(url, KeySchema(prefix), coalesce=coalesce)
     s = settings()
     engine = Engine(store, EngineConfig.from_settings(s))
     woken: list[object] = []

@@ -176,3 +176,38 @@ def test_codeq_gateway_stops_with_one_sentence_on_a_store_it_cannot_use() -> Non
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("codeq: the server at 127.0.0.1:"), lines
     assert "redisAddr" in lines[0] and "Traceback" not in done.stderr
+
+
+async def test_a_cluster_not_there_yet_only_warns(caplog: pytest.LogCaptureFixture) -> None:
+    port = free_port()
+    settings = settings_for(
+        f"redis://127.0.0.1:{port}/0", redisCluster=True, redisConnectTimeoutSeconds=0.5
+    )
+    with caplog.at_level(logging.WARNING, logger="codeq.store"):
+        await check_store(settings)
+    assert any(f"127.0.0.1:{port}" in r.getMessage() for r in caplog.records)
+
+
+async def test_cluster_mode_against_a_single_server_names_redis_cluster(
+    redis_server: RedisServer,
+) -> None:
+    with pytest.raises(StoreHandshakeError) as caught:
+        await check_store(settings_for(redis_server.url, redisCluster=True))
+    assert caught.value.key == "redisCluster"
+    assert f"127.0.0.1:{redis_server.port}" in str(caught.value)
+
+
+def test_codeq_deliver_without_a_shared_store_stops_with_one_sentence() -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_ADDR", "REDIS_URL")}
+    done = subprocess.run(
+        [sys.executable, "-m", "codeq.cli", "deliver"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "codeq: codeq deliver needs a shared store: set REDIS_ADDR (or redisUrl)"
+    ]

@@ -9,7 +9,10 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from codeq.settings import Settings
 
 __all__ = ["deliver", "load_settings", "serve"]
 
@@ -60,19 +63,19 @@ def _print_dev_token(token: str, host: str, port: int) -> None:
     )
 
 
-def check_store(settings: Any) -> None:
+def _check_store(settings: Settings) -> None:
     """One sentence and exit 2 (``SettingsError``) for a store these settings cannot use, before
     anything starts; an unreachable store only warns (the service answers 503 until it is up)."""
     import asyncio
 
-    from codeq.store import check_store as check
+    from codeq.store import check_store
 
-    asyncio.run(check(settings))
+    asyncio.run(check_store(settings))
 
 
 def serve(args: argparse.Namespace, *, with_sweeper: bool) -> int:
     settings = load_settings(args)
-    check_store(settings)
+    _check_store(settings)
     name = "serve" if with_sweeper else "gateway"
     if args.server == "uvicorn" and args.workers == 1:
         _serve_in_process(settings, with_sweeper=with_sweeper, name=name)
@@ -125,7 +128,7 @@ def _serve_workers(
     the effective host, port, config path and dev token are put there first."""
     from codeq.auth.base import is_loopback_host
 
-    if settings.store_kind == "embedded":
+    if settings.store_kind == "memory":
         raise ValueError("--workers/--server granian need a shared store: set REDIS_ADDR")
     os.environ["HOST"] = settings.host
     os.environ["PORT"] = str(settings.port)
@@ -181,9 +184,9 @@ def deliver(args: argparse.Namespace) -> int:
 
     settings = load_settings(args)
     configure_logging(settings.log_level, settings.log_format)
-    if settings.store_kind == "embedded":
+    if settings.store_kind == "memory":
         raise ValueError("codeq deliver needs a shared store: set REDIS_ADDR (or redisUrl)")
-    check_store(settings)
+    _check_store(settings)
 
     async def run() -> None:
         store = open_store(settings)

@@ -32,12 +32,25 @@ class StoreHandshakeError(SettingsError):
     """The store answered, but not as a Redis/KVRocks server we can use with these settings."""
 
 
-async def check_handshake(client: Any, address: str) -> None:
-    """PING the store through ``client``: return when it answers, raise
-    :class:`StoreHandshakeError` when its answer shows a setting is wrong, and
-    :class:`StoreUnavailable` when it cannot be reached."""
+async def check_handshake(client: Any, address: str, *, protocol: int = 2) -> None:
+    """PING the store through ``client`` (a standalone or a cluster client speaking
+    ``protocol``): return when it answers, raise :class:`StoreHandshakeError` when its answer
+    shows a setting is wrong, and :class:`StoreUnavailable` when it cannot be reached."""
     try:
-        await client.ping()
+        try:
+            await client.ping()
+        except rexc.RedisClusterException as exc:  # the cluster client wraps the node's error
+            cause = exc.__cause__
+            if isinstance(cause, rexc.RedisError | OSError):
+                raise cause from None
+            if isinstance(exc, rexc.RedisClusterUnreachableError):
+                raise rexc.ConnectionError(str(exc)) from None
+            raise StoreHandshakeError(
+                f"the store at {address} did not answer as a Redis Cluster ({_first_line(exc)}):"
+                " set redisCluster to false for a single server, or check redisAddr/redisUrl",
+                key="redisCluster",
+                env="REDIS_CLUSTER",
+            ) from None
     except rexc.AuthenticationError as exc:  # a ConnectionError in redis-py: test it first
         raise StoreHandshakeError(
             f"the store at {address} refused the connection's authentication ({_first_line(exc)}):"
@@ -61,7 +74,9 @@ async def check_handshake(client: Any, address: str) -> None:
             key="redisUrl",
             env="REDIS_URL",
         ) from None
-    except (AttributeError, TypeError, KeyError) as exc:
+    except AttributeError as exc:
+        if protocol != 3:
+            raise
         # redis-py reads HELLO's reply as a map; a RESP2 server answers with a flat list.
         raise StoreHandshakeError(
             f"the store at {address} answered the RESP3 handshake (HELLO 3) in RESP2"

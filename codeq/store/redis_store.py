@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from functools import lru_cache
 from typing import Any
@@ -49,12 +50,15 @@ __all__ = [
     "event_kind",
 ]
 
+log = logging.getLogger("codeq.store")
+
 _UNAVAILABLE = (
     rexc.ConnectionError,
     rexc.TimeoutError,
     rexc.BusyLoadingError,
     rexc.TryAgainError,
     rexc.ClusterDownError,
+    rexc.RedisClusterException,  # the cluster client's own: no node reachable, slots moving
     OSError,
 )
 
@@ -145,9 +149,11 @@ async def _reply(conn: Any) -> Any:
 #   KVRocks (2.10) writes each command a script runs as a write of its own, so a crash in the
 #   middle of a script keeps its first half: a task record without its ready entry, a ready
 #   entry without its task, an idempotency key lost. A MULTI/EXEC transaction is written as one
-#   batch, so on KVRocks every script call is wrapped in one. Scripts already hold KVRocks'
-#   server-wide lock while they run, so the transaction costs no concurrency, and with a synced
-#   WAL it is faster: one sync per call instead of one per write.
+#   batch, so on KVRocks every script call is wrapped in one. EXEC takes KVRocks' exclusive
+#   lock, as a script already does in 2.10, so the transaction costs no concurrency there, and
+#   with a synced WAL it is faster: one sync per call instead of one per write. (Releases with
+#   `lua-strict-key-accessing` run scripts on different keys in parallel; EXEC would still
+#   serialise them.)
 # * No blocking reads. While a transaction runs, KVRocks collects its writes in a batch that
 #   every reader consults; commands wait for it behind a lock, but a blocked XREAD/XREADGROUP
 #   that an XADD wakes runs its read (and XREADGROUP its writes) outside that lock, against the
@@ -156,11 +162,24 @@ async def _reply(conn: Any) -> Any:
 #   growing pause (``_poll``) until their block time is up.
 
 
-async def _is_kvrocks(conn: Any) -> bool:
-    """Whether the server on ``conn`` is KVRocks (its INFO names its own version)."""
-    await conn.send_packed_command(conn.pack_command("INFO", "server"), check_health=False)
-    info = await _reply(conn)
-    return isinstance(info, bytes) and b"kvrocks_version:" in info
+class _ServerKind:
+    """What the store's server is, asked once and shared by the store and its coalescer:
+    ``kvrocks`` is None until then (a cluster or the embedded store know it up front)."""
+
+    def __init__(self, kvrocks: bool | None = None) -> None:
+        self.kvrocks = kvrocks
+
+    async def ask(self, conn: Any) -> bool:
+        """Ask the server on ``conn`` (its INFO names KVRocks' version). A server that refuses
+        INFO (an ACL without it, a renamed command) is taken for Redis, with a warning: a
+        KVRocks there would run its scripts without the transaction."""
+        if self.kvrocks is None:
+            await conn.send_packed_command(conn.pack_command("INFO", "server"), check_health=False)
+            info = await _reply(conn)
+            if isinstance(info, Exception):
+                log.warning("the store refused INFO (%s): taken for Redis, scripts go bare", info)
+            self.kvrocks = isinstance(info, bytes) and b"kvrocks_version:" in info
+        return self.kvrocks
 
 
 #: pauses between non-blocking reads on KVRocks: from 1 ms, doubling, up to the read's cap
@@ -212,9 +231,10 @@ async def _script_reply(conn: Any, transaction: bool) -> Any:
     if not transaction:
         return await _reply(conn)
     began, queued, done = await _reply(conn), await _reply(conn), await _reply(conn)
-    for reply in (began, queued):  # a refused MULTI or EVALSHA; EXEC then aborts
-        if isinstance(reply, Exception):
-            return reply
+    if isinstance(began, Exception):  # MULTI refused: the EVALSHA ran on its own, its reply
+        return queued  # came second (and EXEC answered "EXEC without MULTI")
+    if isinstance(queued, Exception):  # the call was refused when queued: EXEC aborted
+        return queued
     if isinstance(done, list) and len(done) == 1:
         return done[0]  # the script's reply, or its error (NOSCRIPT, a Lua error)
     if isinstance(done, Exception):
@@ -225,14 +245,17 @@ async def _script_reply(conn: Any, transaction: bool) -> Any:
 class _Coalescer:
     """Sends the script calls that concurrent coroutines make in the same instant as one
     non-transactional pipeline: each call is still exactly one EVALSHA (one script, atomic on
-    its own; on KVRocks inside its own MULTI/EXEC, see ``_is_kvrocks``), but many share one
+    its own; on KVRocks inside its own MULTI/EXEC, see ``_ServerKind``), but many share one
     socket write and one pool checkout. This is how one asyncio
     process gets past redis-py's per-call overhead. Nothing waits to fill a batch: a call made
     while the connection is idle goes out on the next loop iteration, alone.
     """
 
-    def __init__(self, client: Any, *, max_batch: int = 256, max_inflight: int = 8) -> None:
+    def __init__(
+        self, client: Any, kind: _ServerKind, *, max_batch: int = 256, max_inflight: int = 8
+    ) -> None:
         self._client = client
+        self._kind = kind
         self._pending: list[_Call] = []
         self._inflight = 0
         self._max_batch = max_batch
@@ -244,8 +267,6 @@ class _Coalescer:
         # never so many that other commands wait for the pool
         pool_size = int(getattr(client.connection_pool, "max_connections", 0) or 0)
         self._keep_max = min(max_inflight, pool_size // 4)
-        # each call in MULTI/EXEC (on KVRocks); None until the first batch or the store asks
-        self.transactional: bool | None = None
 
     async def call(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
         loop = asyncio.get_running_loop()
@@ -286,9 +307,7 @@ class _Coalescer:
         conn = await self._connection()
         kept = False
         try:
-            if self.transactional is None:
-                self.transactional = await _is_kvrocks(conn)
-            wrap = self.transactional
+            wrap = await self._kind.ask(conn)  # each call in MULTI/EXEC on KVRocks
             packed = conn.pack_commands(_script_calls(batch, wrap))
             await conn.send_packed_command(packed, check_health=False)
             replies = [await _script_reply(conn, wrap) for _ in batch]
@@ -351,17 +370,18 @@ class RedisStore:
         cluster: bool = False,
         coalesce: bool = False,
         address: str = "embedded",
+        protocol: int = 2,
     ) -> None:
         self._client = client
         self.keys = keys
         self.cluster = cluster
         #: where the store is, for messages (``host:port`` or a socket path; never a password)
         self.address = address
+        self._protocol = protocol
         self._scripts = load_scripts()
-        self._coalescer = _Coalescer(client) if coalesce and not cluster else None
-        # on KVRocks (see _is_kvrocks); None: ask the server once. Redis Cluster applies
-        # scripts whole; a KVRocks cluster is not covered yet.
-        self._kvrocks: bool | None = False if cluster else None
+        # Redis Cluster applies scripts whole; a KVRocks cluster is not covered yet
+        self._kind = _ServerKind(False if cluster else None)
+        self._coalescer = _Coalescer(client, self._kind) if coalesce and not cluster else None
 
     # -- construction -------------------------------------------------------------------
 
@@ -397,7 +417,14 @@ class RedisStore:
                 url, max_connections=pool_size, timeout=socket_timeout, **common
             )
             client = aioredis.Redis.from_pool(pool)  # the client owns (and closes) the pool
-        return cls(client, keys, cluster=cluster, coalesce=coalesce, address=_address(url))
+        return cls(
+            client,
+            keys,
+            cluster=cluster,
+            coalesce=coalesce,
+            address=_address(url),
+            protocol=protocol,
+        )
 
     @classmethod
     def embedded(cls, keys: KeySchema) -> RedisStore:
@@ -405,7 +432,7 @@ class RedisStore:
         import fakeredis
 
         store = cls(fakeredis.FakeAsyncRedis(), keys)
-        store._kvrocks = False  # nothing to crash apart: the process holds it all
+        store._kind.kvrocks = False  # nothing to crash apart: the process holds it all
         return store
 
     @property
@@ -431,23 +458,26 @@ class RedisStore:
             raise StoreError(f"store error in {script.name}: {exc}") from exc
 
     async def on_kvrocks(self) -> bool:
-        """Whether the store is KVRocks (asked once; its INFO names its own version)."""
-        if self._kvrocks is None and self._coalescer is not None:
-            self._kvrocks = self._coalescer.transactional
-        if self._kvrocks is None:
+        """Whether the store is KVRocks (asked once, see ``_ServerKind``)."""
+        if self._kind.kvrocks is not None:
+            return self._kind.kvrocks
+        pool = self._client.connection_pool
+        try:
+            conn = await pool.get_connection()
             try:
-                info = await self._client.info("server")
-            except _UNAVAILABLE as exc:
-                raise StoreUnavailable(f"store unavailable: {type(exc).__name__}") from exc
-            self._kvrocks = "kvrocks_version" in info
-            if self._coalescer is not None:
-                self._coalescer.transactional = self._kvrocks
-        return self._kvrocks
+                return await self._kind.ask(conn)
+            except BaseException:
+                await conn.disconnect()  # a reply may still be on its way
+                raise
+            finally:
+                await pool.release(conn)
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"store unavailable: {type(exc).__name__}") from exc
 
     async def _evalsha(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        if not self._kvrocks:
+        if not self._kind.kvrocks:
             return await self._client.evalsha(script.sha, len(keys), *keys, *args)
-        pipe = self._client.pipeline(transaction=True)  # KVRocks: see _is_kvrocks
+        pipe = self._client.pipeline(transaction=True)  # KVRocks: see _ServerKind
         pipe.evalsha(script.sha, len(keys), *keys, *args)
         (reply,) = await pipe.execute()
         return reply
@@ -463,7 +493,8 @@ class RedisStore:
     async def check(self) -> None:
         """The store answers as a server these settings can use: ``StoreHandshakeError`` names
         the setting to change, ``StoreUnavailable`` says it is not reachable (yet)."""
-        await check_handshake(self._client, self.address)
+        await check_handshake(self._client, self.address, protocol=self._protocol)
+        await self.on_kvrocks()
 
     async def load_scripts(self) -> None:
         """Register every script with the server (cluster: every primary). Optional: calls
