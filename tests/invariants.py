@@ -89,14 +89,24 @@ async def check_partition(client: Any, keys: KeySchema, partition: int) -> list[
     for task_id in list(delayed) + list(leased) + list(ready_ids) + list(dlq_ids):
         if task_id not in tasks:
             problems.append(f"{task_id} in a queue structure without a record")
+    # the depth counters the scripts keep, against the structures they count
+    actual: dict[str, Counter[str]] = {
+        "ready": Counter(m.rsplit("!", 3)[0] for m in ready),  # <q>!<rank>!<seq>!<id>
+        "delayed": expected_delayed,
+        "leased": expected_leased,
+        "dlq": Counter(m.rsplit("!", 2)[0] for m in dlq),  # <q>!<deadAt>!<id>
+    }
     for field, value in qstats.items():
+        if field.startswith("!"):
+            continue  # the partition's layout marks ("!counted")
         q, kind = field.rsplit("!", 1)
-        want_n = (expected_delayed if kind == "delayed" else expected_leased)[q]
+        want_n = actual[kind][q]
         if value != want_n:
             problems.append(f"counter {field}={value}, actual {want_n}")
-    for q, n in (expected_delayed + expected_leased).items():
-        if n and f"{q}!delayed" not in qstats and f"{q}!leased" not in qstats:
-            problems.append(f"counters of {q} missing")
+    for kind, counts in actual.items():
+        for q, n in counts.items():
+            if n and f"{q}!{kind}" not in qstats:
+                problems.append(f"counter {q}!{kind} missing, actual {n}")
     return problems
 
 

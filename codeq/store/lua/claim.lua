@@ -18,18 +18,19 @@ promote_due(now, limit)
 expire_leases(now, limit, delays, dlq_retention)
 
 for _ = 1, limit do
-  local best, best_rank = nil, 99
+  local best, best_q, best_rank = nil, nil, 99
   for i = 7, #ARGV do
     local lo, hi = qrange(ARGV[i])
     local m = redis.call('ZRANGEBYLEX', K.ready, lo, hi, 'LIMIT', 0, 1)[1]
     if m then
       local rank = tonumber(string.sub(m, #ARGV[i] + 2, #ARGV[i] + 2))
-      if rank < best_rank then best, best_rank = m, rank end
+      if rank < best_rank then best, best_q, best_rank = m, ARGV[i], rank end
       if rank == 0 then break end
     end
   end
   if not best then return {'EMPTY'} end
   redis.call('ZREM', K.ready, best)
+  qcount(best_q, 'ready', -1)
   local id = member_id(best)
   local rec = load_rec(id)
   if rec and rec.loc == 'PENDING_LIST' and rec.status == 'PENDING'

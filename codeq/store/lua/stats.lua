@@ -23,13 +23,10 @@ else
 end
 local out = {}
 for i, q in ipairs(qs) do
-  local lo, hi = qrange(q)
-  local counts = redis.call('HMGET', K.qstats, q .. '!delayed', q .. '!leased')
+  local counts = redis.call('HMGET', K.qstats, q .. '!ready', q .. '!delayed', q .. '!leased',
+                            q .. '!dlq')
   out[#out + 1] = q
   out[#out + 1] = metas[i]
-  out[#out + 1] = redis.call('ZLEXCOUNT', K.ready, lo, hi)
-  out[#out + 1] = tonumber(counts[1] or 0)
-  out[#out + 1] = tonumber(counts[2] or 0)
-  out[#out + 1] = redis.call('ZLEXCOUNT', K.dlq, lo, hi)
+  for j = 1, 4 do out[#out + 1] = tonumber(counts[j] or 0) end
 end
 return out

@@ -10,6 +10,17 @@ if holder and holder ~= ARGV[1] then return {'LOCKED'} end
 redis.call('SET', K.lock, ARGV[1], 'PX', ARGV[2])
 local now = now_ms()
 local limit = tonumber(ARGV[3])
+-- Data written before the scripts kept ready/dlq counters (they counted by lex range): count
+-- once, exactly, in this step, and mark the partition so it never happens again.
+if redis.call('HGET', K.qstats, '!counted') ~= '1' then
+  local all = redis.call('HGETALL', K.queues)
+  for i = 1, #all, 2 do
+    local lo, hi = qrange(all[i])
+    redis.call('HSET', K.qstats, all[i] .. '!ready', redis.call('ZLEXCOUNT', K.ready, lo, hi),
+               all[i] .. '!dlq', redis.call('ZLEXCOUNT', K.dlq, lo, hi))
+  end
+  redis.call('HSET', K.qstats, '!counted', '1')
+end
 local promoted, m1 = promote_due(now, limit)
 local expired, m2 = expire_leases(now, limit, parse_delays(ARGV[4]), tonumber(ARGV[5]))
 local purged, m3 = purge_expired(now, limit, nil)
