@@ -95,12 +95,18 @@ class RateLimited(CodeQError):
 
 
 class StoreUnavailable(CodeQError):
+    """503. ``outcome_unknown``: the call reached the store and its answer did not come back
+    (a timeout, a connection lost while waiting), so the change may have been made: a retry is
+    safe where the operation is idempotent (a create with its ``idempotencyKey``; a result or
+    a nack with the lease, which a second time answers 409)."""
+
     status = 503
     default_code = "store_unavailable"
 
-    def __init__(self, message: str, *, retry_after: float = 1.0):
+    def __init__(self, message: str, *, retry_after: float = 1.0, outcome_unknown: bool = False):
         super().__init__(message)
         self.retry_after = retry_after
+        self.outcome_unknown = outcome_unknown
 
 
 class TooLarge(CodeQError):

@@ -135,10 +135,12 @@ class CleanupBody(_Camel):
 
 
 class ErrorOut(msgspec.Struct, kw_only=True):
-    """Every error: a human message and a machine code."""
+    """Every error: a human message and a machine code. ``outcomeUnknown`` (503 only): the
+    store got the call and its answer did not come back, so the change may have been made."""
 
     error: str
     code: str
+    outcome_unknown: bool | None = msgspec.field(default=None, name="outcomeUnknown")
 
 
 class TaskOut(_Out):

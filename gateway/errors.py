@@ -52,6 +52,8 @@ def handle_codeq_error(_: Request[Any, Any, Any], exc: CodeQError) -> Response[A
     extra: dict[str, Any] = {}
     if isinstance(exc, StoreUnavailable):
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+        if exc.outcome_unknown:
+            extra["outcomeUnknown"] = True
         log.warning("store unavailable", extra={"error": exc.message})
     elif isinstance(exc, RateLimited):
         # Whole seconds, rounded up: a client that waits that long finds a token.

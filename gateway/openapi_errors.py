@@ -18,7 +18,10 @@ _TEXT = {
     413: "Body, payload, result or artifact larger than its limit (`payload_too_large`)",
     429: "Rate limited (`rate_limited`); retry after `Retry-After` seconds. The body also "
     "names the limit: `scope`, `operation` and `retryAfterSeconds`",
-    503: "Store unreachable or shutting down; retry after `Retry-After` seconds",
+    503: "Store unreachable or shutting down; retry after `Retry-After` seconds. With "
+    "`outcomeUnknown: true` the store got the call but its answer did not come back: the change "
+    "may have been made, and a retry is safe with the same `idempotencyKey` (create) or "
+    "`leaseId` (a second result or nack answers 409)",
 }
 
 

@@ -305,9 +305,9 @@ async def test_every_documented_error_is_the_error_object(
     assert wrong == [], "error responses not documented as ErrorOut:\n" + "\n".join(wrong)
     error = resolve(document, {"$ref": ERROR_SCHEMA})
     assert error["type"] == "object"
-    assert error["properties"].keys() == {"error", "code"}
+    assert error["properties"].keys() == {"error", "code", "outcomeUnknown"}
     assert all(error["properties"][key]["type"] == "string" for key in ("error", "code"))
-    assert set(error["required"]) == {"error", "code"}
+    assert set(error["required"]) == {"error", "code"}  # outcomeUnknown: 503s only
 
 
 async def test_the_document_is_the_same_for_every_app(tmp_path: Path, client: ApiClient) -> None:

@@ -123,8 +123,23 @@ def _owner_error(reply: list[Any], task_id: str) -> CodeQError:
     return StoreError(f"unexpected script reply {code!r}")
 
 
-def _translate(exc: BaseException, script: Script) -> BaseException:
+#: what a 503 says when the store got the call and its answer did not come back
+OUTCOME_UNKNOWN = (
+    "the store did not answer in time ({}): the change may have been made; retrying with the "
+    "same idempotencyKey (or the same leaseId) is safe"
+)
+
+
+class _AfterSend(Exception):
+    """A batch failed once its calls had been written to the store (``__cause__``)."""
+
+
+def _translate(exc: BaseException, script: Script, *, sent: bool = False) -> BaseException:
     if isinstance(exc, _UNAVAILABLE):
+        if sent:
+            return StoreUnavailable(
+                OUTCOME_UNKNOWN.format(type(exc).__name__), outcome_unknown=True
+            )
         return StoreUnavailable(f"store unavailable: {type(exc).__name__}")
     if isinstance(exc, rexc.RedisError):
         return StoreError(f"store error in {script.name}: {exc}")
@@ -309,22 +324,10 @@ class _Coalescer:
         try:
             wrap = await self._kind.ask(conn)  # each call in MULTI/EXEC on KVRocks
             packed = conn.pack_commands(_script_calls(batch, wrap))
-            await conn.send_packed_command(packed, check_health=False)
-            replies = [await _script_reply(conn, wrap) for _ in batch]
-            missing = [i for i, r in enumerate(replies) if isinstance(r, rexc.NoScriptError)]
-            if missing:  # a server that lost its scripts (restarted): load them, run again
-                scripts = {batch[i][0].sha: batch[i][0] for i in missing}
-                again: list[tuple[Any, ...]] = [
-                    ("SCRIPT", "LOAD", x.source) for x in scripts.values()
-                ]
-                again += _script_calls([batch[i] for i in missing], wrap)
-                await conn.send_packed_command(conn.pack_commands(again), check_health=False)
-                for _ in scripts:
-                    loaded = await _reply(conn)
-                    if isinstance(loaded, Exception):
-                        raise loaded
-                for i in missing:
-                    replies[i] = await _script_reply(conn, wrap)
+            try:
+                replies = await self._exchange(conn, packed, batch, wrap)
+            except Exception as exc:  # written (or partly): the scripts may have run
+                raise _AfterSend() from exc
             if len(self._kept) < self._keep_max:
                 self._kept.append(conn)  # every reply read: clean for the next batch
                 kept = True
@@ -336,15 +339,37 @@ class _Coalescer:
             if not kept:
                 await pool.release(conn)
 
+    @staticmethod
+    async def _exchange(conn: Any, packed: Any, batch: list[_Call], wrap: bool) -> list[Any]:
+        """Write the batch and read its replies; calls the server had lost its scripts for
+        (restarted: NOSCRIPT, so they did not run) are loaded and run again."""
+        await conn.send_packed_command(packed, check_health=False)
+        replies = [await _script_reply(conn, wrap) for _ in batch]
+        missing = [i for i, r in enumerate(replies) if isinstance(r, rexc.NoScriptError)]
+        if missing:
+            scripts = {batch[i][0].sha: batch[i][0] for i in missing}
+            again: list[tuple[Any, ...]] = [("SCRIPT", "LOAD", x.source) for x in scripts.values()]
+            again += _script_calls([batch[i] for i in missing], wrap)
+            await conn.send_packed_command(conn.pack_commands(again), check_health=False)
+            for _ in scripts:
+                loaded = await _reply(conn)
+                if isinstance(loaded, Exception):
+                    raise loaded
+            for i in missing:
+                replies[i] = await _script_reply(conn, wrap)
+        return replies
+
     async def _execute(self, batch: list[_Call]) -> None:
         try:
             replies = await self._send(batch)
         except BaseException as exc:  # the whole batch failed (connection lost, cancelled)
+            sent = isinstance(exc, _AfterSend)
+            cause = exc.__cause__ if sent and exc.__cause__ is not None else exc
             for script, _, _, fut in batch:
                 if fut.done():
                     continue
-                if isinstance(exc, Exception):
-                    fut.set_exception(_translate(exc, script))
+                if isinstance(cause, Exception):
+                    fut.set_exception(_translate(cause, script, sent=sent))
                 else:  # the drainer was cancelled, not the callers: to them, an outage
                     fut.set_exception(StoreUnavailable("store call interrupted"))
             if not isinstance(exc, Exception):
@@ -452,8 +477,8 @@ class RedisStore:
             except rexc.NoScriptError:
                 await self._client.script_load(script.source)
                 return await self._evalsha(script, keys, args)
-        except _UNAVAILABLE as exc:
-            raise StoreUnavailable(f"store unavailable: {type(exc).__name__}") from exc
+        except _UNAVAILABLE as exc:  # a timeout: the call was sent, its answer did not come
+            raise _translate(exc, script, sent=isinstance(exc, rexc.TimeoutError)) from exc
         except rexc.RedisError as exc:
             raise StoreError(f"store error in {script.name}: {exc}") from exc
 
