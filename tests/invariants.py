@@ -27,7 +27,9 @@ async def check_partition(client: Any, keys: KeySchema, partition: int) -> list[
     delayed = {_s(m): s for m, s in await client.zrange(k.delayed, 0, -1, withscores=True)}
     leased = {_s(m): s for m, s in await client.zrange(k.leased, 0, -1, withscores=True)}
     dlq = [_s(m) for m in await client.zrange(k.dlq, 0, -1)]
-    qstats = {_s(a): int(b) for a, b in (await client.hgetall(k.qstats)).items()}
+    raw_qstats = {_s(a): _s(b) for a, b in (await client.hgetall(k.qstats)).items()}
+    heads = {f.removesuffix("!head"): v for f, v in raw_qstats.items() if f.endswith("!head")}
+    qstats = {f: int(v) for f, v in raw_qstats.items() if not f.endswith("!head")}
     payloads = {_s(a) for a in await client.hkeys(k.payloads)}
 
     ready_ids = Counter(m.rsplit("!", 1)[1] for m in ready)
@@ -107,6 +109,11 @@ async def check_partition(client: Any, keys: KeySchema, partition: int) -> list[
         for q, n in counts.items():
             if n and f"{q}!{kind}" not in qstats:
                 problems.append(f"counter {q}!{kind} missing, actual {n}")
+    # a claim looks from a queue's head mark on: nothing ready may sort before it
+    for m in ready:
+        q = m.rsplit("!", 3)[0]
+        if q in heads and m.encode() < heads[q].encode():
+            problems.append(f"ready member {m} sorts before the head mark {heads[q]}")
     return problems
 
 

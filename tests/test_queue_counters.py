@@ -1,15 +1,24 @@
-"""Queue depths are counters the scripts keep, not range counts (issue 14: a ZLEXCOUNT walks
-its range, so on KVRocks a create cost more the deeper its queue). Every contract test already
-checks the counters against the structures (tests/invariants.py); these cover the way in: data
-written before the counters existed is counted once, exactly, by the sweeper."""
+"""What keeps a transition's cost flat on KVRocks (issue 14), where a range read steps over
+every entry deleted before it (RocksDB tombstones):
+
+- queue depths are counters the scripts keep, not range counts. Every contract test checks the
+  counters against the structures (tests/invariants.py); data written before the counters
+  existed is counted once, exactly, by the sweeper;
+- the claims' scans for due delayed tasks and expired leases start where the previous scan
+  ended (a hint in qstats), and the sweeper scans from the start, so an entry below the hint
+  (a clock that stepped back) is still found."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from codeq.domain import NewTask
 from codeq.engine import Engine
 from codeq.store.redis_store import RedisStore
+from tests.conftest import make_store
+from tests.invariants import check_all
 
 LUA = Path(__file__).resolve().parent.parent / "codeq" / "store" / "lua"
 
@@ -56,3 +65,53 @@ async def test_the_sweeper_counts_queues_written_before_the_counters(
         await engine.sweep_partition(p, "upgrade")
     [render] = [q for q in await engine.list_queues("acme") if q.command == "render"]
     assert (render.ready, render.in_progress) == (4, 1)
+
+
+async def test_an_entry_below_the_scan_hint_is_found_by_the_sweeper(
+    engine: Engine, store: RedisStore
+) -> None:
+    created = await engine.create("acme", NewTask(command="later", payload="1", delay_seconds=3600))
+    task_id = created.task.id
+    p = store.keys.partition_of(task_id)
+    k = store.keys.partition(p)
+    assert await engine.claim("acme", "w", ["later"]) is None  # a claim's scan sets the hint
+    hint = await store.client.hget(k.qstats, "!delayed_from")
+    assert hint is not None
+    # a clock that stepped back: the task came due a minute before where claims now look
+    await store.client.zadd(k.delayed, {task_id: int(hint) - 60_000})
+    await store.client.hset(k.qstats, "!delayed_from", int(hint) + 10_000_000)
+    assert await engine.claim("acme", "w", ["later"]) is None  # below the hint: not seen
+    report = await engine.sweep_partition(p, "net")
+    assert report is not None and report.promoted == 1
+    claimed = await engine.claim("acme", "w", ["later"])
+    assert claimed is not None and claimed.id == task_id
+
+
+@pytest.mark.parametrize("kind", ["redis", "embedded", "kvrocks"])  # one partition: one order
+async def test_a_claim_looks_from_the_head_mark_and_still_sees_a_new_first_task(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    store = make_store(request, kind)
+    engine = Engine(store)
+    try:
+        await _claims_in_order(engine)
+        assert not await check_all(store.client, store.keys)
+    finally:
+        await store.close()
+
+
+async def _claims_in_order(engine: Engine) -> None:
+    ids = [
+        (await engine.create("acme", NewTask(command="q", payload=str(i)))).task.id
+        for i in range(3)
+    ]
+    first = await engine.claim("acme", "w", ["q"])  # leaves a head mark behind the first
+    assert first is not None and first.id == ids[0]
+    urgent = (await engine.create("acme", NewTask(command="q", payload="!", priority=9))).task.id
+    order = []
+    for _ in range(3):
+        task = await engine.claim("acme", "w", ["q"])
+        assert task is not None
+        order.append(task.id)
+    assert order == [urgent, ids[1], ids[2]]  # priority first, then FIFO: nothing skipped
+    assert await engine.claim("acme", "w", ["q"]) is None

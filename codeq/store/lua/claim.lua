@@ -21,6 +21,10 @@ for _ = 1, limit do
   local best, best_q, best_rank = nil, nil, 99
   for i = 7, #ARGV do
     local lo, hi = qrange(ARGV[i])
+    -- from the queue's head mark, not its start: the members claimed before it are deleted
+    -- entries that KVRocks would step over one by one (6 ms a claim after 10^5 of them)
+    local head = redis.call('HGET', K.qstats, ARGV[i] .. '!head')
+    if head then lo = '[' .. head end
     local m = redis.call('ZRANGEBYLEX', K.ready, lo, hi, 'LIMIT', 0, 1)[1]
     if m then
       local rank = tonumber(string.sub(m, #ARGV[i] + 2, #ARGV[i] + 2))
@@ -31,6 +35,7 @@ for _ = 1, limit do
   if not best then return {'EMPTY'} end
   redis.call('ZREM', K.ready, best)
   qcount(best_q, 'ready', -1)
+  redis.call('HSET', K.qstats, best_q .. '!head', best)  -- every member before it is gone
   local id = member_id(best)
   local rec = load_rec(id)
   if rec and rec.loc == 'PENDING_LIST' and rec.status == 'PENDING'

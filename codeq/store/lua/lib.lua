@@ -17,7 +17,9 @@
 --   qstats   hash  "<q>!ready", "<q>!delayed", "<q>!leased", "<q>!dlq" -> depth counters, kept
 --                  by the scripts with every change of those structures (a lex-range count
 --                  walks the range: its cost grew with the queue, ~0.5 ms at 10^4 on KVRocks);
---                  "!counted" -> layout version, set by the recount in sweep.lua
+--                  "!counted" -> layout version, set by the recount in sweep.lua;
+--                  "!delayed_from", "!leased_from" -> where the claims' due-scans start (due);
+--                  "<q>!head" -> no ready member of q sorts before it (where a claim looks)
 --   events   stream of the partition
 --   expiry   zset  terminal ids, score = purge time ms
 --   seq      string counter giving FIFO order inside a priority
@@ -107,7 +109,10 @@ local function make_ready(rec, now)
   rec.seq = redis.call('INCR', K.seq)
   rec.status = 'PENDING'
   rec.loc = 'PENDING_LIST'
-  redis.call('ZADD', K.ready, 0, ready_member(rec))  -- a new member: seq is unique
+  local member = ready_member(rec)
+  redis.call('ZADD', K.ready, 0, member)  -- a new member: seq is unique
+  local head = redis.call('HGET', K.qstats, rec.q .. '!head')
+  if head and member < head then redis.call('HSET', K.qstats, rec.q .. '!head', member) end
   local depth = qcount(rec.q, 'ready', 1)
   local was_empty = 0
   if depth == 1 then was_empty = 1 end
@@ -158,9 +163,35 @@ local function check_owner(rec, tenant, worker, lease_id)
   return nil
 end
 
+-- The ids of `key` (delayed or leased: scores are times) due by `now`, at most `limit`, and
+-- whether the bound was hit. Every score is set in the future of the moment it is written (a
+-- visibility time, a lease deadline), and a scan takes everything due, so the next one can
+-- start where this one ended: the entries removed below that point are never read again. On
+-- KVRocks they are tombstones that a scan from -inf steps over one by one (1.4 ms a call after
+-- 10^5 transitions). The start is kept in qstats (`hint`), a second behind, against a clock
+-- that steps back; `from_start` (the sweeper) scans from -inf all the same, so an entry that a
+-- clock jumped past is still found.
+local HINT_MARGIN_MS = 1000
+
+local function due(key, hint, now, limit, from_start)
+  local from = '-inf'
+  local stored = tonumber(redis.call('HGET', K.qstats, hint))
+  if stored and not from_start then from = math.min(stored, now - HINT_MARGIN_MS) end
+  local flat = redis.call('ZRANGEBYSCORE', key, from, now, 'WITHSCORES', 'LIMIT', 0, limit)
+  local ids = {}
+  for i = 1, #flat, 2 do ids[#ids + 1] = flat[i] end
+  local hit = #ids >= limit
+  local next_from = now - HINT_MARGIN_MS
+  if hit then next_from = math.min(next_from, tonumber(flat[#flat])) end
+  if not stored or next_from >= stored + HINT_MARGIN_MS or next_from < stored then
+    redis.call('HSET', K.qstats, hint, int(next_from))  -- at most about once a second
+  end
+  return ids, hit
+end
+
 -- Due delayed tasks become ready. Returns how many, and whether the bound was hit.
-local function promote_due(now, limit)
-  local ids = redis.call('ZRANGEBYSCORE', K.delayed, '-inf', now, 'LIMIT', 0, limit)
+local function promote_due(now, limit, from_start)
+  local ids, hit = due(K.delayed, '!delayed_from', now, limit, from_start)
   for _, id in ipairs(ids) do
     local rec = load_rec(id)
     if rec and rec.loc == 'DELAYED_ZSET' then
@@ -171,12 +202,12 @@ local function promote_due(now, limit)
       redis.call('ZREM', K.delayed, id)
     end
   end
-  return #ids, #ids >= limit
+  return #ids, hit
 end
 
 -- A lease that ran out is handled like a nack with reason LEASE_EXPIRED.
-local function expire_leases(now, limit, delays, dlq_retention_ms)
-  local ids = redis.call('ZRANGEBYSCORE', K.leased, '-inf', now, 'LIMIT', 0, limit)
+local function expire_leases(now, limit, delays, dlq_retention_ms, from_start)
+  local ids, hit = due(K.leased, '!leased_from', now, limit, from_start)
   for _, id in ipairs(ids) do
     local rec = load_rec(id)
     if rec and rec.loc == 'INPROG_SET' then
@@ -195,7 +226,7 @@ local function expire_leases(now, limit, delays, dlq_retention_ms)
       redis.call('ZREM', K.leased, id)
     end
   end
-  return #ids, #ids >= limit
+  return #ids, hit
 end
 
 -- Terminal tasks whose retention ended before `before` are deleted with payload and result.

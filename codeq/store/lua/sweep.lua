@@ -21,8 +21,9 @@ if redis.call('HGET', K.qstats, '!counted') ~= '1' then
   end
   redis.call('HSET', K.qstats, '!counted', '1')
 end
-local promoted, m1 = promote_due(now, limit)
-local expired, m2 = expire_leases(now, limit, parse_delays(ARGV[4]), tonumber(ARGV[5]))
+-- from -inf (true): the sweeper's pass is the safety net under the claims' scan hints
+local promoted, m1 = promote_due(now, limit, true)
+local expired, m2 = expire_leases(now, limit, parse_delays(ARGV[4]), tonumber(ARGV[5]), true)
 local purged, m3 = purge_expired(now, limit, nil)
 local more = 0
 if m1 or m2 or m3 then more = 1 end
