@@ -896,9 +896,13 @@ class KvrocksServer(_ServerProcess):
         self.config_path.write_text("\n".join(lines) + "\n")
         return [self.binary, "-c", str(self.config_path)]
 
+    def server_log(self, lines: int = LOG_TAIL_LINES) -> str:
+        """The last lines of what the server itself logged: kvrocks logs through glog into
+        files in its data dir (``kvrocks.INFO`` and the like), not to stdout (``log_tail``)."""
+        return "\n".join(
+            f"--- last lines of {path} ---\n{_tail(path, lines)}"
+            for path in sorted(self.dir.glob("kvrocks*.INFO"))[-1:]
+        )
+
     def _failure(self, what: str) -> str:
-        message = super()._failure(what)
-        # Older kvrocks log through glog into files in the data dir rather than to stdout.
-        for path in sorted(self.dir.glob("kvrocks*.INFO"))[-1:]:
-            message += f"\n--- last lines of {path} ---\n{_tail(path, 20)}"
-        return message
+        return f"{super()._failure(what)}\n{self.server_log(20)}"
