@@ -109,6 +109,11 @@ async def check_partition(client: Any, keys: KeySchema, partition: int) -> list[
         for q, n in counts.items():
             if n and f"{q}!{kind}" not in qstats:
                 problems.append(f"counter {q}!{kind} missing, actual {n}")
+    # the floors: no member of the delayed (leased) set scores below its floor, or claims,
+    # which scan from there (and not at all while now is below it), would miss it
+    for field, members in (("!delayed_floor", delayed), ("!leased_floor", leased)):
+        if field in qstats and members and min(members.values()) < qstats[field]:
+            problems.append(f"{field}={qstats[field]} above a member at {min(members.values())}")
     # a claim looks from a queue's head mark on: nothing ready may sort before it
     for m in ready:
         q = m.rsplit("!", 3)[0]

@@ -4,9 +4,10 @@ every entry deleted before it (RocksDB tombstones):
 - queue depths are counters the scripts keep, not range counts. Every contract test checks the
   counters against the structures (tests/invariants.py); data written before the counters
   existed is counted once, exactly, by the sweeper;
-- the claims' scans for due delayed tasks and expired leases start where the previous scan
-  ended (a hint in qstats), and the sweeper scans from the start, so an entry below the hint
-  (a clock that stepped back) is still found."""
+- the claims' scans for due delayed tasks and expired leases start at a floor in qstats (no
+  member scores below it; the writes keep it), and do not run while `now` is below it; the
+  sweeper scans from the start, so an entry below the floor (written behind the scripts'
+  back) is still found."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import pytest
 from codeq.domain import NewTask
 from codeq.engine import Engine
 from codeq.store.redis_store import RedisStore
-from tests.conftest import make_store
+from tests.conftest import eventually, make_store
 from tests.invariants import check_all
 
 LUA = Path(__file__).resolve().parent.parent / "codeq" / "store" / "lua"
@@ -67,20 +68,21 @@ async def test_the_sweeper_counts_queues_written_before_the_counters(
     assert (render.ready, render.in_progress) == (4, 1)
 
 
-async def test_an_entry_below_the_scan_hint_is_found_by_the_sweeper(
+async def test_an_entry_below_the_floor_is_found_by_the_sweeper(
     engine: Engine, store: RedisStore
 ) -> None:
     created = await engine.create("acme", NewTask(command="later", payload="1", delay_seconds=3600))
     task_id = created.task.id
     p = store.keys.partition_of(task_id)
     k = store.keys.partition(p)
-    assert await engine.claim("acme", "w", ["later"]) is None  # a claim's scan sets the hint
-    hint = await store.client.hget(k.qstats, "!delayed_from")
-    assert hint is not None
-    # a clock that stepped back: the task came due a minute before where claims now look
-    await store.client.zadd(k.delayed, {task_id: int(hint) - 60_000})
-    await store.client.hset(k.qstats, "!delayed_from", int(hint) + 10_000_000)
-    assert await engine.claim("acme", "w", ["later"]) is None  # below the hint: not seen
+    assert await engine.claim("acme", "w", ["later"]) is None  # a claim's scan sets the floor
+    floor = await store.client.hget(k.qstats, "!delayed_floor")
+    assert floor is not None
+    # written behind the scripts' back (a bug, a hand edit): due a minute ago, below a floor
+    # that says nothing is due for a long time
+    await store.client.zadd(k.delayed, {task_id: int(floor) - 3_660_000})
+    await store.client.hset(k.qstats, "!delayed_floor", int(floor) + 10_000_000)
+    assert await engine.claim("acme", "w", ["later"]) is None  # below the floor: not seen
     report = await engine.sweep_partition(p, "net")
     assert report is not None and report.promoted == 1
     claimed = await engine.claim("acme", "w", ["later"])
@@ -115,3 +117,33 @@ async def _claims_in_order(engine: Engine) -> None:
         order.append(task.id)
     assert order == [urgent, ids[1], ids[2]]  # priority first, then FIFO: nothing skipped
     assert await engine.claim("acme", "w", ["q"]) is None
+
+
+async def test_a_sooner_lease_or_delay_lowers_the_floor_claims_look_from(
+    engine: Engine, store: RedisStore
+) -> None:
+    # a long lease and a long delay set both floors an hour ahead...
+    for i in range(2):
+        await engine.create("acme", NewTask(command="job", payload=str(i)))
+    await engine.create("acme", NewTask(command="job", payload="late", delay_seconds=3600))
+    long = await engine.claim("acme", "w1", ["job"], lease_seconds=3600)
+    assert long is not None
+    # ...then a one-second lease and a one-second delay come in under them
+    short = await engine.claim("acme", "w2", ["job"], lease_seconds=1)
+    assert short is not None
+    soon = await engine.create("acme", NewTask(command="job", payload="soon", delay_seconds=1))
+
+    async def handed_out() -> set[str]:
+        got = set()
+        while (task := await engine.claim("acme", "w3", ["job"], lease_seconds=3600)) is not None:
+            got.add(task.id)
+        return got
+
+    seen: set[str] = set()
+
+    async def both_back() -> bool:
+        seen.update(await handed_out())  # claims alone, no sweeper: they must look
+        return {short.id, soon.task.id} <= seen
+
+    assert await eventually(both_back, timeout=10)
+    assert long.id not in seen

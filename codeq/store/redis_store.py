@@ -26,6 +26,7 @@ from codeq.errors import CodeQError, Conflict, Forbidden, NotFound, StoreUnavail
 from codeq.store.connection import HiredisPackConnection, sound
 from codeq.store.handshake import check_handshake
 from codeq.store.keys import KeySchema, escape
+from codeq.store.merge import CallMerger
 from codeq.store.protocol import (
     CommandDepths,
     CreateItem,
@@ -315,7 +316,7 @@ class _Coalescer:
             await self._client.connection_pool.release(conn)
         return await self._client.connection_pool.get_connection()
 
-    async def _send(self, batch: list[_Call]) -> list[Any]:
+    async def _send(self, batch: list[_Call]) -> None:
         """One write of every EVALSHA, then their replies in order, on one connection (what a
         non-transactional pipeline does, without its per-command bookkeeping)."""
         pool = self._client.connection_pool
@@ -325,13 +326,12 @@ class _Coalescer:
             wrap = await self._kind.ask(conn)  # each call in MULTI/EXEC on KVRocks
             packed = conn.pack_commands(_script_calls(batch, wrap))
             try:
-                replies = await self._exchange(conn, packed, batch, wrap)
+                await self._exchange(conn, packed, batch, wrap)
             except Exception as exc:  # written (or partly): the scripts may have run
                 raise _AfterSend() from exc
             if len(self._kept) < self._keep_max:
                 self._kept.append(conn)  # every reply read: clean for the next batch
                 kept = True
-            return replies
         except BaseException:
             await conn.disconnect()  # the replies on this connection are out of step now
             raise
@@ -340,12 +340,19 @@ class _Coalescer:
                 await pool.release(conn)
 
     @staticmethod
-    async def _exchange(conn: Any, packed: Any, batch: list[_Call], wrap: bool) -> list[Any]:
-        """Write the batch and read its replies; calls the server had lost its scripts for
-        (restarted: NOSCRIPT, so they did not run) are loaded and run again."""
+    async def _exchange(conn: Any, packed: Any, batch: list[_Call], wrap: bool) -> None:
+        """Write the batch and read its replies, each handed to its caller as soon as it is
+        read (the server runs the calls one after the other: the first callers go on while it
+        still runs the last). Calls the server had lost its scripts for (restarted: NOSCRIPT,
+        so they did not run) are loaded and run again."""
         await conn.send_packed_command(packed, check_health=False)
-        replies = [await _script_reply(conn, wrap) for _ in batch]
-        missing = [i for i, r in enumerate(replies) if isinstance(r, rexc.NoScriptError)]
+        missing: list[int] = []
+        for i, call in enumerate(batch):
+            reply = await _script_reply(conn, wrap)
+            if isinstance(reply, rexc.NoScriptError):
+                missing.append(i)
+            else:
+                _resolve(call, reply)
         if missing:
             scripts = {batch[i][0].sha: batch[i][0] for i in missing}
             again: list[tuple[Any, ...]] = [("SCRIPT", "LOAD", x.source) for x in scripts.values()]
@@ -356,32 +363,34 @@ class _Coalescer:
                 if isinstance(loaded, Exception):
                     raise loaded
             for i in missing:
-                replies[i] = await _script_reply(conn, wrap)
-        return replies
+                _resolve(batch[i], await _script_reply(conn, wrap))
 
     async def _execute(self, batch: list[_Call]) -> None:
         try:
-            replies = await self._send(batch)
-        except BaseException as exc:  # the whole batch failed (connection lost, cancelled)
+            await self._send(batch)
+        except BaseException as exc:  # the rest of the batch failed (connection lost, cancelled)
             sent = isinstance(exc, _AfterSend)
             cause = exc.__cause__ if sent and exc.__cause__ is not None else exc
             for script, _, _, fut in batch:
                 if fut.done():
-                    continue
+                    continue  # answered before the failure (or its caller gave up)
                 if isinstance(cause, Exception):
                     fut.set_exception(_translate(cause, script, sent=sent))
                 else:  # the drainer was cancelled, not the callers: to them, an outage
                     fut.set_exception(StoreUnavailable("store call interrupted"))
             if not isinstance(exc, Exception):
                 raise
-            return
-        for (script, _, _, fut), reply in zip(batch, replies, strict=True):
-            if fut.done():
-                continue
-            if isinstance(reply, Exception):
-                fut.set_exception(_translate(reply, script))
-            else:
-                fut.set_result(reply)
+
+
+def _resolve(call: _Call, reply: Any) -> None:
+    """Hand a script call's reply (or its error) to the caller still waiting for it."""
+    script, _, _, fut = call
+    if fut.done():
+        return
+    if isinstance(reply, Exception):
+        fut.set_exception(_translate(reply, script))
+    else:
+        fut.set_result(reply)
 
 
 class RedisStore:
@@ -407,6 +416,8 @@ class RedisStore:
         # Redis Cluster applies scripts whole; a KVRocks cluster is not covered yet
         self._kind = _ServerKind(False if cluster else None)
         self._coalescer = _Coalescer(client, self._kind) if coalesce and not cluster else None
+        # concurrent creates of a partition share a script call (see codeq/store/merge.py)
+        self._creates: CallMerger[tuple[int, int], CreateItem] = CallMerger(self._create_call)
 
     # -- construction -------------------------------------------------------------------
 
@@ -589,6 +600,25 @@ class RedisStore:
     async def create(
         self, partition: int, items: Sequence[CreateItem], *, idempotency_ttl_ms: int
     ) -> list[CreateReply]:
+        """Create ``items`` in ``partition``: one script call, shared with the creates other
+        coroutines make in the same instant, cut in calls of at most ``MAX_SCRIPT_ITEMS``."""
+        reply = await self._creates.submit((partition, idempotency_ttl_ms), items)
+        out: list[CreateReply] = []
+        for entry, item in zip(reply, items, strict=True):
+            code = _s(entry[0])
+            if code == "OK":
+                out.append(CreateReply(outcome="created", task=decode_task(entry[1], item.payload)))
+            elif code == "DUP":
+                out.append(CreateReply(outcome="replayed", task=decode_task(entry[1], entry[2])))
+            elif code == "CONFLICT":
+                out.append(CreateReply(outcome="conflict", existing_id=_s(entry[1])))
+            else:
+                raise StoreError(f"unexpected create reply {code!r}")
+        return out
+
+    async def _create_call(self, at: tuple[int, int], items: list[CreateItem]) -> list[Any]:
+        """One create script call: the reply entries, one per item (see create.lua)."""
+        partition, idempotency_ttl_ms = at
         args: list[Any] = [idempotency_ttl_ms, len(items)]
         extra: list[str] = []
         base = len(self.keys.partition(partition).all)
@@ -605,19 +635,8 @@ class RedisStore:
                 idx,
                 item.queue_meta,
             ]
-        reply = await self._run("create", partition, args, extra)
-        out: list[CreateReply] = []
-        for entry, item in zip(reply, items, strict=True):
-            code = _s(entry[0])
-            if code == "OK":
-                out.append(CreateReply(outcome="created", task=decode_task(entry[1], item.payload)))
-            elif code == "DUP":
-                out.append(CreateReply(outcome="replayed", task=decode_task(entry[1], entry[2])))
-            elif code == "CONFLICT":
-                out.append(CreateReply(outcome="conflict", existing_id=_s(entry[1])))
-            else:
-                raise StoreError(f"unexpected create reply {code!r}")
-        return out
+        reply: list[Any] = await self._run("create", partition, args, extra)
+        return reply
 
     async def claim(
         self,

@@ -14,28 +14,39 @@ local now = now_ms()
 local limit = tonumber(ARGV[4])
 local delays = parse_delays(ARGV[5])
 local dlq_retention = tonumber(ARGV[6])
-promote_due(now, limit)
-expire_leases(now, limit, delays, dlq_retention)
+-- the two floors and every queue's head mark in one read (KVRocks charges ~7 µs a call)
+local fields = {'!delayed_floor', '!leased_floor'}
+for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] .. '!head' end
+local marks = redis.call('HMGET', K.qstats, unpack(fields))
+local moved = promote_due(now, limit, false, marks[1])
+moved = moved + expire_leases(now, limit, delays, dlq_retention, false, marks[2])
+-- heads[i]: the head mark of ARGV[i] (false: none). A task the repair made ready may have
+-- lowered a mark: then they are read again.
+local heads = {}
+for i = 7, #ARGV do
+  if moved == 0 then heads[i] = marks[i - 4] else heads[i] = redis.call('HGET', K.qstats, ARGV[i] .. '!head') or false end
+end
 
 for _ = 1, limit do
-  local best, best_q, best_rank = nil, nil, 99
+  local best, best_i, best_rank = nil, nil, 99
   for i = 7, #ARGV do
     local lo, hi = qrange(ARGV[i])
     -- from the queue's head mark, not its start: the members claimed before it are deleted
     -- entries that KVRocks would step over one by one (6 ms a claim after 10^5 of them)
-    local head = redis.call('HGET', K.qstats, ARGV[i] .. '!head')
-    if head then lo = '[' .. head end
+    if heads[i] then lo = '[' .. heads[i] end
     local m = redis.call('ZRANGEBYLEX', K.ready, lo, hi, 'LIMIT', 0, 1)[1]
     if m then
       local rank = tonumber(string.sub(m, #ARGV[i] + 2, #ARGV[i] + 2))
-      if rank < best_rank then best, best_q, best_rank = m, ARGV[i], rank end
+      if rank < best_rank then best, best_i, best_rank = m, i, rank end
       if rank == 0 then break end
     end
   end
   if not best then return {'EMPTY'} end
+  local best_q = ARGV[best_i]
   redis.call('ZREM', K.ready, best)
   qcount(best_q, 'ready', -1)
   redis.call('HSET', K.qstats, best_q .. '!head', best)  -- every member before it is gone
+  heads[best_i] = best
   local id = member_id(best)
   local rec = load_rec(id)
   if rec and rec.loc == 'PENDING_LIST' and rec.status == 'PENDING'
@@ -51,6 +62,7 @@ for _ = 1, limit do
     rec.leaseId = ARGV[2]
     rec.leaseUntil = now + tonumber(ARGV[3])
     redis.call('ZADD', K.leased, rec.leaseUntil, id)
+    lower_floor('!leased_floor', rec.leaseUntil)
     qcount(rec.q, 'leased', 1)
     emit('task.claimed', rec, now, {'workerId', ARGV[1], 'attempt', rec.attempts})
     local raw = save_rec(rec, now)

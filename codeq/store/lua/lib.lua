@@ -18,7 +18,8 @@
 --                  by the scripts with every change of those structures (a lex-range count
 --                  walks the range: its cost grew with the queue, ~0.5 ms at 10^4 on KVRocks);
 --                  "!counted" -> layout version, set by the recount in sweep.lua;
---                  "!delayed_from", "!leased_from" -> where the claims' due-scans start (due);
+--                  "!delayed_floor", "!leased_floor" -> no member of delayed (leased) scores
+--                  below it: where due-scans start, and whether a claim scans at all (due);
 --                  "<q>!head" -> no ready member of q sorts before it (where a claim looks)
 --   events   stream of the partition
 --   expiry   zset  terminal ids, score = purge time ms
@@ -78,6 +79,14 @@ local function member_id(member)
   return string.match(member, '([^!]+)$')
 end
 
+-- One command over many field/value (or score/member) pairs of `key`, `flat` = {a1, b1, a2,
+-- b2, ...}: in slices, so no call passes more arguments than Lua's stack takes.
+local function bulk(cmd, key, flat)
+  for i = 1, #flat, 1000 do
+    redis.call(cmd, key, unpack(flat, i, math.min(i + 999, #flat)))
+  end
+end
+
 -- Add `delta` to one of a queue's depth counters; returns the new depth.
 local function qcount(q, field, delta)
   return redis.call('HINCRBY', K.qstats, q .. '!' .. field, delta)
@@ -104,6 +113,42 @@ local function clear_lease(rec)
   rec.leaseUntil = nil
 end
 
+-- Floors. qstats "!delayed_floor" ("!leased_floor"): no member of the delayed (leased) set
+-- scores below it. Every write that adds a member lowers it when needed (`lower_floor`), and a
+-- scan raises it to where the remaining members begin, so a claim whose `now` is below both
+-- floors scans nothing, and a scan starts at the floor, never below. On KVRocks the members
+-- removed below a live one are tombstones that a range read from the start steps over one by
+-- one: a lease scan from the start cost ~1 ms a claim while results deleted leases, and took
+-- half of KVRocks' time in a claim+result loop. The floor is kept by the writes, not guessed
+-- from the clock, so a clock that steps back misses nothing (`now` below the floor: nothing is
+-- due); the sweeper (`from_start`) scans from -inf all the same, and sets the floor exactly. No
+-- floor (data written before floors existed): scans go from -inf and set one.
+local FLOOR_EMPTY = 9000000000000000  -- the set is empty: the first member added lowers it
+local floors = {}  -- this call's view: field -> number, or false when there is none
+
+local function floor_of(field, known)
+  local f = floors[field]
+  if f == nil then
+    if known == nil then known = redis.call('HGET', K.qstats, field) end
+    f = tonumber(known) or false
+    floors[field] = f
+  end
+  return f
+end
+
+local function set_floor(field, value)
+  if floors[field] ~= value then
+    redis.call('HSET', K.qstats, field, int(value))
+    floors[field] = value
+  end
+end
+
+-- A member scoring `score` is being added to the set `field` is the floor of.
+local function lower_floor(field, score)
+  local f = floor_of(field)
+  if f and score < f then set_floor(field, score) end
+end
+
 -- Put a task at the back of its queue's ready order and say so (task.ready).
 local function make_ready(rec, now)
   rec.seq = redis.call('INCR', K.seq)
@@ -124,6 +169,7 @@ local function make_delayed(rec, at)
   rec.loc = 'DELAYED_ZSET'
   rec.runAt = at
   redis.call('ZADD', K.delayed, at, rec.id)
+  lower_floor('!delayed_floor', at)
   qcount(rec.q, 'delayed', 1)
 end
 
@@ -164,34 +210,32 @@ local function check_owner(rec, tenant, worker, lease_id)
 end
 
 -- The ids of `key` (delayed or leased: scores are times) due by `now`, at most `limit`, and
--- whether the bound was hit. Every score is set in the future of the moment it is written (a
--- visibility time, a lease deadline), and a scan takes everything due, so the next one can
--- start where this one ended: the entries removed below that point are never read again. On
--- KVRocks they are tombstones that a scan from -inf steps over one by one (1.4 ms a call after
--- 10^5 transitions). The start is kept in qstats (`hint`), a second behind, against a clock
--- that steps back; `from_start` (the sweeper) scans from -inf all the same, so an entry that a
--- clock jumped past is still found.
-local HINT_MARGIN_MS = 1000
-
-local function due(key, hint, now, limit, from_start)
+-- whether the bound was hit; the floor `field` is moved to where the remaining members begin.
+-- `known`: the floor as the caller already read it (false: none), else it is read here.
+local function due(key, field, now, limit, from_start, known)
+  local f = floor_of(field, known)
+  if f and now < f and not from_start then return {}, false end
   local from = '-inf'
-  local stored = tonumber(redis.call('HGET', K.qstats, hint))
-  if stored and not from_start then from = math.min(stored, now - HINT_MARGIN_MS) end
+  if f and not from_start then from = int(f) end
   local flat = redis.call('ZRANGEBYSCORE', key, from, now, 'WITHSCORES', 'LIMIT', 0, limit)
   local ids = {}
   for i = 1, #flat, 2 do ids[#ids + 1] = flat[i] end
   local hit = #ids >= limit
-  local next_from = now - HINT_MARGIN_MS
-  if hit then next_from = math.min(next_from, tonumber(flat[#flat])) end
-  if not stored or next_from >= stored + HINT_MARGIN_MS or next_from < stored then
-    redis.call('HSET', K.qstats, hint, int(next_from))  -- at most about once a second
+  local next_floor
+  if hit then
+    next_floor = tonumber(flat[#flat])  -- more members may have this very score
+  else
+    local first = redis.call('ZRANGEBYSCORE', key, '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+    next_floor = tonumber(first[2]) or FLOOR_EMPTY
   end
+  set_floor(field, next_floor)
   return ids, hit
 end
 
--- Due delayed tasks become ready. Returns how many, and whether the bound was hit.
-local function promote_due(now, limit, from_start)
-  local ids, hit = due(K.delayed, '!delayed_from', now, limit, from_start)
+-- Due delayed tasks become ready. Returns how many, and whether the bound was hit. `known`:
+-- the floor when the caller has read it already (false: there is none).
+local function promote_due(now, limit, from_start, known)
+  local ids, hit = due(K.delayed, '!delayed_floor', now, limit, from_start, known)
   for _, id in ipairs(ids) do
     local rec = load_rec(id)
     if rec and rec.loc == 'DELAYED_ZSET' then
@@ -206,8 +250,8 @@ local function promote_due(now, limit, from_start)
 end
 
 -- A lease that ran out is handled like a nack with reason LEASE_EXPIRED.
-local function expire_leases(now, limit, delays, dlq_retention_ms, from_start)
-  local ids, hit = due(K.leased, '!leased_from', now, limit, from_start)
+local function expire_leases(now, limit, delays, dlq_retention_ms, from_start, known)
+  local ids, hit = due(K.leased, '!leased_floor', now, limit, from_start, known)
   for _, id in ipairs(ids) do
     local rec = load_rec(id)
     if rec and rec.loc == 'INPROG_SET' then

@@ -22,6 +22,7 @@ if redis.call('HGET', K.qstats, '!counted') ~= '1' then
   redis.call('HSET', K.qstats, '!counted', '1')
 end
 -- from -inf (true): the sweeper's pass is the safety net under the claims' scan hints
+redis.call('HDEL', K.qstats, '!delayed_from', '!leased_from')  -- the scan hints floors replaced
 local promoted, m1 = promote_due(now, limit, true)
 local expired, m2 = expire_leases(now, limit, parse_delays(ARGV[4]), tonumber(ARGV[5]), true)
 local purged, m3 = purge_expired(now, limit, nil)

@@ -1,0 +1,148 @@
+"""Concurrent creates of a partition share one create script call (codeq/store/merge.py).
+
+Each caller still gets exactly its own answer; order, idempotency and the counters hold as if
+the creates had come one after the other; a batch larger than one call takes is cut into
+several; a call that fails fails only the callers it carried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from codeq.domain import NewTask
+from codeq.engine import CreateOutcome, Engine
+from codeq.errors import Conflict, StoreUnavailable
+from codeq.store.merge import MAX_SCRIPT_ITEMS, CallMerger
+from codeq.store.redis_store import RedisStore
+
+
+async def test_concurrent_creates_keep_their_order_and_their_own_answers(
+    engine: Engine, store: RedisStore
+) -> None:
+    made = await asyncio.gather(
+        *(
+            engine.create("acme", NewTask(command="render", payload=f'{{"n":{i}}}'))
+            for i in range(60)
+        ),
+        *(engine.create("umbrella", NewTask(command="render", payload=str(i))) for i in range(20)),
+    )
+    acme, umbrella = made[:60], made[60:]
+    assert len({m.task.id for m in made}) == 80
+    assert [m.task.payload for m in acme] == [f'{{"n":{i}}}' for i in range(60)]
+    assert {m.task.tenant_id for m in acme} == {"acme"}
+    assert {m.task.tenant_id for m in umbrella} == {"umbrella"}
+    # every one is handed out once; where the calls share one connection in order (not the
+    # cluster client: its calls of one instant race), in the order they were made
+    claimed = []
+    while (task := await engine.claim("acme", "w", ["render"])) is not None:
+        claimed.append(task.id)
+    assert sorted(claimed) == sorted(m.task.id for m in acme)
+    if not store.cluster:
+        assert claimed == [m.task.id for m in acme]
+    [render] = await engine.list_queues("umbrella")
+    assert (render.command, render.ready) == ("render", 20)
+
+
+async def test_one_idempotency_key_in_concurrent_creates_makes_one_task(engine: Engine) -> None:
+    same = NewTask(command="mail", payload='{"to":"a"}', idempotency_key="k-1")
+    outcomes = await asyncio.gather(*(engine.create("acme", same) for _ in range(25)))
+    assert len({o.task.id for o in outcomes}) == 1
+    assert sum(not o.replayed for o in outcomes) == 1
+    [mail] = await engine.list_queues("acme")
+    assert mail.ready == 1
+    # a different payload under a key taken in the same instant is a conflict, not a task
+    other = NewTask(command="mail", payload='{"to":"b"}', idempotency_key="k-2")
+    first = NewTask(command="mail", payload='{"to":"a"}', idempotency_key="k-2")
+    results = await asyncio.gather(
+        engine.create("acme", first), engine.create("acme", other), return_exceptions=True
+    )
+    assert isinstance(results[0], CreateOutcome) and not results[0].replayed
+    assert isinstance(results[1], Conflict)
+    assert results[1].task_id == results[0].task.id
+
+
+async def test_a_batch_larger_than_one_call_is_cut_and_stays_whole(engine: Engine) -> None:
+    n = MAX_SCRIPT_ITEMS * 2 + 50
+    items = [
+        NewTask(command="bulk", payload=str(i % (n - 10)), idempotency_key=f"k{i % (n - 10)}")
+        for i in range(n)
+    ]  # the last ten repeat the first ten (key and payload): one task each, one replay each
+    outcomes = await engine.create_many("acme", items)
+    assert all(isinstance(o, CreateOutcome) for o in outcomes)
+    made = [o for o in outcomes if isinstance(o, CreateOutcome)]
+    assert len({o.task.id for o in made}) == n - 10
+    assert not any(o.replayed for o in made[10 : n - 10])
+    for first, again in zip(made[:10], made[n - 10 :], strict=True):
+        # the calls of one batch may run in either order: which of the two made the task varies
+        assert first.task.id == again.task.id
+        assert sorted([first.replayed, again.replayed]) == [False, True]
+    delayed = await engine.create_many(
+        "acme", [NewTask(command="bulk", payload="d", delay_seconds=60) for _ in range(5)]
+    )
+    assert len(delayed) == 5
+    [bulk] = await engine.list_queues("acme")
+    assert (bulk.ready, bulk.delayed) == (n - 10, 5)
+
+
+async def test_creates_made_together_use_fewer_script_calls(redis_store: RedisStore) -> None:
+    engine = Engine(redis_store)
+    await engine.create("acme", NewTask(command="warm", payload="0"))  # scripts loaded
+
+    async def script_calls() -> int:
+        info: dict[str, Any] = await redis_store.client.info("commandstats")
+        return sum(int(v["calls"]) for k, v in info.items() if k.startswith("cmdstat_evalsha"))
+
+    before = await script_calls()
+    await asyncio.gather(
+        *(engine.create("acme", NewTask(command="c", payload="1")) for _ in range(50))
+    )
+    calls = await script_calls() - before
+    assert 1 <= calls <= 5, calls
+    [c] = [q for q in await engine.list_queues("acme") if q.command == "c"]
+    assert c.ready == 50
+
+
+async def test_a_failed_call_fails_only_the_callers_it_carried() -> None:
+    sent: list[list[int]] = []
+
+    async def send(key: str, items: list[int]) -> Sequence[Any]:
+        sent.append(items)
+        if 13 in items:
+            raise StoreUnavailable("store unavailable: ConnectionError")
+        return [x * 10 for x in items]
+
+    merger: CallMerger[str, int] = CallMerger(send, max_items=5)
+    results = await asyncio.gather(
+        merger.submit("p", [1, 2]),
+        merger.submit("p", [3, 4, 5]),  # fills the first call
+        merger.submit("p", [11, 12, 13]),  # the second call, which fails
+        merger.submit("q", [7]),  # another key: its own call
+        return_exceptions=True,
+    )
+    assert results[0] == [10, 20]
+    assert results[1] == [30, 40, 50]
+    assert isinstance(results[2], StoreUnavailable)
+    assert results[3] == [70]
+    assert sorted(sent) == [[1, 2, 3, 4, 5], [7], [11, 12, 13]]
+
+
+async def test_a_cancelled_caller_does_not_disturb_the_others() -> None:
+    gate = asyncio.Event()
+
+    async def send(key: str, items: list[int]) -> Sequence[Any]:
+        await gate.wait()
+        return items
+
+    merger: CallMerger[str, int] = CallMerger(send)
+    first = asyncio.create_task(merger.submit("p", [1]))
+    second = asyncio.create_task(merger.submit("p", [2]))
+    await asyncio.sleep(0)  # both submitted; the call is under way
+    first.cancel()
+    gate.set()
+    assert await second == [2]
+    with pytest.raises(asyncio.CancelledError):
+        await first
