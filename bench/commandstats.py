@@ -1,0 +1,173 @@
+"""What each transition costs inside the store, per operation, at a given queue depth.
+
+For each ``--pending`` depth: a fresh key prefix filled with that many ready tasks (topped up
+before each phase that consumes tasks), then four phases at ``--concurrency`` coroutines
+through the engine (so concurrent creates merge as they do in the gateway): ``--ops`` creates,
+``--ops`` claims (held), their results, and ``--ops`` claim+result pairs interleaved (claims
+scanning while results delete leases). Per operation it prints the script calls, the commands
+the scripts ran (``INFO commandstats``), the time the server says the scripts took
+(``evalsha`` usec), and the server process' CPU time (from /proc, when the server runs here):
+the number that decides throughput on a shared box.
+
+    python bench/commandstats.py --store kvrocks --pending 1000 100000
+    python bench/commandstats.py --store redis --pending 1000 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._common import STORES, local_store
+from codeq.domain import NewTask, Task
+from codeq.engine import Engine
+from codeq.store.keys import KeySchema
+from codeq.store.redis_store import RedisStore
+
+TENANT = "bench"
+COMMAND = "DEPTH"
+
+
+def cpu_seconds(pid: int | None) -> float:
+    if pid is None:
+        return float("nan")
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / 100  # utime + stime, in clock ticks
+
+
+async def server_pid(store: RedisStore) -> int | None:
+    """The server's process id when it runs on this machine (its INFO names it)."""
+    info: dict[str, Any] = await store.client.info("server")
+    pid = info.get("process_id")
+    local = pid is not None and os.path.exists(f"/proc/{pid}/stat")  # noqa: ASYNC240 - /proc
+    return int(pid) if local else None
+
+
+async def commandstats(store: RedisStore) -> dict[str, tuple[int, float]]:
+    info: dict[str, Any] = await store.client.info("commandstats")
+    return {
+        k.removeprefix("cmdstat_"): (int(v["calls"]), float(v["usec"])) for k, v in info.items()
+    }
+
+
+class Phase:
+    def __init__(self, store: RedisStore, pid: int | None) -> None:
+        self.store, self.pid = store, pid
+
+    async def __aenter__(self) -> Phase:
+        self.before = await commandstats(self.store)
+        self.cpu = cpu_seconds(self.pid)
+        self.t0 = time.perf_counter()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.wall = time.perf_counter() - self.t0
+        self.cpu = cpu_seconds(self.pid) - self.cpu
+        after = await commandstats(self.store)
+        self.delta = {
+            k: (v[0] - self.before.get(k, (0, 0.0))[0], v[1] - self.before.get(k, (0, 0.0))[1])
+            for k, v in after.items()
+        }
+
+    def row(self, label: str, pending: int, ops: int) -> str:
+        scripts = self.delta.get("evalsha", (0, 0.0))
+        inner = sum(
+            c for k, (c, _) in self.delta.items() if k not in ("evalsha", "multi", "exec", "info")
+        )
+        return (
+            f"| {pending:,} | {label} | {scripts[0] / ops:.2f} | {inner / ops:.1f} | "
+            f"{scripts[1] / ops:.0f} | {self.cpu / ops * 1e6:.0f} | {ops / self.wall:,.0f} |"
+        )
+
+
+async def one_depth(url: str, local: bool, pending: int, ops: int, conc: int) -> list[str]:
+    store = RedisStore.from_url(url, KeySchema("cs" + uuid.uuid4().hex[:8]), pool_size=64)
+    engine = Engine(store)
+    rows: list[str] = []
+    try:
+        await store.load_scripts()
+        pid = await server_pid(store) if local else None
+
+        async def spread(work: Any) -> None:
+            await asyncio.gather(*(work(k) for k in range(conc)))
+
+        async def create(k: int) -> None:
+            for _ in range(ops // conc):
+                await engine.create(TENANT, NewTask(command=COMMAND, payload='{"n":1}'))
+
+        held: list[Task] = []
+
+        async def claim(k: int) -> None:
+            for _ in range(ops // conc):
+                task = await engine.claim(TENANT, f"w{k}", [COMMAND])
+                assert task is not None
+                held.append(task)
+
+        async def result(k: int) -> None:
+            for task in held[k::conc]:
+                await engine.complete(
+                    TENANT, task.id, task.worker_id or "", result="{}", lease_id=task.lease_id
+                )
+
+        async def pair(k: int) -> None:
+            for _ in range(ops // conc):
+                task = await engine.claim(TENANT, f"p{k}", [COMMAND])
+                assert task is not None
+                await engine.complete(TENANT, task.id, f"p{k}", result="{}", lease_id=task.lease_id)
+
+        async def top_up(count: int) -> None:  # not measured: what a consuming phase takes
+            for i in range(0, count, 100):
+                batch = [NewTask(command=COMMAND, payload="{}") for _ in range(min(100, count - i))]
+                await engine.create_many(TENANT, batch)
+
+        await top_up(pending)
+        n = ops // conc * conc
+        for label, work, consumes in (
+            ("create", create, False),
+            ("claim", claim, True),
+            ("result", result, False),
+            ("claim + result", pair, True),
+        ):
+            if consumes:
+                await top_up(n)  # the depth stays between `pending` and `pending + ops`
+            async with Phase(store, pid) as phase:
+                await spread(work)
+            rows.append(phase.row(label, pending, n))
+    finally:
+        await store.close()
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--store", choices=STORES, default="kvrocks")
+    ap.add_argument("--redis-url", default=None, help="an existing server (CPU not measured)")
+    ap.add_argument("--pending", type=int, nargs="+", default=[1000, 100000])
+    ap.add_argument("--ops", type=int, default=3000)
+    ap.add_argument("--concurrency", type=int, default=10)
+    args = ap.parse_args()
+    with local_store(args.redis_url, args.store) as url:
+        print(f"{args.store}, {args.concurrency} coroutines through the engine, per operation:")
+        print("| pending | operation | script calls | commands inside | script µs (server) | "
+              "server CPU µs | ops/s |")  # fmt: skip
+        print("|---:|---|---:|---:|---:|---:|---:|")
+        for pending in args.pending:
+            for row in asyncio.run(
+                one_depth(url, not args.redis_url, pending, args.ops, args.concurrency)
+            ):
+                print(row, flush=True)
+    pend = " ".join(str(p) for p in args.pending)
+    print(f"\nreproduce: python bench/commandstats.py --store {args.store} --pending {pend} "
+          f"--ops {args.ops} --concurrency {args.concurrency}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
