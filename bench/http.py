@@ -16,6 +16,8 @@ Scenarios, each at every concurrency level:
   lifecycle  create → claim → result by one client, each client its own command
   wake       one long poll waiting (waitSeconds 10); the time from sending a create for its
              command to the poll's answer (sequential, --wake-samples times)
+  wrk-create POST /tasks from wrk (Debian's `wrk`, C, one thread): a load generator that
+             costs the shared cores little, for the creates/s a gateway can take (opt-in)
 """
 
 from __future__ import annotations
@@ -321,6 +323,42 @@ def row(scenario: str, op: str, conc: int, rate: float, values: list[float], err
     )
 
 
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.body = '{"command":"BENCH","payload":{"n":1}}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer " .. os.getenv("CODEQ_BENCH_TOKEN")
+local bad = 0
+response = function(status, headers, body) if status ~= 202 then bad = bad + 1 end end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT %d %f %f %f %f %d\\n", summary.requests, summary.duration / 1e6,
+    latency:percentile(50) / 1e3, latency:percentile(95) / 1e3, latency:percentile(99) / 1e3,
+    bad + e.connect + e.read + e.write + e.timeout))
+end
+"""
+
+
+def run_wrk(base: str, conc: int, duration: float) -> tuple[float, float, float, float, int]:
+    """Creates from wrk: (per s, p50, p95, p99 ms, errors)."""
+    import shutil
+    import tempfile
+
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk-create needs wrk: apt-get install wrk")
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+        script.write(WRK_SCRIPT)
+        script.flush()
+        out = subprocess.run(
+            ["wrk", "-t1", f"-c{conc}", f"-d{duration:g}s", "-s", script.name,
+             f"{base}/v1/codeq/tasks"],
+            capture_output=True, text=True, check=True, timeout=duration + 60,
+        ).stdout  # fmt: skip
+    fields = next(ln for ln in out.splitlines() if ln.startswith("RESULT")).split()[1:]
+    n, secs, p50, p95, p99, errors = (float(x) for x in fields)
+    return n / secs, p50, p95, p99, int(errors)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--redis-url", help="use this Redis/KVRocks instead of starting one")
@@ -359,6 +397,14 @@ def main() -> None:
             base = stack.enter_context(gateway(url, args.server, args.workers, args.access_log))
         for scenario in [s for s in args.scenarios if s != "wake"]:
             for conc in args.concurrency:
+                if scenario == "wrk-create":
+                    rate, p50, p95, p99, bad = run_wrk(base, conc, args.duration)
+                    lines.append(
+                        f"| create (wrk) | create | {conc} | {rate:,.0f} | {p50:.1f} | {p95:.1f} "
+                        f"| {p99:.1f} | {bad} |"
+                    )
+                    print(lines[-1], flush=True)
+                    continue
                 if scenario == "claim":
                     asyncio.run(prefill(base, args.prefill or int(4000 * args.duration)))
                 res = run_load(base, scenario, conc, args.duration, args.procs)
