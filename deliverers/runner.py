@@ -41,19 +41,14 @@ from codeq.errors import StoreUnavailable
 from codeq.metrics import Metrics, serve_metrics
 from codeq.rate_limits import RateGuard
 from codeq.settings import Settings
+from codeq.store.deliveries import DeliveryStore
+from codeq.store.endpoints import EndpointStore
 from codeq.store.protocol import GetReply
 from codeq.store.rate_limits import RateLimiter
 from codeq.store.records import decode_result
-from codeq.store.redis_store import (
-    DeliveryStore,
-    EndpointStore,
-    RedisStore,
-    StreamEntry,
-    SubscriptionStore,
-    event_field,
-    event_fields,
-    event_kind,
-)
+from codeq.store.redis_store import RedisStore
+from codeq.store.streams import StreamEntry, event_field, event_fields, event_kind
+from codeq.store.subscriptions import SubscriptionStore
 from codeq.tracing import Tracing
 from codeq.webhooks import sign
 from deliverers import records

@@ -25,7 +25,8 @@ import msgspec
 from codeq.errors import CodeQError
 from codeq.metrics import CONTENT_TYPE, Metrics
 from codeq.store.protocol import PartitionGauges
-from codeq.store.redis_store import RedisStore, SubscriptionStore
+from codeq.store.redis_store import RedisStore
+from codeq.store.subscriptions import SubscriptionStore
 from gateway.waker import Waker
 
 __all__ = ["CONTENT_TYPE", "Metrics", "Scraper", "StoreSnapshot", "render_store_gauges"]

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from codeq.store.redis_store import SubscriptionStore
+from codeq.store.subscriptions import SubscriptionStore
 from tests.asgi import ApiClient
 from tests.test_api import (
     ADMIN,

@@ -16,7 +16,8 @@ from standardwebhooks.webhooks import Webhook
 from codeq.domain import NewTask
 from codeq.engine import Engine, EngineConfig
 from codeq.settings import Settings
-from codeq.store.redis_store import DeliveryStore, RedisStore
+from codeq.store.deliveries import DeliveryStore
+from codeq.store.redis_store import RedisStore
 from deliverers import records
 from deliverers.runner import Deliverer
 from tests.conftest import eventually, make_store

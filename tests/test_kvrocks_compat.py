@@ -37,9 +37,10 @@ from redis.exceptions import InvalidResponse, NoScriptError, ResponseError
 from codeq.domain import NewTask
 from codeq.engine import Engine, EngineConfig
 from codeq.errors import CodeQError, StoreUnavailable
+from codeq.store.deliveries import DeliveryStore
 from codeq.store.keys import KeySchema
 from codeq.store.protocol import GetReply
-from codeq.store.redis_store import DeliveryStore, RedisStore
+from codeq.store.redis_store import RedisStore
 from codeq.store.scripts import load_scripts
 from deliverers.runner import Deliverer
 from tests.conftest import (

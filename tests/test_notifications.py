@@ -14,7 +14,8 @@ import pytest
 
 from codeq.domain import NewTask
 from codeq.engine import Engine, EngineConfig
-from codeq.store.redis_store import RedisStore, SubscriptionStore
+from codeq.store.redis_store import RedisStore
+from codeq.store.subscriptions import SubscriptionStore
 from deliverers.runner import Deliverer
 from tests.conftest import eventually
 from tests.receivers import Receiver, receiver

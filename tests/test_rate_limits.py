@@ -22,9 +22,10 @@ from codeq.engine import Engine, EngineConfig
 from codeq.metrics import Metrics
 from codeq.rate_limits import RateGuard
 from codeq.settings import RateLimit, RateLimits, Settings
+from codeq.store.deliveries import DeliveryStore
 from codeq.store.keys import KeySchema
 from codeq.store.rate_limits import RateLimiter
-from codeq.store.redis_store import DeliveryStore, RedisStore
+from codeq.store.redis_store import RedisStore
 from deliverers import records
 from deliverers.runner import Deliverer
 from gateway.app import create_app

@@ -24,16 +24,13 @@ import pytest
 from codeq.domain import NewTask, TaskStatus
 from codeq.engine import Engine, EngineConfig
 from codeq.errors import Conflict, Forbidden
+from codeq.store.deliveries import DeliveryStore
+from codeq.store.endpoints import EndpointStore
 from codeq.store.keys import KeySchema, queue_segment
 from codeq.store.rate_limits import RateLimiter
-from codeq.store.redis_store import (
-    DeliveryStore,
-    EndpointStore,
-    RedisStore,
-    StoreError,
-    SubscriptionStore,
-)
+from codeq.store.redis_store import RedisStore, StoreError
 from codeq.store.scripts import SCRIPT_NAMES, Script, load_scripts
+from codeq.store.subscriptions import SubscriptionStore
 from deliverers import records
 from tests.conftest import eventually, new_prefix, server_url
 from tests.invariants import check_all

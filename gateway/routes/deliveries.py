@@ -11,7 +11,7 @@ from litestar.datastructures import State
 from litestar.params import FromPath, JSONBody, QueryParameter
 
 from codeq.errors import InvalidRequest, NotFound
-from codeq.store.redis_store import DeliveryStore
+from codeq.store.deliveries import DeliveryStore
 from deliverers import records
 from gateway.openapi_errors import errors
 from gateway.schemas import rfc3339

@@ -15,7 +15,8 @@ from litestar.datastructures import State
 from litestar.params import FromPath, JSONBody
 
 from codeq.errors import InvalidRequest, NotFound
-from codeq.store.redis_store import DeliveryStore, EndpointStore
+from codeq.store.deliveries import DeliveryStore
+from codeq.store.endpoints import EndpointStore
 from codeq.webhooks import generate_secret, target_problem
 from deliverers import records
 from gateway.openapi_errors import errors

@@ -15,7 +15,7 @@ from litestar.datastructures import State
 from litestar.params import FromPath, JSONBody
 
 from codeq.errors import Forbidden, InvalidRequest, NotFound
-from codeq.store.redis_store import SubscriptionStore
+from codeq.store.subscriptions import SubscriptionStore
 from codeq.webhooks import target_problem
 from gateway.openapi_errors import errors
 from gateway.schemas import rfc3339

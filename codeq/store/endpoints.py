@@ -1,0 +1,60 @@
+"""Webhook endpoints (event subscriptions of a tenant): one script per change (``ep_*.lua``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from codeq.errors import StoreUnavailable
+from codeq.store.redis_store import _UNAVAILABLE, RedisStore
+from codeq.store.streams import text
+
+__all__ = ["EndpointStore"]
+
+
+class EndpointStore:
+    """Event-subscription endpoints: one script per operation (``ep_*.lua``)."""
+
+    def __init__(self, store: RedisStore) -> None:
+        self._store = store
+        self.keys = store.keys
+
+    async def _call(self, name: str, tenant: str, args: Sequence[Any]) -> Any:
+        keys = self.keys.endpoints(tenant)
+        return await self._store._eval(self._store._scripts[name], keys, args)
+
+    async def put(self, endpoint_id: str, tenant: str, record: bytes, *, update: bool) -> bool:
+        reply = await self._call(
+            "ep_put", tenant, [endpoint_id, tenant, record, "1" if update else "0"]
+        )
+        return bool(reply)
+
+    async def delete(self, endpoint_id: str, tenant: str) -> bool:
+        return bool(await self._call("ep_del", tenant, [endpoint_id, tenant]))
+
+    async def all_of(self, tenant: str) -> list[bytes]:
+        return [bytes(r) for r in await self._call("ep_list", tenant, [])]
+
+    async def mark(
+        self, endpoint_id: str, tenant: str, outcome: str, disable_after_ms: int
+    ) -> None:
+        await self._call("ep_mark", tenant, [endpoint_id, outcome, disable_after_ms])
+
+    async def remember(self, endpoint_id: str, delivery_id: str, keep: int = 100) -> None:
+        """Index a delivery under its endpoint (newest first); an index only, not state."""
+        key = self.keys.endpoint_deliveries(endpoint_id)
+        try:
+            async with self._store.client.pipeline(transaction=False) as pipe:
+                pipe.lpush(key, delivery_id)
+                pipe.ltrim(key, 0, keep - 1)
+                await pipe.execute()
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"store unavailable: {type(exc).__name__}") from exc
+
+    async def recent(self, endpoint_id: str, limit: int) -> list[str]:
+        key = self.keys.endpoint_deliveries(endpoint_id)
+        try:
+            ids = await self._store.client.lrange(key, 0, limit - 1)
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"store unavailable: {type(exc).__name__}") from exc
+        return [text(i) for i in ids]
