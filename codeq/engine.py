@@ -7,6 +7,7 @@ backoff tables, and calls the store once per operation (per partition touched).
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import random
 import re
@@ -39,13 +40,15 @@ from codeq.store.protocol import CreateItem, Store
 from codeq.store.records import StoredResult, decode_result, encode_result
 from codeq.webhooks import target_problem
 
-__all__ = ["COMMAND_PATTERN", "Engine", "EngineConfig"]
+__all__ = ["COMMAND_PATTERN", "CleanupOutcome", "Engine", "EngineConfig"]
 
 COMMAND_PATTERN = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
 MAX_IDEMPOTENCY_KEY = 256
 MAX_URL = 2048
 MAX_REASON = 4096
 MAX_BATCH = 1000
+#: the most commands one claim may name (each is a queue the claim script looks at)
+MAX_CLAIM_COMMANDS = 100
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -286,11 +289,14 @@ class Engine:
         """Lease the best ready task among ``commands`` (in priority, then request order)."""
         if not commands:
             raise InvalidRequest("commands must name at least one command", field="commands")
-        queues: list[str] = []
-        for command in commands:
-            q = queue_segment(tenant, validate_command(command, "commands"))
-            if q not in queues:
-                queues.append(q)
+        if len(commands) > MAX_CLAIM_COMMANDS:
+            raise InvalidRequest(
+                f"commands: at most {MAX_CLAIM_COMMANDS} per claim", field="commands"
+            )
+        # request order, each queue once (a dict keeps order; a list made this quadratic)
+        queues = list(
+            dict.fromkeys(queue_segment(tenant, validate_command(c, "commands")) for c in commands)
+        )
         lease = self.config.default_lease_seconds if lease_seconds is None else lease_seconds
         if not 1 <= lease <= 86400:
             raise InvalidRequest("leaseSeconds must be between 1 and 86400", field="leaseSeconds")
@@ -539,25 +545,45 @@ class Engine:
         return RequeueOutcome(requeued=len(done), ids=tuple(done))
 
     async def cleanup(
-        self, *, before_ms: int | None = None, limit: int = 1000, tenant: str | None = None
-    ) -> int:
+        self,
+        *,
+        before_ms: int | None = None,
+        limit: int = 1000,
+        tenant: str | None = None,
+        cursor: str | None = None,
+    ) -> CleanupOutcome:
         """Purge terminal tasks whose retention ended before ``before_ms`` (default: now);
-        with ``tenant``, only that tenant's. Pending and in-progress tasks are never touched."""
+        with ``tenant``, only that tenant's. Pending and in-progress tasks are never touched.
+
+        Bounded: one call looks at no more than ``limit`` entries of the partitions' expiry
+        sets (other tenants' entries count too, and stay), and answers with a ``cursor`` when
+        it stopped at that bound; a call with that cursor goes on after the last entry looked
+        at. ``cursor`` None in the answer: everything due by ``before_ms`` was looked at."""
         if not 1 <= limit <= 100_000:
             raise InvalidRequest("limit must be between 1 and 100000", field="limit")
-        deleted = 0
-        for partition in range(self.keys.partitions):
-            while deleted < limit:
-                n, more = await self.store.purge(
+        first, after = _decode_cleanup_cursor(cursor, self.keys.partitions)
+        deleted = looked = 0
+        for partition in range(first, self.keys.partitions):
+            if partition != first:
+                after = None
+            while True:
+                if looked >= limit:
+                    return CleanupOutcome(
+                        deleted=deleted, cursor=_encode_cleanup_cursor(partition, after)
+                    )
+                step = await self.store.purge(
                     partition,
                     before_ms=before_ms,
-                    limit=min(limit - deleted, 1000),
+                    limit=min(limit - looked, 1000),
                     tenant=tenant,
+                    after=after,
                 )
-                deleted += n
-                if not more:
+                deleted += step.purged
+                looked += step.looked
+                after = step.last or after
+                if not step.more:
                     break
-        return deleted
+        return CleanupOutcome(deleted=deleted)
 
     # -- background ---------------------------------------------------------------------
 
@@ -579,3 +605,40 @@ class Engine:
         for partition in range(self.keys.partitions):
             removed += await self.store.trim_events(partition, floor_ms=floor)
         return removed
+
+
+class CleanupOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    """What one bounded cleanup call did: ``cursor`` says where the next one goes on (None:
+    nothing left to look at)."""
+
+    deleted: int
+    cursor: str | None = None
+
+
+def _encode_cleanup_cursor(partition: int, after: tuple[int, str] | None) -> str:
+    score, member = after if after is not None else (-1, "")
+    text = f"{partition}:{score}:{member}"
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def _decode_cleanup_cursor(
+    cursor: str | None, partitions: int
+) -> tuple[int, tuple[int, str] | None]:
+    if cursor is None:
+        return 0, None
+    bad = InvalidRequest("cursor: not a cursor this service gave out", field="cursor")
+    if len(cursor) > 512:
+        raise bad
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        partition_text, score_text, member = text.split(":", 2)
+        partition, score = int(partition_text), int(score_text)
+    except (ValueError, UnicodeDecodeError):
+        raise bad from None
+    if not 0 <= partition < partitions:
+        raise bad
+    if score < 0:
+        return partition, None
+    if not member or not is_task_id(member):
+        raise bad
+    return partition, (score, member)

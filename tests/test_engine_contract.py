@@ -555,8 +555,8 @@ async def test_cleanup_purges_only_terminal_tasks(engine: Engine, store: RedisSt
     running = await engine.claim(T, "w", ["RENDER"])
     pending = (await engine.create(T, new())).task
     future = int(time.time() * 1000) + 10 * 86_400_000
-    assert await engine.cleanup(before_ms=int(time.time() * 1000)) == 0  # retention not over
-    assert await engine.cleanup(before_ms=future) == 1
+    assert (await engine.cleanup(before_ms=int(time.time() * 1000))).deleted == 0  # not over
+    assert (await engine.cleanup(before_ms=future)).deleted == 1
     with pytest.raises(NotFound):
         await engine.get_task(T, done.id)
     assert (await engine.get_task(T, pending.id)).status is TaskStatus.PENDING
@@ -605,8 +605,8 @@ async def test_tenant_cleanup_leaves_other_tenants_alone(engine: Engine) -> None
         await engine.complete(tenant, t.id, "w", result="{}")
         ids[tenant] = t.id
     future = int(time.time() * 1000) + 10 * 86_400_000
-    assert await engine.cleanup(before_ms=future, tenant="tenant-b") == 1
+    assert (await engine.cleanup(before_ms=future, tenant="tenant-b")).deleted == 1
     with pytest.raises(NotFound):
         await engine.get_task("tenant-b", ids["tenant-b"])
     assert (await engine.get_task(T, ids[T])).status is TaskStatus.COMPLETED
-    assert await engine.cleanup(before_ms=future) == 1
+    assert (await engine.cleanup(before_ms=future)).deleted == 1

@@ -510,6 +510,6 @@ async def exercise_cleanup(engine: Engine) -> None:
     """purge: another tenant's only (ours stay), nothing due yet, then every terminal task
     (completed, failed, dead-lettered)."""
     later = now_ms() + 30 * DAY_MS
-    assert await engine.cleanup(before_ms=later, tenant=GLOBEX) == 0
-    assert await engine.cleanup() == 0
-    assert await engine.cleanup(before_ms=later) >= 4
+    assert (await engine.cleanup(before_ms=later, tenant=GLOBEX)).deleted == 0
+    assert (await engine.cleanup()).deleted == 0
+    assert (await engine.cleanup(before_ms=later)).deleted >= 4

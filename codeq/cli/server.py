@@ -130,6 +130,12 @@ def _serve_workers(
 
     if settings.store_kind == "memory":
         raise ValueError("--workers/--server granian need a shared store: set REDIS_ADDR")
+    from codeq.auth.providers import build_auth
+
+    # Each worker process builds its auth from the settings; a refusal there (no auth provider
+    # on a non-loopback host, say) would only kill the worker and its supervisor would start
+    # it again, forever. Asked here first, it stops the start with one sentence.
+    build_auth(settings, environ=os.environ)
     os.environ["HOST"] = settings.host
     os.environ["PORT"] = str(settings.port)
     if args.config:

@@ -22,6 +22,7 @@ __all__ = [
     "GroupLag",
     "NackReply",
     "PartitionGauges",
+    "PurgeReply",
     "Store",
 ]
 
@@ -48,6 +49,16 @@ class NackReply(msgspec.Struct, frozen=True, kw_only=True):
     dead_lettered: bool
     delay_ms: int
     task: Task
+
+
+class PurgeReply(msgspec.Struct, frozen=True, kw_only=True):
+    """One bounded purge step: how many tasks went, how many expiry entries were looked at,
+    whether more may follow, and the last entry looked at (score, member) to go on after."""
+
+    purged: int
+    looked: int
+    more: bool
+    last: tuple[int, str] | None = None
 
 
 class GetReply(msgspec.Struct, frozen=True, kw_only=True):
@@ -171,8 +182,14 @@ class Store(Protocol):
     ) -> list[QueueStats]: ...
 
     async def purge(
-        self, partition: int, *, before_ms: int | None, limit: int, tenant: str | None = None
-    ) -> tuple[int, bool]: ...
+        self,
+        partition: int,
+        *,
+        before_ms: int | None,
+        limit: int,
+        tenant: str | None = None,
+        after: tuple[int, str] | None = None,
+    ) -> PurgeReply: ...
 
     async def sweep(
         self,

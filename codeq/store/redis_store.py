@@ -35,6 +35,7 @@ from codeq.store.protocol import (
     GroupLag,
     NackReply,
     PartitionGauges,
+    PurgeReply,
 )
 from codeq.store.records import decode_task
 from codeq.store.scripts import Script, load_scripts
@@ -808,11 +809,29 @@ class RedisStore:
         return out
 
     async def purge(
-        self, partition: int, *, before_ms: int | None, limit: int, tenant: str | None = None
-    ) -> tuple[int, bool]:
-        args = ["" if before_ms is None else before_ms, limit, tenant or ""]
+        self,
+        partition: int,
+        *,
+        before_ms: int | None,
+        limit: int,
+        tenant: str | None = None,
+        after: tuple[int, str] | None = None,
+    ) -> PurgeReply:
+        args = [
+            "" if before_ms is None else before_ms,
+            limit,
+            tenant or "",
+            "" if after is None else after[0],
+            "" if after is None else after[1],
+        ]
         reply = await self._run("purge", partition, args)
-        return int(reply[0]), bool(int(reply[1]))
+        score, member = _s(reply[2]), _s(reply[3])
+        return PurgeReply(
+            purged=int(reply[0]),
+            looked=int(reply[4]),
+            more=bool(int(reply[1])),
+            last=(int(float(score)), member) if member else None,
+        )
 
     async def sweep(
         self,

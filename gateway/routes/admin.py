@@ -108,9 +108,9 @@ class AdminController(Controller):
         limit = 1000 if body.limit is None else body.limit
         if not 1 <= limit <= 100_000:
             raise InvalidRequest("limit: must be between 1 and 100000", field="limit")
-        deleted = await gw.engine.cleanup(
+        done = await gw.engine.cleanup(
             before_ms=before_ms,
             limit=limit,
             tenant=None if identity.is_super_admin else identity.tenant,
         )
-        return CleanupOut(deleted=deleted, before=rfc3339(before_ms) or "", limit=limit)
+        return CleanupOut(deleted=done.deleted, before=rfc3339(before_ms) or "", limit=limit)

@@ -9,6 +9,8 @@
 -- dead-lettered with MAX_ATTEMPTS instead of being handed out again: a task goes to workers
 -- at most maxAttempts times.
 -- Returns {'OK', record, payload} | {'EMPTY'}.
+-- A ready entry whose record is poison (lib.lua `quarantine`) goes to the DLQ on its own, and
+-- the claim goes on to the next task.
 -- Events: repair ones (task.ready, task.lease_expired, task.dead_lettered), then task.claimed.
 local now = now_ms()
 local limit = tonumber(ARGV[4])
@@ -48,8 +50,10 @@ for _ = 1, limit do
   redis.call('HSET', K.qstats, best_q .. '!head', best)  -- every member before it is gone
   heads[best_i] = best
   local id = member_id(best)
-  local rec = load_rec(id)
-  if rec and rec.loc == 'PENDING_LIST' and rec.status == 'PENDING'
+  local rec, raw, poison = load_rec(id)
+  if poison then
+    quarantine(id, raw, best_q, now, dlq_retention)  -- then on to the next task
+  elseif rec and rec.loc == 'PENDING_LIST' and rec.status == 'PENDING'
       and rec.attempts >= rec.maxAttempts then
     rec.loc = 'NONE'
     to_dlq(rec, now, 'MAX_ATTEMPTS', dlq_retention)

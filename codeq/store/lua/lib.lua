@@ -40,10 +40,47 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- A record the scripts can act on: the fields every script reads, of the right types, integers
+-- whole and below 10^14 (cjson writes larger numbers in exponent form, which no reader takes
+-- for an integer). Anything else (written by an older version, by hand, by a bug) is poison.
+local STATUSES = {PENDING = true, IN_PROGRESS = true, COMPLETED = true, FAILED = true}
+local LOCS = {PENDING_LIST = true, DELAYED_ZSET = true, INPROG_SET = true, DLQ_SET = true, NONE = true}
+local INT_FIELDS = {'attempts', 'maxAttempts', 'createdAt', 'updatedAt'}
+local OPT_INT_FIELDS = {'seq', 'runAt', 'leaseUntil', 'deadAt', 'completedAt'}
+local OPT_STR_FIELDS = {'webhook', 'workerId', 'leaseId', 'error', 'idempotencyKey',
+                        'traceParent', 'traceState', 'payloadHash'}
+
+local function whole(x)
+  return type(x) == 'number' and x >= 0 and x < 1e14 and x == math.floor(x)
+end
+
+local function sound_rec(rec, id)
+  if type(rec) ~= 'table' or rec.id ~= id or type(rec.q) ~= 'string'
+      or type(rec.tenant) ~= 'string' or type(rec.command) ~= 'string'
+      or not STATUSES[rec.status] or (rec.loc ~= nil and not LOCS[rec.loc])
+      or not whole(rec.priority) or rec.priority > 9 then
+    return false
+  end
+  for _, f in ipairs(INT_FIELDS) do
+    if rec[f] ~= nil and not whole(rec[f]) then return false end
+  end
+  for _, f in ipairs(OPT_INT_FIELDS) do
+    if rec[f] ~= nil and not whole(rec[f]) then return false end
+  end
+  for _, f in ipairs(OPT_STR_FIELDS) do
+    if rec[f] ~= nil and type(rec[f]) ~= 'string' then return false end
+  end
+  return true
+end
+
+-- The record of `id`: (rec, raw), (nil, nil) when absent, (nil, raw, true) when it is poison
+-- (see `quarantine`): a script never fails on a record, and never acts on one it cannot read.
 local function load_rec(id)
   local raw = redis.call('HGET', K.tasks, id)
   if not raw then return nil, nil end
-  return cjson.decode(raw), raw
+  local ok, rec = pcall(cjson.decode, raw)
+  if not ok or not sound_rec(rec, id) then return nil, raw, true end
+  return rec, raw
 end
 
 local function save_rec(rec, now)
@@ -186,6 +223,33 @@ local function to_dlq(rec, now, err, retention_ms)
   emit('task.dead_lettered', rec, now, extra)
 end
 
+-- A poison record found in a queue structure (its entry already taken out by the caller): the
+-- task goes to the DLQ on its own, as a record every reader can decode, with error
+-- UNDECODABLE_RECORD and the first 4 KiB of what was there (`corrupt`), so one bad record never
+-- stops a claim, a sweep or anything else. `q` is the queue the entry named (a ready or DLQ
+-- member says it; for the delayed and leased sets it is read from the text when it can be, else
+-- the task lands under the queue segment "~unknown"); tenant and command come from the queue
+-- registry. Returns the new record.
+local UNKNOWN_QUEUE = '~unknown'
+
+local function quarantine(id, raw, q, now, retention_ms)
+  q = q or string.match(raw, '"q"%s*:%s*"([^"]+)"') or UNKNOWN_QUEUE
+  local tenant, command = '', ''
+  local meta = redis.call('HGET', K.queues, q)
+  if meta then
+    local ok, m = pcall(cjson.decode, meta)
+    if ok and type(m) == 'table' then
+      tenant, command = tostring(m.tenant or ''), tostring(m.command or '')
+    end
+  end
+  local rec = {id = id, q = q, tenant = tenant, command = command, priority = 0, attempts = 0,
+               maxAttempts = 1, createdAt = now, corrupt = string.sub(raw, 1, 4096)}
+  rec.loc = 'NONE'
+  to_dlq(rec, now, 'UNDECODABLE_RECORD', retention_ms)
+  save_rec(rec, now)
+  return rec
+end
+
 local function parse_delays(text)
   local t = {}
   for v in string.gmatch(text, '[^,]+') do t[#t + 1] = tonumber(v) end
@@ -237,11 +301,15 @@ end
 local function promote_due(now, limit, from_start, known)
   local ids, hit = due(K.delayed, '!delayed_floor', now, limit, from_start, known)
   for _, id in ipairs(ids) do
-    local rec = load_rec(id)
+    local rec, raw, poison = load_rec(id)
     if rec and rec.loc == 'DELAYED_ZSET' then
       leave_current(rec)
       make_ready(rec, now)
       save_rec(rec, now)
+    elseif poison then
+      redis.call('ZREM', K.delayed, id)
+      local gone = quarantine(id, raw, nil, now, 0)
+      if gone.q ~= UNKNOWN_QUEUE then qcount(gone.q, 'delayed', -1) end
     else
       redis.call('ZREM', K.delayed, id)
     end
@@ -253,8 +321,12 @@ end
 local function expire_leases(now, limit, delays, dlq_retention_ms, from_start, known)
   local ids, hit = due(K.leased, '!leased_floor', now, limit, from_start, known)
   for _, id in ipairs(ids) do
-    local rec = load_rec(id)
-    if rec and rec.loc == 'INPROG_SET' then
+    local rec, raw, poison = load_rec(id)
+    if poison then
+      redis.call('ZREM', K.leased, id)
+      local gone = quarantine(id, raw, nil, now, dlq_retention_ms)
+      if gone.q ~= UNKNOWN_QUEUE then qcount(gone.q, 'leased', -1) end
+    elseif rec and rec.loc == 'INPROG_SET' then
       leave_current(rec)
       emit('task.lease_expired', rec, now, {'attempt', rec.attempts, 'workerId', rec.workerId or ''})
       clear_lease(rec)
@@ -273,15 +345,28 @@ local function expire_leases(now, limit, delays, dlq_retention_ms, from_start, k
   return #ids, hit
 end
 
--- Terminal tasks whose retention ended before `before` are deleted with payload and result.
--- With `tenant`, only that tenant's tasks go (others stay in the expiry zset).
-local function purge_expired(before, limit, tenant)
-  local ids = redis.call('ZRANGEBYSCORE', K.expiry, '-inf', before, 'LIMIT', 0, limit)
+-- Terminal tasks whose retention ended before `before` are deleted with payload and result; at
+-- most `limit` entries of the expiry set are looked at. With `tenant`, only that tenant's go:
+-- the others stay, so such a call continues after the last entry it looked at, (`after_score`,
+-- `after_member`), and returns where it stopped. Returns purged, more (bool), last score,
+-- last member (nil when nothing was looked at), and how many entries it looked at.
+local function purge_expired(before, limit, tenant, after_score, after_member)
+  local from, skip = '-inf', 0
+  if after_score then
+    from = after_score
+    -- entries of that very score up to the member were looked at already (members of one
+    -- score are in member order)
+    for _, m in ipairs(redis.call('ZRANGEBYSCORE', K.expiry, after_score, after_score)) do
+      if m <= after_member then skip = skip + 1 end
+    end
+  end
+  local flat = redis.call('ZRANGEBYSCORE', K.expiry, from, before, 'WITHSCORES', 'LIMIT', skip, limit)
   local purged = 0
-  for _, id in ipairs(ids) do
-    local rec = load_rec(id)
-    if rec and tenant and rec.tenant ~= tenant then
-      -- another tenant's task: not ours to delete
+  for i = 1, #flat, 2 do
+    local id = flat[i]
+    local rec, _, poison = load_rec(id)
+    if tenant and (poison or (rec and rec.tenant ~= tenant)) then
+      -- another tenant's task (or one nobody can read): not ours to touch
     elseif rec and (rec.status == 'COMPLETED' or rec.status == 'FAILED') then
       leave_current(rec)
       redis.call('HDEL', K.tasks, id)
@@ -293,5 +378,6 @@ local function purge_expired(before, limit, tenant)
       redis.call('ZREM', K.expiry, id)
     end
   end
-  return purged, #ids >= limit
+  if #flat == 0 then return purged, false, nil, nil, 0 end
+  return purged, #flat >= limit * 2, flat[#flat], flat[#flat - 1], #flat / 2
 end

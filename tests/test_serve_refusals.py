@@ -1,0 +1,39 @@
+"""`codeq serve` refuses, at start and in one sentence, what would otherwise fail in its worker
+processes over and over or split its data between them (issue 15, item 14)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from tests.servers import RedisServer
+
+
+def _serve(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "codeq.cli", "serve", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_workers_without_auth_on_a_public_address_stop_at_start(redis_server: RedisServer) -> None:
+    done = _serve(
+        "--workers", "2", "--host", "0.0.0.0", "--port", "1",
+        env={"REDIS_ADDR": redis_server.url.removeprefix("redis://").split("/")[0]},
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "loopback" in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert "listening" not in done.stdout  # nothing was started
+
+
+def test_workers_on_the_in_memory_store_stop_at_start() -> None:
+    done = _serve("--workers", "2", "--port", "1", env={"REDIS_ADDR": "", "REDIS_URL": ""})
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "shared store" in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
