@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
@@ -379,6 +380,25 @@ def _resolve(call: _Call, reply: Any) -> None:
         fut.set_result(reply)
 
 
+@dataclass(frozen=True, slots=True)
+class _ClaimAt:
+    """What claims must share to be served by one claim script call. The backoff table (for
+    the leases the call's repair finds expired) is not among it: each claim brings one drawn
+    at random, and the call uses its first claim's."""
+
+    partition: int
+    queues: tuple[str, ...]
+    lease_ms: int
+    repair_limit: int
+    dlq_retention_ms: int
+    delays: str = field(compare=False)
+
+
+#: one result of result.lua: tenant, task id, worker id, lease id or "", status, result JSON,
+#: error or "", retention ms
+_ResultItem = tuple[str, str, str, str, str, bytes, str, int]
+
+
 class RedisStore:
     """A :class:`codeq.store.protocol.Store` on a redis-py asyncio client."""
 
@@ -404,6 +424,8 @@ class RedisStore:
         self._coalescer = _Coalescer(client, self._kind) if coalesce and not cluster else None
         # concurrent creates of a partition share a script call (see codeq/store/merge.py)
         self._creates: CallMerger[tuple[int, int], CreateItem] = CallMerger(self._create_call)
+        self._results: CallMerger[int, _ResultItem] = CallMerger(self._result_call)
+        self._claims: CallMerger[_ClaimAt, tuple[str, str]] = CallMerger(self._claim_call)
 
     # -- construction -------------------------------------------------------------------
 
@@ -636,19 +658,22 @@ class RedisStore:
         delays_ms: Sequence[int],
         dlq_retention_ms: int,
     ) -> Task | None:
-        args = [
-            worker_id,
-            lease_id,
-            lease_ms,
-            repair_limit,
-            _delays(delays_ms),
-            dlq_retention_ms,
-            *queues,
-        ]
-        reply = await self._run("claim", partition, args)
+        at = _ClaimAt(
+            partition, tuple(queues), lease_ms, repair_limit, dlq_retention_ms, _delays(delays_ms)
+        )
+        (reply,) = await self._claims.submit(at, [(worker_id, lease_id)])
         if _s(reply[0]) == "EMPTY":
             return None
         return decode_task(reply[1], reply[2])
+
+    async def _claim_call(self, at: _ClaimAt, items: list[tuple[str, str]]) -> list[Any]:
+        """One claim script call: one reply per (worker id, lease id) (see claim.lua)."""
+        args: list[Any] = [at.lease_ms, at.repair_limit, at.delays, at.dlq_retention_ms]
+        args += [len(at.queues), *at.queues]
+        for worker_id, lease_id in items:
+            args += (worker_id, lease_id)
+        reply: list[Any] = await self._run("claim", at.partition, args)
+        return reply
 
     async def heartbeat(
         self,
@@ -720,7 +745,7 @@ class RedisStore:
         error: str | None,
         retention_ms: int,
     ) -> Task:
-        args = [
+        item = (
             tenant,
             task_id,
             worker_id,
@@ -729,11 +754,19 @@ class RedisStore:
             result,
             error or "",
             retention_ms,
-        ]
-        reply = await self._run("result", partition, args)
+        )
+        (reply,) = await self._results.submit(partition, [item])
         if _s(reply[0]) != "OK":
             raise _owner_error(reply, task_id)
         return decode_task(reply[1])
+
+    async def _result_call(self, partition: int, items: list[_ResultItem]) -> list[Any]:
+        """One result script call: one reply per item (see result.lua)."""
+        args: list[Any] = [len(items)]
+        for item in items:
+            args += item
+        reply: list[Any] = await self._run("result", partition, args)
+        return reply
 
     async def get(
         self,

@@ -1,77 +1,148 @@
--- claim.lua: lease the best ready task of the given queues, after a bounded repair.
+-- claim.lua: lease the best ready tasks of the given queues, one per claim, after a bounded
+-- repair. One or more claims of one partition that name the same queues and lease: the store
+-- merges the claims workers make in the same instant into one call (codeq/store/merge.py);
+-- they are served in item order, exactly as if they had come one after the other.
 -- KEYS[1..13] partition keys (lib.lua).
--- ARGV[1] workerId, ARGV[2] new leaseId, ARGV[3] lease ms, ARGV[4] repair bound,
--- ARGV[5] backoff table "ms,ms,..." (attempt 1..n), ARGV[6] DLQ retention ms,
--- ARGV[7..] queue segments in request order.
+-- ARGV[1] lease ms, ARGV[2] repair bound, ARGV[3] backoff table "ms,ms,..." (attempt 1..n),
+-- ARGV[4] DLQ retention ms, ARGV[5] m, ARGV[6..5+m] queue segments in request order,
+-- then per claim: workerId, new leaseId.
 -- Order: highest priority first across all queues; ties go to the earlier queue in ARGV;
 -- FIFO inside a priority (ready member order).
 -- A task whose attempts already reached maxAttempts (it was abandoned on its last attempt) is
 -- dead-lettered with MAX_ATTEMPTS instead of being handed out again: a task goes to workers
--- at most maxAttempts times.
--- Returns {'OK', record, payload} | {'EMPTY'}.
--- A ready entry whose record is poison (lib.lua `quarantine`) goes to the DLQ on its own, and
--- the claim goes on to the next task.
+-- at most maxAttempts times. A ready entry whose record is poison (lib.lua `quarantine`) goes
+-- to the DLQ on its own. Either way the claim goes on to the next task.
+-- Returns one entry per claim: {'OK', record, payload} | {'EMPTY'}.
 -- Events: repair ones (task.ready, task.lease_expired, task.dead_lettered), then task.claimed.
+-- Shape: the floors and head marks are read in one HMGET, the candidates of a queue in one
+-- ZRANGEBYLEX, their records in one HMGET; the ready members go in one ZREM, the head marks in
+-- one HSET, the leases in one ZADD, the records in one HSET, the payloads come in one HMGET;
+-- the events and the counters stay per task and per queue.
 local now = now_ms()
-local limit = tonumber(ARGV[4])
-local delays = parse_delays(ARGV[5])
-local dlq_retention = tonumber(ARGV[6])
+local lease_ms = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+local delays = parse_delays(ARGV[3])
+local dlq_retention = tonumber(ARGV[4])
+local m = tonumber(ARGV[5])
+local qs = {}
+for i = 1, m do qs[i] = ARGV[5 + i] end
+local claims = {}
+for j = 6 + m, #ARGV, 2 do claims[#claims + 1] = {worker = ARGV[j], lease = ARGV[j + 1]} end
+local n = #claims
+
 -- the two floors and every queue's head mark in one read (KVRocks charges ~7 µs a call)
 local fields = {'!delayed_floor', '!leased_floor'}
-for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] .. '!head' end
+for i = 1, m do fields[#fields + 1] = qs[i] .. '!head' end
 local marks = redis.call('HMGET', K.qstats, unpack(fields))
 local moved = promote_due(now, limit, false, marks[1])
 moved = moved + expire_leases(now, limit, delays, dlq_retention, false, marks[2])
--- heads[i]: the head mark of ARGV[i] (false: none). A task the repair made ready may have
+-- heads[i]: the head mark of qs[i] (false: none). A task the repair made ready may have
 -- lowered a mark: then they are read again.
 local heads = {}
-for i = 7, #ARGV do
-  if moved == 0 then heads[i] = marks[i - 4] else heads[i] = redis.call('HGET', K.qstats, ARGV[i] .. '!head') or false end
+for i = 1, m do
+  if moved == 0 then heads[i] = marks[i + 2] else heads[i] = redis.call('HGET', K.qstats, qs[i] .. '!head') or false end
 end
 
-for _ = 1, limit do
-  local best, best_i, best_rank = nil, nil, 99
-  for i = 7, #ARGV do
-    local lo, hi = qrange(ARGV[i])
-    -- from the queue's head mark, not its start: the members claimed before it are deleted
-    -- entries that KVRocks would step over one by one (6 ms a claim after 10^5 of them)
-    if heads[i] then lo = '[' .. heads[i] end
-    local m = redis.call('ZRANGEBYLEX', K.ready, lo, hi, 'LIMIT', 0, 1)[1]
-    if m then
-      local rank = tonumber(string.sub(m, #ARGV[i] + 2, #ARGV[i] + 2))
-      if rank < best_rank then best, best_i, best_rank = m, i, rank end
-      if rank == 0 then break end
-    end
-  end
-  if not best then return {'EMPTY'} end
-  local best_q = ARGV[best_i]
-  redis.call('ZREM', K.ready, best)
-  qcount(best_q, 'ready', -1)
-  redis.call('HSET', K.qstats, best_q .. '!head', best)  -- every member before it is gone
-  heads[best_i] = best
-  local id = member_id(best)
-  local rec, raw, poison = load_rec(id)
-  if poison then
-    quarantine(id, raw, best_q, now, dlq_retention)  -- then on to the next task
-  elseif rec and rec.loc == 'PENDING_LIST' and rec.status == 'PENDING'
-      and rec.attempts >= rec.maxAttempts then
-    rec.loc = 'NONE'
-    to_dlq(rec, now, 'MAX_ATTEMPTS', dlq_retention)
-    save_rec(rec, now)
-  elseif rec and rec.loc == 'PENDING_LIST' and rec.status == 'PENDING' then
-    rec.loc = 'INPROG_SET'
-    rec.status = 'IN_PROGRESS'
-    rec.attempts = rec.attempts + 1
-    rec.workerId = ARGV[1]
-    rec.leaseId = ARGV[2]
-    rec.leaseUntil = now + tonumber(ARGV[3])
-    redis.call('ZADD', K.leased, rec.leaseUntil, id)
-    lower_floor('!leased_floor', rec.leaseUntil)
-    qcount(rec.q, 'leased', 1)
-    emit('task.claimed', rec, now, {'workerId', ARGV[1], 'attempt', rec.attempts})
-    local raw = save_rec(rec, now)
-    return {'OK', raw, redis.call('HGET', K.payloads, id) or ''}
-  end
-  -- a stale entry (should not exist with single-script transitions): dropped, try the next
+-- The ready members of each queue, fetched a page at a time from its head mark on (from the
+-- mark, not the queue's start: the members claimed before it are deleted entries that KVRocks
+-- would step over one by one, 6 ms a claim after 10^5 of them).
+local pages, at, last_fetched, done = {}, {}, {}, {}
+local function peek(i)
+  if pages[i] and at[i] <= #pages[i] then return pages[i][at[i]] end
+  if done[i] then return nil end
+  local lo, hi = qrange(qs[i])
+  if last_fetched[i] then lo = '(' .. last_fetched[i] elseif heads[i] then lo = '[' .. heads[i] end
+  local want = n + 1
+  local page = redis.call('ZRANGEBYLEX', K.ready, lo, hi, 'LIMIT', 0, want)
+  pages[i], at[i] = page, 1
+  if #page < want then done[i] = true end
+  if #page > 0 then last_fetched[i] = page[#page] end
+  return page[1]
 end
-return {'EMPTY'}
+
+local out = {}
+local served = 0                -- claims answered with a task
+local removed = {}              -- the ready members taken out
+local taken_from = {}           -- queue index -> how many, and its last member
+local leases, records = {}, {}  -- ZADD and HSET arguments
+local won = {}                  -- {claim index, id} of the leased tasks, for their payloads
+local examined = 0
+while served < n and examined < n + limit do
+  -- this round's candidates: the best members, in claim order, one per claim still open
+  local round = {}
+  while #round < n - served do
+    local best, best_i, best_rank = nil, nil, 99
+    for i = 1, m do
+      local member = peek(i)
+      if member then
+        local rank = tonumber(string.sub(member, #qs[i] + 2, #qs[i] + 2))
+        if rank < best_rank then best, best_i, best_rank = member, i, rank end
+        if rank == 0 then break end
+      end
+    end
+    if not best then break end
+    at[best_i] = at[best_i] + 1
+    round[#round + 1] = {member = best, i = best_i, id = member_id(best)}
+  end
+  if #round == 0 then break end
+  local ids = {}
+  for k, c in ipairs(round) do ids[k] = c.id end
+  local raws = redis.call('HMGET', K.tasks, unpack(ids))
+  for k, c in ipairs(round) do
+    examined = examined + 1
+    removed[#removed + 1] = c.member
+    local t = taken_from[c.i]
+    if not t then t = {count = 0}; taken_from[c.i] = t end
+    t.count, t.last = t.count + 1, c.member
+    local rec = nil
+    if raws[k] then rec = decode_rec(raws[k], c.id) end
+    if raws[k] and not rec then
+      quarantine(c.id, raws[k], qs[c.i], now, dlq_retention)
+    elseif rec and rec.loc == 'PENDING_LIST' and rec.status == 'PENDING'
+        and rec.attempts >= rec.maxAttempts then
+      rec.loc = 'NONE'
+      to_dlq(rec, now, 'MAX_ATTEMPTS', dlq_retention)
+      save_rec(rec, now)
+    elseif rec and rec.loc == 'PENDING_LIST' and rec.status == 'PENDING' then
+      served = served + 1
+      local claim = claims[served]
+      rec.loc = 'INPROG_SET'
+      rec.status = 'IN_PROGRESS'
+      rec.attempts = rec.attempts + 1
+      rec.workerId = claim.worker
+      rec.leaseId = claim.lease
+      rec.leaseUntil = now + lease_ms
+      leases[#leases + 1] = rec.leaseUntil
+      leases[#leases + 1] = c.id
+      qcount(rec.q, 'leased', 1)
+      emit('task.claimed', rec, now, {'workerId', claim.worker, 'attempt', rec.attempts})
+      rec.updatedAt = now
+      local raw = cjson.encode(rec)
+      records[#records + 1] = c.id
+      records[#records + 1] = raw
+      out[served] = {'OK', raw}
+      won[#won + 1] = c.id
+    end
+    -- else a stale entry (should not exist with single-script transitions): dropped
+  end
+end
+
+if #removed > 0 then
+  redis.call('ZREM', K.ready, unpack(removed))
+  local head_args = {}
+  for i, t in pairs(taken_from) do
+    qcount(qs[i], 'ready', -t.count)
+    head_args[#head_args + 1] = qs[i] .. '!head'  -- every member before it is gone
+    head_args[#head_args + 1] = t.last
+  end
+  redis.call('HSET', K.qstats, unpack(head_args))
+end
+if #won > 0 then
+  bulk('ZADD', K.leased, leases)
+  lower_floor('!leased_floor', now + lease_ms)
+  bulk('HSET', K.tasks, records)
+  local payloads = redis.call('HMGET', K.payloads, unpack(won))
+  for k = 1, #won do out[k][3] = payloads[k] or '' end
+end
+for k = served + 1, n do out[k] = {'EMPTY'} end
+return out

@@ -73,13 +73,20 @@ local function sound_rec(rec, id)
   return true
 end
 
--- The record of `id`: (rec, raw), (nil, nil) when absent, (nil, raw, true) when it is poison
--- (see `quarantine`): a script never fails on a record, and never acts on one it cannot read.
+-- The record `raw` of `id`, or nil when it is poison (see `quarantine`).
+local function decode_rec(raw, id)
+  local ok, rec = pcall(cjson.decode, raw)
+  if ok and sound_rec(rec, id) then return rec end
+  return nil
+end
+
+-- The record of `id`: (rec, raw), (nil, nil) when absent, (nil, raw, true) when it is poison:
+-- a script never fails on a record, and never acts on one it cannot read.
 local function load_rec(id)
   local raw = redis.call('HGET', K.tasks, id)
   if not raw then return nil, nil end
-  local ok, rec = pcall(cjson.decode, raw)
-  if not ok or not sound_rec(rec, id) then return nil, raw, true end
+  local rec = decode_rec(raw, id)
+  if not rec then return nil, raw, true end
   return rec, raw
 end
 

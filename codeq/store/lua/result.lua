@@ -1,28 +1,71 @@
--- result.lua: record a worker's final result (COMPLETED or FAILED); terminal, not the DLQ.
+-- result.lua: record workers' final results (COMPLETED or FAILED); terminal, not the DLQ.
+-- One or more results of one partition: the store merges the results workers send in the same
+-- instant into one call (codeq/store/merge.py), each still checked and applied on its own, in
+-- item order, exactly as if they had come one after the other.
 -- KEYS[1..13] partition keys (lib.lua).
--- ARGV[1] tenant, ARGV[2] task id, ARGV[3] workerId, ARGV[4] leaseId or '',
--- ARGV[5] 'COMPLETED' | 'FAILED', ARGV[6] result JSON text (stored as is),
--- ARGV[7] error or '', ARGV[8] retention ms.
--- Returns {'OK', record} | an owner error (see heartbeat.lua).
+-- ARGV[1] n; then per item 8 values: tenant, task id, workerId, leaseId or '',
+--   'COMPLETED' | 'FAILED', result JSON text (stored as is), error or '', retention ms.
+-- Returns one entry per item: {'OK', record} | an owner error (see heartbeat.lua).
 -- Events: task.completed or task.failed (with webhook when the task has one).
+-- Shape: the records are read in one HMGET and written in one HSET, the results in one HSET,
+-- the leases removed in one ZREM and the expiry entries added in one ZADD; the events and the
+-- leased counters stay per task and per queue.
 local now = now_ms()
-local rec = load_rec(ARGV[2])
-local err = check_owner(rec, ARGV[1], ARGV[3], ARGV[4])
-if err then return err end
-leave_current(rec)
-rec.status = ARGV[5]
-rec.leaseId = nil
-rec.leaseUntil = nil
-rec.completedAt = now
--- a COMPLETED task carries no error; a FAILED one carries the worker's (earlier nack reasons go)
-if ARGV[7] ~= '' then rec.error = ARGV[7] else rec.error = nil end
-redis.call('HSET', K.results, rec.id, ARGV[6])
-redis.call('ZADD', K.expiry, now + tonumber(ARGV[8]), rec.id)
-local extra = nil
-if rec.webhook then extra = {'webhook', rec.webhook} end
-if rec.status == 'COMPLETED' then
-  emit('task.completed', rec, now, extra)
-else
-  emit('task.failed', rec, now, extra)
+local n = tonumber(ARGV[1])
+local out = {}
+local ids = {}
+for i = 1, n do ids[i] = ARGV[2 + (i - 1) * 8 + 1] end
+local raws = redis.call('HMGET', K.tasks, unpack(ids))
+local recs = {}  -- id -> the record as this call has left it (a task named twice sees the first)
+local records, results, expiry = {}, {}, {}
+local leases, queues = {}, {}  -- queue -> ids whose lease goes; the queues in first-seen order
+for i = 1, n do
+  local b = 2 + (i - 1) * 8
+  local tenant, id, worker, lease_id = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
+  local rec = recs[id]
+  if rec == nil and raws[i] then rec = decode_rec(raws[i], id) end
+  local err = check_owner(rec, tenant, worker, lease_id)
+  if err then
+    out[i] = err
+  else
+    -- leave_current, grouped: an in-progress task is in the leased set
+    if rec.loc == 'INPROG_SET' then
+      if not leases[rec.q] then leases[rec.q] = {}; queues[#queues + 1] = rec.q end
+      local mine = leases[rec.q]
+      mine[#mine + 1] = id
+    end
+    rec.loc = 'NONE'
+    rec.status = ARGV[b + 4]
+    rec.leaseId = nil
+    rec.leaseUntil = nil
+    rec.completedAt = now
+    -- a COMPLETED task carries no error; a FAILED one carries the worker's (earlier nack
+    -- reasons go)
+    if ARGV[b + 6] ~= '' then rec.error = ARGV[b + 6] else rec.error = nil end
+    results[#results + 1] = id
+    results[#results + 1] = ARGV[b + 5]
+    expiry[#expiry + 1] = now + tonumber(ARGV[b + 7])
+    expiry[#expiry + 1] = id
+    local extra = nil
+    if rec.webhook then extra = {'webhook', rec.webhook} end
+    if rec.status == 'COMPLETED' then
+      emit('task.completed', rec, now, extra)
+    else
+      emit('task.failed', rec, now, extra)
+    end
+    rec.updatedAt = now
+    local raw = cjson.encode(rec)
+    recs[id] = rec
+    records[#records + 1] = id
+    records[#records + 1] = raw
+    out[i] = {'OK', raw}
+  end
 end
-return {'OK', save_rec(rec, now)}
+for _, q in ipairs(queues) do
+  local removed = redis.call('ZREM', K.leased, unpack(leases[q]))
+  if removed > 0 then qcount(q, 'leased', -removed) end
+end
+bulk('HSET', K.results, results)
+bulk('ZADD', K.expiry, expiry)
+bulk('HSET', K.tasks, records)
+return out

@@ -1,8 +1,9 @@
-"""Concurrent creates of a partition share one create script call (codeq/store/merge.py).
+"""Concurrent creates, claims and results of a partition share script calls
+(codeq/store/merge.py).
 
-Each caller still gets exactly its own answer; order, idempotency and the counters hold as if
-the creates had come one after the other; a batch larger than one call takes is cut into
-several; a call that fails fails only the callers it carried.
+Each caller still gets exactly its own answer; order, priority, idempotency, ownership and the
+counters hold as if the calls had come one after the other; a batch larger than one call takes
+is cut into several; a call that fails fails only the callers it carried.
 """
 
 from __future__ import annotations
@@ -146,3 +147,61 @@ async def test_a_cancelled_caller_does_not_disturb_the_others() -> None:
     assert await second == [2]
     with pytest.raises(asyncio.CancelledError):
         await first
+
+
+async def test_concurrent_claims_take_the_best_tasks_in_order(
+    engine: Engine, store: RedisStore
+) -> None:
+    made = {}
+    for priority in (0, 5, 9, 5, 0, 9, 3):
+        task = (
+            await engine.create("acme", NewTask(command="job", payload="1", priority=priority))
+        ).task
+        made[task.id] = priority
+    await engine.create("acme", NewTask(command="other", payload="1", priority=9))
+    claims = await asyncio.gather(*(engine.claim("acme", f"w{i}", ["job"]) for i in range(5)))
+    got = [c for c in claims if c is not None]
+    assert len(got) == 5 and len({c.id for c in got}) == 5
+    assert {c.worker_id for c in got} == {f"w{i}" for i in range(5)}
+    rest = await asyncio.gather(*(engine.claim("acme", f"v{i}", ["job"]) for i in range(4)))
+    assert sum(c is None for c in rest) == 2
+    assert {c.id for c in got} | {c.id for c in rest if c is not None} == set(made)
+    if not store.cluster:  # priority is per partition: with one, the first claim made gets
+        # the best task, and so on
+        best = sorted(made.values(), reverse=True)
+        assert [made[c.id] for c in got] == best[:5]
+        assert sorted(made[c.id] for c in rest if c is not None) == [0, 0]
+
+
+async def test_concurrent_results_each_get_their_own_answer(engine: Engine) -> None:
+    for i in range(12):
+        await engine.create("acme", NewTask(command="job", payload=str(i)))
+    held = [await engine.claim("acme", f"w{i}", ["job"]) for i in range(12)]
+    tasks = [t for t in held if t is not None]
+    assert len(tasks) == 12
+
+    async def finish(i: int) -> object:
+        t = tasks[i % 12]
+        worker = t.worker_id or ""
+        if i >= 12:  # a second result for the same task in the same instant: refused
+            return await engine.complete("acme", t.id, worker, result="{}", lease_id=t.lease_id)
+        if i == 3:  # not the lease holder
+            return await engine.complete("acme", t.id, "someone", result="{}")
+        if i % 2:
+            return await engine.fail("acme", t.id, worker, error="boom", lease_id=t.lease_id)
+        return await engine.complete(
+            "acme", t.id, worker, result=f'{{"i":{i}}}', lease_id=t.lease_id
+        )
+
+    answers = await asyncio.gather(*(finish(i) for i in range(16)), return_exceptions=True)
+    assert isinstance(answers[3], Exception)
+    for i in range(12):
+        if i != 3:
+            assert not isinstance(answers[i], BaseException), answers[i]
+    # the repeats of tasks 0..3: refused, except for task 3, whose first result was refused
+    assert all(isinstance(a, Exception) for a in answers[12:15])
+    assert not isinstance(answers[15], BaseException)
+    statuses = {t.id: (await engine.get_task("acme", t.id)).status.value for t in tasks}
+    assert sorted(statuses.values()) == ["COMPLETED"] * 7 + ["FAILED"] * 5
+    [job] = await engine.list_queues("acme")
+    assert job.in_progress == 0
