@@ -63,6 +63,11 @@ class BackoffPolicy(StrEnum):
 
 
 class EventType(StrEnum):
+    """Every event the store's scripts write to the partition streams (``emit(...)`` in
+    ``codeq/store/lua``), and so every type an endpoint may subscribe to: the API, the docs
+    and the scripts are checked against this one list (tests/test_webhook_targets_events.py).
+    """
+
     CREATED = "task.created"
     READY = "task.ready"
     CLAIMED = "task.claimed"
@@ -74,7 +79,8 @@ class EventType(StrEnum):
     ABANDONED = "task.abandoned"
 
 
-EVENT_TYPES: Final = frozenset(EventType)
+#: The event type names (``task.completed``, ...) as a set of plain strings.
+EVENT_TYPES: Final[frozenset[str]] = frozenset(e.value for e in EventType)
 
 
 def ms_to_datetime(ms: int) -> datetime:

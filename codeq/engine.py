@@ -38,7 +38,7 @@ from codeq.settings import Settings
 from codeq.store.keys import queue_segment
 from codeq.store.protocol import CreateItem, Store
 from codeq.store.records import StoredResult, decode_result, encode_result
-from codeq.webhooks import target_problem
+from codeq.webhooks import IPNetwork, allowed_networks, target_problem
 
 __all__ = ["COMMAND_PATTERN", "CleanupOutcome", "Engine", "EngineConfig"]
 
@@ -66,10 +66,17 @@ class EngineConfig:
     idempotency_ttl_seconds: int = 86400
     event_retention_seconds: int = 3600
     sweep_interval_ms: int = 500
+    webhook_require_https: bool = False
+    #: where task webhooks may point besides public addresses (None: no address check at create)
+    webhook_allowed: tuple[IPNetwork, ...] | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> EngineConfig:
+    def from_settings(cls, settings: Settings, *, dev_mode: bool = False) -> EngineConfig:
+        """``dev_mode``: the gateway runs without auth providers (loopback only), where
+        webhooks to this machine are the point."""
         return cls(
+            webhook_require_https=settings.webhook_require_https,
+            webhook_allowed=allowed_networks(settings.webhook_allowed_cidrs, loopback=dev_mode),
             default_lease_seconds=settings.default_lease_seconds,
             max_attempts_default=settings.max_attempts_default,
             backoff_policy=settings.backoff_policy,
@@ -113,16 +120,16 @@ def validate_command(command: str, field: str = "command") -> str:
     return command
 
 
-def _validate_url(url: str | None, field: str) -> None:
+def _validate_url(url: str | None, field: str, config: EngineConfig) -> None:
+    """A task's webhook: the one check every webhook target gets (codeq.webhooks), at create;
+    the deliverers check it again, with the address pinned, when they send."""
     if url is None:
         return
-    if len(url) > MAX_URL or not (url.startswith("http://") or url.startswith("https://")):
-        raise InvalidRequest(
-            f"{field} must be an http(s) URL of at most {MAX_URL} chars", field=field
-        )
-    problem = target_problem(url)  # what the deliverers need to send to it
+    problem = target_problem(
+        url, require_https=config.webhook_require_https, allowed=config.webhook_allowed
+    )
     if problem is not None:
-        raise InvalidRequest(f"{field} {problem}", field=field)
+        raise InvalidRequest(f"{field}: {problem}", field=field)
 
 
 def _payload_hash(payload: str) -> str:
@@ -174,7 +181,7 @@ class Engine:
         validate_command(new.command)
         if not isinstance(new.payload, str) or new.payload in ("", "null"):
             raise InvalidRequest("payload is required and must not be null", field="payload")
-        _validate_url(new.webhook, "webhook")
+        _validate_url(new.webhook, "webhook", self.config)
         max_attempts = (
             self.config.max_attempts_default if new.max_attempts is None else new.max_attempts
         )

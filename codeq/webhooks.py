@@ -18,6 +18,10 @@ Key bytes: a ``whsec_<base64>`` secret signs with the decoded bytes, any other s
 UTF-8 bytes (as the original did); both header sets use the same key bytes. Ed25519 keys are
 ``whsk_<base64 32-byte seed>`` (private) and ``whpk_<base64 32-byte key>`` (public).
 
+Where webhooks may go: :func:`target_problem` is the one check of a webhook URL (the API runs
+it at create/update, the deliverers before sending), :func:`address_problem` the one check of
+an address (the deliverers run it on every address a name resolves to, as they connect).
+
 Pure functions, no I/O. Errors: a bad key or secret is a ``ValueError``; a request that fails
 verification raises :class:`WebhookVerificationError` (also a ``ValueError``).
 """
@@ -28,10 +32,13 @@ import base64
 import binascii
 import functools
 import hmac
+import ipaddress
 import re
 import secrets as _secrets
 import time
-from collections.abc import Mapping, Sequence
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Final
 from urllib.parse import urlsplit
 
 from cryptography.exceptions import InvalidSignature
@@ -54,6 +61,20 @@ _PUBLIC_KEY_PREFIX = "whpk_"
 # Plain unix seconds; int() alone would also take " 12 ", "1_2" and 4,000-digit numbers.
 _TIMESTAMP = re.compile(r"[0-9]{1,15}")
 
+MAX_URL_LENGTH: Final = 2048
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# C0 and C1 controls, DEL, and every kind of space: urlsplit drops CR/LF/TAB silently, and a
+# sender must never write them into a request line.
+_BAD_CHARS = re.compile(r"[\x00-\x20\x7f-\x9f\s]")
+# What inet_aton (and so a resolver) reads as an IPv4 address although it is no dotted quad.
+_NUMERIC_HOST = re.compile(r"(?:0x[0-9a-f]*|[0-9]+)(?:\.(?:0x[0-9a-f]*|[0-9]+)){0,3}\.?")
+_CGNAT = ipaddress.ip_network("100.64.0.0/10")
+_SIX_TO_FOUR = ipaddress.ip_network("2002::/16")
+_TEREDO = ipaddress.ip_network("2001::/32")
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_LOCALHOST = (ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1"))
+
 
 class WebhookVerificationError(ValueError):
     """The request is not a genuine, fresh codeQ webhook."""
@@ -67,9 +88,114 @@ def _b64decode(text: str, what: str) -> bytes:
         raise ValueError(f"{what} must be base64 after the prefix") from exc
 
 
-def target_problem(url: str) -> str | None:
-    """Why ``url`` cannot be a webhook target, or None: scheme, host and port (what the sender
-    needs to connect). Where the host resolves to is checked at every attempt, not here."""
+def _plain_problem(ip: IPAddress) -> str | None:
+    if ip.is_loopback:
+        return "loopback"
+    if ip.is_link_local:
+        return "link-local"
+    if ip.is_multicast:
+        return "multicast"
+    if ip.is_unspecified:
+        return "unspecified"
+    if isinstance(ip, ipaddress.IPv4Address) and ip in _CGNAT:
+        return "shared address space"
+    if ip.is_private:
+        return "private"
+    if ip.is_reserved:
+        return "reserved"
+    return None
+
+
+def _embedded(ip: ipaddress.IPv6Address) -> tuple[str, list[ipaddress.IPv4Address]] | None:
+    """The IPv4 addresses a translation address carries: packets to it end up there."""
+    if ip in _SIX_TO_FOUR and ip.sixtofour is not None:
+        return "6to4", [ip.sixtofour]
+    if ip in _TEREDO and ip.teredo is not None:
+        return "Teredo", list(ip.teredo)  # (server, client)
+    if ip in _NAT64:
+        return "NAT64", [ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)]
+    return None
+
+
+def address_problem(ip: IPAddress, allowed: Sequence[IPNetwork] = ()) -> str | None:
+    """What kind of address ``ip`` is when webhooks may not go there ("loopback", "private",
+    "6to4 (loopback)", ...), or None.
+
+    Refused unless inside one of ``allowed`` (``webhookAllowedCidrs``): loopback, link-local
+    (cloud metadata), multicast, unspecified, shared (CGNAT), private and reserved addresses.
+    An IPv4-mapped IPv6 address is judged as its IPv4 address; a 6to4 (2002::/16), Teredo
+    (2001::/32) or NAT64 (64:ff9b::/96) address by the IPv4 addresses it carries.
+    """
+    if any(ip.version == net.version and ip in net for net in allowed):
+        return None
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return address_problem(ip.ipv4_mapped, allowed)
+        embedded = _embedded(ip)
+        if embedded is not None:
+            kind, inner = embedded
+            for v4 in inner:
+                reason = _plain_problem(v4)
+                if reason is not None:
+                    return f"{kind} ({reason})"
+            return None
+    return _plain_problem(ip)
+
+
+@functools.lru_cache(maxsize=64)
+def _networks(cidrs: tuple[str, ...], loopback: bool) -> tuple[IPNetwork, ...]:
+    found = [ipaddress.ip_network(c, strict=False) for c in cidrs]
+    if loopback:
+        found += [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")]
+    return tuple(found)
+
+
+def allowed_networks(cidrs: Iterable[str], *, loopback: bool = False) -> tuple[IPNetwork, ...]:
+    """The networks of ``webhookAllowedCidrs`` (``ValueError`` on a bad one), plus the loopback
+    ranges when ``loopback`` (dev mode: webhooks to this machine are the point)."""
+    return _networks(tuple(cidrs), loopback)
+
+
+def _literal_address(host: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0])  # without an IPv6 zone
+    except ValueError:
+        return None
+
+
+def _address_check(host: str, allowed: Sequence[IPNetwork]) -> str | None:
+    name = host.removesuffix(".")  # "localhost." is the same name
+    if name == "localhost" or name.endswith(".localhost"):  # always loopback (RFC 6761)
+        if all(address_problem(ip, allowed) for ip in _LOCALHOST):
+            return "must not be a loopback address"
+        return None
+    ip = _literal_address(host)
+    reason = None if ip is None else address_problem(ip, allowed)
+    return None if reason is None else f"must not be a {reason} address"
+
+
+def target_problem(
+    url: str, *, require_https: bool = False, allowed: Sequence[IPNetwork] | None = None
+) -> str | None:
+    """Why ``url`` cannot be a webhook target, or None: the one check of every webhook URL
+    (task webhooks, worker subscriptions, endpoints), at create/update and before sending.
+
+    Always: at most 2048 characters with no spaces or control characters (CR, LF, NUL, ...),
+    ``http``/``https`` (only ``https`` with ``require_https``), a host that is a valid name or
+    IP address (IPv4 in dotted decimal: ``127.1`` or ``2130706433`` would reach 127.0.0.1),
+    a valid port other than 0. With ``allowed`` (the networks of ``webhookAllowedCidrs``, see
+    :func:`allowed_networks`) an IP-address or ``localhost`` host must also pass
+    :func:`address_problem`. Where a name resolves to is checked by the sender at every
+    connection (its addresses are pinned), not here: names change.
+
+    The answer completes "<field> ...", e.g. ``"must be an http(s) URL"``.
+    """
+    if len(url) > MAX_URL_LENGTH:
+        return f"must be at most {MAX_URL_LENGTH} characters"
+    if _BAD_CHARS.search(url) or (
+        not url.isascii() and any(unicodedata.category(c) == "Cf" for c in url)
+    ):
+        return "must not contain spaces or control characters"
     try:
         parts = urlsplit(url)
         scheme, host, port = parts.scheme, parts.hostname, parts.port
@@ -77,15 +203,26 @@ def target_problem(url: str) -> str | None:
         return "must be an http(s) URL with a valid port"
     if scheme not in ("http", "https"):
         return "must be an http(s) URL"
+    if require_https and scheme != "https":
+        return "must be an https URL (webhookRequireHttps)"
     if not host:
         return "must be an http(s) URL with a host"
+    if "\\" in parts.netloc:
+        return "must not have a backslash in its host part"
     if port == 0:
         return "must not use port 0"
-    if ":" not in host:  # a name or an IPv4 literal (IPv6 literals need no DNS form)
+    if ":" in host:  # from a bracketed IPv6 literal
+        if _literal_address(host) is None:
+            return "must have a valid IPv6 address"
+    elif _literal_address(host) is None:  # a name
+        if _NUMERIC_HOST.fullmatch(host):
+            return "must write an IPv4 address as four decimal numbers"
         try:
             host.encode("idna")
         except UnicodeError:
             return "must have a valid host name"
+    if allowed is not None:
+        return _address_check(host, allowed)
     return None
 
 

@@ -339,7 +339,7 @@ async def test_a_refused_connection_is_a_connect_error() -> None:
 
 
 def test_targets_and_headers() -> None:
-    t = Target.parse("https://user:p%40ss@Hooks.Example.com/a b/c?x=1&y=é")
+    t = Target.parse("https://user:p%40ss@Hooks.Example.com/a%20b/c?x=1&y=é")
     assert t.origin == ("https", "hooks.example.com", 443)
     assert t.head.startswith(b"POST /a%20b/c?x=1&y=%C3%A9 HTTP/1.1\r\nHost: hooks.example.com\r\n")
     assert b"Authorization: Basic dXNlcjpwQHNz\r\n" in t.head  # user:p@ss

@@ -481,14 +481,16 @@ async def exercise_subscriptions(store: RedisStore) -> None:
 
 
 async def exercise_endpoints(store: RedisStore) -> None:
-    """put (create, update, unknown or foreign update), mark (ok, failing, disabled, gone,
+    """create, patch and rotate (own, unknown, foreign), mark (ok, failing, disabled, gone,
     unknown), list, delete."""
     eps = EndpointStore(store)
     record = msgspec.json.encode({"id": "ep_1", "tenant": ACME, "url": HOOK, "enabled": True})
-    assert await eps.put("ep_1", ACME, record, update=False)
-    assert await eps.put("ep_1", ACME, record, update=True)
-    assert not await eps.put("ep_2", ACME, record, update=True)
-    assert not await eps.put("ep_1", GLOBEX, record, update=True)
+    await eps.create("ep_1", ACME, record)
+    assert await eps.patch("ep_1", ACME, {"description": "d"})
+    assert await eps.patch("ep_2", ACME, {"enabled": False}) is None
+    assert await eps.patch("ep_1", GLOBEX, {"enabled": False}) is None
+    assert await eps.rotate("ep_1", ACME, "whsec_n", DAY_MS)
+    assert await eps.rotate("ep_1", GLOBEX, "whsec_x", DAY_MS) is None
     for outcome, after_ms in (("ok", 0), ("failed", DAY_MS), ("failed", 0), ("gone", 0)):
         await eps.mark("ep_1", ACME, outcome, after_ms)
     await eps.mark("ep_none", ACME, "ok", 0)

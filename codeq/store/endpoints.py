@@ -1,15 +1,24 @@
-"""Webhook endpoints (event subscriptions of a tenant): one script per change (``ep_*.lua``)."""
+"""Webhook endpoints (event subscriptions of a tenant): one script per change (``ep_*.lua``).
+
+Every change is made by its script on the stored record (create, patch, rotate-secret, mark,
+delete), never read here, changed and written back: concurrent changes cannot lose each other.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+import msgspec
 
 from codeq.errors import StoreUnavailable
 from codeq.store.redis_store import _UNAVAILABLE, RedisStore
 from codeq.store.streams import text
 
 __all__ = ["EndpointStore"]
+
+#: The fields a patch may set (ep_patch.lua applies exactly these).
+PATCHABLE = frozenset({"url", "eventTypes", "commands", "description", "enabled"})
 
 
 class EndpointStore:
@@ -23,11 +32,31 @@ class EndpointStore:
         keys = self.keys.endpoints(tenant)
         return await self._store._eval(self._store._scripts[name], keys, args)
 
-    async def put(self, endpoint_id: str, tenant: str, record: bytes, *, update: bool) -> bool:
+    async def create(self, endpoint_id: str, tenant: str, record: bytes) -> None:
+        """Store a new endpoint (``record`` is its JSON, ``tenant`` included)."""
+        await self._call("ep_put", tenant, [endpoint_id, tenant, record, "0"])
+
+    async def patch(
+        self, endpoint_id: str, tenant: str, changes: Mapping[str, Any]
+    ) -> bytes | None:
+        """Set the named fields (of :data:`PATCHABLE`) of one endpoint of ``tenant``, leaving
+        every other field as stored; the record after the change, None when there is none."""
+        unknown = set(changes) - PATCHABLE
+        if unknown:
+            raise ValueError(f"not fields an endpoint patch sets: {sorted(unknown)}")
         reply = await self._call(
-            "ep_put", tenant, [endpoint_id, tenant, record, "1" if update else "0"]
+            "ep_patch", tenant, [endpoint_id, tenant, msgspec.json.encode(changes)]
         )
-        return bool(reply)
+        return bytes(reply) if reply else None
+
+    async def rotate(
+        self, endpoint_id: str, tenant: str, new_secret: str, grace_ms: int
+    ) -> int | None:
+        """Make ``new_secret`` the endpoint's current secret; the secrets in force keep
+        signing for ``grace_ms`` more (rotated ones: until their own expiry). The expiry given
+        to the previous current secret (ms), None when the endpoint is unknown or foreign."""
+        reply = await self._call("ep_rotate", tenant, [endpoint_id, tenant, new_secret, grace_ms])
+        return int(text(reply[0])) if reply else None
 
     async def delete(self, endpoint_id: str, tenant: str) -> bool:
         return bool(await self._call("ep_del", tenant, [endpoint_id, tenant]))

@@ -44,6 +44,8 @@ SCRIPT_NAMES = (
     "ep_del",
     "ep_list",
     "ep_mark",
+    "ep_patch",
+    "ep_rotate",
     "rate_limit",
 )
 # Scripts over keys of their own (not a partition's): no library is prepended.

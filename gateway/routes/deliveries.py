@@ -3,12 +3,14 @@ admin delivery DLQ (list, replay). Deliveries belong to a tenant: another tenant
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath, JSONBody, QueryParameter
+from msgspec import Meta
 
 from codeq.errors import InvalidRequest, NotFound
 from codeq.store.deliveries import DeliveryStore
@@ -77,14 +79,48 @@ class DeliveriesOut(msgspec.Struct, kw_only=True):
     deliveries: list[DeliveryOut]
 
 
-class ReplayBody(msgspec.Struct, kw_only=True, rename="camel"):
-    ids: list[str] | None = None
-    limit: int = 100
+MAX_REPLAY = 10_000
+
+
+class ReplayBody(msgspec.Struct, kw_only=True, rename="camel", forbid_unknown_fields=True):
+    """Which dead deliveries to attempt again: the named ones (``ids``), or the oldest up to
+    ``limit`` — of one endpoint (``endpointId``) and/or dead within [``since``, ``until``).
+    A field this route does not know is a 400, never a filter silently left out."""
+
+    ids: Annotated[list[str], Meta(max_length=MAX_REPLAY)] | None = None
+    limit: Annotated[int, Meta(ge=1, le=MAX_REPLAY)] = 100
+    endpoint_id: Annotated[str, Meta(min_length=1, max_length=128)] | None = None
+    since: Annotated[datetime, Meta(tz=True)] | None = None
+    until: Annotated[datetime, Meta(tz=True)] | None = None
+
+    @property
+    def filtered(self) -> bool:
+        return self.endpoint_id is not None or self.since is not None or self.until is not None
+
+    def matches(self, d: records.Delivery) -> bool:
+        if self.endpoint_id is not None and d.endpoint_id != self.endpoint_id:
+            return False
+        dead = d.dead_at or 0
+        if self.since is not None and dead < self.since.timestamp() * 1000:
+            return False
+        return self.until is None or dead <= self.until.timestamp() * 1000
 
 
 class ReplayOut(msgspec.Struct, kw_only=True):
     replayed: int
     ids: list[str]
+
+
+def _decodable(raws: list[bytes]) -> list[records.Delivery]:
+    """The records that decode: one written by hand or by an older version is left where it
+    is (the dead-delivery list shows it) rather than failing the whole replay."""
+    out = []
+    for raw in raws:
+        try:
+            out.append(records.decode(raw))
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            continue
+    return out
 
 
 async def _load(request: AnyRequest, delivery_id: str, tenant: str) -> tuple[int, records.Delivery]:
@@ -148,7 +184,8 @@ class AdminDeliveryController(Controller):
     @post(
         "/replay",
         status_code=200,
-        summary="Attempt dead deliveries again: the named ones, or the oldest up to limit",
+        summary="Attempt dead deliveries again: the named ones, or the oldest up to limit "
+        "(of one endpoint, dead between since and until)",
         responses=errors(400, 403, 413),
     )
     async def replay(
@@ -157,13 +194,28 @@ class AdminDeliveryController(Controller):
         gw = gateway_for(request)
         identity = await gw.admin(request)
         body = data or ReplayBody()
-        if not 1 <= body.limit <= 10_000:
-            raise InvalidRequest("limit: must be between 1 and 10000", field="limit")
+        if body.ids is not None and body.filtered:
+            raise InvalidRequest(
+                "ids: name deliveries or filter them (endpointId, since, until), not both",
+                field="ids",
+            )
         tenant = None if identity.is_super_admin else identity.tenant
         ds = DeliveryStore(gw.store)
         done: list[str] = []
         n = gw.store.keys.partitions
-        if body.ids:
+        if body.filtered:
+            for part in range(n):
+                # The oldest MAX_REPLAY dead deliveries of each partition are looked at.
+                chosen = [
+                    d.id
+                    for d in _decodable(await ds.dead_page(part, limit=MAX_REPLAY))
+                    if (tenant is None or d.tenant == tenant) and body.matches(d)
+                ][: body.limit - len(done)]
+                if chosen:
+                    done += await ds.replay(part, tenant=tenant, ids=chosen)
+                if len(done) >= body.limit:
+                    break
+        elif body.ids:
             by_partition: dict[int, list[str]] = {}
             for i in body.ids:
                 p = records.partition_of(i, n)

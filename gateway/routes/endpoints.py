@@ -6,59 +6,50 @@ from __future__ import annotations
 
 import secrets as _secrets
 import time
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, delete, get, patch, post
 from litestar.datastructures import State
 from litestar.params import FromPath, JSONBody
+from msgspec import Meta
 
+from codeq.domain import EVENT_TYPES
+from codeq.engine import validate_command
 from codeq.errors import InvalidRequest, NotFound
 from codeq.store.deliveries import DeliveryStore
 from codeq.store.endpoints import EndpointStore
-from codeq.webhooks import generate_secret, target_problem
+from codeq.webhooks import allowed_networks, generate_secret, target_problem
 from deliverers import records
 from gateway.openapi_errors import errors
 from gateway.routes.deliveries import DeliveryOut
 from gateway.schemas import rfc3339
 from gateway.state import Gateway, gateway_for
 
-__all__ = ["EndpointController"]
+__all__ = ["EndpointController", "check_target"]
 
 AnyRequest = Request[Any, Any, State]
 ROTATION_GRACE_MS = 24 * 3600 * 1000
-EVENT_TYPES = frozenset(
-    {
-        "*",
-        "task.created",
-        "task.ready",
-        "task.claimed",
-        "task.heartbeat",
-        "task.abandoned",
-        "task.nacked",
-        "task.lease_expired",
-        "task.completed",
-        "task.failed",
-        "task.dead_lettered",
-        "task.requeued",
-        "task.purged",
-    }
-)
+ANY_EVENT = "*"
+MAX_LIST = 100
+
+EventTypes = Annotated[list[str], Meta(max_length=MAX_LIST)]
+Commands = Annotated[list[str], Meta(max_length=MAX_LIST)]
+Description = Annotated[str, Meta(max_length=1024)]
 
 
-class EndpointBody(msgspec.Struct, kw_only=True, rename="camel"):
+class EndpointBody(msgspec.Struct, kw_only=True, rename="camel", forbid_unknown_fields=True):
     url: str
-    event_types: list[str]
-    commands: list[str] | None = None
-    description: str | None = None
+    event_types: EventTypes
+    commands: Commands | None = None
+    description: Description | None = None
 
 
-class EndpointPatch(msgspec.Struct, kw_only=True, rename="camel"):
+class EndpointPatch(msgspec.Struct, kw_only=True, rename="camel", forbid_unknown_fields=True):
     url: str | None = None
-    event_types: list[str] | None = None
-    commands: list[str] | None = None
-    description: str | None = None
+    event_types: EventTypes | None = None
+    commands: Commands | None = None
+    description: Description | None = None
     enabled: bool | None = None
 
 
@@ -102,20 +93,34 @@ class EndpointDeliveriesOut(msgspec.Struct, kw_only=True):
     deliveries: list[DeliveryOut]
 
 
-def _check_url(gw: Gateway, url: str) -> None:
-    problem = target_problem(url)
+def check_target(gw: Gateway, url: str, field: str) -> None:
+    """400 naming ``field`` unless ``url`` is a target webhooks may go to under this
+    deployment's rules: the deliverers check it again, with every resolved address, at each
+    attempt."""
+    problem = target_problem(
+        url,
+        require_https=gw.settings.webhook_require_https,
+        allowed=allowed_networks(gw.settings.webhook_allowed_cidrs, loopback=gw.auth.dev_mode),
+    )
     if problem is not None:
-        raise InvalidRequest(f"url: {problem}", field="url")
-    if gw.settings.webhook_require_https and urlsplit(url).scheme != "https":
-        raise InvalidRequest("url: https is required", field="url")
+        raise InvalidRequest(f"{field}: {problem}", field=field)
 
 
 def _check_types(types: list[str]) -> None:
     if not types:
         raise InvalidRequest("eventTypes: at least one (or '*')", field="eventTypes")
-    unknown = [t for t in types if t not in EVENT_TYPES]
-    if unknown:
-        raise InvalidRequest(f"eventTypes: unknown {unknown[0][:64]!r}", field="eventTypes")
+    for t in types:
+        if t != ANY_EVENT and t not in EVENT_TYPES:
+            raise InvalidRequest(
+                f"eventTypes: unknown event type {t[:64]!r} (known: '*', "
+                f"{', '.join(sorted(EVENT_TYPES))})",
+                field="eventTypes",
+            )
+
+
+def _check_commands(commands: list[str] | None) -> None:
+    for c in commands or ():
+        validate_command(c, "commands")
 
 
 async def _find(gw: Gateway, tenant: str, endpoint_id: str) -> dict[str, Any]:
@@ -139,8 +144,9 @@ class EndpointController(Controller):
     async def create(self, request: AnyRequest, data: JSONBody[EndpointBody]) -> EndpointOut:
         gw = gateway_for(request)
         identity = await gw.producer(request)
-        _check_url(gw, data.url)
+        check_target(gw, data.url, "url")
         _check_types(data.event_types)
+        _check_commands(data.commands)
         secret = generate_secret()
         endpoint_id = "ep_" + _secrets.token_hex(12)
         record: dict[str, Any] = {
@@ -154,8 +160,8 @@ class EndpointController(Controller):
             "createdAt": int(time.time() * 1000),
             "secrets": [{"secret": secret}],
         }
-        await EndpointStore(gw.store).put(
-            endpoint_id, identity.tenant, msgspec.json.encode(record), update=False
+        await EndpointStore(gw.store).create(
+            endpoint_id, identity.tenant, msgspec.json.encode(record)
         )
         return EndpointOut.of(record, secret=secret)
 
@@ -185,27 +191,26 @@ class EndpointController(Controller):
     ) -> EndpointOut:
         gw = gateway_for(request)
         identity = await gw.producer(request)
-        e = await _find(gw, identity.tenant, endpoint_id)
+        changes: dict[str, Any] = {}
         if data.url is not None:
-            _check_url(gw, data.url)
-            e["url"] = data.url
+            check_target(gw, data.url, "url")
+            changes["url"] = data.url
         if data.event_types is not None:
             _check_types(data.event_types)
-            e["eventTypes"] = data.event_types
+            changes["eventTypes"] = data.event_types
         if data.commands is not None:
-            e["commands"] = data.commands
+            _check_commands(data.commands)
+            changes["commands"] = data.commands
         if data.description is not None:
-            e["description"] = data.description
+            changes["description"] = data.description
         if data.enabled is not None:
-            e["enabled"] = data.enabled
-            if data.enabled:
-                e.pop("failingSince", None)
-                e.pop("disabledReason", None)
-        if not await EndpointStore(gw.store).put(
-            endpoint_id, identity.tenant, msgspec.json.encode(e), update=True
-        ):
+            changes["enabled"] = data.enabled
+        # One script applies the fields named here to the stored record: a concurrent change
+        # of other fields (or a rotation, or the deliverers marking it) is kept.
+        raw = await EndpointStore(gw.store).patch(endpoint_id, identity.tenant, changes)
+        if raw is None:
             raise NotFound(f"endpoint {endpoint_id[:64]} not found")
-        return EndpointOut.of(e)
+        return EndpointOut.of(msgspec.json.decode(raw))
 
     @delete(
         "/{endpoint_id:str}",
@@ -228,19 +233,11 @@ class EndpointController(Controller):
     async def rotate(self, request: AnyRequest, endpoint_id: FromPath[str]) -> RotateOut:
         gw = gateway_for(request)
         identity = await gw.producer(request)
-        e = await _find(gw, identity.tenant, endpoint_id)
-        now = int(time.time() * 1000)
-        expires = now + ROTATION_GRACE_MS
-        kept = [
-            {**s, "expiresAt": s.get("expiresAt") or expires}
-            for s in (e.get("secrets") or [])
-            if s.get("expiresAt") is None or int(s["expiresAt"]) > now
-        ]
         secret = generate_secret()
-        e["secrets"] = [{"secret": secret}, *kept]
-        if not await EndpointStore(gw.store).put(
-            endpoint_id, identity.tenant, msgspec.json.encode(e), update=True
-        ):
+        expires = await EndpointStore(gw.store).rotate(
+            endpoint_id, identity.tenant, secret, ROTATION_GRACE_MS
+        )
+        if expires is None:
             raise NotFound(f"endpoint {endpoint_id[:64]} not found")
         return RotateOut(secret=secret, previous_secret_expires_at=rfc3339(expires) or "")
 

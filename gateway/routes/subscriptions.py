@@ -6,18 +6,19 @@ A subscription belongs to the caller's tenant; its event types must be allowed b
 from __future__ import annotations
 
 import secrets
-from typing import Any, Literal
-from urllib.parse import urlsplit
+from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, Request, delete, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath, JSONBody
+from msgspec import Meta
 
+from codeq.engine import validate_command
 from codeq.errors import Forbidden, InvalidRequest, NotFound
 from codeq.store.subscriptions import SubscriptionStore
-from codeq.webhooks import target_problem
 from gateway.openapi_errors import errors
+from gateway.routes.endpoints import MAX_LIST, check_target
 from gateway.schemas import rfc3339
 from gateway.state import gateway_for
 
@@ -29,7 +30,8 @@ MAX_TTL = 86_400
 
 class SubscriptionBody(msgspec.Struct, kw_only=True, rename="camel"):
     callback_url: str
-    event_types: list[str] | None = None
+    # The commands to be told about (the original's name), each allowed by the token.
+    event_types: Annotated[list[str], Meta(max_length=MAX_LIST)] | None = None
     ttl_seconds: int = 300
     delivery_mode: Literal["fanout", "group", "hash"] | None = None
     group_id: str | None = None
@@ -80,15 +82,13 @@ class SubscriptionController(Controller):
     ) -> SubscriptionOut:
         gw = gateway_for(request)
         identity = await gw.worker(request, "codeq:subscribe")
-        problem = target_problem(data.callback_url)
-        if problem is not None:
-            raise InvalidRequest(f"callbackUrl: {problem}", field="callbackUrl")
-        url = urlsplit(data.callback_url)
-        if gw.settings.webhook_require_https and url.scheme != "https":
-            raise InvalidRequest("callbackUrl: https is required", field="callbackUrl")
+        check_target(gw, data.callback_url, "callbackUrl")
         types = data.event_types or list(identity.event_types)
         if not types:
             raise InvalidRequest("eventTypes: the token allows none", field="eventTypes")
+        for t in types:  # commands, as in the token's eventTypes claim
+            if t != "*":
+                validate_command(t, "eventTypes")
         for t in types:
             if not identity.allows_command(t):
                 raise Forbidden(f"event type {t[:128]!r} is not in the token's eventTypes")
