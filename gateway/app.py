@@ -35,6 +35,7 @@ from gateway.errors import exception_handlers
 from gateway.hotpath import HotPath
 from gateway.metrics import Metrics, Scraper
 from gateway.middleware import RequestIdMiddleware
+from gateway.openapi_errors import complete_document, security_components
 from gateway.routes import health
 from gateway.routes.admin import AdminController
 from gateway.routes.deliveries import AdminDeliveryController, DeliveryController
@@ -68,7 +69,7 @@ def create_app(
     owns_store = store is None if close_store is None else close_store
     the_store = store if store is not None else open_store(settings)
     the_auth = auth if auth is not None else build_auth(settings, environ=environ)
-    engine = Engine(the_store, EngineConfig.from_settings(settings))
+    engine = Engine(the_store, EngineConfig.from_settings(settings, dev_mode=the_auth.dev_mode))
     metrics = Metrics()
     limiter = rate_limiter if rate_limiter is not None else RateLimiter(the_store)
     gateway = Gateway(
@@ -156,13 +157,16 @@ def create_app(
             version=codeq.__version__,
             path="/schema",
             description="Task queue and signed-webhook gateway. Errors are "
-            '`{"error": "<message>", "code": "<machine code>"}`.',
+            '`{"error": "<message>", "code": "<machine code>"}`. Every route under '
+            "`/v1/codeq/` takes `Authorization: Bearer <token>`.",
+            components=security_components(),
         ),
         debug=False,
         logging_config=None,
     )
     app.state.gateway = gateway
     app.state.scraper = scraper
+    complete_document(app)  # security, every error, required bodies: gateway/openapi_errors.py
     return app
 
 

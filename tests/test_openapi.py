@@ -4,8 +4,10 @@ The operations are taken from the app's own routes, not from a list kept here, s
 is checked the day it is added. What each operation must document follows spec 02: 401 and
 503 on every authenticated route, 400 and 413 wherever a body (or a parameter) is read, 404
 where a task id is looked up, 403 on admin and worker routes, 409 on transitions. Each error
-response must be the ``{"error", "code"}`` object, and the live app must answer the documented
-401, 400 and 413 with exactly that shape.
+response must be the ``{"error", "code"}`` object (429: the same with the limit's fields), and
+the live app must answer the documented 401, 400 and 413 with exactly that shape. Every
+operation under ``/v1/codeq/`` names the bearer scheme and nothing else does; a body is
+``required`` exactly when the app refuses a request without one.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ DEV_TOKEN = "openapi-dev-token"
 MAX_BODY = 16 * 1024
 API_PREFIX = "/v1/codeq/"
 ERROR_SCHEMA = "#/components/schemas/ErrorOut"
+RATE_LIMITED_SCHEMA = "#/components/schemas/RateLimitedOut"
+#: the operations that take no credentials (spec 02 "Operations (no auth)")
+PUBLIC = frozenset({("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")})
 
 #: Errors spec 02 names for particular operations, beyond those the route's shape implies.
 SPEC_ERRORS: dict[tuple[str, str], set[int]] = {
@@ -56,6 +61,18 @@ SAMPLE_BODIES: dict[str, dict[str, Any]] = {
     "SubscriptionBody": {"callbackUrl": "http://127.0.0.1:9/hook"},
     "EndpointBody": {"url": "http://127.0.0.1:9/hook", "eventTypes": ["*"]},
 }
+
+
+class _AnyText(str):
+    """Equal to any non-empty string (a description)."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and bool(other.strip())
+
+    __hash__ = str.__hash__
+
+
+ANY_TEXT = _AnyText()
 
 # --------------------------------------------------------------------------------------------
 # The app, its operations, its document
@@ -300,14 +317,52 @@ async def test_every_documented_error_is_the_error_object(
             if int(status) < 400:
                 continue
             schema = response.get("content", {}).get("application/json", {}).get("schema")
-            if schema != {"$ref": ERROR_SCHEMA}:
+            expected = RATE_LIMITED_SCHEMA if status == "429" else ERROR_SCHEMA
+            if schema != {"$ref": expected}:
                 wrong.append(f"{op}: {status} is {schema}")
+            if status in ("429", "503"):
+                retry_after = response.get("headers", {}).get("Retry-After", {})
+                if not retry_after.get("required"):
+                    wrong.append(f"{op}: {status} without a required Retry-After header")
     assert wrong == [], "error responses not documented as ErrorOut:\n" + "\n".join(wrong)
     error = resolve(document, {"$ref": ERROR_SCHEMA})
     assert error["type"] == "object"
     assert error["properties"].keys() == {"error", "code", "outcomeUnknown"}
     assert all(error["properties"][key]["type"] == "string" for key in ("error", "code"))
     assert set(error["required"]) == {"error", "code"}  # outcomeUnknown: 503s only
+    # a 429 is the error object and the limit that was hit (gateway/errors.py adds them)
+    limited = resolve(document, {"$ref": RATE_LIMITED_SCHEMA})
+    assert limited["properties"].keys() == error["properties"].keys() | {
+        "scope",
+        "operation",
+        "retryAfterSeconds",
+    }
+    assert set(limited["required"]) == {"error", "code", "retryAfterSeconds"}
+    assert limited["properties"]["retryAfterSeconds"]["type"] == "integer"
+
+
+# --------------------------------------------------------------------------------------------
+# Credentials
+# --------------------------------------------------------------------------------------------
+
+
+async def test_every_api_operation_names_the_bearer_scheme_and_no_other_does(
+    app: Litestar, document: dict[str, Any]
+) -> None:
+    schemes = document["components"]["securitySchemes"]
+    assert schemes == {"bearer": {"type": "http", "scheme": "bearer", "description": ANY_TEXT}}
+    assert "security" not in document  # per operation, so the public ones stay public
+    secured = 0
+    for op in operations(app):
+        security = operation_of(document, op).get("security")
+        if op.authenticated:
+            secured += 1
+            assert security == [{"bearer": []}], f"{op}: security {security}"
+        else:
+            assert (op.method, op.path) in PUBLIC, f"{op}: outside {API_PREFIX} but not public"
+            assert security is None, f"{op}: a public operation names {security}"
+    assert secured >= 25
+    assert {(op.method, op.path) for op in operations(app)} >= PUBLIC
 
 
 async def test_the_document_is_the_same_for_every_app(tmp_path: Path, client: ApiClient) -> None:
@@ -360,3 +415,48 @@ async def test_every_body_answers_the_documented_400_and_413(
         assert_error_body(r, 413, "payload_too_large")
         assert {"400", "413"} <= set(operation_of(document, op)["responses"]), op
     assert checked >= 8
+
+
+async def test_a_body_is_required_exactly_when_the_app_refuses_a_request_without_one(
+    app: Litestar, client: ApiClient, document: dict[str, Any]
+) -> None:
+    """``required: true`` — no body is a 400; ``required: false`` — no body is read as ``{}``
+    (the same answer)."""
+    required_seen = optional_seen = 0
+    for op in operations(app):
+        if op.body_type is None:
+            continue
+        required = operation_of(document, op)["requestBody"].get("required", False)
+        without = await client.request(op.method, op.url(), headers=dev())
+        if required:
+            required_seen += 1
+            assert_error_body(without, 400, "invalid_request")
+            continue
+        optional_seen += 1
+        empty = await client.request(op.method, op.url(), json={}, headers=dev())
+        assert without.status_code == empty.status_code, f"{op}: {without.text} / {empty.text}"
+        if empty.status_code >= 400:
+            assert without.json() == empty.json(), op
+    # create, batch, result, requeue, subscribe, endpoint create and patch; claim, heartbeat,
+    # abandon, nack, cleanup, renew and replay
+    assert required_seen >= 7 and optional_seen >= 7, (required_seen, optional_seen)
+
+
+async def test_a_body_that_refuses_unknown_fields_says_so(
+    app: Litestar, client: ApiClient, document: dict[str, Any]
+) -> None:
+    """``additionalProperties: false`` exactly on the bodies msgspec decodes with
+    ``forbid_unknown_fields``; and those answer an unknown field with a 400 naming it."""
+    for op in operations(app):
+        struct = op.body_type
+        if struct is None:
+            continue
+        name, schema = body_schema(document, op)
+        forbids = struct.__struct_config__.forbid_unknown_fields
+        assert (schema.get("additionalProperties") is False) == forbids, f"{op}: {name}"
+        if not forbids:
+            continue
+        body = {**sample_body(document, op), "noSuchField": 1}
+        r = await client.request(op.method, op.url(), json=body, headers=dev())
+        assert_error_body(r, 400, "invalid_request")
+        assert "noSuchField" in r.json()["error"], r.text
