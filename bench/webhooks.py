@@ -4,6 +4,15 @@ completion → callback latency at low load, with and without a slow receiver on
     python bench/webhooks.py                 # 5,000 callbacks, 200 latency samples
     python bench/webhooks.py --tasks 20000 --samples 500
     python bench/webhooks.py --store kvrocks  # on KVRocks
+    python bench/webhooks.py --burst 2000 --receiver-delay 0.2   # spurious timeouts
+
+``--burst N``: N callbacks to one receiver that takes ``--receiver-delay`` seconds per request,
+all due at once, one deliverer with the default settings (``webhookTimeoutSeconds`` 10,
+``deliveryPerHostConcurrency`` 16: at 200 ms that is 80 requests/s, so the burst takes ~25 s and
+most of it waits for a connection slot far longer than the timeout). It prints the attempts that
+timed out, and how many of those the receiver had received and answered within the timeout
+(spurious timeouts: the wait for a slot counted as if it were the receiver's slowness), and
+the duplicates the receiver saw.
 
 The deliverer runs as its own process on a local redis-server; the receivers (aiohttp) and the
 task completions run in this process. Throughput: N tasks with a ``webhook`` are completed while
@@ -18,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -47,15 +57,21 @@ class Receiver:
         self.delay = delay
         self.count = 0
         self.arrived: dict[str, float] = {}
+        # (webhook-id, attempt) -> seconds from receiving it to answering it
+        self.answered: dict[tuple[str, int], float] = {}
         self.changed = asyncio.Event()
 
     async def handle(self, request: web.Request) -> web.Response:
+        got = time.perf_counter()
         body = await request.json()
-        self.arrived[body.get("taskId", "")] = time.perf_counter()
+        self.arrived[body.get("taskId", "")] = got
         self.count += 1
         self.changed.set()
         if self.delay:
             await asyncio.sleep(self.delay)  # the receiver's own slowness
+        attempt = (request.headers.get("webhook-id", ""),
+                   int(request.headers.get("X-CodeQ-Delivery-Attempt", "0")))  # fmt: skip
+        self.answered[attempt] = time.perf_counter() - got
         return web.Response(text="ok")
 
     async def start(self, host: str) -> tuple[str, web.AppRunner]:
@@ -126,7 +142,8 @@ async def main_async(args: argparse.Namespace) -> None:
             "webhookAllowedCidrs: ['127.0.0.0/8']\n"
         )
         store = RedisStore.from_url(redis_url, KeySchema(prefix))
-        engine = Engine(store, EngineConfig.from_settings(Settings.from_mapping({})))
+        loopback = Settings.from_mapping({"webhookAllowedCidrs": ["127.0.0.0/8"]})
+        engine = Engine(store, EngineConfig.from_settings(loopback))
         # backlog: N completions, then one deliverer drains them
         sem = asyncio.Semaphore(50)
 
@@ -170,6 +187,69 @@ async def main_async(args: argparse.Namespace) -> None:
     print(f"\nreproduce: python bench/webhooks.py {' '.join(sys.argv[1:])}".rstrip())
 
 
+async def burst_async(args: argparse.Namespace) -> None:
+    """N callbacks due at once to one slow receiver: spurious timeouts and duplicates."""
+    prefix = "wburst" + uuid.uuid4().hex[:6]
+    slow = Receiver(delay=args.receiver_delay)
+    url, runner = await slow.start("127.0.0.1")
+    timeout = 10.0  # webhookTimeoutSeconds, the default
+    with local_store(args.redis_url, args.store) as redis_url, tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "codeq.yaml"
+        config.write_text(
+            "webhookHmacSecret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n"
+            "webhookAllowedCidrs: ['127.0.0.0/8']\n"
+            f"webhookTimeoutSeconds: {timeout}\n"
+        )
+        store = RedisStore.from_url(redis_url, KeySchema(prefix))
+        settings = Settings.from_mapping({"webhookAllowedCidrs": ["127.0.0.0/8"]})
+        engine = Engine(store, EngineConfig.from_settings(settings))
+        sem = asyncio.Semaphore(50)
+
+        async def one() -> None:
+            async with sem:
+                await complete(engine, url, "burst")
+
+        await asyncio.gather(*(one() for _ in range(args.burst)))
+        proc = start_deliverer(redis_url, prefix, config)
+        started = time.perf_counter()
+        records_key = store.keys.delivery(0).records
+        try:
+            await slow.until(args.burst, 1200)
+            delivered = time.perf_counter() - started
+            deadline = time.perf_counter() + 600
+            while True:  # every delivery recorded as succeeded (the retries included)
+                recs = [json.loads(v) for v in (await store.client.hgetall(records_key)).values()]
+                if len(recs) == args.burst and all(r.get("status") == "succeeded" for r in recs):
+                    break
+                if time.perf_counter() > deadline:
+                    raise SystemExit("the deliveries did not all succeed in 10 minutes")
+                await asyncio.sleep(0.5)  # polling the store for the end of the run
+        finally:
+            stop(proc)
+            await store.close()
+    await runner.cleanup()
+    timeouts = spurious = attempts = 0
+    for rec in recs:
+        for n, entry in enumerate(rec.get("log") or [], start=1):
+            attempts += 1
+            if entry.get("error") == "timeout":
+                timeouts += 1
+                answer = slow.answered.get((rec["id"], n))
+                if answer is not None and answer < timeout:
+                    spurious += 1
+    duplicates = slow.count - args.burst
+    print("| measure | result |\n|---|---|")
+    print(
+        f"| callbacks (one receiver, {args.receiver_delay * 1000:.0f} ms each) | {args.burst:,} |"
+    )
+    print(f"| all received | {delivered:.1f} s ({args.burst / delivered:,.0f}/s) |")
+    print(f"| attempts recorded | {attempts:,} |")
+    print(f"| timeouts (webhookTimeoutSeconds {timeout:g}) | {timeouts:,} |")
+    print(f"| spurious timeouts (answered within the timeout) | {spurious:,} |")
+    print(f"| duplicates received | {duplicates:,} |")
+    print(f"\nreproduce: python bench/webhooks.py {' '.join(sys.argv[1:])}".rstrip())
+
+
 def lat_ms(values: list[float], p: float) -> str:
     return f"{percentile(values, p) * 1000:.1f}"
 
@@ -180,7 +260,10 @@ def main() -> None:
     ap.add_argument("--store", choices=STORES, default="redis", help="the server to start")
     ap.add_argument("--tasks", type=int, default=5000)
     ap.add_argument("--samples", type=int, default=200)
-    asyncio.run(main_async(ap.parse_args()))
+    ap.add_argument("--burst", type=int, default=0, help="N callbacks at once to one receiver")
+    ap.add_argument("--receiver-delay", type=float, default=0.2, help="seconds (--burst)")
+    args = ap.parse_args()
+    asyncio.run(burst_async(args) if args.burst else main_async(args))
 
 
 if __name__ == "__main__":

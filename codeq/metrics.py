@@ -70,6 +70,12 @@ class Metrics:
             "(succeeded, retry, dead, gone)",
             ["kind", "command", "outcome"], registry=r,
         )  # fmt: skip
+        self.events_set_aside = Counter(
+            "codeq_events_set_aside_total",
+            "Stream entries a deliverer group set aside with a dead-letter record: quarantined "
+            "(they cannot be read) or poison (received too often)",
+            ["group", "why"], registry=r,
+        )  # fmt: skip
         self.webhook_latency = Histogram(
             "codeq_webhook_delivery_latency_seconds", "Duration of one webhook attempt",
             ["kind"], buckets=DELIVERY_BUCKETS, registry=r,

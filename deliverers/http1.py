@@ -14,8 +14,11 @@ httptools (llhttp, the parser of Node.js and uvicorn); what is here is the conne
   as soon as the server closes them; a request that fails on a reused connection before any
   byte of an answer (the server closed it as we wrote) is sent once more on a new connection —
   webhooks are at-least-once, and the receiver has the ``webhook-id`` to see repeats;
-- in-flight requests are bounded per process and per origin; one total timeout covers the wait
-  for a slot, the connect and the exchange;
+- in-flight requests are bounded per process and per origin. Waiting for a slot is bounded on
+  its own (``queue_seconds``, and at most ``queue_limit`` waiting per origin): a request that
+  gets no slot in time fails with :class:`HostBusy` having sent nothing. The time limit of a
+  request starts once it has its slots and covers the connect and the exchange only, so a burst
+  to one slow host never times out requests the host answered in time;
 - redirects are answers like any other (never followed); response heads over 64 KiB fail; a
   body is read to ``keep`` bytes and drained up to 64 KiB so the connection can be reused, past
   that the connection is closed instead.
@@ -37,10 +40,26 @@ import httptools
 
 from codeq.webhooks import target_problem
 
-__all__ = ["ConnectError", "HTTP1Pool", "HTTPError", "Response", "Target", "header_block"]
+__all__ = [
+    "HOST_QUEUE_FACTOR",
+    "HOST_QUEUE_SECONDS",
+    "ConnectError",
+    "HTTP1Pool",
+    "HTTPError",
+    "HostBusy",
+    "Response",
+    "Target",
+    "header_block",
+]
 
 MAX_HEAD = 64 * 1024
 DRAIN_LIMIT = 64 * 1024
+# Waiting for a connection slot (docs/webhooks.md "Timeouts and concurrency"): at most this
+# long, and at most per-host slots x this factor requests waiting per origin (16 x 64 = 1,024
+# by default, more than a host answering in 50 ms gets through in the wait). A request past
+# either bound sends nothing; the deliverer puts it off without counting an attempt.
+HOST_QUEUE_SECONDS = 5.0
+HOST_QUEUE_FACTOR = 64
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _SAFE_TARGET = "/?#[]@!$&'()*+,;=:%-._~"
 
@@ -53,6 +72,10 @@ class HTTPError(Exception):
 
 class ConnectError(HTTPError):
     """No connection could be made (lookup, refusal, TLS handshake)."""
+
+
+class HostBusy(HTTPError):
+    """No slot for the request within the queue bounds: nothing was sent."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,11 +286,12 @@ class _Slots:
     ``asyncio.timeout_at`` does, without a timeout context per wait (a backlog to one host
     waits here all the time). A freed slot is handed to the oldest waiter still waiting."""
 
-    __slots__ = ("_free", "_waiters")
+    __slots__ = ("_free", "_waiters", "waiting")
 
     def __init__(self, n: int) -> None:
         self._free = n
         self._waiters: deque[asyncio.Future[None]] = deque()
+        self.waiting = 0  # waiters still waiting (the deque also holds ones that gave up)
 
     async def take(self, deadline: float) -> None:
         if self._free > 0 and not self._waiters:
@@ -276,6 +300,7 @@ class _Slots:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         self._waiters.append(fut)
+        self.waiting += 1
         timer = loop.call_at(deadline, _expire, fut)
         try:
             await fut
@@ -284,6 +309,7 @@ class _Slots:
                 self.give()  # handed a slot, but leaving (cancelled meanwhile): pass it on
             raise
         finally:
+            self.waiting -= 1
             timer.cancel()
 
     def give(self) -> None:
@@ -310,12 +336,17 @@ class HTTP1Pool:
         per_host: int = 16,
         idle_seconds: float = 4.0,
         ssl_context: ssl.SSLContext | None = None,
+        queue_seconds: float = HOST_QUEUE_SECONDS,
+        queue_limit: int | None = None,
     ) -> None:
         """``idle_seconds``: how long an unused connection is kept; below the usual server
         keep-alive timeouts (5 s for Node.js and uvicorn), so the server rarely closes one
-        first."""
+        first. ``queue_seconds``: the longest wait for a slot; ``queue_limit``: the most
+        requests waiting for one origin (default ``per_host * 64``)."""
         self._slots = _Slots(limit)
         self._per_host = per_host
+        self.queue_seconds = queue_seconds
+        self._queue_limit = per_host * HOST_QUEUE_FACTOR if queue_limit is None else queue_limit
         self._idle_seconds = idle_seconds
         self._ssl = ssl_context
         self._origins: dict[tuple[str, str, int], _Origin] = {}
@@ -327,23 +358,35 @@ class HTTP1Pool:
         time_limit: float, keep: int = 256,
     ) -> Response:  # fmt: skip
         """POST ``body`` with the ``headers`` block (see :func:`header_block`); raises
-        TimeoutError, ConnectError (and whatever ``connect`` raises), HTTPError."""
+        HostBusy (no slot within the queue bounds, nothing sent), TimeoutError (``time_limit``
+        after the slots were taken), ConnectError (and whatever ``connect`` raises),
+        HTTPError."""
         key = target.origin
         origin = self._origins.get(key)
         if origin is None:
             origin = self._origins[key] = _Origin(_Slots(self._per_host))
+        if origin.slots.waiting >= self._queue_limit:
+            raise HostBusy(f"the queue for this host is full ({self._queue_limit} waiting)")
         data = b"%s%sContent-Length: %d\r\n\r\n%s" % (target.head, headers, len(body), body)
-        deadline = asyncio.get_running_loop().time() + time_limit
+        loop = asyncio.get_running_loop()
+        queued_until = loop.time() + self.queue_seconds
         origin.active += 1
         try:
-            # Every wait (a slot, a connection, the answer) ends at the deadline; the common
-            # case (a free slot, a kept connection) arms one timer, on the answer.
-            # the host's slot first: requests queued for one slow host must not hold the
-            # process-wide slots that other hosts need
-            await origin.slots.take(deadline)
+            # The host's slot first: requests queued for one slow host must not hold the
+            # process-wide slots that other hosts need.
             try:
-                await self._slots.take(deadline)
+                await origin.slots.take(queued_until)
+            except TimeoutError:
+                raise HostBusy("no free connection slot for this host in time") from None
+            try:
                 try:
+                    await self._slots.take(queued_until)
+                except TimeoutError:
+                    raise HostBusy("no free connection slot in time") from None
+                try:
+                    # The time limit starts here: the connect and the exchange, not the
+                    # queue. The common case (a kept connection) arms one timer, on the answer.
+                    deadline = loop.time() + time_limit
                     return await self._exchange(target, origin, data, connect, keep, deadline)
                 finally:
                     self._slots.give()

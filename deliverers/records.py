@@ -1,8 +1,13 @@
 """Delivery records (spec 03): one message to one URL, stable across attempts.
 
 A record is stored as JSON in ``<prefix>:{p}:deliveries`` and changed only by the delivery
-scripts; the field names are the ones those scripts read (``attempts``, ``log``, ``status``,
-``nextAt``, ``deadAt``, ``updatedAt``).
+scripts; the field names are the ones those scripts read (``attempts``, ``started``, ``log``,
+``status``, ``nextAt``, ``deadAt``, ``updatedAt``).
+
+``started`` is the number of the attempt begun last, written before it is sent (by
+``dlv_enqueue`` for the first, by ``dlv_claim`` when the schedule leases the next): a deliverer
+that dies mid-attempt leaves it behind, so the next attempt says it is the next one.
+``attempts`` counts the attempts recorded, and one begun whose outcome was lost.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ class Delivery(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True)
     trace_parent: str | None = None
     trace_state: str | None = None
     attempts: int = 0
+    started: int = 0  # the number of the attempt begun last (persisted before it is sent)
     status: str = "pending"
     next_at: int | None = None
     updated_at: int | None = None
@@ -57,6 +63,11 @@ class Delivery(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True)
     @property
     def max_attempts(self) -> int:
         return len(self.schedule) + 1
+
+    @property
+    def attempt_no(self) -> int:
+        """The number of the attempt under way (``X-CodeQ-Delivery-Attempt``)."""
+        return max(self.started, self.attempts + 1)
 
 
 _encoder = msgspec.json.Encoder()
@@ -101,8 +112,13 @@ def next_step(
     rng: random.Random | None = None,
 ) -> tuple[str, int]:
     """What follows this attempt: ``(outcome, delay ms)`` with outcome ``succeeded``,
-    ``retry``, ``dead`` or ``gone`` (410). ``d.attempts`` counts the attempts before it."""
-    done = d.attempts + 1
+    ``retry``, ``dead`` or ``gone`` (410). ``d.attempts`` counts the attempts recorded before
+    it, ``d.started`` the attempts begun (this one included, when it was leased).
+
+    ``Retry-After`` (on 429 and 503) may lengthen the wait, up to the schedule's next two
+    steps, and never shortens it: a receiver answering ``Retry-After: 0`` does not make the
+    retries run out in seconds."""
+    done = d.attempt_no
     if ok:
         return "succeeded", 0
     if status_code == 410:
@@ -120,9 +136,9 @@ def next_step(
     r = rng or random
     delay = step * r.uniform(0.8, 1.2)
     if retry_after is not None and status_code in (429, 503):
-        # Honoured, but never beyond the schedule's next two steps.
-        ceiling = d.schedule[min(done, len(d.schedule) - 1)]
-        delay = min(max(retry_after, 0.0), max(step, ceiling))
+        # Honoured, but never beyond the schedule's next two steps nor below the schedule.
+        ceiling = max(step, d.schedule[min(done, len(d.schedule) - 1)])
+        delay = max(delay, min(retry_after, ceiling))
     return "retry", max(0, round(delay * 1000))
 
 

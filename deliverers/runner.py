@@ -15,7 +15,10 @@ until the bucket has a token again (``dlv_defer``), without counting an attempt.
 Each consumer refreshes a liveness key; a consumer whose key has expired is dead, and a live one
 takes its unacknowledged entries with ``XCLAIM`` (not ``XAUTOCLAIM`` idle time, which KVRocks
 reports wrongly). An entry received more than ``eventMaxReceives`` times is set aside as poison.
-A group that vanished (a store restarted without its data) is created again, with a log line.
+An entry that cannot be decoded, or whose task cannot be read, is quarantined on its own (a
+dead-letter record with the reason, acknowledged with its batch): the rest of the batch is
+delivered. A group that vanished (a store restarted without its data) is created again, with a
+log line.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import hashlib
 import logging
 import math
 import os
+import random
 import socket
 import time
 import uuid
@@ -36,7 +40,6 @@ from urllib.parse import urlsplit
 import msgspec
 
 from codeq import __version__
-from codeq.domain import TaskResult
 from codeq.errors import StoreUnavailable
 from codeq.metrics import Metrics, serve_metrics
 from codeq.rate_limits import RateGuard
@@ -47,11 +50,13 @@ from codeq.store.protocol import GetReply
 from codeq.store.rate_limits import RateLimiter
 from codeq.store.records import decode_result
 from codeq.store.redis_store import RedisStore
-from codeq.store.streams import StreamEntry, event_field, event_fields, event_kind
+from codeq.store.streams import StreamEntry
 from codeq.store.subscriptions import SubscriptionStore
 from codeq.tracing import Tracing
 from codeq.webhooks import sign
-from deliverers import records
+from deliverers import bodies, records
+from deliverers.events import Event, Handled, raw_field, text_or_none
+from deliverers.outcomes import Outcomes
 from deliverers.records import AttemptLog, Delivery
 from deliverers.sender import Attempt, TargetPolicy, WebhookSender
 
@@ -69,20 +74,24 @@ NOTIFY_SCHEDULE = [0.5, 1.5]  # notifications are advisory: one try plus two qui
 HASH_BUCKET_SECONDS = 60
 CALLBACK_EVENTS = frozenset({"task.completed", "task.failed", "task.dead_lettered"})
 _ATTEMPT_LEASE_MARGIN_MS = 5_000
+_BUSY_DELAY_MS = 1_000  # a host with no free connection slot: try again about this much later
+_RETRY_PAUSE = 1.0  # before a consumer handles again the entries that failed
+# What an entry's own data makes a handler raise (a record that cannot be decoded, a field out
+# of range): quarantined at once. Anything else may pass: tried again before it is set aside.
+_BAD_DATA = (
+    ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError,
+    msgspec.MsgspecError,
+)  # fmt: skip
 _json = msgspec.json.Encoder()
 
-Event = tuple[str, dict[str, str]]  # (entry id, fields) of an entry a handler has a use for
-Handler = Callable[[int, list[StreamEntry]], Awaitable[list[Delivery]]]
+Use = tuple[str, Event]  # (entry id, event) of an entry a handler has a use for
+
+
+Handler = Callable[[int, list[StreamEntry]], Awaitable[Handled]]
 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def _rfc3339(ms: int | None) -> str | None:
-    if ms is None:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms / 1000)) + f".{ms % 1000:03d}Z"
 
 
 class Deliverer:
@@ -125,7 +134,12 @@ class Deliverer:
         self._metrics_server: asyncio.Server | None = None
         self._block_ms = block_ms
         self._scan_interval = scan_interval
-        self._lease_ms = int(settings.webhook_timeout_seconds * 1000) + _ATTEMPT_LEASE_MARGIN_MS
+        # An attempt's lease covers its wait for a connection slot (bounded by the sender),
+        # its exchange (the timeout) and a margin: no other deliverer takes it meanwhile.
+        self._lease_ms = (
+            int((settings.webhook_timeout_seconds + self.sender.queue_seconds) * 1000)
+            + _ATTEMPT_LEASE_MARGIN_MS
+        )
         self._secret = settings.webhook_hmac_secret
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -138,7 +152,10 @@ class Deliverer:
         self.endpoints = EndpointStore(store)
         self._endpoint_cache: dict[str, tuple[float, list[dict[str, Any]]]] = {}
         self.subscriptions = SubscriptionStore(store)
-        self._outcomes = _Outcomes(self.dstore, settings.delivery_attempts_kept)
+        self._outcomes = Outcomes(self.dstore, settings.delivery_attempts_kept)
+        # (partition, group) with entries held back by a failure; why each entry last failed
+        self._held_back: set[tuple[int, str]] = set()
+        self._failures: dict[str, str] = {}
         self._callback_schedule = records.schedule_from(
             settings.webhook_retry_schedule,
             max_attempts=settings.result_webhook_max_attempts,
@@ -208,14 +225,16 @@ class Deliverer:
 
     async def _consume(self, partition: int, group: str) -> None:
         handler = self._handlers[group]
-        retry_own = True  # entries this consumer holds from a failed attempt at them
         loop = asyncio.get_running_loop()
+        # when to handle again the entries this consumer holds from a failed attempt at them
+        # (None: it holds none); at once on start, after a pause once one failed
+        retry_own: float | None = 0.0
         takeover_every = max(0.2, self.settings.consumer_ttl_seconds / 3)
         next_takeover = 0.0
         while not self._stopping.is_set():
             try:
-                if retry_own:
-                    retry_own = False
+                if retry_own is not None and loop.time() >= retry_own:
+                    retry_own = None
                     await self._reprocess(partition, group, self.consumer)
                 if loop.time() >= next_takeover:  # a dead consumer's key lasts a TTL anyway
                     next_takeover = loop.time() + takeover_every
@@ -226,6 +245,9 @@ class Deliverer:
                 if not entries and not await self.dstore.group_exists(partition, group):
                     raise _NoGroup
                 await self._handle_batch(partition, group, handler, entries)
+                if (partition, group) in self._held_back:  # some entry failed: again later
+                    self._held_back.discard((partition, group))
+                    retry_own = loop.time() + _RETRY_PAUSE
             except asyncio.CancelledError:
                 raise
             except _NoGroup:
@@ -238,8 +260,8 @@ class Deliverer:
                     await self._recreate(partition, group)
                     continue
                 log.exception("deliverer loop failed, retrying", extra={"group": group})
-                retry_own = True
-                await self._pause(1.0)
+                retry_own = 0.0
+                await self._pause(_RETRY_PAUSE)
 
     async def _recreate(self, partition: int, group: str) -> None:
         with contextlib.suppress(StoreUnavailable):
@@ -252,22 +274,92 @@ class Deliverer:
     async def _handle_batch(
         self, partition: int, group: str, handler: Handler, entries: list[StreamEntry]
     ) -> None:
-        """The batch's deliveries are written and all its entries acknowledged by one script
-        call, whether they caused deliveries or not."""
-        if entries:
-            deliveries = await handler(partition, entries)
-            await self._enqueue(partition, group, [eid for eid, _ in entries], deliveries)
+        """The batch's deliveries are written and its entries acknowledged by one script call,
+        whether they caused deliveries, were quarantined or neither.
+
+        A batch that fails for a reason other than the store being unavailable (a task record
+        that cannot be read, ...) is handled again one entry at a time, so that only the
+        entries that fail on their own are held back and every other one is delivered. An entry
+        that fails on bad data is quarantined at once; one that fails otherwise stays pending
+        and is tried again (``_reprocess``) until ``eventMaxReceives`` sets it aside."""
+        if not entries:
+            return
+        failed: dict[str, str] = {}
+        try:
+            handled = await handler(partition, entries)
+        except (StoreUnavailable, asyncio.CancelledError):
+            raise
+        except Exception:
+            if len(entries) > 1:
+                log.warning("a batch failed: handling it one entry at a time",
+                            extra={"group": group, "partition": partition})  # fmt: skip
+            handled, failed = await self._one_by_one(partition, handler, entries)
+        for entry_id, reason in failed.items():
+            log.warning(
+                "event failed: it stays pending and is tried again",
+                extra={"group": group, "partition": partition, "entry": entry_id,
+                       "reason": reason},
+            )  # fmt: skip
+            self._remember_failure(entry_id, reason)
+        if failed:
+            self._held_back.add((partition, group))
+        done = [eid for eid, _ in entries if eid not in failed]
+        await self._enqueue(partition, group, done, handled)
+
+    async def _one_by_one(
+        self, partition: int, handler: Handler, entries: list[StreamEntry]
+    ) -> tuple[Handled, dict[str, str]]:
+        """Each entry on its own: what they made, and (entry id, reason) of those that failed
+        for a reason other than their data."""
+        out = Handled()
+        failed: dict[str, str] = {}
+        for entry in entries:
+            try:
+                one = await handler(partition, [entry])
+            except (StoreUnavailable, asyncio.CancelledError):
+                raise
+            except Exception as exc:
+                # the exception's type only: its text may carry a field's value
+                reason = f"cannot be handled: {type(exc).__name__}"
+                if isinstance(exc, _BAD_DATA):
+                    out.quarantined.append((entry[0], reason))
+                else:
+                    failed[entry[0]] = reason
+                continue
+            out.deliveries += one.deliveries
+            out.quarantined += one.quarantined
+        return out, failed
+
+    def _remember_failure(self, entry_id: str, reason: str) -> None:
+        """The reason an entry last failed, for its dead-letter record if it comes to that."""
+        if len(self._failures) >= 10_000:
+            self._failures.clear()
+        self._failures[entry_id] = reason
 
     async def _enqueue(
-        self, partition: int, group: str, entry_ids: list[str], deliveries: list[Delivery]
+        self, partition: int, group: str, entry_ids: list[str], handled: Handled
     ) -> None:
+        """Write the deliveries, the quarantined entries' dead-letter records and the
+        acknowledgement of ``entry_ids`` in one step (``dlv_enqueue``), then attempt the new
+        deliveries at once."""
+        deliveries = handled.deliveries
+        for d in deliveries:
+            d.started = 1  # attempted at once: the first attempt is begun as it is written
         written = await self.dstore.enqueue(
             partition,
             group,
             entry_ids,
             self._lease_ms,
             [(d.id, records.encode(d)) for d in deliveries],
+            quarantined=handled.quarantined,
         )
+        for entry_id, reason in handled.quarantined:
+            self.metrics.child(self.metrics.events_set_aside, group, "quarantined").inc()
+            log.error(
+                "event quarantined: it cannot be decoded or handled",
+                extra={"group": group, "partition": partition, "entry": entry_id,
+                       "reason": reason},
+            )  # fmt: skip
         fresh = set(written)
         for d in deliveries:
             if d.id in fresh:
@@ -318,7 +410,9 @@ class Deliverer:
                     "event set aside after too many receives",
                     extra={"group": group, "entry": entry_id, "partition": partition},
                 )
-                await self.dstore.poison(partition, group, entry_id, receives)
+                reason = self._failures.pop(entry_id, f"received {receives} times")
+                await self.dstore.poison(partition, group, entry_id, receives, reason)
+                self.metrics.child(self.metrics.events_set_aside, group, "poison").inc()
         taken = await self._claim(partition, group, [i for i, n in held if n < limit])
         if taken and owner != self.consumer:
             log.warning(
@@ -345,7 +439,14 @@ class Deliverer:
             try:
                 due = await self.dstore.claim_due(partition, lease_ms=self._lease_ms, limit=200)
                 for raw in due:
-                    self._attempt_soon(partition, records.decode(raw))
+                    try:
+                        d = records.decode(raw)
+                    except msgspec.DecodeError:  # one bad record must not stop the others
+                        log.error(
+                            "a delivery record cannot be decoded", extra={"partition": partition}
+                        )
+                        continue
+                    self._attempt_soon(partition, d)
                 if len(due) < 200:
                     await self._pause(self._scan_interval)
             except asyncio.CancelledError:
@@ -363,7 +464,7 @@ class Deliverer:
 
     async def _attempt(self, partition: int, d: Delivery) -> None:
         body = d.body.encode()
-        attempt_no = d.attempts + 1
+        attempt_no = d.attempt_no  # persisted before the send (dlv_enqueue, dlv_claim)
         headers = {
             "Content-Type": "application/json",
             "User-Agent": f"codeq/{__version__}",
@@ -393,6 +494,13 @@ class Deliverer:
             result = await self._traced_send(d, attempt_no, body, headers)
         else:
             result = await self.sender.send(d.url, body, headers)
+        if result.busy:
+            # No connection slot for the host in time: nothing was sent, so no attempt is
+            # counted; the delivery comes back a little later.
+            delay_ms = round(_BUSY_DELAY_MS * random.uniform(0.5, 1.5))
+            with contextlib.suppress(StoreUnavailable):
+                await self.dstore.defer(partition, d.id, delay_ms=delay_ms)
+            return
         if endpoint is not None and d.endpoint_id is not None:
             mark = "ok" if result.ok else "gone" if result.status_code == 410 else "failed"
             with contextlib.suppress(StoreUnavailable):
@@ -510,48 +618,44 @@ class Deliverer:
                 return e
         return None
 
-    async def _endpoint_deliveries(
-        self, partition: int, entries: list[StreamEntry]
-    ) -> list[Delivery]:
-        tenants = [event_field(raw, "tenant") for _, raw in entries]
-        by_tenant: dict[str, list[dict[str, Any]]] = {}
-        for tenant in tenants:  # cached: usually no store call at all
-            if tenant not in by_tenant:
-                by_tenant[tenant] = await self._endpoints_of(tenant)
-        wanted: list[tuple[Event, list[dict[str, Any]]]] = []
-        for (eid, raw), tenant in zip(entries, tenants, strict=True):
-            if not by_tenant[tenant]:  # most tenants have no endpoints: nothing to decode
+    async def _endpoint_deliveries(self, partition: int, entries: list[StreamEntry]) -> Handled:
+        out = Handled()
+        by_tenant: dict[bytes | str | None, list[dict[str, Any]]] = {}
+        wanted: list[tuple[Use, list[dict[str, Any]]]] = []
+        for eid, raw in entries:
+            tenant_raw = raw_field(raw, b"tenant")
+            if tenant_raw not in by_tenant:  # cached: usually no store call at all
+                tenant = text_or_none(tenant_raw)
+                by_tenant[tenant_raw] = await self._endpoints_of(tenant) if tenant else []
+            endpoints = by_tenant[tenant_raw]
+            if not endpoints:  # most tenants have no endpoints: nothing to decode
                 continue
-            f = event_fields(raw)
-            kind, command = f.get("type", ""), f.get("command", "").lower()
-            targets = [e for e in by_tenant[tenant] if endpoint_matches(e, kind, command)]
+            event = out.decode(eid, raw)
+            if event is None:
+                continue
+            command = event.command.lower()
+            targets = [e for e in endpoints if endpoint_matches(e, event.type, command)]
             if targets:
-                wanted.append(((eid, f), targets))
+                wanted.append(((eid, event), targets))
         if not wanted:
-            return []
+            return out
         replies = await self.store.get_many(
             partition,
-            [
-                (f.get("tenant", ""), f.get("id", ""), f.get("type", "") in TERMINAL_EVENTS)
-                for (_, f), _ in wanted
-            ],
+            [(ev.tenant, ev.id, ev.type in TERMINAL_EVENTS) for (_, ev), _ in wanted],
         )
-        out: list[Delivery] = []
-        for ((eid, f), targets), reply in zip(wanted, replies, strict=True):
+        for ((eid, ev), targets), reply in zip(wanted, replies, strict=True):
             if reply is not None:  # None: purged before its event was read
-                out.extend(self._endpoint_messages(partition, eid, f, reply, targets))
+                out.deliveries.extend(self._endpoint_messages(partition, eid, ev, reply, targets))
         return out
 
     def _endpoint_messages(
-        self, partition: int, entry_id: str, fields: Mapping[str, str], reply: GetReply,
+        self, partition: int, entry_id: str, event: Event, reply: GetReply,
         targets: list[dict[str, Any]],
     ) -> list[Delivery]:  # fmt: skip
-        kind, tenant = fields.get("type", ""), fields.get("tenant", "")
-        data: dict[str, Any] = task_data(reply.task)
-        if reply.result is not None:
-            data["result"] = _raw_result(decode_result(reply.task, reply.result))
-        at = int(fields.get("at", "0") or 0) or _now_ms()
-        body = _json.encode({"type": kind, "timestamp": _rfc3339(at), "data": data}).decode()
+        result = decode_result(reply.task, reply.result) if reply.result is not None else None
+        body = bodies.encode(
+            bodies.endpoint_body(event.type, event.at or _now_ms(), reply.task, result)
+        )
         out = []
         for e in targets:
             did = records.delivery_id(partition, f"endpoint:{e['id']}", entry_id, e["url"])
@@ -559,10 +663,10 @@ class Deliverer:
                 Delivery(
                     id=did,
                     kind="endpoint",
-                    tenant=tenant,
+                    tenant=event.tenant,
                     url=str(e["url"]),
                     body=body,
-                    event_type=kind,
+                    event_type=event.type,
                     created_at=_now_ms(),
                     schedule=list(self.settings.webhook_retry_schedule),
                     task_id=reply.task.id,
@@ -576,67 +680,40 @@ class Deliverer:
 
     # -- result callbacks ---------------------------------------------------------------
 
-    async def _callback_deliveries(
-        self, partition: int, entries: list[StreamEntry]
-    ) -> list[Delivery]:
-        wanted: list[Event] = []
+    async def _callback_deliveries(self, partition: int, entries: list[StreamEntry]) -> Handled:
+        out = Handled()
+        wanted: list[Use] = []
         for eid, raw in entries:
-            kind = event_kind(raw)
+            kind = out.kind(eid, raw)
             if kind in CALLBACK_EVENTS:
-                f = event_fields(raw)
-                if f.get("webhook"):  # the terminal events of a task with a webhook carry it
-                    wanted.append((eid, f))
+                event = out.decode(eid, raw)
+                if event is not None and event.webhook:  # terminal events of a task with one
+                    wanted.append((eid, event))
             elif kind == "task.lease_expired":  # this group reads every event of the partition
-                command = event_field(raw, "command").lower()
+                command = (text_or_none(raw_field(raw, b"command")) or "").lower()
                 self.metrics.child(self.metrics.lease_expired, command).inc()
         if not wanted:
-            return []
+            return out
         replies = await self.store.get_many(
-            partition, [(f.get("tenant", ""), f.get("id", ""), True) for _, f in wanted]
+            partition, [(ev.tenant, ev.id, True) for _, ev in wanted]
         )
-        out: list[Delivery] = []
-        for (eid, f), reply in zip(wanted, replies, strict=True):
+        for (eid, ev), reply in zip(wanted, replies, strict=True):
             # None: purged before its event was read, nothing to say
             if reply is not None and reply.task.webhook:
-                out.append(self._callback(partition, eid, f, reply))
+                out.deliveries.append(self._callback(partition, eid, ev, reply))
         return out
 
-    def _callback(
-        self, partition: int, entry_id: str, fields: Mapping[str, str], reply: GetReply
-    ) -> Delivery:
+    def _callback(self, partition: int, entry_id: str, event: Event, reply: GetReply) -> Delivery:
         task = reply.task
         assert task.webhook is not None
-        result: Any = None
-        error = task.error
-        artifacts: list[Any] = []
-        completed_at = task.updated_at_ms
-        if reply.result is not None:
-            r = decode_result(task, reply.result)
-            result = _raw_result(r)
-            error = r.error
-            artifacts = [
-                {k: v for k, v in msgspec.structs.asdict(a).items() if v is not None}
-                for a in r.artifacts
-            ]
-            completed_at = r.completed_at_ms
-        body = _json.encode(
-            {
-                "taskId": task.id,
-                "eventType": task.command,
-                "status": task.status.value,
-                "result": result,
-                "error": error,
-                "artifacts": artifacts,
-                "completedAt": _rfc3339(completed_at),
-            }
-        ).decode()
+        result = decode_result(task, reply.result) if reply.result is not None else None
         return Delivery(
             id=records.delivery_id(partition, "callback", entry_id, task.webhook),
             kind="callback",
-            tenant=fields.get("tenant", ""),
+            tenant=event.tenant,
             url=task.webhook,
-            body=body,
-            event_type=fields.get("type", ""),
+            body=bodies.encode(bodies.callback_body(task, result)),
+            event_type=event.type,
             created_at=_now_ms(),
             schedule=self._callback_schedule,
             task_id=task.id,
@@ -647,26 +724,26 @@ class Deliverer:
 
     # -- availability notifications --------------------------------------------------------
 
-    async def _notifications(self, partition: int, entries: list[StreamEntry]) -> list[Delivery]:
+    async def _notifications(self, partition: int, entries: list[StreamEntry]) -> Handled:
         """One ``sub_pick`` per queue that became ready in the batch, on behalf of its newest
         ``task.ready`` (a batch is one "work is available" signal per queue; the pick is
         rate-bounded per subscription anyway)."""
-        newest: dict[tuple[str, str], Event] = {}
+        out = Handled()
+        newest: dict[tuple[str, str], Use] = {}
         for eid, raw in entries:
-            if event_kind(raw) == "task.ready":
-                f = event_fields(raw)
-                newest[(f.get("tenant", ""), f.get("command", "").lower())] = (eid, f)
-        if not newest:
-            return []
-        found = await asyncio.gather(
-            *(self._notify(partition, eid, f) for eid, f in newest.values())
-        )
-        return [d for ds in found for d in ds]
+            if out.kind(eid, raw) == "task.ready":
+                event = out.decode(eid, raw)
+                if event is not None:
+                    newest[(event.tenant, event.command.lower())] = (eid, event)
+        if newest:
+            found = await asyncio.gather(
+                *(self._notify(partition, eid, ev) for eid, ev in newest.values())
+            )
+            out.deliveries = [d for ds in found for d in ds]
+        return out
 
-    async def _notify(
-        self, partition: int, entry_id: str, fields: Mapping[str, str]
-    ) -> list[Delivery]:
-        tenant, command = fields.get("tenant", ""), fields.get("command", "")
+    async def _notify(self, partition: int, entry_id: str, event: Event) -> list[Delivery]:
+        tenant, command = event.tenant, event.command
         now = _now_ms()
         bucket_key = f"{command.lower()}:{now // 1000 // HASH_BUCKET_SECONDS}"
         bucket = int.from_bytes(hashlib.sha256(bucket_key.encode()).digest()[:4], "big")
@@ -676,23 +753,13 @@ class Deliverer:
             sub = msgspec.json.decode(raw)
             target = str(sub["callbackUrl"])
             did = records.delivery_id(partition, f"notify:{sub['id']}", entry_id, target)
-            body = _json.encode(
-                {
-                    "eventType": command,
-                    "available": True,
-                    "queueDepth": int(fields.get("depth", "1") or 1),
-                    "claimUrl": "/v1/codeq/tasks/claim",
-                    "sentAt": _rfc3339(now),
-                    "notificationId": did,
-                }
-            ).decode()
             out.append(
                 Delivery(
                     id=did,
                     kind="notification",
                     tenant=tenant,
                     url=target,
-                    body=body,
+                    body=bodies.notification_body(command, event.depth, now, did),
                     event_type="worker.notification",
                     created_at=now,
                     schedule=NOTIFY_SCHEDULE,
@@ -704,11 +771,6 @@ class Deliverer:
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
-
-
-def _raw_result(r: TaskResult) -> msgspec.Raw | None:
-    """The worker's result JSON as stored, embedded without decoding it."""
-    return msgspec.Raw(r.result.encode()) if r.result is not None else None
 
 
 def active_secrets(endpoint: Mapping[str, Any], now_ms: int | None = None) -> list[str]:
@@ -733,80 +795,5 @@ def endpoint_matches(endpoint: Mapping[str, Any], kind: str, command: str) -> bo
     return not commands or command in {str(c).lower() for c in commands}
 
 
-def task_data(task: Any) -> dict[str, Any]:
-    """The task fields an event subscription carries (the API's names)."""
-    data: dict[str, Any] = {
-        "id": task.id,
-        "command": task.command,
-        "status": task.status.value,
-        "tenantId": task.tenant_id,
-        "priority": task.priority,
-        "attempts": task.attempts,
-        "maxAttempts": task.max_attempts,
-        "createdAt": _rfc3339(task.created_at_ms),
-        "updatedAt": _rfc3339(task.updated_at_ms),
-    }
-    if task.error:
-        data["error"] = task.error
-    if task.worker_id:
-        data["workerId"] = task.worker_id
-    return data
-
-
 class _NoGroup(Exception):
     pass
-
-
-Outcome = tuple[str, str, int, bytes]  # delivery id, outcome, delay ms, attempt JSON
-
-
-class _Outcomes:
-    """The outcomes of attempts that end in the same loop iteration, per partition, go to the
-    store in one ``dlv_outcome`` call (a backlog's answers arrive in bursts: one script call
-    and one Lua run for a burst instead of one each)."""
-
-    MAX_BATCH = 200
-
-    def __init__(self, dstore: DeliveryStore, kept: int) -> None:
-        self._dstore = dstore
-        self._kept = kept
-        self._pending: dict[int, list[tuple[Outcome, asyncio.Future[tuple[str, int]]]]] = {}
-        self._flushes: set[asyncio.Task[None]] = set()
-
-    async def record(self, partition: int, item: Outcome) -> tuple[str, int]:
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[tuple[str, int]] = loop.create_future()
-        queue = self._pending.get(partition)
-        if queue is None:  # the first of this iteration: the flush comes after the rest
-            queue = self._pending[partition] = []
-            loop.call_soon(self._flush, partition)
-        queue.append((item, fut))
-        return await fut
-
-    def _flush(self, partition: int) -> None:
-        queue = self._pending.pop(partition, [])
-        for i in range(0, len(queue), self.MAX_BATCH):
-            task = asyncio.get_running_loop().create_task(
-                self._send(partition, queue[i : i + self.MAX_BATCH])
-            )
-            self._flushes.add(task)
-            task.add_done_callback(self._flushes.discard)
-
-    async def _send(
-        self, partition: int, batch: list[tuple[Outcome, asyncio.Future[tuple[str, int]]]]
-    ) -> None:
-        try:
-            items = [item for item, _ in batch]
-            replies = await self._dstore.outcomes(partition, items, self._kept)
-        except BaseException as exc:
-            for _, fut in batch:
-                if not fut.done():
-                    fut.set_exception(
-                        exc if isinstance(exc, Exception) else StoreUnavailable("interrupted")
-                    )
-            if not isinstance(exc, Exception):
-                raise
-            return
-        for (_, fut), reply in zip(batch, replies, strict=True):
-            if not fut.done():
-                fut.set_result(reply)

@@ -7,7 +7,11 @@ opened to exactly the addresses that were checked, so no second lookup can send 
 IP-literal targets are checked before the request as well.
 
 One pool of keep-alive connections serves every attempt, bounded per process and per target
-host. It is our own small HTTP/1.1 client on httptools rather than httpx or aiohttp: a
+host. ``timeout`` covers an attempt's connect and exchange, never its wait for a slot; that wait
+is bounded on its own (:data:`deliverers.http1.HOST_QUEUE_SECONDS`), and an attempt that gets
+no slot in time comes back ``busy``: nothing was sent, so it is no attempt at all.
+
+The pool is our own small HTTP/1.1 client on httptools rather than httpx or aiohttp: a
 deliverer spends most of its time in this one call, and it costs ~40 µs of CPU per request
 against ~250 µs for aiohttp (and more for httpx) on the project's machine.
 """
@@ -24,44 +28,31 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from deliverers.http1 import ConnectError, HTTP1Pool, HTTPError, Target, header_block
+from codeq.webhooks import address_problem, allowed_networks, target_problem
+from deliverers.http1 import (
+    HOST_QUEUE_SECONDS,
+    ConnectError,
+    HostBusy,
+    HTTP1Pool,
+    HTTPError,
+    Target,
+    header_block,
+)
 
 __all__ = ["Attempt", "TargetPolicy", "TargetRefused", "WebhookSender"]
 
 log = logging.getLogger("codeq.deliverers")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-_CGNAT = ipaddress.ip_network("100.64.0.0/10")
 
 
 class TargetRefused(Exception):
     """The target is not a place webhooks may go."""
 
 
-def _forbidden(ip: IPAddress) -> str | None:
-    mapped = getattr(ip, "ipv4_mapped", None)
-    if mapped is not None:
-        ip = mapped
-    if ip.is_loopback:
-        return "loopback"
-    if ip.is_link_local:
-        return "link-local"
-    if ip.is_multicast:
-        return "multicast"
-    if ip.is_unspecified:
-        return "unspecified"
-    if isinstance(ip, ipaddress.IPv4Address) and ip in _CGNAT:
-        return "shared address space"
-    if ip.is_private:
-        return "private"
-    if ip.is_reserved:
-        return "reserved"
-    return None
-
-
 class TargetPolicy:
     def __init__(self, allowed_cidrs: Sequence[str] = (), require_https: bool = False) -> None:
-        self.allowed = [ipaddress.ip_network(c, strict=False) for c in allowed_cidrs]
+        self.allowed = allowed_networks(allowed_cidrs)
         self.require_https = require_https
 
     async def resolve(self, host: str, port: int) -> list[str]:
@@ -74,13 +65,12 @@ class TargetPolicy:
         return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
     def check_url(self, url: str) -> None:
-        """Scheme, host presence and IP literals (those never reach a resolver)."""
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https"):
-            raise TargetRefused("only http and https targets")
-        if self.require_https and parts.scheme != "https":
-            raise TargetRefused("https is required")
-        host = parts.hostname
+        """The URL as every webhook target is checked (codeq.webhooks.target_problem), then IP
+        literals (those never reach a resolver) against the allowed networks."""
+        problem = target_problem(url, require_https=self.require_https)
+        if problem is not None:
+            raise TargetRefused(problem)
+        host = urlsplit(url).hostname
         if not host:
             raise TargetRefused("no host")
         try:
@@ -90,8 +80,8 @@ class TargetPolicy:
         self._check_address(host, ip)
 
     def _check_address(self, host: str, ip: IPAddress) -> None:
-        reason = _forbidden(ip)
-        if reason and not any(ip in net for net in self.allowed):
+        reason = address_problem(ip, self.allowed)
+        if reason:
             log.warning(
                 "webhook target refused: %s is %s",
                 host,
@@ -128,6 +118,7 @@ class Attempt:
     response_head: str = ""
     retry_after_seconds: float | None = None
     refused: bool = False  # the target is not allowed: no retry can help
+    busy: bool = False  # no connection slot in time: nothing was sent, no attempt was made
 
 
 def _refused(error: str) -> Attempt:
@@ -156,9 +147,13 @@ class WebhookSender:
         timeout: float = 10.0,
         concurrency: int = 256,
         per_host_concurrency: int = 16,
+        queue_seconds: float = HOST_QUEUE_SECONDS,
     ) -> None:
+        """``timeout``: the connect and the exchange of one attempt; ``queue_seconds``: the
+        longest wait for a connection slot before it (then the attempt is ``busy``)."""
         self.policy = policy
         self._timeout = timeout
+        self.queue_seconds = queue_seconds
         self._limits = (concurrency, per_host_concurrency)
         self._pool: HTTP1Pool | None = None
         self._targets: dict[str, Target] = {}
@@ -166,7 +161,9 @@ class WebhookSender:
     def _client(self) -> HTTP1Pool:
         if self._pool is None:
             concurrency, per_host = self._limits
-            self._pool = HTTP1Pool(limit=concurrency, per_host=per_host)
+            self._pool = HTTP1Pool(
+                limit=concurrency, per_host=per_host, queue_seconds=self.queue_seconds
+            )
         return self._pool
 
     def _target(self, url: str) -> Target:
@@ -198,6 +195,14 @@ class WebhookSender:
         try:
             r = await self._client().post(
                 target, head, body, connect=self._connect, time_limit=self._timeout
+            )
+        except HostBusy as exc:
+            return Attempt(
+                ok=False,
+                status_code=None,
+                latency_ms=(time.perf_counter() - started) * 1000,
+                error=f"busy: {exc}",
+                busy=True,
             )
         except TimeoutError:
             return self._failed(started, "timeout")

@@ -248,7 +248,9 @@ def test_next_step_rules() -> None:
     assert records.next_step(d, 410, False, None)[0] == "gone"
     outcome, delay = records.next_step(d, 500, False, None)
     assert outcome == "retry" and 4000 <= delay <= 6000
-    assert records.next_step(d, 503, False, 2.0) == ("retry", 2000)
+    assert records.next_step(d, 503, False, 20.0) == ("retry", 20_000)  # lengthens the wait
+    outcome, delay = records.next_step(d, 503, False, 2.0)  # never shortens it below the step
+    assert outcome == "retry" and delay >= 4000
     assert records.next_step(d, 429, False, 10_000.0) == ("retry", 30_000)  # clamped
     d.attempts = 2
     assert records.next_step(d, 404, False, None)[0] == "dead"  # permanent 4xx after 3

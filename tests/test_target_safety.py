@@ -26,6 +26,9 @@ from tests.receivers import Reply, receiver
         "http://[::ffff:127.0.0.1]/x",
         "http://localhost:9/x",
         "ftp://example.com/x",
+        "http://[2002:7f00:1::1]:9/x",  # 6to4 carrying 127.0.0.1
+        "http://[64:ff9b::a9fe:a9fe]/x",  # NAT64 carrying 169.254.169.254
+        "http://[2001:0:4136:e378:8000:63bf:80ff:fffe]/x",  # Teredo carrying 127.0.0.1
     ],
 )
 async def test_unsafe_targets_are_refused_and_logged(

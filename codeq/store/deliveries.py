@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import Sequence
 from typing import Any
 
+import msgspec
 from redis import exceptions as rexc
 
 from codeq.errors import StoreUnavailable
@@ -122,10 +123,15 @@ class DeliveryStore:
 
     async def enqueue(
         self, partition: int, group: str, entry_ids: Sequence[str], lease_ms: int,
-        deliveries: Sequence[tuple[str, bytes]],
+        deliveries: Sequence[tuple[str, bytes]], *,
+        quarantined: Sequence[tuple[str, str]] = (),
     ) -> list[str]:  # fmt: skip
-        """Write the deliveries of ``entry_ids`` and acknowledge those entries, in one step."""
-        args: list[Any] = [group, len(entry_ids), *entry_ids, lease_ms]
+        """Write the deliveries of ``entry_ids`` and acknowledge those entries, in one step;
+        ``quarantined`` (entry id, reason) are entries of ``entry_ids`` that could not be
+        handled: each gets a dead-letter record (the poison list) in the same step."""
+        args: list[Any] = [group, len(entry_ids), *entry_ids, lease_ms, len(quarantined)]
+        for entry_id, reason in quarantined:
+            args.extend((entry_id, reason))
         for delivery_id, record in deliveries:
             args.extend((delivery_id, record))
         return [text(x) for x in await self._call("dlv_enqueue", partition, args)]
@@ -159,8 +165,17 @@ class DeliveryStore:
         reply = await self._call("dlv_replay", partition, [tenant or "", limit, *ids])
         return [text(x) for x in reply[1:]]
 
-    async def poison(self, partition: int, group: str, entry_id: str, receives: int) -> None:
-        await self._call("dlv_poison", partition, [group, entry_id, receives])
+    async def poison(
+        self, partition: int, group: str, entry_id: str, receives: int,
+        reason: str = "received too many times",
+    ) -> None:  # fmt: skip
+        """Set an entry aside (a dead-letter record with ``reason``) and acknowledge it."""
+        await self._call("dlv_poison", partition, [group, entry_id, receives, reason])
+
+    async def set_aside(self, partition: int, *, limit: int = 100) -> list[dict[str, Any]]:
+        """The oldest dead-letter records of stream entries (group, entry, reason, at)."""
+        raws = await self._cmd("lrange", self.keys.delivery(partition).poison, 0, limit - 1)
+        return [msgspec.json.decode(raw) for raw in raws or ()]
 
     async def defer(self, partition: int, delivery_id: str, *, delay_ms: int) -> bool:
         """Move a leased delivery's next attempt ``delay_ms`` ahead without counting an

@@ -3,7 +3,9 @@
 -- KEYS[1..7] delivery keys (dlv_lib.lua).
 -- ARGV[1] attempts kept; then quadruples: delivery id, outcome ('succeeded' | 'retry' | 'dead'
 -- | 'gone'), delay ms until the next attempt (retry), attempt JSON.
--- Each record's attempt count grows by one; its attempts log keeps the newest ARGV[1].
+-- Each record's attempt count grows by one, or to the attempts begun (`started`) when one
+-- begun before was never recorded (its deliverer died); its attempts log keeps the newest
+-- ARGV[1].
 -- Returns {status, attempts, ...}, two per delivery; status 'MISSING' (attempts 0) for a
 -- delivery that no longer exists.
 local now = now_ms()
@@ -18,7 +20,7 @@ for i = 2, #ARGV, 4 do
     out[#out + 1] = 0
   else
     local rec = cjson.decode(raw)
-    rec.attempts = (rec.attempts or 0) + 1
+    rec.attempts = math.max((tonumber(rec.attempts) or 0) + 1, tonumber(rec.started) or 0)
     local log = rec.log or {}
     log[#log + 1] = cjson.decode(ARGV[i + 3])
     while #log > kept do table.remove(log, 1) end
