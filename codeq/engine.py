@@ -34,6 +34,12 @@ from codeq.domain import (
 )
 from codeq.errors import CodeQError, Conflict, InvalidRequest, NotFound
 from codeq.ids import is_task_id, new_lease_id, new_task_id
+from codeq.schemas import (
+    MAX_ATTEMPTS,
+    MAX_BATCH_TASKS,
+    MAX_CLAIM_COMMANDS,
+    MAX_DELAY_SECONDS,
+)
 from codeq.settings import Settings
 from codeq.store.keys import queue_segment
 from codeq.store.protocol import CreateItem, Store
@@ -42,13 +48,11 @@ from codeq.webhooks import IPNetwork, allowed_networks, target_problem
 
 __all__ = ["COMMAND_PATTERN", "CleanupOutcome", "Engine", "EngineConfig"]
 
-COMMAND_PATTERN = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
+COMMAND_PATTERN = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")  # fullmatch: "$" lets a "\n" in
 MAX_IDEMPOTENCY_KEY = 256
 MAX_URL = 2048
 MAX_REASON = 4096
-MAX_BATCH = 1000
-#: the most commands one claim may name (each is a queue the claim script looks at)
-MAX_CLAIM_COMMANDS = 100
+MAX_BATCH = MAX_BATCH_TASKS
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -115,7 +119,7 @@ _sorted_encoder = msgspec.json.Encoder(order="sorted")
 
 
 def validate_command(command: str, field: str = "command") -> str:
-    if not isinstance(command, str) or not COMMAND_PATTERN.match(command):
+    if not isinstance(command, str) or not COMMAND_PATTERN.fullmatch(command):
         raise InvalidRequest(f"{field} must be 1-128 characters of [A-Za-z0-9_.:-]", field=field)
     return command
 
@@ -185,10 +189,21 @@ class Engine:
         max_attempts = (
             self.config.max_attempts_default if new.max_attempts is None else new.max_attempts
         )
-        if max_attempts < 1:
-            raise InvalidRequest("maxAttempts must be >= 1", field="maxAttempts")
-        if new.delay_seconds is not None and new.delay_seconds < 0:
-            raise InvalidRequest("delaySeconds must be >= 0", field="delaySeconds")
+        # the API's ranges hold for every caller (SDK, CLI, embedded): a script must never see
+        # a number it would write in exponent form
+        if not 1 <= max_attempts <= MAX_ATTEMPTS:
+            raise InvalidRequest(f"maxAttempts must be 1-{MAX_ATTEMPTS}", field="maxAttempts")
+        if new.delay_seconds is not None and not 0 <= new.delay_seconds <= MAX_DELAY_SECONDS:
+            raise InvalidRequest(
+                f"delaySeconds must be 0-{MAX_DELAY_SECONDS}", field="delaySeconds"
+            )
+        if new.run_at_ms is not None and not (
+            0 <= new.run_at_ms <= time.time() * 1000 + MAX_DELAY_SECONDS * 1000
+        ):
+            raise InvalidRequest(
+                f"runAt must be after 1970 and at most {MAX_DELAY_SECONDS // 86400} days ahead",
+                field="runAt",
+            )
         key = new.idempotency_key
         if key is not None and not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY:
             raise InvalidRequest(

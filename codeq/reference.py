@@ -55,12 +55,15 @@ DESCRIPTIONS: dict[str, str] = {
     "eventRetentionSeconds": "Event stream entries older than this are trimmed "
     "(never past a consumer group's progress).",
     "maxBodyBytes": "Largest request body (413 above).",
+    "maxJsonDepth": "Deepest nesting of arrays and objects in a request body, the body itself "
+    "counting as 1 (400 above); 2 to 512.",
     "maxPayloadBytes": "Largest task payload or result.",
     "maxArtifactBytes": "Largest inline (`contentBase64`) artifact.",
     "localArtifactsDir": "Where inline artifacts are written.",
     "webhookHmacSecret": "Signs result callbacks and notifications (`whsec_...` or any "
     "string). Required in prod. Secret.",
-    "webhookTimeoutSeconds": "Timeout of one delivery attempt.",
+    "webhookTimeoutSeconds": "Timeout of one delivery attempt: the connect and the HTTP exchange, "
+    "not the wait for a connection slot to a busy host (bounded on its own, webhooks.md).",
     "webhookRetrySchedule": "Delays between delivery attempts (seconds, jittered ±20%).",
     "webhookAllowedCidrs": "Private ranges webhooks may reach (the SSRF guard refuses "
     "loopback, private and link-local addresses otherwise).",

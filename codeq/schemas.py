@@ -8,13 +8,25 @@ from __future__ import annotations
 
 import functools
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
 from codeq.domain import QueueStats, Task, TaskResult
 
 __all__ = [
+    "COMMAND_REGEX",
+    "MAX_ARTIFACTS",
+    "MAX_ARTIFACT_NAME",
+    "MAX_ATTEMPTS",
+    "MAX_BATCH_TASKS",
+    "MAX_CLAIM_COMMANDS",
+    "MAX_CLEANUP_LIMIT",
+    "MAX_DELAY_SECONDS",
+    "MAX_LEASE_SECONDS",
+    "MAX_REQUEUE_IDS",
+    "MAX_WAIT_SECONDS",
+    "PRIORITY_RANGE",
     "AbandonBody",
     "ArtifactIn",
     "BatchCreateBody",
@@ -64,71 +76,157 @@ def rfc3339(ms: int | None) -> str | None:
 
 
 # -- requests ---------------------------------------------------------------------------
+#
+# Every number, string and list a client sends has a range here, as msgspec constraints: the
+# decoder refuses anything outside it (400 naming the field) before any store call, and the
+# OpenAPI document shows the same bounds. The ranges are listed in docs/api.md ("Limits").
+
+#: Attempts a task may have: 1..1000 (a Lua script must never see a float here).
+MAX_ATTEMPTS = 1000
+#: The furthest a task can be scheduled ahead: ``delaySeconds`` and ``runAt`` (365 days).
+MAX_DELAY_SECONDS = 365 * 86400
+#: Lease and heartbeat extension, seconds.
+MAX_LEASE_SECONDS = 86400
+#: Long-poll wait of a claim, seconds.
+MAX_WAIT_SECONDS = 30
+#: Commands one claim may name.
+MAX_CLAIM_COMMANDS = 100
+#: Tasks of one batch create.
+MAX_BATCH_TASKS = 1000
+#: Artifacts of one result, and the length of an artifact name as sent.
+MAX_ARTIFACTS = 100
+MAX_ARTIFACT_NAME = 255
+#: Ids of one DLQ requeue.
+MAX_REQUEUE_IDS = 1000
+#: Tasks one cleanup call may purge.
+MAX_CLEANUP_LIMIT = 100_000
+#: Priorities outside 0..9 are clamped (as the original did); the wire accepts an int32.
+PRIORITY_RANGE = (-(2**31), 2**31 - 1)
+
+#: A command name. ``(?!\\n)``: in Python a ``$`` also matches before a final newline, and
+#: msgspec checks patterns with Python's ``re``; the lookahead keeps ``"RENDER\\n"`` out. (It is
+#: valid and harmless in the ECMA dialect the OpenAPI document's readers use.)
+COMMAND_REGEX = "^[A-Za-z0-9_.:\\-]{1,128}$(?!\\n)"
+_MAX_TEXT = 4096  # reasons and error messages
+_MAX_URL = 2048
+
+
+def _range(ge: int, le: int, description: str | None = None) -> msgspec.Meta:
+    """``ge <= value <= le``. The bounds are repeated for the OpenAPI document: Litestar
+    drops a bound of 0 on an optional field when it reads the constraint itself."""
+    return msgspec.Meta(
+        ge=ge,
+        le=le,
+        description=description,
+        extra_json_schema={"extra": {"minimum": ge, "maximum": le}},
+    )
+
+
+Command = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=128,
+        pattern=COMMAND_REGEX,
+        description="1-128 characters of [A-Za-z0-9_.:-]; queues ignore case",
+    ),
+]
+Url = Annotated[str, msgspec.Meta(min_length=1, max_length=_MAX_URL)]
+Text = Annotated[str, msgspec.Meta(max_length=_MAX_TEXT)]
+LeaseId = Annotated[str, msgspec.Meta(max_length=64, description="as the claim returned it")]
+TaskId = Annotated[str, msgspec.Meta(max_length=64)]
 
 
 class CreateTaskBody(_Camel, forbid_unknown_fields=False):
     """Create one task. ``payload`` is any JSON value except ``null``."""
 
-    command: str
+    command: Command
     payload: Any
-    priority: int = 0
-    max_attempts: int | None = None
-    webhook: str | None = None
-    idempotency_key: str | None = None
-    run_at: datetime | None = None
-    delay_seconds: int | None = None
+    priority: Annotated[
+        int,
+        _range(*PRIORITY_RANGE, "0-9, higher first; other values are clamped into 0-9"),
+    ] = 0
+    max_attempts: Annotated[int, _range(1, MAX_ATTEMPTS)] | None = None
+    webhook: Url | None = None
+    idempotency_key: Annotated[str, msgspec.Meta(min_length=1, max_length=256)] | None = None
+    run_at: (
+        Annotated[
+            datetime,
+            msgspec.Meta(description="RFC 3339; from 1970 to at most 365 days from now"),
+        ]
+        | None
+    ) = None
+    delay_seconds: Annotated[int, _range(0, MAX_DELAY_SECONDS)] | None = None
 
 
 class BatchCreateBody(_Camel):
     """Up to 1000 create bodies; each item is validated and created on its own."""
 
-    tasks: list[dict[str, Any]]
+    tasks: Annotated[list[dict[str, Any]], msgspec.Meta(max_length=MAX_BATCH_TASKS)]
 
 
 class ClaimBody(_Camel):
-    commands: list[str] | None = None
-    lease_seconds: int | None = None
-    wait_seconds: float = 0
+    commands: (
+        Annotated[list[Command], msgspec.Meta(min_length=1, max_length=MAX_CLAIM_COMMANDS)] | None
+    ) = None
+    lease_seconds: Annotated[int, _range(1, MAX_LEASE_SECONDS)] | None = None
+    wait_seconds: Annotated[float, _range(0, MAX_WAIT_SECONDS)] = 0
 
 
 class HeartbeatBody(_Camel):
-    extend_seconds: int | None = None
-    lease_id: str | None = None
+    extend_seconds: Annotated[int, _range(1, MAX_LEASE_SECONDS)] | None = None
+    lease_id: LeaseId | None = None
 
 
 class AbandonBody(_Camel):
-    lease_id: str | None = None
+    lease_id: LeaseId | None = None
 
 
 class NackBody(_Camel):
-    delay_seconds: float | None = None
-    reason: str | None = None
-    lease_id: str | None = None
+    delay_seconds: (
+        Annotated[float, _range(0, MAX_DELAY_SECONDS, "capped at backoffMaxSeconds")] | None
+    ) = None
+    reason: Text | None = None
+    lease_id: LeaseId | None = None
 
 
 class ArtifactIn(_Camel):
-    name: str
-    url: str | None = None
+    name: Annotated[
+        str,
+        msgspec.Meta(
+            min_length=1,
+            max_length=MAX_ARTIFACT_NAME,
+            description="reduced to a safe basename of at most 128 characters; unique per "
+            "result (ignoring case)",
+        ),
+    ]
+    url: Url | None = None
     content_base64: str | None = None
-    content_type: str | None = None
+    content_type: Annotated[str, msgspec.Meta(max_length=255)] | None = None
 
 
 class ResultBody(_Camel):
     status: Literal["COMPLETED", "FAILED"]
     result: dict[str, Any] | None = None
-    error: str | None = None
-    artifacts: list[ArtifactIn] = msgspec.field(default_factory=list)
-    lease_id: str | None = None
+    error: Text | None = None
+    artifacts: Annotated[list[ArtifactIn], msgspec.Meta(max_length=MAX_ARTIFACTS)] = msgspec.field(
+        default_factory=list
+    )
+    lease_id: LeaseId | None = None
 
 
 class RequeueBody(_Camel):
-    ids: list[str] | None = None
+    ids: Annotated[list[TaskId], msgspec.Meta(max_length=MAX_REQUEUE_IDS)] | None = None
     all: bool = False
 
 
 class CleanupBody(_Camel):
-    before: datetime | None = None
-    limit: int | None = None
+    before: (
+        Annotated[datetime, msgspec.Meta(description="RFC 3339, from 1970 to before 3000")] | None
+    ) = None
+    limit: Annotated[int, _range(1, MAX_CLEANUP_LIMIT)] | None = None
+    #: where the previous call stopped (its answer's ``cursor``)
+    cursor: Annotated[str, msgspec.Meta(min_length=1, max_length=512)] | None = None
 
 
 # -- responses --------------------------------------------------------------------------
@@ -289,3 +387,5 @@ class CleanupOut(msgspec.Struct, kw_only=True):
     deleted: int
     before: str
     limit: int
+    #: set when the call stopped at its limit: send it back to go on (null: all looked at)
+    cursor: str | None = None

@@ -209,6 +209,7 @@ class Settings(
 
     # Sizes
     max_body_bytes: int = 1048576
+    max_json_depth: int = 64
     max_payload_bytes: int = 524288
     max_artifact_bytes: int = 10485760
     local_artifacts_dir: str = "./.codeq/artifacts"
@@ -467,6 +468,9 @@ def _validate(s: Settings) -> None:
     _check_int("eventRetentionSeconds", s.event_retention_seconds, ge=1)
 
     _check_int("maxBodyBytes", s.max_body_bytes, ge=1)
+    # Under msgspec's decoder recursion limit (about 900 levels), so a body at the limit is
+    # still decoded, and an answer, never a RecursionError.
+    _check_int("maxJsonDepth", s.max_json_depth, ge=2, le=512)
     _check_int("maxPayloadBytes", s.max_payload_bytes, ge=1, le=s.max_body_bytes)
     _check_int("maxArtifactBytes", s.max_artifact_bytes, ge=1)
     _check_nonempty("localArtifactsDir", s.local_artifacts_dir)

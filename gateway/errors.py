@@ -12,13 +12,14 @@ import math
 import re
 from typing import Any
 
+import msgspec
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from codeq.errors import CodeQError, RateLimited, StoreUnavailable
 
-__all__ = ["exception_handlers"]
+__all__ = ["error_json", "exception_handlers"]
 
 log = logging.getLogger("codeq.gateway")
 
@@ -39,6 +40,15 @@ _MSGSPEC_PATH = re.compile(r" - at `\$(?:\.([^`]*))?`$")
 
 def _body(message: str, code: str, **extra: Any) -> dict[str, Any]:
     return {"error": message, "code": code, **extra}
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def error_json(status: int, message: str) -> bytes:
+    """The encoded error body of ``status``, for answers sent before Litestar is involved
+    (the body limits in :mod:`gateway.middleware`)."""
+    return _encoder.encode(_body(message, _STATUS_CODES.get(status, "error")))
 
 
 def _json(
@@ -78,6 +88,8 @@ def _field_message(detail: Any) -> str | None:
     if not isinstance(detail, dict):
         return None
     key, message = detail.get("key"), str(detail.get("message", "invalid value"))
+    if message.strip("'\"") == "data":  # Litestar's KeyError text for a missing body
+        return "body: required (a JSON object)"
     missing = _MISSING.search(message)
     if missing:  # "Object missing required field `command`" names the field itself
         return f"{missing.group(1)}: required"

@@ -31,9 +31,10 @@ from litestar.types import (
 )
 
 from codeq.errors import CodeQError
+from codeq.ids import is_task_id
 from codeq.tracing import Tracing
 from gateway.errors import handle_codeq_error, handle_http, handle_unexpected
-from gateway.middleware import RequestIdMiddleware, route_template
+from gateway.middleware import BodyLimits, RequestIdMiddleware, route_template
 from gateway.routes.tasks import TaskController
 from gateway.state import note
 
@@ -135,8 +136,13 @@ class HotPath:
 
     def __init__(self, app: Litestar) -> None:
         self.app = app
-        self.limit = app.state.gateway.settings.max_body_bytes
-        self._hot = RequestIdMiddleware(self._serve, metrics=app.state.gateway.metrics)
+        settings = app.state.gateway.settings
+        self.limit = settings.max_body_bytes
+        # The same middleware as the Litestar routes, with the same body limits: a hostile
+        # body gets the same answer on either path.
+        self._hot = RequestIdMiddleware(
+            self._serve, metrics=app.state.gateway.metrics, limits=BodyLimits.of(settings)
+        )
         self.tracing: Tracing = app.state.gateway.tracing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -181,7 +187,7 @@ class HotPath:
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         handler, task_id, _ = cast(dict[str, Any], scope)[_ROUTE]
         request = HotRequest(scope, receive, self.app, self.limit)
-        if task_id is not None:
+        if task_id is not None and is_task_id(task_id):  # a hostile id never reaches the log
             note(request, task_id=task_id)
         try:
             if task_id is None:

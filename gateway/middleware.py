@@ -1,7 +1,20 @@
-"""ASGI middleware: ``X-Request-Id`` on every response, one JSON access-log line per request
-and the request-duration histogram by route template.
+"""ASGI middleware: ``X-Request-Id`` on every response, the request body limits, one JSON
+access-log line per request and the request-duration histogram by route template.
 
-Plain ASGI (not a Litestar middleware class) because it sits on every request's hot path.
+Plain ASGI (not a Litestar middleware class) because it sits on every request's hot path; it
+wraps the Litestar routes and the hot task routes of :mod:`gateway.hotpath` alike, so both
+answer a hostile body the same way.
+
+Body limits (:class:`BodyLimits`), checked before any handler or decoder sees the body:
+
+* ``Content-Length`` that is not a plain decimal number (negative, ``1e3``, two different
+  values) → 400; one above ``maxBodyBytes`` → 413, before the body is read;
+* a body read past ``maxBodyBytes`` (chunked, or a lying length) → 413;
+* a ``Content-Type`` other than JSON (``application/json``, ``*/*+json``) on a non-empty
+  body → 415; no ``Content-Type`` is accepted as JSON;
+* a body that is not UTF-8 → 400 (msgspec would skip the bytes of an ignored field unread);
+* arrays and objects nested deeper than ``maxJsonDepth`` → 400 (JSON decoders recurse per
+  level: without a limit a deep body ends in a ``RecursionError``).
 The access line has method, route path, status, duration and request id: never headers,
 tokens, query strings or bodies. The histogram's ``route`` label is the route's template
 (``/v1/codeq/tasks/{task_id}/result``), never the raw path, so its series stay bounded.
@@ -13,15 +26,17 @@ import logging
 import os
 import re
 import time
-from typing import Any, cast
+from itertools import accumulate
+from typing import Any, NamedTuple, cast
 
 from litestar.enums import ScopeType
 from litestar.middleware import MiddlewareProtocol
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import ASGIApp, HTTPRequestEvent, Message, Receive, ReceiveMessage, Scope, Send
 
 from codeq.metrics import Metrics
+from gateway.errors import error_json
 
-__all__ = ["RequestIdMiddleware", "request_id_of", "route_template"]
+__all__ = ["BodyLimits", "RequestIdMiddleware", "json_too_deep", "request_id_of", "route_template"]
 
 access_log = logging.getLogger("codeq.access")
 
@@ -49,20 +64,109 @@ def route_template(scope: Scope) -> str:
     return str(scope.get("path_template") or "unmatched")
 
 
+class BodyLimits(NamedTuple):
+    """What a request body may be: ``maxBodyBytes`` and ``maxJsonDepth``."""
+
+    max_bytes: int
+    max_depth: int
+
+    @classmethod
+    def of(cls, settings: Any) -> BodyLimits:
+        return cls(max_bytes=settings.max_body_bytes, max_depth=settings.max_json_depth)
+
+
+_DEFAULT_LIMITS = BodyLimits(max_bytes=1 << 20, max_depth=64)  # the settings' defaults
+_STEPS = bytes.maketrans(b"[]{}", b"\x01\xff\x01\xff")  # +1 / -1 as signed bytes
+_NOT_STEPS = bytes(b for b in range(256) if b not in b"[]{}")
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{}')
+_BLOCK = 64
+
+
+def json_too_deep(raw: bytes, limit: int) -> bool:
+    """Are arrays and objects of this JSON text nested more than ``limit`` deep (the outermost
+    counting 1)? Exact for valid JSON; for anything else the answer does not matter (the
+    decoder refuses it). Linear, with every pass over the bytes done in C: a body with few
+    brackets costs two ``count`` calls; a megabyte of brackets a few milliseconds."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    if b"\\" in raw:  # escapes only occur in strings; drop them so every '"' delimits one
+        raw = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
+    structure = raw.translate(None, _NOT_STRUCTURE)  # quotes and brackets
+    if b'"' in structure:
+        bare = structure.replace(b'""', b"")  # strings without brackets inside: the usual
+        if b'"' in bare:  # some string holds brackets: keep only what lies outside strings
+            bare = b"".join(structure.split(b'"')[::2])
+        structure = bare
+    steps = structure.translate(_STEPS, _NOT_STEPS)
+    if steps.count(1) <= limit:
+        return False
+    if b"\x01" * (limit + 1) in steps:
+        return True
+    # The depth at each block's start, from counts; the exact walk only inside blocks that
+    # could reach past the limit.
+    depth = 0
+    view = memoryview(steps).cast("b")
+    for start in range(0, len(steps), _BLOCK):
+        block = steps[start : start + _BLOCK]
+        opens = block.count(1)
+        if depth + opens > limit and depth + max(accumulate(view[start : start + _BLOCK])) > limit:
+            return True
+        depth += 2 * opens - len(block)
+    return False
+
+
+def _is_utf8(body: bytes) -> bool:
+    try:
+        body.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _is_json(media_type: bytes) -> bool:
+    essence = media_type.partition(b";")[0].strip().lower()
+    return essence == b"application/json" or (
+        essence.endswith(b"+json") and essence.count(b"/") == 1
+    )
+
+
 class RequestIdMiddleware(MiddlewareProtocol):
-    def __init__(self, app: ASGIApp, metrics: Metrics | None = None) -> None:
+    """Request id, body limits, access log and duration histogram of every HTTP request.
+    ``limits`` default to the app's settings (``scope["app"].state.gateway``)."""
+
+    def __init__(
+        self, app: ASGIApp, metrics: Metrics | None = None, limits: BodyLimits | None = None
+    ) -> None:
         self.app = app
         self.metrics = metrics
+        self.limits = limits
+
+    def _limits_of(self, scope: Scope) -> BodyLimits:
+        gateway = getattr(getattr(scope.get("app"), "state", None), "gateway", None)
+        settings = getattr(gateway, "settings", None)
+        self.limits = _DEFAULT_LIMITS if settings is None else BodyLimits.of(settings)
+        return self.limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
             await self.app(scope, receive, send)
             return
         rid = b""
+        length: bytes | None = None
+        media_type: bytes | None = None
+        framing = b""  # what is wrong with the framing headers, if anything
+        chunked = False
         for name, value in scope.get("headers", ()):
             if name == b"x-request-id":
                 rid = value if _SANE.match(value) else b""
-                break
+            elif name == b"content-length":
+                if length is not None and value != length:
+                    framing = b"two different Content-Length values"
+                length = value
+            elif name == b"content-type":
+                media_type = value
+            elif name == b"transfer-encoding":
+                chunked = True
         if not rid:
             rid = os.urandom(16).hex().encode()
         cast(dict[str, Any], scope).setdefault("state", {})["request_id"] = rid.decode()
@@ -77,7 +181,12 @@ class RequestIdMiddleware(MiddlewareProtocol):
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            limits = self.limits or self._limits_of(scope)
+            body_receive = await _guard_body(
+                limits, receive, send_with_id, length, media_type, chunked, framing
+            )
+            if body_receive is not None:
+                await self.app(scope, body_receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
             if self.metrics is not None and status:  # 0: the client left before an answer
@@ -96,3 +205,78 @@ class RequestIdMiddleware(MiddlewareProtocol):
                         **_noted(scope),
                     },
                 )
+
+
+async def _answer(send: Send, status: int, message: str) -> None:
+    body = error_json(status, message)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def _guard_body(
+    limits: BodyLimits,
+    receive: Receive,
+    send: Send,
+    length: bytes | None,
+    media_type: bytes | None,
+    chunked: bool,
+    framing: bytes,
+) -> Receive | None:
+    """The ``receive`` the app should use (replaying the checked body), or ``None`` when the
+    request was answered here (or the client left while its body was read)."""
+    if framing or (length is not None and not (length.isdigit() and len(length) <= 19)):
+        await _answer(send, 400, "Content-Length: expected one non-negative decimal number")
+        return None
+    expected = 0 if length is None else int(length)
+    if expected > limits.max_bytes:
+        await _answer(send, 413, "request body too large")
+        return None
+    if expected == 0 and not chunked:
+        return receive  # no body: nothing to check
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None  # the client went away
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limits.max_bytes:
+            await _answer(send, 413, "request body too large")
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    if body:
+        if media_type is not None and not _is_json(media_type):
+            await _answer(send, 415, "Content-Type: expected application/json")
+            return None
+        if not (body.isascii() or _is_utf8(body)):  # JSON is UTF-8 (RFC 8259), even where
+            await _answer(send, 400, "body: not valid UTF-8")  # a decoder would skip it
+            return None
+        if json_too_deep(body, limits.max_depth):
+            await _answer(
+                send, 400, f"body: nested deeper than {limits.max_depth} levels (maxJsonDepth)"
+            )
+            return None
+    replayed = False
+
+    async def replay() -> ReceiveMessage:
+        nonlocal replayed
+        if replayed:
+            return await receive()  # after the body: the disconnect, for long polls
+        replayed = True
+        request: HTTPRequestEvent = {"type": "http.request", "body": body, "more_body": False}
+        return request
+
+    return replay

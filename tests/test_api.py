@@ -527,7 +527,12 @@ async def test_cleanup_answers_what_it_did(client: httpx.AsyncClient) -> None:
         headers=auth(ADMIN),
     )
     assert r.status_code == 200
-    assert r.json() == {"deleted": 1, "before": "2999-01-01T00:00:00.000Z", "limit": 10}
+    assert r.json() == {
+        "deleted": 1,
+        "before": "2999-01-01T00:00:00.000Z",
+        "limit": 10,
+        "cursor": None,
+    }
     error_of(
         await client.get(f"/v1/codeq/tasks/{t['id']}", headers=auth(PRODUCER)), 404, "not_found"
     )
@@ -536,6 +541,33 @@ async def test_cleanup_answers_what_it_did(client: httpx.AsyncClient) -> None:
             "/v1/codeq/admin/tasks/cleanup", json={"limit": limit}, headers=auth(ADMIN)
         )
         assert "limit" in error_of(r, 400, "invalid_request")
+    r = await client.post(
+        "/v1/codeq/admin/tasks/cleanup", json={"cursor": "not-ours"}, headers=auth(ADMIN)
+    )
+    assert "cursor" in error_of(r, 400, "invalid_request")
+
+
+async def test_cleanup_goes_on_from_its_cursor(client: httpx.AsyncClient) -> None:
+    for _ in range(3):
+        await create(client)
+        task = (await claim(client)).json()
+        await client.post(
+            f"/v1/codeq/tasks/{task['id']}/result",
+            json={"status": "COMPLETED", "result": {}},
+            headers=auth(WORKER),
+        )
+    body: dict[str, object] = {"before": "2999-01-01T00:00:00Z", "limit": 1}
+    deleted, calls = 0, 0
+    while True:
+        calls += 1
+        assert calls <= 10
+        r = await client.post("/v1/codeq/admin/tasks/cleanup", json=body, headers=auth(ADMIN))
+        assert r.status_code == 200, r.text
+        deleted += r.json()["deleted"]
+        if r.json()["cursor"] is None:
+            break
+        body["cursor"] = r.json()["cursor"]
+    assert deleted == 3 and calls >= 3
 
 
 # -- operations -------------------------------------------------------------------------

@@ -437,9 +437,9 @@ async def test_a_body_is_required_exactly_when_the_app_refuses_a_request_without
         assert without.status_code == empty.status_code, f"{op}: {without.text} / {empty.text}"
         if empty.status_code >= 400:
             assert without.json() == empty.json(), op
-    # create, batch, result, requeue, subscribe, endpoint create and patch; claim, heartbeat,
-    # abandon, nack, cleanup, renew and replay
-    assert required_seen >= 7 and optional_seen >= 7, (required_seen, optional_seen)
+    # create, batch, result, subscribe, endpoint create and patch; claim, heartbeat, abandon,
+    # nack, requeue (no body: the same 400 as {}), cleanup, renew and replay
+    assert required_seen >= 6 and optional_seen >= 8, (required_seen, optional_seen)
 
 
 async def test_a_body_that_refuses_unknown_fields_says_so(

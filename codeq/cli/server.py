@@ -40,7 +40,8 @@ def _uvicorn_options(settings: Any) -> dict[str, Any]:
         "lifespan": "on",
         "log_config": None,
         "access_log": False,
-        "http": "httptools",
+        # httptools, answering what its parser refuses with the API's JSON error shape
+        "http": "gateway.http_protocol:JsonErrorHttpToolsProtocol",
         "loop": "uvloop",
         # Client addresses are not used; trusting X-Forwarded-* is opt-in.
         "proxy_headers": False,

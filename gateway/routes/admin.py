@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import msgspec
 from litestar import Controller, Request, get, post
 from litestar.datastructures import State
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.params import FromPath, QueryParameter
 
 from codeq.errors import InvalidRequest
 from gateway.openapi_errors import errors
+from gateway.routes.tasks import documents, optional_body
 from gateway.schemas import (
+    MAX_CLEANUP_LIMIT,
     CleanupBody,
     CleanupOut,
     DlqOut,
@@ -27,6 +31,13 @@ from gateway.state import gateway_for
 __all__ = ["AdminController"]
 
 AnyRequest = Request[Any, Any, State]
+# Decoded here, strictly, as the task routes do (Litestar's own body extraction converts
+# leniently: "10" would pass for 10).
+_requeue_decoder = msgspec.json.Decoder(RequeueBody | None)
+_cleanup_decoder = msgspec.json.Decoder(CleanupBody | None)
+#: ``before`` of a cleanup: from the epoch to before the year 3000 (the store keeps times as
+#: integer milliseconds; a later date would not stay an integer in its scripts).
+_LATEST_BEFORE = datetime(3000, 1, 1, tzinfo=UTC)
 
 
 class AdminController(Controller):
@@ -61,7 +72,7 @@ class AdminController(Controller):
         request: AnyRequest,
         command: FromPath[str],
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 50,
-        cursor: FromQuery[str | None] = None,
+        cursor: Annotated[str | None, QueryParameter(max_length=128)] = None,
     ) -> DlqOut:
         gw = gateway_for(request)
         identity = await gw.admin(request)
@@ -73,15 +84,12 @@ class AdminController(Controller):
         status_code=200,
         summary="Requeue dead tasks (attempts reset): by ids, or all",
         responses=errors(400, 403, 413),
+        dependencies=documents(RequeueBody),
     )
-    async def requeue(
-        self,
-        request: AnyRequest,
-        command: FromPath[str],
-        data: JSONBody[RequeueBody],
-    ) -> RequeueOut:
+    async def requeue(self, request: AnyRequest, command: FromPath[str]) -> RequeueOut:
         gw = gateway_for(request)
         identity = await gw.admin(request)
+        data = await optional_body(request, _requeue_decoder) or RequeueBody()
         if data.ids is None and not data.all:
             raise InvalidRequest("ids: give ids, or all: true", field="ids")
         out = await gw.engine.requeue_dlq(
@@ -94,23 +102,30 @@ class AdminController(Controller):
         status_code=200,
         summary="Purge terminal tasks whose retention ended before `before`",
         responses=errors(400, 403, 413, 429),
+        dependencies=documents(CleanupBody),
     )
-    async def cleanup(
-        self,
-        request: AnyRequest,
-        data: JSONBody[CleanupBody | None] = None,
-    ) -> CleanupOut:
+    async def cleanup(self, request: AnyRequest) -> CleanupOut:
         gw = gateway_for(request)
         identity = await gw.admin(request)
         await gw.rate.check("admin", "cleanup", identity.tenant, identity.subject)
-        body = data or CleanupBody()
-        before_ms = int(body.before.timestamp() * 1000) if body.before else int(time.time() * 1000)
-        limit = 1000 if body.limit is None else body.limit
-        if not 1 <= limit <= 100_000:
-            raise InvalidRequest("limit: must be between 1 and 100000", field="limit")
+        body = await optional_body(request, _cleanup_decoder) or CleanupBody()
+        before_ms = int(time.time() * 1000)
+        if body.before is not None:
+            before = body.before if body.before.tzinfo else body.before.replace(tzinfo=UTC)
+            if not datetime(1970, 1, 1, tzinfo=UTC) <= before < _LATEST_BEFORE:
+                raise InvalidRequest(
+                    "before: must be from 1970-01-01T00:00:00Z to before 3000-01-01T00:00:00Z",
+                    field="before",
+                )
+            before_ms = int(before.timestamp() * 1000)
+        limit = 1000 if body.limit is None else body.limit  # the body's Meta bounds it
+        assert 1 <= limit <= MAX_CLEANUP_LIMIT
         done = await gw.engine.cleanup(
             before_ms=before_ms,
             limit=limit,
             tenant=None if identity.is_super_admin else identity.tenant,
+            cursor=body.cursor,
         )
-        return CleanupOut(deleted=done.deleted, before=rfc3339(before_ms) or "", limit=limit)
+        return CleanupOut(
+            deleted=done.deleted, before=rfc3339(before_ms) or "", limit=limit, cursor=done.cursor
+        )

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from litestar import Controller, Request, delete, get, post
 from litestar.datastructures import State
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath
 from msgspec import Meta
 
 from codeq.engine import validate_command
@@ -19,6 +19,7 @@ from codeq.errors import Forbidden, InvalidRequest, NotFound
 from codeq.store.subscriptions import SubscriptionStore
 from gateway.openapi_errors import errors
 from gateway.routes.endpoints import MAX_LIST, check_target
+from gateway.routes.tasks import decode_body, documents, optional_body
 from gateway.schemas import rfc3339
 from gateway.state import gateway_for
 
@@ -28,18 +29,23 @@ AnyRequest = Request[Any, Any, State]
 MAX_TTL = 86_400
 
 
-class SubscriptionBody(msgspec.Struct, kw_only=True, rename="camel"):
-    callback_url: str
+class SubscriptionBody(msgspec.Struct, kw_only=True, rename="camel", forbid_unknown_fields=True):
+    callback_url: str  # checked by check_target (codeq.webhooks.target_problem), the one place
     # The commands to be told about (the original's name), each allowed by the token.
     event_types: Annotated[list[str], Meta(max_length=MAX_LIST)] | None = None
-    ttl_seconds: int = 300
+    ttl_seconds: Annotated[int, Meta(ge=1, le=MAX_TTL)] = 300
     delivery_mode: Literal["fanout", "group", "hash"] | None = None
-    group_id: str | None = None
-    min_interval_seconds: float = 5.0
+    group_id: Annotated[str, Meta(min_length=1, max_length=128)] | None = None
+    min_interval_seconds: Annotated[float, Meta(ge=0, le=86_400)] = 5.0
 
 
-class RenewBody(msgspec.Struct, kw_only=True, rename="camel"):
-    ttl_seconds: int = 300
+class RenewBody(msgspec.Struct, kw_only=True, rename="camel", forbid_unknown_fields=True):
+    ttl_seconds: Annotated[int, Meta(ge=1, le=MAX_TTL)] = 300
+
+
+# decoded by the handlers, strictly ("300" is not 300), as the task routes do
+_subscription_decoder = msgspec.json.Decoder(SubscriptionBody)
+_renew_decoder = msgspec.json.Decoder(RenewBody | None)
 
 
 class SubscriptionOut(msgspec.Struct, kw_only=True, rename="camel"):
@@ -76,12 +82,12 @@ class SubscriptionController(Controller):
         status_code=200,
         summary="Subscribe to 'work available' notifications (worker, codeq:subscribe)",
         responses=errors(400, 403, 413),
+        dependencies=documents(SubscriptionBody),
     )
-    async def create(
-        self, request: AnyRequest, data: JSONBody[SubscriptionBody]
-    ) -> SubscriptionOut:
+    async def create(self, request: AnyRequest) -> SubscriptionOut:
         gw = gateway_for(request)
         identity = await gw.worker(request, "codeq:subscribe")
+        data: SubscriptionBody = decode_body(await request.body(), _subscription_decoder)
         check_target(gw, data.callback_url, "callbackUrl")
         types = data.event_types or list(identity.event_types)
         if not types:
@@ -127,12 +133,12 @@ class SubscriptionController(Controller):
         status_code=200,
         summary="Renew a subscription",
         responses=errors(400, 403, 404, 413),
+        dependencies=documents(RenewBody),
     )
-    async def heartbeat(
-        self, request: AnyRequest, sub_id: FromPath[str], data: JSONBody[RenewBody | None] = None
-    ) -> SubscriptionOut:
+    async def heartbeat(self, request: AnyRequest, sub_id: FromPath[str]) -> SubscriptionOut:
         gw = gateway_for(request)
         identity = await gw.worker(request, "codeq:subscribe")
+        data = await optional_body(request, _renew_decoder)
         ttl = _ttl((data or RenewBody()).ttl_seconds)
         expires = await SubscriptionStore(gw.store).put(sub_id, identity.tenant, b"", ttl * 1000)
         if expires is None:

@@ -23,12 +23,14 @@ from litestar.params import FromPath, JSONBody
 
 from codeq.auth import Identity
 from codeq.domain import Artifact, NewTask, Task
-from codeq.engine import MAX_BATCH, MAX_REASON
-from codeq.errors import CodeQError, Forbidden, InvalidRequest, TooLarge
+from codeq.engine import MAX_REASON
+from codeq.errors import CodeQError, Conflict, Forbidden, InvalidRequest, NotFound, TooLarge
+from codeq.ids import is_task_id
 from codeq.store.keys import escape
 from gateway.errors import validation_message
 from gateway.openapi_errors import errors
 from gateway.schemas import (
+    MAX_DELAY_SECONDS,
     AbandonBody,
     BatchCreateBody,
     BatchCreateOut,
@@ -48,11 +50,11 @@ from gateway.schemas import (
 )
 from gateway.state import Gateway, gateway_for, note
 
-__all__ = ["TaskController"]
+__all__ = ["TaskController", "decode_body", "documents", "optional_body"]
 
-MAX_WAIT_SECONDS = 30
 FALLBACK_RECHECK_SECONDS = 1.0
 _ARTIFACT_NAME = re.compile(r"[^A-Za-z0-9._\-]")
+MAX_ARTIFACT_FILE_NAME = 128
 _encoder = msgspec.json.Encoder()
 
 AnyRequest = Request[Any, Any, State]
@@ -68,6 +70,12 @@ def _new_task(gw: Gateway, body: CreateTaskBody, request: AnyRequest) -> NewTask
     if body.run_at is not None:
         run_at = body.run_at if body.run_at.tzinfo else body.run_at.replace(tzinfo=UTC)
         run_at_ms = int(run_at.timestamp() * 1000)
+        # The same horizon as delaySeconds; before 1970 would be a negative score.
+        if not 0 <= run_at_ms <= time.time_ns() // 1_000_000 + MAX_DELAY_SECONDS * 1000:
+            raise InvalidRequest(
+                "runAt: must be from 1970-01-01T00:00:00Z to at most 365 days from now",
+                field="runAt",
+            )
     return NewTask(
         command=body.command,
         payload=payload.decode(),
@@ -101,12 +109,12 @@ def _json(
     )
 
 
-async def _optional(request: AnyRequest, decoder: msgspec.json.Decoder[Any]) -> Any:
-    """A body that may be absent, empty or ``null``."""
+async def optional_body(request: AnyRequest, decoder: msgspec.json.Decoder[Any]) -> Any:
+    """A body that may be absent, empty or ``null`` (then ``None``), decoded strictly."""
     raw = await request.body()
     if not raw.strip():
         return None
-    return _decode(raw, decoder)
+    return decode_body(raw, decoder)
 
 
 def documents(body: type[Any]) -> dict[str, Provide]:
@@ -126,15 +134,22 @@ def ok(model: type[Any], description: str) -> ResponseSpec:
     return ResponseSpec(data_container=model, description=description, generate_examples=False)
 
 
-def _decode(raw: bytes, decoder: msgspec.json.Decoder[Any]) -> Any:
-    from gateway.errors import validation_message
-
+def decode_body(raw: bytes, decoder: msgspec.json.Decoder[Any]) -> Any:
+    """The body as ``decoder`` types it, strictly (no ``"5"`` for ``5``); 400 naming the field."""
     try:
         return decoder.decode(raw)
     except msgspec.ValidationError as exc:
         raise InvalidRequest(validation_message(str(exc))) from None
     except msgspec.DecodeError as exc:
         raise InvalidRequest(f"body: not valid JSON ({exc})") from None
+
+
+def _task_id(task_id: str) -> str:
+    """A path's task id, checked before any use (the artifacts folder, the store, the log):
+    anything but a task id is as unknown as a missing task."""
+    if not is_task_id(task_id):
+        raise NotFound(f"task {task_id[:64]!r} not found")
+    return task_id
 
 
 def _allowed(identity: Identity, commands: list[str]) -> None:
@@ -158,7 +173,7 @@ class TaskController(Controller):
         gw = gateway_for(request)
         identity = await gw.producer(request)  # credentials before the body is looked at
         await gw.rate.check("producer", "create", identity.tenant, identity.subject)
-        data = _decode(await request.body(), _create_decoder)
+        data = decode_body(await request.body(), _create_decoder)
         with gw.tracing.span("codeq.create", attributes={"codeq.command": data.command[:128]}):
             out = await gw.engine.create(identity.tenant, _new_task(gw, data, request))
         note(request, task_id=out.task.id)
@@ -179,13 +194,11 @@ class TaskController(Controller):
         gw = gateway_for(request)
         identity = await gw.producer(request)
         await gw.rate.check("producer", "create_batch", identity.tenant, identity.subject)
-        if len(data.tasks) > MAX_BATCH:
-            raise InvalidRequest(f"tasks: at most {MAX_BATCH} per batch", field="tasks")
         errors_out: list[BatchError] = []
         items: list[tuple[int, NewTask]] = []
         for index, raw in enumerate(data.tasks):
             try:
-                body = msgspec.convert(raw, CreateTaskBody, strict=False)
+                body = msgspec.convert(raw, CreateTaskBody, strict=True)  # as a create
                 items.append((index, _new_task(gw, body, request)))
             except msgspec.ValidationError as exc:
                 errors_out.append(
@@ -222,17 +235,13 @@ class TaskController(Controller):
         gw = gateway_for(request)
         identity = await gw.worker(request, "codeq:claim")
         await gw.rate.check("worker", "claim", identity.tenant, identity.subject)
-        body = await _optional(request, _claim_decoder) or ClaimBody()
+        body = await optional_body(request, _claim_decoder) or ClaimBody()
         commands = body.commands or [c for c in identity.event_types if c != "*"]
         if not commands:
             raise InvalidRequest(
                 "commands: required when the token allows every command", field="commands"
             )
         _allowed(identity, commands)
-        if not 0 <= body.wait_seconds <= MAX_WAIT_SECONDS:
-            raise InvalidRequest(
-                f"waitSeconds: must be between 0 and {MAX_WAIT_SECONDS}", field="waitSeconds"
-            )
         started_ns = time.time_ns()
         if body.wait_seconds > 0:
             task = await _long_poll(gw, request, identity, commands, body)
@@ -264,7 +273,7 @@ class TaskController(Controller):
     async def heartbeat(self, request: AnyRequest, task_id: FromPath[str]) -> Response[bytes]:
         gw = gateway_for(request)
         identity = await gw.worker(request, "codeq:heartbeat")
-        body = await _optional(request, _heartbeat_decoder) or HeartbeatBody()
+        body = await optional_body(request, _heartbeat_decoder) or HeartbeatBody()
         task = await gw.engine.heartbeat(
             identity.tenant,
             task_id,
@@ -284,7 +293,7 @@ class TaskController(Controller):
     async def abandon(self, request: AnyRequest, task_id: FromPath[str]) -> Response[bytes]:
         gw = gateway_for(request)
         identity = await gw.worker(request, "codeq:abandon")
-        body = await _optional(request, _abandon_decoder) or AbandonBody()
+        body = await optional_body(request, _abandon_decoder) or AbandonBody()
         await gw.engine.abandon(identity.tenant, task_id, identity.subject, lease_id=body.lease_id)
         return _json(StatusOut(status="requeued"), 200)
 
@@ -301,7 +310,7 @@ class TaskController(Controller):
     async def nack(self, request: AnyRequest, task_id: FromPath[str]) -> Response[bytes]:
         gw = gateway_for(request)
         identity = await gw.worker(request, "codeq:nack")
-        body = await _optional(request, _nack_decoder) or NackBody()
+        body = await optional_body(request, _nack_decoder) or NackBody()
         out = await gw.engine.nack(
             identity.tenant,
             task_id,
@@ -322,7 +331,8 @@ class TaskController(Controller):
     async def result(self, request: AnyRequest, task_id: FromPath[str]) -> Response[bytes]:
         gw = gateway_for(request)
         identity = await gw.worker(request, "codeq:result")
-        data: ResultBody = _decode(await request.body(), _result_decoder)
+        data: ResultBody = decode_body(await request.body(), _result_decoder)
+        _task_id(task_id)  # 400 for the body first, then 404 (docs/api.md's check order)
         result_text: str | None = None
         if data.result is not None:
             encoded = _encoder.encode(data.result)
@@ -382,8 +392,8 @@ class TaskController(Controller):
     )
     async def get_task(self, request: AnyRequest, task_id: FromPath[str]) -> TaskOut:
         gw = gateway_for(request)
-        note(request, task_id=task_id)
         identity = await gw.anyone(request)
+        note(request, task_id=_task_id(task_id))
         return TaskOut.of(await gw.engine.get_task(identity.tenant, task_id))
 
     @get(
@@ -393,8 +403,8 @@ class TaskController(Controller):
     )
     async def get_result(self, request: AnyRequest, task_id: FromPath[str]) -> TaskWithResultOut:
         gw = gateway_for(request)
-        note(request, task_id=task_id)
         identity = await gw.anyone(request)
+        note(request, task_id=_task_id(task_id))
         task, result = await gw.engine.get_result(identity.tenant, task_id)
         return TaskWithResultOut(task=TaskOut.of(task), result=ResultOut.of(result))
 
@@ -452,13 +462,37 @@ async def _long_poll(
         disconnected.cancel()
 
 
+def _artifact_name(raw: str, index: int) -> str:
+    """A safe basename: no folders, no leading dots, only ``[A-Za-z0-9._-]``, at most 128."""
+    name = _ARTIFACT_NAME.sub("_", raw.replace("\\", "/").rsplit("/", 1)[-1]).lstrip(".")
+    return name[:MAX_ARTIFACT_FILE_NAME] or f"artifact-{index}"
+
+
+def _folder_segment(text: str) -> str:
+    """One folder name for a tenant or task id: escaped, and never ``.`` or ``..``."""
+    segment = escape(text)
+    if segment in ("", ".", ".."):  # escape() keeps dots; these would leave the folder
+        return "".join(f"%{b:02X}" for b in text.encode()) or "%00"
+    return segment
+
+
 async def _store_artifacts(
     gw: Gateway, tenant: str, task_id: str, body: ResultBody, staged: list[tuple[Path, Path]]
 ) -> list[Artifact]:
+    """Check every artifact, then write the inline ones (under temporary names, see
+    :func:`_write`). Names are unique per result, compared after sanitising and ignoring case
+    (``a/B.png`` and ``b.png`` are one file): a repeat is a 409, never an overwrite."""
     out: list[Artifact] = []
-    parts = (gw.settings.local_artifacts_dir, escape(tenant), escape(task_id))
+    contents: list[tuple[int, str, bytes]] = []
+    seen: dict[str, int] = {}
     for i, item in enumerate(body.artifacts):
-        name = _ARTIFACT_NAME.sub("_", Path(item.name).name).lstrip(".")[:128] or f"artifact-{i}"
+        name = _artifact_name(item.name, i)
+        first = seen.setdefault(name.lower(), i)
+        if first != i:
+            raise Conflict(
+                f"artifacts[{i}].name: {name!r} is already the name of artifacts[{first}]",
+                code="artifact_name_conflict",
+            )
         if item.content_base64 is None:
             if not item.url:
                 raise InvalidRequest(
@@ -474,23 +508,33 @@ async def _store_artifacts(
             ) from exc
         if len(content) > gw.settings.max_artifact_bytes:
             raise TooLarge(f"artifacts[{i}]: larger than {gw.settings.max_artifact_bytes} bytes")
-        temp, path = await asyncio.to_thread(_write, parts, name, content)
-        staged.append((temp, path))
-        out.append(
-            Artifact(
-                name=name, url=path.as_uri(), content_type=item.content_type, size=len(content)
-            )
+        contents.append((len(out), name, content))
+        out.append(Artifact(name=name, content_type=item.content_type))
+    if not contents:
+        return out
+    segments = (_folder_segment(tenant), _folder_segment(_task_id(task_id)))
+    for index, name, content in contents:
+        temp, path = await asyncio.to_thread(
+            _write, gw.settings.local_artifacts_dir, segments, name, content
         )
+        staged.append((temp, path))
+        out[index] = msgspec.structs.replace(out[index], url=path.as_uri(), size=len(content))
     return out
 
 
-def _write(parts: tuple[str, str, str], name: str, content: bytes) -> tuple[Path, Path]:
-    """Write under a temporary name beside the final one; returns (temporary, final)."""
-    directory = Path(parts[0]).resolve().joinpath(*parts[1:])
-    directory.mkdir(parents=True, exist_ok=True)
-    temp = directory / f".{name}.{secrets.token_hex(8)}.partial"
+def _write(
+    root_dir: str, segments: tuple[str, str], name: str, content: bytes
+) -> tuple[Path, Path]:
+    """Write ``root/tenant/task/name`` under a temporary name beside the final one; returns
+    (temporary, final)."""
+    root = Path(root_dir).resolve()
+    folder = root.joinpath(*segments)
+    if folder.parent.parent != root or not folder.resolve().is_relative_to(root):
+        raise NotFound("task not found")  # unreachable by construction: the last guard
+    folder.mkdir(parents=True, exist_ok=True)
+    temp = folder / f".{name}.{secrets.token_hex(8)}.partial"
     temp.write_bytes(content)
-    return temp, directory / name
+    return temp, folder / name
 
 
 def _commit(staged: list[tuple[Path, Path]]) -> None:
