@@ -68,6 +68,10 @@ DESCRIPTIONS: dict[str, str] = {
     "webhookAllowedCidrs": "Private ranges webhooks may reach (the SSRF guard refuses "
     "loopback, private and link-local addresses otherwise).",
     "webhookRequireHttps": "Refuse `http://` webhook URLs.",
+    "webhookUnsigned": "Send result callbacks and notifications unsigned when no "
+    "`webhookHmacSecret` is set (development only). Without it, a development secret is made "
+    "once and kept in `dataDir`.",
+    "dataDir": "Where the service keeps its local data (the development webhook secret).",
     "resultWebhookMaxAttempts": "The original's setting: attempts of a result callback "
     "(replaces the schedule's length).",
     "resultWebhookBaseBackoffSeconds": "The original's setting: first callback retry delay.",

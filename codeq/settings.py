@@ -213,9 +213,11 @@ class Settings(
     max_payload_bytes: int = 524288
     max_artifact_bytes: int = 10485760
     local_artifacts_dir: str = "./.codeq/artifacts"
+    data_dir: str = "./.codeq"
 
     # Webhooks and delivery
     webhook_hmac_secret: str | None = None
+    webhook_unsigned: bool = False
     webhook_timeout_seconds: float = 10.0
     webhook_retry_schedule: list[float] = msgspec.field(
         default_factory=lambda: list(_DEFAULT_RETRY_SCHEDULE)
@@ -474,6 +476,7 @@ def _validate(s: Settings) -> None:
     _check_int("maxPayloadBytes", s.max_payload_bytes, ge=1, le=s.max_body_bytes)
     _check_int("maxArtifactBytes", s.max_artifact_bytes, ge=1)
     _check_nonempty("localArtifactsDir", s.local_artifacts_dir)
+    _check_nonempty("dataDir", s.data_dir)
 
     _check_nonempty("webhookHmacSecret", s.webhook_hmac_secret)
     _check_float("webhookTimeoutSeconds", s.webhook_timeout_seconds, gt=0)

@@ -33,11 +33,13 @@ import binascii
 import functools
 import hmac
 import ipaddress
+import os
 import re
 import secrets as _secrets
 import time
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
 
@@ -259,6 +261,44 @@ def _public_key(key: str) -> Ed25519PublicKey:
 def generate_secret() -> str:
     """A new signing secret: ``whsec_`` + base64 of 32 random bytes."""
     return _SECRET_PREFIX + base64.b64encode(_secrets.token_bytes(32)).decode()
+
+
+#: the development signing secret's file in ``dataDir``
+DEV_SIGNING_FILE = "webhook-secret"
+
+
+def development_secret(data_dir: str) -> str:
+    """The development signing secret kept in ``data_dir``: made once (readable by its owner
+    only) and read from then on, so webhooks are signed by default and receivers keep
+    verifying across restarts. Several processes starting at once agree on one: the file
+    appears whole (written aside, then linked into place) or not at all."""
+    path = Path(data_dir) / DEV_SIGNING_FILE
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    aside = path.with_name(f".{DEV_SIGNING_FILE}.{os.getpid()}.{_secrets.token_hex(4)}")
+    fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(generate_secret() + "\n")
+    try:
+        os.link(aside, path)  # fails when another process was first: theirs stands
+    except FileExistsError:
+        pass
+    finally:
+        aside.unlink()
+    return path.read_text().strip()
+
+
+def signing_secret(hmac_secret: str | None, *, unsigned: bool, data_dir: str) -> str | None:
+    """What result callbacks and notifications are signed with: ``webhookHmacSecret``; else,
+    unless ``webhookUnsigned`` says otherwise, the development secret of ``data_dir``."""
+    if hmac_secret:
+        return hmac_secret
+    if unsigned:
+        return None
+    return development_secret(data_dir)
 
 
 def generate_signing_key() -> tuple[str, str]:

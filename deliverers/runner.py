@@ -53,7 +53,7 @@ from codeq.store.redis_store import RedisStore
 from codeq.store.streams import StreamEntry
 from codeq.store.subscriptions import SubscriptionStore
 from codeq.tracing import Tracing
-from codeq.webhooks import sign
+from codeq.webhooks import sign, signing_secret
 from deliverers import bodies, records
 from deliverers.events import Event, Handled, raw_field, text_or_none
 from deliverers.outcomes import Outcomes
@@ -140,7 +140,11 @@ class Deliverer:
             int((settings.webhook_timeout_seconds + self.sender.queue_seconds) * 1000)
             + _ATTEMPT_LEASE_MARGIN_MS
         )
-        self._secret = settings.webhook_hmac_secret
+        self._secret = signing_secret(
+            settings.webhook_hmac_secret,
+            unsigned=settings.webhook_unsigned,
+            data_dir=settings.data_dir,
+        )
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._inflight: set[asyncio.Task[None]] = set()

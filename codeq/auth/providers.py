@@ -253,6 +253,13 @@ def _check_prod(settings: Settings) -> None:
         missing.append("workerAuthProvider (env WORKER_AUTH_PROVIDER)")
     if not (settings.webhook_hmac_secret or "").strip():
         missing.append("webhookHmacSecret (env WEBHOOK_HMAC_SECRET)")
+    if settings.webhook_unsigned:
+        raise AuthConfigError(
+            "webhookUnsigned (env WEBHOOK_UNSIGNED) is for development only and cannot be used "
+            "with env 'prod'",
+            key="webhookUnsigned",
+            env="WEBHOOK_UNSIGNED",
+        )
     if missing:
         raise AuthConfigError(
             f"env is 'prod' but {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} "

@@ -70,6 +70,35 @@ def parse_capture(raw: bytes) -> tuple[dict[str, str], bytes]:
     return headers, body
 
 
+@webhook_app.command("secret")
+def webhook_secret(
+    ctx: typer.Context,
+    config: Annotated[
+        str | None, typer.Option(help="Config file (as codeq serve reads it).")
+    ] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Print the secret this machine's codeq serve signs result callbacks and notifications with
+    (the development one it made in dataDir, unless webhookHmacSecret is set). Exit 1 when
+    webhooks go unsigned (webhookUnsigned)."""
+    import os
+
+    from codeq.settings import Settings
+    from codeq.webhooks import signing_secret
+
+    out = Out(ctx, json_out)
+    settings = Settings.load(config, environ=os.environ)
+    secret = signing_secret(
+        settings.webhook_hmac_secret,
+        unsigned=settings.webhook_unsigned,
+        data_dir=settings.data_dir,
+    )
+    if secret is None:
+        out.data({"secret": None}, lambda d: print("unsigned (webhookUnsigned is set)"))
+        raise typer.Exit(1)
+    out.data({"secret": secret}, lambda d: print(secret))
+
+
 @webhook_app.command("verify")
 def webhook_verify(
     ctx: typer.Context,

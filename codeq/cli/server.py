@@ -74,9 +74,27 @@ def _check_store(settings: Settings) -> None:
     asyncio.run(check_store(settings))
 
 
+def _print_signing(settings: Settings) -> None:
+    """Where the webhooks' signatures come from, once at start. The development secret is
+    printed, as the dev token is (it is made on this machine, for this machine's receivers:
+    `codeq webhook secret` prints it again); a configured one never is."""
+    from codeq.webhooks import DEV_SIGNING_FILE, signing_secret
+
+    if settings.webhook_hmac_secret:
+        return
+    if settings.webhook_unsigned:
+        print("codeq webhooks: unsigned (webhookUnsigned is set)", flush=True)
+        return
+    secret = signing_secret(None, unsigned=False, data_dir=settings.data_dir)
+    path = os.path.join(settings.data_dir, DEV_SIGNING_FILE)
+    print(f"codeq webhook secret: {secret} (development; kept in {path})", flush=True)
+
+
 def serve(args: argparse.Namespace, *, with_sweeper: bool) -> int:
     settings = load_settings(args)
     _check_store(settings)
+    if with_sweeper:  # codeq serve delivers webhooks (codeq gateway does not)
+        _print_signing(settings)
     name = "serve" if with_sweeper else "gateway"
     if args.server == "uvicorn" and args.workers == 1:
         _serve_in_process(settings, with_sweeper=with_sweeper, name=name)
@@ -194,6 +212,7 @@ def deliver(args: argparse.Namespace) -> int:
     if settings.store_kind == "memory":
         raise ValueError("codeq deliver needs a shared store: set REDIS_ADDR (or redisUrl)")
     _check_store(settings)
+    _print_signing(settings)
 
     async def run() -> None:
         store = open_store(settings)
