@@ -50,7 +50,6 @@ __all__ = ["COMMAND_PATTERN", "CleanupOutcome", "Engine", "EngineConfig"]
 
 COMMAND_PATTERN = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")  # fullmatch: "$" lets a "\n" in
 MAX_IDEMPOTENCY_KEY = 256
-MAX_URL = 2048
 MAX_REASON = 4096
 MAX_BATCH = MAX_BATCH_TASKS
 

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from codeq.domain import QueueStats, Task, TaskResult
+from codeq.webhooks import MAX_URL_LENGTH
 
 __all__ = [
     "COMMAND_REGEX",
@@ -108,7 +109,6 @@ PRIORITY_RANGE = (-(2**31), 2**31 - 1)
 #: valid and harmless in the ECMA dialect the OpenAPI document's readers use.)
 COMMAND_REGEX = "^[A-Za-z0-9_.:\\-]{1,128}$(?!\\n)"
 _MAX_TEXT = 4096  # reasons and error messages
-_MAX_URL = 2048
 
 
 def _range(ge: int, le: int, description: str | None = None) -> msgspec.Meta:
@@ -131,7 +131,7 @@ Command = Annotated[
         description="1-128 characters of [A-Za-z0-9_.:-]; queues ignore case",
     ),
 ]
-Url = Annotated[str, msgspec.Meta(min_length=1, max_length=_MAX_URL)]
+Url = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_URL_LENGTH)]
 Text = Annotated[str, msgspec.Meta(max_length=_MAX_TEXT)]
 LeaseId = Annotated[str, msgspec.Meta(max_length=64, description="as the claim returned it")]
 TaskId = Annotated[str, msgspec.Meta(max_length=64)]

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -35,7 +35,11 @@ class Served:
 
 
 @contextmanager
-def serve(extra_env: dict[str, str]) -> Iterator[Served]:
+def serve(
+    extra_env: dict[str, str], *, command: str = "serve", args: Sequence[str] = ()
+) -> Iterator[Served]:
+    """``codeq serve`` (or ``command``: ``gateway``, HTTP only) with ``args``, until the block
+    ends."""
     port = free_port()
     env = {
         **os.environ,
@@ -48,7 +52,7 @@ def serve(extra_env: dict[str, str]) -> Iterator[Served]:
         env.pop("REDIS_ADDR", None)
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "codeq.cli", "serve", "--port", str(port)],
+            [sys.executable, "-m", "codeq.cli", command, "--port", str(port), *args],
             env=env,
             stdout=out,
             stderr=err,
@@ -57,14 +61,14 @@ def serve(extra_env: dict[str, str]) -> Iterator[Served]:
 
         def up() -> bool:
             if proc.poll() is not None:
-                raise AssertionError(f"codeq serve exited: {served.stderr()}")
+                raise AssertionError(f"codeq {command} exited: {served.stderr()}")
             try:
                 return httpx.get(f"{served.base}/healthz", timeout=1).status_code == 200
             except httpx.HTTPError:
                 return False
 
         try:
-            wait_for(up, timeout=20, message="codeq serve did not come up")
+            wait_for(up, timeout=30, message=f"codeq {command} did not come up")
             yield served
         finally:
             if proc.poll() is None:

@@ -132,16 +132,20 @@ async def test_a_failed_call_fails_only_the_callers_it_carried() -> None:
 
 
 async def test_a_cancelled_caller_does_not_disturb_the_others() -> None:
-    gate = asyncio.Event()
+    gate, entered = asyncio.Event(), asyncio.Event()
+    sent: list[list[int]] = []
 
     async def send(key: str, items: list[int]) -> Sequence[Any]:
+        sent.append(items)
+        entered.set()
         await gate.wait()
         return items
 
     merger: CallMerger[str, int] = CallMerger(send)
     first = asyncio.create_task(merger.submit("p", [1]))
     second = asyncio.create_task(merger.submit("p", [2]))
-    await asyncio.sleep(0)  # both submitted; the call is under way
+    await asyncio.wait_for(entered.wait(), 5)  # the call carrying both is under way
+    assert sent == [[1, 2]]
     first.cancel()
     gate.set()
     assert await second == [2]

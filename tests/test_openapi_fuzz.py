@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -34,7 +32,8 @@ import yaml
 from schemathesis.core.failures import FailureGroup
 from schemathesis.openapi.checks import JsonSchemaError, UndefinedStatusCode
 
-from tests.servers import RedisServer, free_port, wait_for
+from tests.served import Served, serve
+from tests.servers import RedisServer
 from tests.test_openapi import make_app
 
 PRODUCER = "fuzz-producer-token"
@@ -120,56 +119,22 @@ def _settings(prefix: str, artifacts: Path) -> dict[str, Any]:
     }
 
 
-@dataclass
-class Gateway:
-    base: str
-    log: Path
-
-    def errors_logged(self) -> str:
-        lines = self.log.read_text(errors="replace").splitlines()
-        return "\n".join(line for line in lines if '"ERROR"' in line or "Traceback" in line)
+def errors_logged(gateway: Served) -> str:
+    lines = (gateway.stdout() + gateway.stderr()).splitlines()
+    return "\n".join(line for line in lines if '"ERROR"' in line or "Traceback" in line)
 
 
 @pytest.fixture(scope="module")
-def gateway(redis_server: RedisServer) -> Iterator[Gateway]:
+def gateway(redis_server: RedisServer) -> Iterator[Served]:
+    """A real ``codeq gateway`` (HTTP only: no deliverer sends anything) on loopback."""
     with tempfile.TemporaryDirectory(prefix="codeq-fuzz-") as tmp:
         root = Path(tmp)
         config = root / "config.yaml"
         prefix = "fz" + os.urandom(5).hex()
         config.write_text(yaml.safe_dump(_settings(prefix, root / "artifacts")))
-        port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "CODEQ_"))}
-        env["REDIS_URL"] = redis_server.url
-        log = root / "gateway.log"
-        argv = [sys.executable, "-m", "codeq.cli", "gateway", "--config", str(config)]
-        argv += ["--host", "127.0.0.1", "--port", str(port)]
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                argv,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        gw = Gateway(f"http://127.0.0.1:{port}", log)
-
-        def up() -> bool:
-            if proc.poll() is not None:
-                raise AssertionError(f"codeq gateway exited:\n{log.read_text()}")
-            try:
-                return httpx.get(f"{gw.base}/readyz", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        try:
-            wait_for(up, timeout=30, message="codeq gateway did not come up")
-            yield gw
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        env = {"REDIS_URL": redis_server.url}
+        with serve(env, command="gateway", args=["--config", str(config)]) as served:
+            yield served
 
 
 def _config(base: str) -> schemathesis.Config:
@@ -200,7 +165,7 @@ def _config(base: str) -> schemathesis.Config:
 
 
 @pytest.fixture(scope="module")
-def api_schema(gateway: Gateway) -> Any:
+def api_schema(gateway: Served) -> Any:
     """The document the running gateway serves, loaded by schemathesis."""
     document = httpx.get(f"{gateway.base}/schema/openapi.json", timeout=10).json()
     return schemathesis.openapi.from_dict(document, config=_config(gateway.base))
@@ -225,7 +190,7 @@ RECEIVER = "https://receiver.invalid/hook"  # accepted at create time; nothing h
 
 
 @pytest.fixture(scope="module")
-def known_ids(gateway: Gateway) -> dict[str, list[str]]:
+def known_ids(gateway: Served) -> dict[str, list[str]]:
     """Path parameter name → ids that exist: pending, leased (by the worker), completed and
     dead-lettered tasks, an endpoint, a subscription, the queues they are in."""
     with httpx.Client(base_url=gateway.base, timeout=10) as c:
@@ -332,7 +297,7 @@ MAX_WAIT = 0.05
 
 @pytest.mark.parametrize("label", documented_operations())
 def test_every_operation_answers_as_documented(
-    label: str, api_schema: Any, gateway: Gateway, known_ids: dict[str, list[str]]
+    label: str, api_schema: Any, gateway: Served, known_ids: dict[str, list[str]]
 ) -> None:
     operation = api_schema.find_operation_by_label(label)
     assert operation is not None, f"{label}: not in the served document"
@@ -364,7 +329,7 @@ def test_every_operation_answers_as_documented(
     try:
         fuzz()
     except BaseException as exc:
-        exc.add_note(f"gateway errors logged:\n{gateway.errors_logged()[-4000:]}")
+        exc.add_note(f"gateway errors logged:\n{errors_logged(gateway)[-4000:]}")
         raise
     assert sent, f"{label}: no request was sent"
 
@@ -378,7 +343,7 @@ def test_every_operation_answers_as_documented(
     "lie",
     ["an undocumented status", "a body other than documented"],
 )
-def test_a_document_that_lies_fails_the_checks(lie: str, gateway: Gateway) -> None:
+def test_a_document_that_lies_fails_the_checks(lie: str, gateway: Served) -> None:
     """The same checks, against a copy of the document with one lie in it: the fuzz test
     above can fail."""
     document = httpx.get(f"{gateway.base}/schema/openapi.json", timeout=10).json()

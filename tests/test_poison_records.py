@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -36,15 +37,13 @@ POISON = [
 
 
 async def _poison(store: RedisStore, task_id: str, template: str) -> None:
-    raw = await store.client.hget(
-        store.keys.partition(store.keys.partition_of(task_id)).tasks, task_id
-    )
+    """Overwrite a task's record with ``template`` (its id and queue filled in)."""
+    tasks = store.keys.partition(store.keys.partition_of(task_id)).tasks
+    raw = await store.client.hget(tasks, task_id)
     assert raw is not None
-    q = __import__("json").loads(raw)["q"]
+    q = json.loads(raw)["q"]
     await store.client.hset(
-        store.keys.partition(store.keys.partition_of(task_id)).tasks,
-        task_id,
-        template % {"id": task_id, "q": q} if "%(" in template else template,
+        tasks, task_id, template % {"id": task_id, "q": q} if "%(" in template else template
     )
 
 

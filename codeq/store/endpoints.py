@@ -34,7 +34,7 @@ class EndpointStore:
 
     async def create(self, endpoint_id: str, tenant: str, record: bytes) -> None:
         """Store a new endpoint (``record`` is its JSON, ``tenant`` included)."""
-        await self._call("ep_put", tenant, [endpoint_id, tenant, record, "0"])
+        await self._call("ep_put", tenant, [endpoint_id, record])
 
     async def patch(
         self, endpoint_id: str, tenant: str, changes: Mapping[str, Any]

@@ -12,8 +12,8 @@ from litestar.datastructures import State
 from litestar.params import FromPath, QueryParameter
 
 from codeq.errors import InvalidRequest
+from gateway.bodies import documents, optional_body
 from gateway.openapi_errors import errors
-from gateway.routes.tasks import documents, optional_body
 from gateway.schemas import (
     MAX_CLEANUP_LIMIT,
     CleanupBody,

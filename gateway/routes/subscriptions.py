@@ -17,9 +17,9 @@ from msgspec import Meta
 from codeq.engine import validate_command
 from codeq.errors import Forbidden, InvalidRequest, NotFound
 from codeq.store.subscriptions import SubscriptionStore
+from gateway.bodies import decode_body, documents, optional_body
 from gateway.openapi_errors import errors
 from gateway.routes.endpoints import MAX_LIST, check_target
-from gateway.routes.tasks import decode_body, documents, optional_body
 from gateway.schemas import rfc3339
 from gateway.state import gateway_for
 

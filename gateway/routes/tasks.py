@@ -17,7 +17,6 @@ from typing import Any
 import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
-from litestar.di import Provide
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody
 
@@ -27,6 +26,7 @@ from codeq.engine import MAX_REASON
 from codeq.errors import CodeQError, Conflict, Forbidden, InvalidRequest, NotFound, TooLarge
 from codeq.ids import is_task_id
 from codeq.store.keys import escape
+from gateway.bodies import decode_body, documents, optional_body
 from gateway.errors import validation_message
 from gateway.openapi_errors import errors
 from gateway.schemas import (
@@ -109,39 +109,8 @@ def _json(
     )
 
 
-async def optional_body(request: AnyRequest, decoder: msgspec.json.Decoder[Any]) -> Any:
-    """A body that may be absent, empty or ``null`` (then ``None``), decoded strictly."""
-    raw = await request.body()
-    if not raw.strip():
-        return None
-    return decode_body(raw, decoder)
-
-
-def documents(body: type[Any]) -> dict[str, Provide]:
-    """An OpenAPI description of a body the handler decodes itself (msgspec, straight from
-    the bytes: Litestar's extraction was ~20 % of a create's CPU). Litestar documents the
-    ``data`` of a route's dependencies; this one is never resolved, as no handler asks for it.
-    """
-
-    def body_doc(data: Any) -> None:
-        raise AssertionError("documentation only")  # pragma: no cover
-
-    body_doc.__annotations__ = {"data": body, "return": None}  # the real type, not a string
-    return {"body_doc": Provide(body_doc, sync_to_thread=False)}
-
-
 def ok(model: type[Any], description: str) -> ResponseSpec:
     return ResponseSpec(data_container=model, description=description, generate_examples=False)
-
-
-def decode_body(raw: bytes, decoder: msgspec.json.Decoder[Any]) -> Any:
-    """The body as ``decoder`` types it, strictly (no ``"5"`` for ``5``); 400 naming the field."""
-    try:
-        return decoder.decode(raw)
-    except msgspec.ValidationError as exc:
-        raise InvalidRequest(validation_message(str(exc))) from None
-    except msgspec.DecodeError as exc:
-        raise InvalidRequest(f"body: not valid JSON ({exc})") from None
 
 
 def _task_id(task_id: str) -> str:
