@@ -25,8 +25,12 @@ DESCRIPTIONS: dict[str, str] = {
     "env": "`prod` makes missing security settings fatal at start-up.",
     "logLevel": "Lowest level logged.",
     "logFormat": "`json` (one object per line) or `text`; unset: text on a terminal, else JSON.",
-    "persistenceProvider": "`memory` (embedded store, one process) or `redis` (Redis/KVRocks; "
-    "`kvrocks` is an alias). Unset: `redis` when an address is given.",
+    "persistenceProvider": "`redis` (Redis/KVRocks at `redisAddr`/`redisUrl`; `kvrocks` is an "
+    "alias), `local` (a private store process that `codeq serve` starts, supervises and stops, "
+    "its data in `dataDir`) or `memory` (in-process, keeps nothing; tests and demos). Unset: "
+    "`redis` when an address is given, else `local`.",
+    "localStoreBinary": "The server `persistenceProvider: local` runs: a `redis-server` or a "
+    "KVRocks binary (told apart by `--version`). Unset: `redis-server` on `PATH`.",
     "persistenceConfig": "The original's JSON form: `addr`, `url`, `password`, `cluster`, `db`, "
     "`poolSize`; a `redis*` setting given directly wins.",
     "redisAddr": "`host:port` of Redis or KVRocks.",
@@ -71,7 +75,8 @@ DESCRIPTIONS: dict[str, str] = {
     "webhookUnsigned": "Send result callbacks and notifications unsigned when no "
     "`webhookHmacSecret` is set (development only). Without it, a development secret is made "
     "once and kept in `dataDir`.",
-    "dataDir": "Where the service keeps its local data (the development webhook secret).",
+    "dataDir": "Where the service keeps its local data: the private store's files "
+    "(`persistenceProvider: local`) and the development webhook secret.",
     "resultWebhookMaxAttempts": "The original's setting: attempts of a result callback "
     "(replaces the schedule's length).",
     "resultWebhookBaseBackoffSeconds": "The original's setting: first callback retry delay.",

@@ -181,7 +181,7 @@ class Settings(
     log_format: Literal["json", "text"] | None = None  # None: the process picks
 
     # Store
-    persistence_provider: Literal["memory", "redis"] | None = None
+    persistence_provider: Literal["local", "memory", "redis"] | None = None
     persistence_config: dict[str, Any] | None = None
     redis_addr: str | None = None
     redis_url_setting: str | None = msgspec.field(default=None, name="redisUrl")
@@ -193,6 +193,7 @@ class Settings(
     redis_socket_timeout_seconds: float = 5.0
     key_prefix: str = "codeq"
     partitions: int = 1
+    local_store_binary: str | None = None  # None: redis-server on PATH
 
     # Tasks
     default_lease_seconds: int = 300
@@ -294,13 +295,14 @@ class Settings(
     # ---- derived values ----------------------------------------------------------------------
 
     @property
-    def store_kind(self) -> Literal["memory", "redis"]:
-        """``memory`` when asked for, or when nothing says where Redis/KVRocks is."""
+    def store_kind(self) -> Literal["local", "memory", "redis"]:
+        """``redis`` when an address is configured; else ``local``, the private store process
+        that ``codeq serve`` starts in ``dataDir``; ``memory`` only when asked for."""
         if self.persistence_provider is not None:
             return self.persistence_provider
         if self.redis_addr or self.redis_url_setting:
             return "redis"
-        return "memory"
+        return "memory"  # becomes "local" once codeq serve starts the private store
 
     def redis_url(self) -> str | None:
         """The URL to connect to, with the password inserted and URL-quoted; ``None`` if unset.

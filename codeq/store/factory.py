@@ -24,6 +24,11 @@ def open_store(settings: Settings) -> RedisStore:
             "(set REDIS_ADDR or redisUrl for KVRocks/Redis)"
         )
         return RedisStore.embedded(keys)
+    if settings.store_kind == "local":
+        raise ValueError(
+            "persistenceProvider local: the private store is started by `codeq serve` "
+            "(codeq.store.local), which then opens it by its address"
+        )
     url = settings.redis_url()
     if url is None:  # settings validation makes this unreachable; keep the message clear
         raise ValueError("persistenceProvider is redis but no redisAddr/redisUrl is set")
