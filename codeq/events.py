@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable, Mapping
 
 from codeq.errors import StoreUnavailable
-from codeq.store.redis_store import RedisStore
+from codeq.store.protocol import EventStreams
 
 __all__ = ["EventTail"]
 
@@ -31,7 +31,7 @@ class EventTail:
 
     def __init__(
         self,
-        store: RedisStore,
+        store: EventStreams,
         on_event: Callable[[Event], None],
         *,
         wanted: Callable[[], bool] | None = None,

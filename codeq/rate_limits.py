@@ -1,7 +1,7 @@
 """Rate limits per scope (spec 04): ``producer``, ``worker``, ``admin`` and ``webhook``.
 
 :class:`RateGuard` holds the configured limits and asks the store's token buckets
-(:class:`~codeq.store.rate_limits.RateLimiter`) only for scopes that have one: an unlimited
+(:class:`~codeq.store.protocol.RateBuckets`) only for scopes that have one: an unlimited
 scope costs no store call. The guard fails open: when the store cannot answer, the request
 (or delivery) goes ahead and ``codeq_rate_limit_fail_open_total{scope}`` counts it; a refusal
 counts in ``codeq_rate_limit_hits_total{scope,operation}``.
@@ -15,7 +15,7 @@ from typing import Final, Literal
 from codeq.errors import CodeQError, RateLimited
 from codeq.metrics import Metrics
 from codeq.settings import RateLimit, RateLimits
-from codeq.store.rate_limits import RateLimiter
+from codeq.store.protocol import RateBuckets
 
 __all__ = ["SCOPES", "RateGuard", "Scope"]
 
@@ -28,7 +28,7 @@ SCOPES: Final[tuple[Scope, ...]] = ("producer", "worker", "admin", "webhook")
 class RateGuard:
     """The configured limits of one process over the store's buckets, with the metrics."""
 
-    def __init__(self, limits: RateLimits, limiter: RateLimiter, metrics: Metrics) -> None:
+    def __init__(self, limits: RateLimits, limiter: RateBuckets, metrics: Metrics) -> None:
         self.limits = limits
         self.limiter = limiter
         self.metrics = metrics

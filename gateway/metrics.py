@@ -24,9 +24,7 @@ import msgspec
 
 from codeq.errors import CodeQError
 from codeq.metrics import CONTENT_TYPE, Metrics
-from codeq.store.protocol import PartitionGauges
-from codeq.store.redis_store import RedisStore
-from codeq.store.subscriptions import SubscriptionStore
+from codeq.store.protocol import Meters, PartitionGauges
 from gateway.waker import Waker
 
 __all__ = ["CONTENT_TYPE", "Metrics", "Scraper", "StoreSnapshot", "render_store_gauges"]
@@ -124,14 +122,13 @@ class Scraper:
     def __init__(
         self,
         metrics: Metrics,
-        store: RedisStore,
+        store: Meters,
         waker: Waker | None = None,
         *,
         timeout: float = SCRAPE_TIMEOUT_SECONDS,
     ) -> None:
         self.metrics = metrics
         self.store = store
-        self.subscriptions = SubscriptionStore(store)
         self.waker = waker
         self.timeout = timeout
 
@@ -139,7 +136,7 @@ class Scraper:
         """One ``gauges.lua`` call per partition and one subscription count, concurrently."""
         parts, subscriptions = await asyncio.gather(
             asyncio.gather(*(self.store.gauges(p) for p in range(self.store.keys.partitions))),
-            self.subscriptions.active(int(time.time() * 1000)),
+            self.store.active_subscriptions(int(time.time() * 1000)),
         )
         return StoreSnapshot.merge(parts, subscriptions)
 

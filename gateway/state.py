@@ -16,7 +16,7 @@ from codeq.errors import Forbidden
 from codeq.events import EventTail
 from codeq.rate_limits import RateGuard
 from codeq.settings import Settings
-from codeq.store.redis_store import RedisStore
+from codeq.store.protocol import Backend
 from codeq.tracing import Tracing
 from gateway.metrics import Metrics
 from gateway.waker import Waker
@@ -27,7 +27,7 @@ __all__ = ["Gateway", "gateway_for", "get_gateway", "note"]
 @dataclass
 class Gateway:
     settings: Settings
-    store: RedisStore
+    store: Backend  # each route takes its part: store.deliveries, store.endpoints, ...
     engine: Engine
     auth: Auth
     waker: Waker

@@ -1,4 +1,5 @@
-"""The store contract: every transition, against every backend (see conftest.BACKENDS)."""
+"""The store contract: every transition, against every backend (see conftest.BACKENDS). The
+other protocols of the store are tests/test_store_contract.py's."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 crash never keeps half a script), and no read that blocks on the server (a blocked stream
 read that an XADD wakes runs outside KVRocks' command lock and corrupts a transaction's batch:
 "Corruption: WriteBatch has wrong count", then a segfault). On Redis neither is needed: scripts
-go bare and reads block. See the comment above ``_is_kvrocks`` in codeq/store/redis_store.py.
+go bare and reads block. See ``ServerKind`` in codeq/store/coalescer.py.
 """
 
 from __future__ import annotations

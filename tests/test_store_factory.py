@@ -1,4 +1,5 @@
-"""Settings choose the store: embedded by default, Redis when an address is configured."""
+"""Settings choose the store: embedded by default, Redis when an address is configured; what
+the factory hands out is a Backend whose parts each consumer takes."""
 
 from __future__ import annotations
 
@@ -20,12 +21,12 @@ from tests.conftest import eventually, new_prefix
 from tests.servers import RedisServer, free_port
 
 
-async def test_no_address_means_the_embedded_store(caplog: pytest.LogCaptureFixture) -> None:
-    settings = Settings.load(None, environ={"KEY_PREFIX": "emb"})
+async def test_memory_means_the_embedded_store(caplog: pytest.LogCaptureFixture) -> None:
+    settings = Settings.load(None, environ={"KEY_PREFIX": "emb", "PERSISTENCE_PROVIDER": "memory"})
     with caplog.at_level(logging.WARNING, logger="codeq.store"):
         store = open_store(settings)
     assert "nothing survives a restart" in caplog.text
-    engine = Engine(store, EngineConfig.from_settings(settings))
+    engine = Engine(store.tasks, EngineConfig.from_settings(settings))
     t = (await engine.create("t", NewTask(command="C", payload="1"))).task
     assert (await engine.get_task("t", t.id)).id == t.id
     await store.close()
@@ -36,10 +37,16 @@ async def test_redis_addr_means_redis(redis_server: RedisServer) -> None:
         None, environ={"REDIS_ADDR": f"127.0.0.1:{redis_server.port}", "KEY_PREFIX": "fac"}
     )
     store = open_store(settings)
-    engine = Engine(store, EngineConfig.from_settings(settings))
+    engine = Engine(store.tasks, EngineConfig.from_settings(settings))
     t = (await engine.create("t", NewTask(command="C", payload="1"))).task
     assert await redis_server_has(redis_server, KeySchema("fac").partition(0).tasks, t.id)
     await store.close()
+
+
+def test_a_local_store_is_opened_by_its_address_not_by_the_factory() -> None:
+    settings = Settings.load(None, environ={"PERSISTENCE_PROVIDER": "local"})
+    with pytest.raises(ValueError, match="codeq serve"):
+        open_store(settings)
 
 
 async def redis_server_has(server: RedisServer, key: str, field: str) -> bool:
@@ -59,7 +66,7 @@ async def test_an_unreachable_store_is_unavailable_not_an_error() -> None:
     )
     store = open_store(settings)
     with pytest.raises(StoreUnavailable):
-        await Engine(store).create("t", NewTask(command="C", payload="1"))
+        await Engine(store.tasks).create("t", NewTask(command="C", payload="1"))
     await store.close()
 
 
@@ -68,7 +75,7 @@ async def test_store_outage_then_recovery(redis_server: RedisServer) -> None:
     try:
         settings = Settings.load(None, environ={"REDIS_ADDR": f"127.0.0.1:{server.port}"})
         store = open_store(settings)
-        engine = Engine(store)
+        engine = Engine(store.tasks)
         await engine.create("t", NewTask(command="C", payload="1"))
         server.stop()
         with pytest.raises(StoreUnavailable):

@@ -3,11 +3,12 @@
 ``redis`` is imported only under this package.
 """
 
+from codeq.store.errors import StoreError
 from codeq.store.factory import check_store, open_store
 from codeq.store.handshake import StoreHandshakeError
 from codeq.store.keys import KeySchema, PartitionKeys
 from codeq.store.protocol import Store
-from codeq.store.redis_store import RedisStore, StoreError
+from codeq.store.redis_store import RedisStore
 
 __all__ = [
     "KeySchema",

@@ -1,5 +1,6 @@
-"""The delivery side of a store (spec 03): consumer groups on the partition streams and the
-durable delivery schedule."""
+"""The delivery side of a store (spec 03): consumer groups on the partition streams
+(:class:`~codeq.store.protocol.ConsumerGroups`) and the durable delivery schedule
+(:class:`~codeq.store.protocol.Deliveries`), both over the delivery keys of a partition."""
 
 from __future__ import annotations
 
@@ -10,9 +11,17 @@ from typing import Any
 import msgspec
 from redis import exceptions as rexc
 
-from codeq.errors import StoreUnavailable
-from codeq.store.redis_store import _UNAVAILABLE, GROUP_POLL_CAP_S, RedisStore, _poll
-from codeq.store.streams import StreamEntry, entries, entry_list, raw_reply, text
+from codeq.store.base import ScriptStore
+from codeq.store.errors import StoreError
+from codeq.store.streams import (
+    GROUP_POLL_CAP_S,
+    StreamEntry,
+    entries,
+    entry_list,
+    poll,
+    raw_reply,
+    text,
+)
 
 __all__ = ["DeliveryStore"]
 
@@ -22,7 +31,7 @@ class DeliveryStore:
     durable delivery schedule. Stream reads and group bookkeeping are plain commands; every
     change to deliveries is one script (``dlv_*.lua``)."""
 
-    def __init__(self, store: RedisStore) -> None:
+    def __init__(self, store: ScriptStore) -> None:
         self._store = store
         self._client = store.client
         self.keys = store.keys
@@ -37,26 +46,23 @@ class DeliveryStore:
         return await self._store._eval(self._store._scripts[name], keys, args)
 
     async def _cmd(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return await getattr(self._client, method)(*args, **kwargs)
-        except _UNAVAILABLE as exc:
-            raise StoreUnavailable(f"store unavailable: {type(exc).__name__}") from exc
+        return await self._store._command(method, *args, **kwargs)
 
     async def ensure_group(self, partition: int, group: str, start: str = "0") -> bool:
         """Create ``group`` on the partition stream (and the stream); False if it existed."""
         key = self.keys.delivery(partition).events
         try:
-            await self._cmd("xgroup_create", key, group, id=start, mkstream=True)
+            await self._store._refusable("xgroup_create", key, group, id=start, mkstream=True)
         except rexc.ResponseError as exc:
             if "BUSYGROUP" in str(exc):
                 return False
-            raise
+            raise StoreError(f"store error in xgroup_create: {exc}") from exc
         return True
 
     async def group_exists(self, partition: int, group: str) -> bool:
         key = self.keys.delivery(partition).events
         try:
-            groups = await self._cmd("xinfo_groups", key)
+            groups = await self._store._refusable("xinfo_groups", key)
         except rexc.ResponseError:
             return False  # no stream yet
         return any(text(g.get("name", g.get(b"name", b""))) == group for g in groups)
@@ -64,15 +70,22 @@ class DeliveryStore:
     async def read_group(
         self, partition: int, group: str, consumer: str, *, count: int, block_ms: int
     ) -> list[StreamEntry]:
+        """New entries for ``consumer``; [] when none came in ``block_ms`` or the group is
+        missing (Redis refuses, KVRocks answers nothing: ``group_exists`` tells)."""
         key = self.keys.delivery(partition).events
-        if await self._store.on_kvrocks():  # no blocking reads there (see _poll)
-            reply = await _poll(
-                lambda: self._cmd("xreadgroup", group, consumer, {key: ">"}, count),
-                block_ms,
-                GROUP_POLL_CAP_S,
-            )
-        else:
-            reply = await self._cmd("xreadgroup", group, consumer, {key: ">"}, count, block_ms)
+
+        def read(block: int | None) -> Any:
+            return self._store._refusable("xreadgroup", group, consumer, {key: ">"}, count, block)
+
+        try:
+            if await self._store.on_kvrocks():  # no blocking reads there (see streams.poll)
+                reply = await poll(lambda: read(None), block_ms, GROUP_POLL_CAP_S)
+            else:
+                reply = await read(block_ms)
+        except rexc.ResponseError as exc:
+            if not await self.group_exists(partition, group):  # NOGROUP, or no stream at all
+                return []
+            raise StoreError(f"store error in xreadgroup: {exc}") from exc
         return entries(reply)
 
     async def pending_of(
@@ -87,7 +100,7 @@ class DeliveryStore:
         """(consumer name, pending count) of a group."""
         key = self.keys.delivery(partition).events
         try:
-            reply = await self._cmd("xinfo_consumers", key, group)
+            reply = await self._store._refusable("xinfo_consumers", key, group)
         except rexc.ResponseError:
             return []
         return [
@@ -108,7 +121,7 @@ class DeliveryStore:
     async def forget_consumer(self, partition: int, group: str, consumer: str) -> None:
         key = self.keys.delivery(partition).events
         with contextlib.suppress(rexc.ResponseError):
-            await self._cmd("xgroup_delconsumer", key, group, consumer)
+            await self._store._refusable("xgroup_delconsumer", key, group, consumer)
 
     async def heartbeat(self, partition: int, group: str, consumer: str, ttl_s: int) -> None:
         await self._cmd("set", self.keys.consumer_alive(partition, group, consumer), 1, ex=ttl_s)

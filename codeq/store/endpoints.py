@@ -10,9 +10,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgspec
+from redis import exceptions as rexc
 
-from codeq.errors import StoreUnavailable
-from codeq.store.redis_store import _UNAVAILABLE, RedisStore
+from codeq.store.base import ScriptStore
+from codeq.store.errors import UNAVAILABLE, StoreError, unavailable
 from codeq.store.streams import text
 
 __all__ = ["EndpointStore"]
@@ -24,7 +25,7 @@ PATCHABLE = frozenset({"url", "eventTypes", "commands", "description", "enabled"
 class EndpointStore:
     """Event-subscription endpoints: one script per operation (``ep_*.lua``)."""
 
-    def __init__(self, store: RedisStore) -> None:
+    def __init__(self, store: ScriptStore) -> None:
         self._store = store
         self.keys = store.keys
 
@@ -77,13 +78,11 @@ class EndpointStore:
                 pipe.lpush(key, delivery_id)
                 pipe.ltrim(key, 0, keep - 1)
                 await pipe.execute()
-        except _UNAVAILABLE as exc:
-            raise StoreUnavailable(f"store unavailable: {type(exc).__name__}") from exc
+        except UNAVAILABLE as exc:
+            raise unavailable(exc) from exc
+        except rexc.RedisError as exc:
+            raise StoreError(f"store error indexing a delivery: {exc}") from exc
 
     async def recent(self, endpoint_id: str, limit: int) -> list[str]:
         key = self.keys.endpoint_deliveries(endpoint_id)
-        try:
-            ids = await self._store.client.lrange(key, 0, limit - 1)
-        except _UNAVAILABLE as exc:
-            raise StoreUnavailable(f"store unavailable: {type(exc).__name__}") from exc
-        return [text(i) for i in ids]
+        return [text(i) for i in await self._store._command("lrange", key, 0, limit - 1)]

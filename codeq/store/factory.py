@@ -1,4 +1,10 @@
-"""Open the store that the settings name: Redis/KVRocks (standalone or cluster) or embedded."""
+"""Open the store that the settings name: Redis/KVRocks (standalone or cluster) or embedded.
+
+The one place outside ``codeq/store``'s own parts that knows the concrete classes: what it
+hands out is a :class:`~codeq.store.protocol.Backend`, whose parts (``tasks``, ``events``,
+``groups``, ``deliveries``, ``endpoints``, ``subscriptions``, ``rate_limits``, ``meters``) each
+consumer takes as the protocol naming what it uses (``tests/test_store_boundaries.py``).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import logging
 from codeq.errors import StoreUnavailable
 from codeq.settings import Settings
 from codeq.store.keys import KeySchema
+from codeq.store.protocol import Backend
 from codeq.store.redis_store import RedisStore
 
 __all__ = ["check_store", "open_store"]
@@ -14,7 +21,7 @@ __all__ = ["check_store", "open_store"]
 log = logging.getLogger("codeq.store")
 
 
-def open_store(settings: Settings) -> RedisStore:
+def open_store(settings: Settings) -> Backend:
     """The store for these settings. ``persistenceProvider: memory`` (the default when no
     address is configured) gives the embedded store, which keeps nothing across restarts."""
     keys = KeySchema(settings.key_prefix, settings.partitions)

@@ -1,29 +1,61 @@
-"""The store seen by the engine: coarse, intention-named operations on one partition.
+"""The store as its consumers see it: one protocol per concept, each naming what its
+consumers call, and the replies they get (msgspec types).
 
-Each method is one script call (one round trip). Partition choice, ids, defaults and backoff
-tables are the engine's business; decoding and error translation are the store's.
+=================  ====================================================================
+protocol           consumers
+=================  ====================================================================
+``Store``          the engine (``codeq/engine.py``): task transitions, reads, upkeep
+``TaskReads``      the deliverers: the tasks of a batch of events in one call
+``EventStreams``   the event tail that wakes long polls (``codeq/events.py``)
+``ConsumerGroups`` the deliverers' consumer-group loop, its recovery and liveness
+``Deliveries``     the deliverers (schedule, outcomes) and the delivery routes
+``Endpoints``      the endpoint routes and the deliverers
+``Subscriptions``  the subscription routes and the deliverers' notifications
+``RateBuckets``    the rate guard (``codeq/rate_limits.py``)
+``Meters``         ``/metrics`` (``gateway/metrics.py``)
+``Backend``        what :func:`codeq.store.open_store` returns: every part above, and the
+                   store's life cycle (check, load scripts, ping, close)
+=================  ====================================================================
+
+Each method is one round trip (most are one script call). Partition choice, ids, defaults and
+backoff tables are the callers' business; decoding and error translation are the store's: a
+method raises only :class:`~codeq.errors.CodeQError` (``StoreUnavailable`` when the server is
+away). ``tests/test_store_contract.py`` runs every protocol against every backend; only
+:mod:`codeq.store.factory` names the classes that implement them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 import msgspec
 
 from codeq.domain import QueueStats, SweepReport, Task
 from codeq.store.keys import KeySchema
+from codeq.store.streams import StreamEntry
 
 __all__ = [
+    "Backend",
     "CommandDepths",
+    "ConsumerGroups",
     "CreateItem",
     "CreateReply",
+    "Deliveries",
+    "Endpoints",
+    "EventStreams",
     "GetReply",
     "GroupLag",
+    "Meters",
     "NackReply",
     "PartitionGauges",
     "PurgeReply",
+    "RateBuckets",
+    "RateDecision",
     "Store",
+    "Subscriptions",
+    "TaskReads",
+    "Tasks",
 ]
 
 
@@ -94,8 +126,16 @@ class PartitionGauges(msgspec.Struct, frozen=True, kw_only=True):
     commands: tuple[CommandDepths, ...] = ()
 
 
+class RateDecision(msgspec.Struct, frozen=True, kw_only=True):
+    """One take of a token: ``allowed``, or refused with the wait until the next whole token."""
+
+    allowed: bool
+    retry_after_ms: int = 0
+    remaining: int = 0
+
+
 class Store(Protocol):
-    """What the engine needs from a store. Implemented by :class:`RedisStore`."""
+    """What the engine needs from a store: the task transitions, reads and upkeep."""
 
     keys: KeySchema
 
@@ -203,6 +243,252 @@ class Store(Protocol):
     ) -> SweepReport | None: ...
 
     async def trim_events(self, partition: int, *, floor_ms: int) -> int: ...
+
+
+class TaskReads(Protocol):
+    """What the deliverers read of tasks: those of a batch of events, in one call."""
+
+    async def get_many(
+        self, partition: int, wanted: Sequence[tuple[str, str, bool]]
+    ) -> list[GetReply | None]:
+        """(tenant, task id, with result) → the task without its payload (and its result),
+        None where it is absent or another tenant's."""
+        ...
+
+
+class Tasks(Store, TaskReads, Protocol):
+    """The task side of a store: the engine's part and the deliverers'."""
+
+
+class EventStreams(Protocol):
+    """The partition streams read without a consumer group (the long-poll tail)."""
+
+    @property
+    def keys(self) -> KeySchema: ...
+
+    async def stream_end(self, key: str) -> str:
+        """The id of the stream's newest entry ("0-0" when empty)."""
+        ...
+
+    async def read_stream(
+        self, key: str, after: str, *, block_ms: int, count: int
+    ) -> list[tuple[str, dict[str, str]]]:
+        """Entries after ``after``, waiting up to ``block_ms`` for one; [] when none came."""
+        ...
+
+
+class ConsumerGroups(Protocol):
+    """Consumer groups on the partition streams, as a deliverer reads them: its batches, what
+    it and dead consumers hold unacknowledged, and the liveness of consumers."""
+
+    async def ensure_group(self, partition: int, group: str, start: str = "0") -> bool:
+        """Create ``group`` (and the stream); False when it existed."""
+        ...
+
+    async def group_exists(self, partition: int, group: str) -> bool: ...
+
+    async def read_group(
+        self, partition: int, group: str, consumer: str, *, count: int, block_ms: int
+    ) -> list[StreamEntry]:
+        """New entries for ``consumer``, waiting up to ``block_ms``; [] when none came or the
+        group is missing (``group_exists`` tells)."""
+        ...
+
+    async def pending_of(
+        self, partition: int, group: str, consumer: str, *, count: int = 100
+    ) -> list[tuple[str, int]]:
+        """(entry id, times received) of the entries ``consumer`` holds unacknowledged."""
+        ...
+
+    async def consumers(self, partition: int, group: str) -> list[tuple[str, int]]:
+        """(name, pending count as the server reports it) of the group's consumers."""
+        ...
+
+    async def take_over(
+        self, partition: int, group: str, consumer: str, ids: Sequence[str]
+    ) -> list[StreamEntry]:
+        """The entries ``ids``, now held by ``consumer`` (their owner is known dead)."""
+        ...
+
+    async def forget_consumer(self, partition: int, group: str, consumer: str) -> None: ...
+
+    async def poison(
+        self, partition: int, group: str, entry_id: str, receives: int,
+        reason: str = "received too many times",
+    ) -> None:  # fmt: skip
+        """Set an entry aside (a dead-letter record with ``reason``) and acknowledge it."""
+        ...
+
+    async def heartbeat(self, partition: int, group: str, consumer: str, ttl_s: int) -> None:
+        """``consumer`` is alive for ``ttl_s`` more seconds."""
+        ...
+
+    async def release(self, partition: int, group: str, consumer: str) -> None:
+        """``consumer`` stops: dead to the others from now on."""
+        ...
+
+    async def alive(self, partition: int, group: str, consumer: str) -> bool: ...
+
+
+class Deliveries(Protocol):
+    """The durable delivery schedule (records as JSON bytes, see ``deliverers/records.py``)."""
+
+    async def enqueue(
+        self, partition: int, group: str, entry_ids: Sequence[str], lease_ms: int,
+        deliveries: Sequence[tuple[str, bytes]], *,
+        quarantined: Sequence[tuple[str, str]] = (),
+    ) -> list[str]:  # fmt: skip
+        """Write ``deliveries`` (id, record), leased for their first attempt, dead-letter
+        records of the ``quarantined`` (entry id, reason) and acknowledge ``entry_ids``, in one
+        step; the ids of the deliveries that were new."""
+        ...
+
+    async def claim_due(self, partition: int, *, lease_ms: int, limit: int) -> list[bytes]:
+        """Records of due deliveries, each leased for ``lease_ms``."""
+        ...
+
+    async def outcomes(
+        self, partition: int, items: Sequence[tuple[str, str, int, bytes]], kept: int
+    ) -> list[tuple[str, int]]:
+        """Record attempts (delivery id, outcome, delay ms, attempt JSON): (new status,
+        attempts) each, ("MISSING", 0) for one that is gone."""
+        ...
+
+    async def defer(self, partition: int, delivery_id: str, *, delay_ms: int) -> bool:
+        """Put a leased delivery's attempt off without counting one; False when it is gone."""
+        ...
+
+    async def replay(
+        self, partition: int, *, tenant: str | None, ids: Sequence[str] = (), limit: int = 100
+    ) -> list[str]:
+        """Make dead (or the named) deliveries of ``tenant`` (None: any) due now."""
+        ...
+
+    async def get(self, partition: int, delivery_id: str) -> bytes | None: ...
+
+    async def dead_page(self, partition: int, *, limit: int) -> list[bytes]:
+        """The oldest dead deliveries of a partition."""
+        ...
+
+
+class Endpoints(Protocol):
+    """Event-subscription endpoints of a tenant (records as JSON bytes)."""
+
+    async def create(self, endpoint_id: str, tenant: str, record: bytes) -> None: ...
+
+    async def patch(
+        self, endpoint_id: str, tenant: str, changes: Mapping[str, Any]
+    ) -> bytes | None:
+        """Set the named fields; the record after, None when there is none."""
+        ...
+
+    async def rotate(
+        self, endpoint_id: str, tenant: str, new_secret: str, grace_ms: int
+    ) -> int | None:
+        """A new current secret; the previous one's expiry (ms), None when unknown."""
+        ...
+
+    async def delete(self, endpoint_id: str, tenant: str) -> bool: ...
+
+    async def all_of(self, tenant: str) -> list[bytes]: ...
+
+    async def mark(
+        self, endpoint_id: str, tenant: str, outcome: str, disable_after_ms: int
+    ) -> None:
+        """Note an attempt's outcome (``ok``, ``failed``, ``gone``): failing long enough, or
+        gone, disables the endpoint."""
+        ...
+
+    async def remember(self, endpoint_id: str, delivery_id: str, keep: int = 100) -> None:
+        """Index a delivery under its endpoint (newest first)."""
+        ...
+
+    async def recent(self, endpoint_id: str, limit: int) -> list[str]: ...
+
+
+class Subscriptions(Protocol):
+    """Worker availability subscriptions of a tenant (records as JSON bytes)."""
+
+    async def put(self, sub_id: str, tenant: str, record: bytes, ttl_ms: int) -> int | None:
+        """Create (``record``) or renew (``b""``); the new expiry (ms), None when unknown."""
+        ...
+
+    async def delete(self, sub_id: str, tenant: str) -> bool: ...
+
+    async def live(self, tenant: str) -> list[bytes]: ...
+
+    async def pick(self, tenant: str, command: str, bucket: int) -> list[bytes]:
+        """The subscriptions to notify that ``command`` has work, stamped as notified."""
+        ...
+
+
+class RateBuckets(Protocol):
+    """The rate limits' token buckets, shared by every process (refilled on the server's
+    clock)."""
+
+    async def take(
+        self, scope: str, tenant: str, subject: str, *, requests_per_minute: int, burst: int
+    ) -> RateDecision:
+        """Take one token from the bucket of (scope, tenant, subject)."""
+        ...
+
+
+class Meters(Protocol):
+    """What ``/metrics`` reads from the store at scrape time."""
+
+    @property
+    def keys(self) -> KeySchema: ...
+
+    async def gauges(self, partition: int) -> PartitionGauges: ...
+
+    async def active_subscriptions(self, now_ms: int) -> int:
+        """Worker subscriptions of every tenant not expired at ``now_ms``."""
+        ...
+
+
+class Backend(Protocol):
+    """One store, handing each consumer its part (:func:`codeq.store.open_store`)."""
+
+    @property
+    def keys(self) -> KeySchema: ...
+
+    @property
+    def address(self) -> str:
+        """Where the store is, for messages (never a password)."""
+        ...
+
+    @property
+    def tasks(self) -> Tasks: ...
+
+    @property
+    def events(self) -> EventStreams: ...
+
+    @property
+    def groups(self) -> ConsumerGroups: ...
+
+    @property
+    def deliveries(self) -> Deliveries: ...
+
+    @property
+    def endpoints(self) -> Endpoints: ...
+
+    @property
+    def subscriptions(self) -> Subscriptions: ...
+
+    @property
+    def rate_buckets(self) -> RateBuckets: ...
+
+    @property
+    def meters(self) -> Meters: ...
+
+    async def check(self) -> None:
+        """A store these settings can use (``StoreHandshakeError`` names the setting to
+        change), reachable (``StoreUnavailable`` otherwise)."""
+        ...
+
+    async def load_scripts(self) -> None:
+        """Register every script ahead of use (optional: calls load them when missing)."""
+        ...
 
     async def ping(self) -> None: ...
 

@@ -7,26 +7,18 @@ replica and deliverer shares it, and the refill runs on the server's clock.
 
 from __future__ import annotations
 
-import msgspec
-
-from codeq.store.redis_store import RedisStore, StoreError
+from codeq.store.base import ScriptStore
+from codeq.store.errors import StoreError
+from codeq.store.protocol import RateDecision
 
 __all__ = ["RateDecision", "RateLimiter"]
-
-
-class RateDecision(msgspec.Struct, frozen=True, kw_only=True):
-    """One take: ``allowed``, or refused with the wait until the next whole token."""
-
-    allowed: bool
-    retry_after_ms: int = 0
-    remaining: int = 0
 
 
 class RateLimiter:
     """Takes tokens from the buckets of one store (its own connection pool may be another
     store's: the limiter fails open, so it may live on a separate, less critical server)."""
 
-    def __init__(self, store: RedisStore) -> None:
+    def __init__(self, store: ScriptStore) -> None:
         self._store = store
         self._script = store._scripts["rate_limit"]
 

@@ -1,16 +1,23 @@
-"""Stream entries as the server sends them, and reading their fields without decoding the rest."""
+"""Stream entries as the server sends them, reading their fields without decoding the rest,
+and waiting for entries on a server where blocking reads are unsafe (:func:`poll`)."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 __all__ = [
+    "GROUP_POLL_CAP_S",
+    "TAIL_POLL_CAP_S",
     "StreamEntry",
     "entries",
     "entry_list",
     "event_field",
     "event_fields",
     "event_kind",
+    "has_entries",
+    "poll",
     "raw_reply",
     "text",
 ]
@@ -81,3 +88,36 @@ def event_fields(fields: list[Any]) -> dict[str, str]:
     except AttributeError:  # already text (a decoding client), or mixed
         it = iter(fields)
         return {text(k): text(v) for k, v in zip(it, it, strict=False)}
+
+
+#: pauses between non-blocking reads on KVRocks: from 1 ms, doubling, up to the read's cap
+FIRST_POLL_S = 0.001
+#: the cap for the event tail (a long poll's wake-up waits for it) and for consumer groups
+TAIL_POLL_CAP_S = 0.004
+GROUP_POLL_CAP_S = 0.025
+
+
+async def poll(read: Callable[[], Awaitable[Any]], block_ms: int, cap_s: float) -> Any:
+    """``read()`` (a non-blocking stream read) until it answers with entries or ``block_ms``
+    has passed: what ``BLOCK block_ms`` does, for a server where blocking reads are unsafe."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + block_ms / 1000
+    pause = FIRST_POLL_S
+    while True:
+        reply = await read()
+        if has_entries(reply):
+            return reply
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            return reply
+        await asyncio.sleep(min(pause, remaining))
+        pause = min(pause * 2, cap_s)
+
+
+def has_entries(reply: Any) -> bool:
+    """A stream read's reply holds an entry: nil, ``[[key, []]]`` (KVRocks) and an empty
+    RESP3 map are all "nothing new"."""
+    if not reply:
+        return False
+    streams = reply.values() if isinstance(reply, dict) else (s[1] for s in reply)
+    return any(bool(entries) for entries in streams)

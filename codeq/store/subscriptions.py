@@ -5,10 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from redis import exceptions as rexc
-
-from codeq.errors import StoreUnavailable
-from codeq.store.redis_store import _UNAVAILABLE, RedisStore, StoreError
+from codeq.store.base import ScriptStore
 from codeq.store.streams import text
 
 __all__ = ["SubscriptionStore"]
@@ -17,7 +14,7 @@ __all__ = ["SubscriptionStore"]
 class SubscriptionStore:
     """Worker availability subscriptions: one script per operation (``sub_*.lua``)."""
 
-    def __init__(self, store: RedisStore) -> None:
+    def __init__(self, store: ScriptStore) -> None:
         self._store = store
         self.keys = store.keys
 
@@ -38,14 +35,3 @@ class SubscriptionStore:
 
     async def pick(self, tenant: str, command: str, bucket: int) -> list[bytes]:
         return [bytes(r) for r in await self._call("sub_pick", tenant, [command.lower(), bucket])]
-
-    async def active(self, now_ms: int) -> int:
-        """Subscriptions of every tenant that have not expired at ``now_ms`` (one ``ZCOUNT``
-        on the expiry index, read-only: expired records are dropped by the scripts)."""
-        _, expiry, _ = self.keys.subscriptions("")
-        try:
-            return int(await self._store.client.zcount(expiry, f"({now_ms}", "+inf"))
-        except _UNAVAILABLE as exc:
-            raise StoreUnavailable(f"store unavailable: {type(exc).__name__}") from exc
-        except rexc.RedisError as exc:
-            raise StoreError(f"store error counting subscriptions: {exc}") from exc

@@ -13,7 +13,6 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from msgspec import Meta
 
 from codeq.errors import InvalidRequest, NotFound
-from codeq.store.deliveries import DeliveryStore
 from deliverers import records
 from gateway.openapi_errors import errors
 from gateway.schemas import rfc3339
@@ -127,7 +126,7 @@ async def _load(request: AnyRequest, delivery_id: str, tenant: str) -> tuple[int
     """(partition, delivery) of one of the tenant's deliveries; 404 for anything else."""
     gw = gateway_for(request)
     p = records.partition_of(delivery_id, gw.store.keys.partitions)
-    raw = None if p is None else await DeliveryStore(gw.store).get(p, delivery_id)
+    raw = None if p is None else await gw.store.deliveries.get(p, delivery_id)
     d = None if raw is None else records.decode(raw)
     if p is None or d is None or d.tenant != tenant:
         raise NotFound(f"delivery {delivery_id[:64]} not found")
@@ -155,7 +154,7 @@ class DeliveryController(Controller):
         gw = gateway_for(request)
         identity = await gw.anyone(request)
         p, d = await _load(request, delivery_id, identity.tenant)
-        ids = await DeliveryStore(gw.store).replay(p, tenant=identity.tenant, ids=[d.id])
+        ids = await gw.store.deliveries.replay(p, tenant=identity.tenant, ids=[d.id])
         return ReplayOut(replayed=len(ids), ids=ids)
 
 
@@ -171,7 +170,7 @@ class AdminDeliveryController(Controller):
     ) -> DeliveriesOut:
         gw = gateway_for(request)
         identity = await gw.admin(request)
-        ds = DeliveryStore(gw.store)
+        ds = gw.store.deliveries
         out: list[DeliveryOut] = []
         for p in range(gw.store.keys.partitions):
             for raw in await ds.dead_page(p, limit=limit):
@@ -200,7 +199,7 @@ class AdminDeliveryController(Controller):
                 field="ids",
             )
         tenant = None if identity.is_super_admin else identity.tenant
-        ds = DeliveryStore(gw.store)
+        ds = gw.store.deliveries
         done: list[str] = []
         n = gw.store.keys.partitions
         if body.filtered:

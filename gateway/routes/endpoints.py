@@ -17,8 +17,6 @@ from msgspec import Meta
 from codeq.domain import EVENT_TYPES
 from codeq.engine import validate_command
 from codeq.errors import InvalidRequest, NotFound
-from codeq.store.deliveries import DeliveryStore
-from codeq.store.endpoints import EndpointStore
 from codeq.webhooks import allowed_networks, generate_secret, target_problem
 from deliverers import records
 from gateway.openapi_errors import errors
@@ -124,7 +122,7 @@ def _check_commands(commands: list[str] | None) -> None:
 
 
 async def _find(gw: Gateway, tenant: str, endpoint_id: str) -> dict[str, Any]:
-    for raw in await EndpointStore(gw.store).all_of(tenant):
+    for raw in await gw.store.endpoints.all_of(tenant):
         e: dict[str, Any] = msgspec.json.decode(raw)
         if e.get("id") == endpoint_id:
             return e
@@ -160,18 +158,14 @@ class EndpointController(Controller):
             "createdAt": int(time.time() * 1000),
             "secrets": [{"secret": secret}],
         }
-        await EndpointStore(gw.store).create(
-            endpoint_id, identity.tenant, msgspec.json.encode(record)
-        )
+        await gw.store.endpoints.create(endpoint_id, identity.tenant, msgspec.json.encode(record))
         return EndpointOut.of(record, secret=secret)
 
     @get("/", summary="The tenant's endpoints (producer)", responses=errors())
     async def list_endpoints(self, request: AnyRequest) -> EndpointsOut:
         gw = gateway_for(request)
         identity = await gw.producer(request)
-        found = [
-            msgspec.json.decode(r) for r in await EndpointStore(gw.store).all_of(identity.tenant)
-        ]
+        found = [msgspec.json.decode(r) for r in await gw.store.endpoints.all_of(identity.tenant)]
         found.sort(key=lambda e: e["id"])
         return EndpointsOut(endpoints=[EndpointOut.of(e) for e in found])
 
@@ -207,7 +201,7 @@ class EndpointController(Controller):
             changes["enabled"] = data.enabled
         # One script applies the fields named here to the stored record: a concurrent change
         # of other fields (or a rotation, or the deliverers marking it) is kept.
-        raw = await EndpointStore(gw.store).patch(endpoint_id, identity.tenant, changes)
+        raw = await gw.store.endpoints.patch(endpoint_id, identity.tenant, changes)
         if raw is None:
             raise NotFound(f"endpoint {endpoint_id[:64]} not found")
         return EndpointOut.of(msgspec.json.decode(raw))
@@ -221,7 +215,7 @@ class EndpointController(Controller):
     async def remove(self, request: AnyRequest, endpoint_id: FromPath[str]) -> None:
         gw = gateway_for(request)
         identity = await gw.producer(request)
-        if not await EndpointStore(gw.store).delete(endpoint_id, identity.tenant):
+        if not await gw.store.endpoints.delete(endpoint_id, identity.tenant):
             raise NotFound(f"endpoint {endpoint_id[:64]} not found")
 
     @post(
@@ -234,7 +228,7 @@ class EndpointController(Controller):
         gw = gateway_for(request)
         identity = await gw.producer(request)
         secret = generate_secret()
-        expires = await EndpointStore(gw.store).rotate(
+        expires = await gw.store.endpoints.rotate(
             endpoint_id, identity.tenant, secret, ROTATION_GRACE_MS
         )
         if expires is None:
@@ -252,9 +246,9 @@ class EndpointController(Controller):
         gw = gateway_for(request)
         identity = await gw.producer(request)
         await _find(gw, identity.tenant, endpoint_id)
-        ds = DeliveryStore(gw.store)
+        ds = gw.store.deliveries
         out = []
-        for did in await EndpointStore(gw.store).recent(endpoint_id, 50):
+        for did in await gw.store.endpoints.recent(endpoint_id, 50):
             p = records.partition_of(did, gw.store.keys.partitions)
             raw = None if p is None else await ds.get(p, did)
             if raw is not None:

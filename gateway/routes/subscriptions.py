@@ -16,7 +16,6 @@ from msgspec import Meta
 
 from codeq.engine import validate_command
 from codeq.errors import Forbidden, InvalidRequest, NotFound
-from codeq.store.subscriptions import SubscriptionStore
 from gateway.bodies import decode_body, documents, optional_body
 from gateway.openapi_errors import errors
 from gateway.routes.endpoints import MAX_LIST, check_target
@@ -124,7 +123,7 @@ class SubscriptionController(Controller):
                 "expiresAt": 0,
             }
         )
-        expires = await SubscriptionStore(gw.store).put(sub_id, identity.tenant, record, ttl * 1000)
+        expires = await gw.store.subscriptions.put(sub_id, identity.tenant, record, ttl * 1000)
         assert expires is not None  # a create always writes
         return SubscriptionOut(subscription_id=sub_id, expires_at=rfc3339(expires) or "")
 
@@ -140,7 +139,7 @@ class SubscriptionController(Controller):
         identity = await gw.worker(request, "codeq:subscribe")
         data = await optional_body(request, _renew_decoder)
         ttl = _ttl((data or RenewBody()).ttl_seconds)
-        expires = await SubscriptionStore(gw.store).put(sub_id, identity.tenant, b"", ttl * 1000)
+        expires = await gw.store.subscriptions.put(sub_id, identity.tenant, b"", ttl * 1000)
         if expires is None:
             raise NotFound(f"subscription {sub_id[:64]} not found")
         return SubscriptionOut(subscription_id=sub_id, expires_at=rfc3339(expires) or "")
@@ -150,7 +149,7 @@ class SubscriptionController(Controller):
         gw = gateway_for(request)
         identity = await gw.worker(request, "codeq:subscribe")
         out = []
-        for raw in await SubscriptionStore(gw.store).live(identity.tenant):
+        for raw in await gw.store.subscriptions.live(identity.tenant):
             r = msgspec.json.decode(raw)
             out.append(
                 SubscriptionInfo(
@@ -172,5 +171,5 @@ class SubscriptionController(Controller):
     async def remove(self, request: AnyRequest, sub_id: FromPath[str]) -> None:
         gw = gateway_for(request)
         identity = await gw.worker(request, "codeq:subscribe")
-        if not await SubscriptionStore(gw.store).delete(sub_id, identity.tenant):
+        if not await gw.store.subscriptions.delete(sub_id, identity.tenant):
             raise NotFound(f"subscription {sub_id[:64]} not found")
