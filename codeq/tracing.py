@@ -49,7 +49,7 @@ class Tracing:
             from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
         except ImportError as exc:  # pragma: no cover - depends on the installed extras
             raise RuntimeError(
-                "tracingEnabled needs the tracing extra: pip install 'codeq[tracing]'"
+                "tracingEnabled needs the tracing extra: pip install 'codeq-tasks[tracing]'"
             ) from exc
         ratio = settings.tracing_sample_ratio if settings is not None else 1.0
         provider = TracerProvider(

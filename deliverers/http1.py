@@ -4,8 +4,9 @@ Why not a general client: a deliverer's time is mostly this one call, and measur
 project's machine (50 POSTs in flight to a local receiver, client CPU per request) aiohttp cost
 ~250 µs, aiosonic ~285 µs, pyreqwest ~160 µs, curl_cffi ~560 µs and httpx more than aiohttp, where
 this client costs ~40 µs (docs/performance.md §4). It does one thing: POST a body with given
-headers and read the status, the headers and the first bytes of the answer. The HTTP parsing is
-httptools (llhttp, the parser of Node.js and uvicorn); what is here is the connection handling:
+headers and read the status, the headers and the first bytes of the answer — the sender's
+:class:`deliverers.transport.Transport`, whose errors it raises. The HTTP parsing is httptools
+(llhttp, the parser of Node.js and uvicorn); what is here is the connection handling:
 
 - connections are opened to addresses the caller's ``connect`` hook returns (the SSRF check:
   the address checked is the address connected to), TLS with the URL's host name for SNI and the
@@ -31,7 +32,7 @@ import base64
 import re
 import ssl
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
@@ -39,15 +40,21 @@ from urllib.parse import quote, unquote, urlsplit
 import httptools
 
 from codeq.webhooks import target_problem
+from deliverers.transport import (
+    Connect,
+    ConnectError,
+    HostBusy,
+    InvalidRequest,
+    Response,
+    ResponseError,
+    TransportTimeout,
+)
 
 __all__ = [
     "HOST_QUEUE_FACTOR",
     "HOST_QUEUE_SECONDS",
-    "ConnectError",
     "HTTP1Pool",
-    "HTTPError",
     "HostBusy",
-    "Response",
     "Target",
     "header_block",
 ]
@@ -62,20 +69,7 @@ HOST_QUEUE_SECONDS = 5.0
 HOST_QUEUE_FACTOR = 64
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _SAFE_TARGET = "/?#[]@!$&'()*+,;=:%-._~"
-
-Connect = Callable[[str, int], Awaitable[list[str]]]
-
-
-class HTTPError(Exception):
-    """The exchange failed: connection lost, bad answer."""
-
-
-class ConnectError(HTTPError):
-    """No connection could be made (lookup, refusal, TLS handshake)."""
-
-
-class HostBusy(HTTPError):
-    """No slot for the request within the queue bounds: nothing was sent."""
+_TARGETS_KEPT = 4096  # parsed URLs remembered (most attempts go to URLs seen before)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,14 +87,18 @@ class Target:
 
     @classmethod
     def parse(cls, url: str) -> Target:
+        """Raises :class:`InvalidRequest` for a URL that cannot be a webhook target."""
         problem = target_problem(url)  # the check the API applies to webhook URLs
         if problem is not None:
-            raise ValueError(problem)
-        parts = urlsplit(url)
-        scheme, host = parts.scheme, parts.hostname or ""
-        if ":" not in host:  # a name (or an IPv4 literal): its DNS form, punycode if need be
-            host = host.encode("idna").decode("ascii")
-        port = parts.port if parts.port is not None else _DEFAULT_PORTS[scheme]
+            raise InvalidRequest(problem)
+        try:
+            parts = urlsplit(url)
+            scheme, host = parts.scheme, parts.hostname or ""
+            if ":" not in host:  # a name (or an IPv4 literal): its DNS form, punycode if need be
+                host = host.encode("idna").decode("ascii")
+            port = parts.port if parts.port is not None else _DEFAULT_PORTS[scheme]
+        except ValueError as exc:  # what target_problem let through (it should not)
+            raise InvalidRequest(str(exc)) from exc
         target = parts.path or "/"
         if parts.query:
             target += "?" + parts.query
@@ -120,25 +118,19 @@ _names_ok: set[str] = set()
 
 
 def header_block(headers: Mapping[str, str]) -> bytes:
-    """``Name: value`` lines; a name or value that could split the request is refused."""
+    """``Name: value`` lines; a name or value that could split the request is refused
+    (:class:`InvalidRequest`)."""
     out = []
     for name, value in headers.items():
         if name not in _names_ok:
             if not _TOKEN.fullmatch(name):
-                raise ValueError(f"header {name!r} cannot be sent")
+                raise InvalidRequest(f"header {name!r} cannot be sent")
             if len(_names_ok) < 1024:
                 _names_ok.add(name)
         if "\r" in value or "\n" in value or "\0" in value:
-            raise ValueError(f"header {name!r} cannot be sent")
+            raise InvalidRequest(f"header {name!r} cannot be sent")
         out.append(f"{name}: {value}\r\n")
     return "".join(out).encode()
-
-
-@dataclass(slots=True)
-class Response:
-    status: int
-    headers: dict[str, str]  # lower-case names
-    body: bytes  # the first ``keep`` bytes
 
 
 class _Connection(asyncio.Protocol):
@@ -168,15 +160,15 @@ class _Connection(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._fail(HTTPError("the server switched protocols"))
+            self._fail(ResponseError("the server switched protocols"))
             return
         except httptools.HttpParserError as exc:
-            self._fail(HTTPError(f"bad response: {exc}"))
+            self._fail(ResponseError(f"bad response: {exc}"))
             return
         if not self._headers_done:  # all of it was head; httptools only calls on_header
             self._head_size += len(data)  # once a header is whole, so count here
             if self._head_size > MAX_HEAD:
-                self._fail(HTTPError("response head too large"))
+                self._fail(ResponseError("response head too large"))
 
     def eof_received(self) -> bool | None:
         self.closed = True  # not to be taken from the pool any more
@@ -191,18 +183,18 @@ class _Connection(asyncio.Protocol):
             self._finish(keep_alive=False)
         else:
             reason = f": {exc}" if exc else ""
-            fut.set_exception(HTTPError(f"connection closed before the response{reason}"))
+            fut.set_exception(ResponseError(f"connection closed before the response{reason}"))
 
     # -- httptools ----------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
         if self._fut is None or self._fut.done():  # more than the one answer asked for
-            self._fail(HTTPError("unexpected data after the response"))
+            self._fail(ResponseError("unexpected data after the response"))
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_bytes += len(name) + len(value) + 4
         if self._header_bytes > MAX_HEAD:
-            self._fail(HTTPError("response head too large"))
+            self._fail(ResponseError("response head too large"))
             return
         self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
@@ -233,7 +225,7 @@ class _Connection(asyncio.Protocol):
         """Send ``data``; the answer, or TimeoutError at ``deadline`` (loop time)."""
         assert self.transport is not None
         if self.closed or self.transport.is_closing():
-            raise HTTPError("connection closed before the request")
+            raise ResponseError("connection closed before the request")
         self._reset()
         self.answered = False
         self.reusable = False
@@ -329,6 +321,9 @@ class _Origin:
 
 
 class HTTP1Pool:
+    """Keep-alive HTTP/1.1 connections for webhook POSTs: the default
+    :class:`deliverers.transport.Transport`."""
+
     def __init__(
         self,
         *,
@@ -350,17 +345,35 @@ class HTTP1Pool:
         self._idle_seconds = idle_seconds
         self._ssl = ssl_context
         self._origins: dict[tuple[str, str, int], _Origin] = {}
+        self._targets: dict[str, Target] = {}
         self._next_prune = 0.0
         self._closed = False
+
+    async def send(
+        self, url: str, headers: Mapping[str, str], body: bytes, *, connect: Connect,
+        time_limit: float, keep: int,
+    ) -> Response:  # fmt: skip
+        """:meth:`deliverers.transport.Transport.send`: the URL parsed (and remembered) and
+        the headers checked, then :meth:`post`."""
+        target = self._targets.get(url)
+        if target is None:
+            target = Target.parse(url)
+            if len(self._targets) >= _TARGETS_KEPT:
+                self._targets.clear()
+            self._targets[url] = target
+        head = header_block(headers)
+        return await self.post(
+            target, head, body, connect=connect, time_limit=time_limit, keep=keep
+        )
 
     async def post(
         self, target: Target, headers: bytes, body: bytes, *, connect: Connect,
         time_limit: float, keep: int = 256,
     ) -> Response:  # fmt: skip
-        """POST ``body`` with the ``headers`` block (see :func:`header_block`); raises
-        HostBusy (no slot within the queue bounds, nothing sent), TimeoutError (``time_limit``
-        after the slots were taken), ConnectError (and whatever ``connect`` raises),
-        HTTPError."""
+        """POST ``body`` to a parsed target with the ``headers`` block (see
+        :func:`header_block`); raises the errors of :mod:`deliverers.transport`: HostBusy (no
+        slot within the queue bounds, nothing sent), TransportTimeout (``time_limit`` after the
+        slots were taken), ConnectError (and whatever else ``connect`` raises), ResponseError."""
         key = target.origin
         origin = self._origins.get(key)
         if origin is None:
@@ -387,7 +400,10 @@ class HTTP1Pool:
                     # The time limit starts here: the connect and the exchange, not the
                     # queue. The common case (a kept connection) arms one timer, on the answer.
                     deadline = loop.time() + time_limit
-                    return await self._exchange(target, origin, data, connect, keep, deadline)
+                    try:
+                        return await self._exchange(target, origin, data, connect, keep, deadline)
+                    except TimeoutError:
+                        raise TransportTimeout(f"no answer within {time_limit:g} s") from None
                 finally:
                     self._slots.give()
             finally:
@@ -409,7 +425,7 @@ class HTTP1Pool:
                     conn = await self._open(target, connect, deadline)
             try:
                 answer = await conn.request(data, keep, deadline)
-            except HTTPError:
+            except ResponseError:
                 conn.close()
                 if reused and not conn.answered:  # closed by the server as we wrote: again
                     conn = None

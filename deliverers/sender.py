@@ -1,19 +1,21 @@
 """Sending one webhook attempt: target safety (SSRF), bounded concurrency, no redirects.
 
 Before each attempt the target host is resolved and every address checked (:class:`TargetPolicy`).
-The check *is* the client's connect step (:mod:`deliverers.http1`): every new connection is
-opened to exactly the addresses that were checked, so no second lookup can send it elsewhere
-(DNS rebinding), while the ``Host`` header, TLS SNI and certificate check keep the name.
-IP-literal targets are checked before the request as well.
+The check *is* the transport's connect step (:class:`deliverers.transport.Transport`): every new
+connection is opened to exactly the addresses that were checked, so no second lookup can send
+it elsewhere (DNS rebinding), while the ``Host`` header, TLS SNI and certificate check keep the
+name. IP-literal targets are checked before the request as well.
 
-One pool of keep-alive connections serves every attempt, bounded per process and per target
-host. ``timeout`` covers an attempt's connect and exchange, never its wait for a slot; that wait
-is bounded on its own (:data:`deliverers.http1.HOST_QUEUE_SECONDS`), and an attempt that gets
-no slot in time comes back ``busy``: nothing was sent, so it is no attempt at all.
+The sender uses only the transport's protocol and its typed errors, which it turns into an
+:class:`Attempt`. One transport serves every attempt, bounded per process and per target host;
+``timeout`` covers an attempt's connect and exchange, never its wait for a slot; that wait is
+bounded on its own (the transport's ``queue_seconds``), and an attempt that gets no slot in
+time comes back ``busy``: nothing was sent, so it is no attempt at all.
 
-The pool is our own small HTTP/1.1 client on httptools rather than httpx or aiohttp: a
-deliverer spends most of its time in this one call, and it costs ~40 µs of CPU per request
-against ~250 µs for aiohttp (and more for httpx) on the project's machine.
+The default transport is our own small HTTP/1.1 client on httptools (:mod:`deliverers.http1`)
+rather than httpx or aiohttp: a deliverer spends most of its time in this one call, and it costs
+~40 µs of CPU per request against ~250 µs for aiohttp (and more for httpx) on the project's
+machine.
 """
 
 from __future__ import annotations
@@ -29,14 +31,14 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from codeq.webhooks import address_problem, allowed_networks, target_problem
-from deliverers.http1 import (
-    HOST_QUEUE_SECONDS,
+from deliverers.http1 import HOST_QUEUE_SECONDS, HTTP1Pool
+from deliverers.transport import (
     ConnectError,
     HostBusy,
-    HTTP1Pool,
-    HTTPError,
-    Target,
-    header_block,
+    InvalidRequest,
+    Transport,
+    TransportError,
+    TransportTimeout,
 )
 
 __all__ = ["Attempt", "TargetPolicy", "TargetRefused", "WebhookSender"]
@@ -44,6 +46,8 @@ __all__ = ["Attempt", "TargetPolicy", "TargetRefused", "WebhookSender"]
 log = logging.getLogger("codeq.deliverers")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+RESPONSE_HEAD_BYTES = 256  # of an answer's body, kept in the attempt log
+_URLS_KEPT = 4096
 
 
 class TargetRefused(Exception):
@@ -145,39 +149,39 @@ class WebhookSender:
         policy: TargetPolicy,
         *,
         timeout: float = 10.0,
+        transport: Transport | None = None,
         concurrency: int = 256,
         per_host_concurrency: int = 16,
         queue_seconds: float = HOST_QUEUE_SECONDS,
     ) -> None:
-        """``timeout``: the connect and the exchange of one attempt; ``queue_seconds``: the
-        longest wait for a connection slot before it (then the attempt is ``busy``)."""
+        """``timeout``: the connect and the exchange of one attempt. ``transport``: how the
+        requests go out; by default the HTTP/1.1 pool of :mod:`deliverers.http1`, bounded by
+        ``concurrency`` and ``per_host_concurrency``, with ``queue_seconds`` the longest wait
+        for a connection slot (then the attempt is ``busy``). Those three apply to the default
+        only: a given transport brings its own bounds. :meth:`aclose` closes the transport."""
         self.policy = policy
         self._timeout = timeout
-        self.queue_seconds = queue_seconds
-        self._limits = (concurrency, per_host_concurrency)
-        self._pool: HTTP1Pool | None = None
-        self._targets: dict[str, Target] = {}
-
-    def _client(self) -> HTTP1Pool:
-        if self._pool is None:
-            concurrency, per_host = self._limits
-            self._pool = HTTP1Pool(
-                limit=concurrency, per_host=per_host, queue_seconds=self.queue_seconds
+        if transport is None:
+            transport = HTTP1Pool(
+                limit=concurrency, per_host=per_host_concurrency, queue_seconds=queue_seconds
             )
-        return self._pool
+        self.transport = transport
+        self._checked: set[str] = set()
 
-    def _target(self, url: str) -> Target:
-        """The parsed URL, once it has passed the policy's check. Both are remembered (the
-        policy does not change): most attempts go to URLs seen before, and checking and
-        parsing each again was a few per cent of a deliverer's time."""
-        target = self._targets.get(url)
-        if target is None:
+    @property
+    def queue_seconds(self) -> float:
+        """The longest an attempt waits for a connection slot (part of a delivery's lease)."""
+        return self.transport.queue_seconds
+
+    def _check(self, url: str) -> None:
+        """The policy's check of the URL, remembered (the policy does not change): most
+        attempts go to URLs seen before, and checking each again was a few per cent of a
+        deliverer's time."""
+        if url not in self._checked:
             self.policy.check_url(url)
-            target = Target.parse(url)
-            if len(self._targets) >= 4096:
-                self._targets.clear()
-            self._targets[url] = target
-        return target
+            if len(self._checked) >= _URLS_KEPT:
+                self._checked.clear()
+            self._checked.add(url)
 
     async def _connect(self, host: str, port: int) -> list[str]:
         """Every new connection: resolve and check; the connection goes to these addresses."""
@@ -186,16 +190,19 @@ class WebhookSender:
     async def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> Attempt:
         started = time.perf_counter()
         try:
-            target = self._target(url)
-            head = header_block(headers)
-        except TargetRefused as exc:
-            return _refused(f"refused: {exc}")
-        except ValueError as exc:  # nothing a retry could change
-            return _refused(f"invalid: {exc}")
-        try:
-            r = await self._client().post(
-                target, head, body, connect=self._connect, time_limit=self._timeout
+            self._check(url)
+            r = await self.transport.send(
+                url,
+                headers,
+                body,
+                connect=self._connect,
+                time_limit=self._timeout,
+                keep=RESPONSE_HEAD_BYTES,
             )
+        except TargetRefused as exc:  # by the URL's check, or the connect step's
+            return _refused(f"refused: {exc}")
+        except InvalidRequest as exc:  # nothing a retry could change
+            return _refused(f"invalid: {exc}")
         except HostBusy as exc:
             return Attempt(
                 ok=False,
@@ -204,13 +211,11 @@ class WebhookSender:
                 error=f"busy: {exc}",
                 busy=True,
             )
-        except TimeoutError:
+        except TransportTimeout:
             return self._failed(started, "timeout")
-        except TargetRefused as exc:
-            return _refused(f"refused: {exc}")
         except ConnectError as exc:
             return self._failed(started, f"connect: {exc}"[:200])
-        except (HTTPError, OSError) as exc:
+        except TransportError as exc:
             return self._failed(started, f"{type(exc).__name__}: {exc}"[:200])
         except Exception as exc:  # a failed attempt all the same, never a lost one
             log.exception("webhook attempt failed unexpectedly")
@@ -235,6 +240,4 @@ class WebhookSender:
         )
 
     async def aclose(self) -> None:
-        if self._pool is not None:
-            await self._pool.aclose()
-            self._pool = None
+        await self.transport.aclose()

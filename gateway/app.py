@@ -27,14 +27,12 @@ from codeq.metrics import serve_metrics
 from codeq.rate_limits import RateGuard
 from codeq.settings import Settings
 from codeq.store import open_store
-from codeq.store.rate_limits import RateLimiter
-from codeq.store.redis_store import RedisStore
+from codeq.store.protocol import Backend, RateBuckets
 from codeq.sweeper import Sweeper
 from codeq.tracing import Tracing
 from gateway.errors import exception_handlers
-from gateway.hotpath import HotPath
 from gateway.metrics import Metrics, Scraper
-from gateway.middleware import RequestIdMiddleware
+from gateway.middleware import BodyLimits, RequestIdMiddleware
 from gateway.openapi_errors import complete_document, security_components
 from gateway.routes import health
 from gateway.routes.admin import AdminController
@@ -53,13 +51,13 @@ log = logging.getLogger("codeq.gateway")
 def create_app(
     settings: Settings,
     *,
-    store: RedisStore | None = None,
+    store: Backend | None = None,
     auth: Auth | None = None,
     run_sweeper: bool = False,
     run_deliverers: bool = False,
     environ: dict[str, str] | None = None,
     close_store: bool | None = None,
-    rate_limiter: RateLimiter | None = None,
+    rate_limiter: RateBuckets | None = None,
     tracing: Tracing | None = None,
 ) -> Litestar:
     """Build the gateway app. ``store``/``auth`` are opened from the settings when not given.
@@ -69,9 +67,10 @@ def create_app(
     owns_store = store is None if close_store is None else close_store
     the_store = store if store is not None else open_store(settings)
     the_auth = auth if auth is not None else build_auth(settings, environ=environ)
-    engine = Engine(the_store, EngineConfig.from_settings(settings, dev_mode=the_auth.dev_mode))
+    config = EngineConfig.from_settings(settings, dev_mode=the_auth.dev_mode)
+    engine = Engine(the_store.tasks, config)
     metrics = Metrics()
-    limiter = rate_limiter if rate_limiter is not None else RateLimiter(the_store)
+    limiter = rate_limiter if rate_limiter is not None else the_store.rate_buckets
     gateway = Gateway(
         settings=settings,
         store=the_store,
@@ -82,7 +81,7 @@ def create_app(
         rate=RateGuard(settings.rate_limit, limiter, metrics),
         tracing=tracing if tracing is not None else Tracing(settings),
     )
-    scraper = Scraper(metrics, the_store, gateway.waker)
+    scraper = Scraper(metrics, the_store.meters, gateway.waker)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -92,7 +91,7 @@ def create_app(
         except StoreUnavailable:
             log.warning("store unavailable at start-up; scripts load on first use")
         tail = EventTail(
-            the_store, gateway.waker.on_event, wanted=lambda: gateway.waker.waiting() > 0
+            the_store.events, gateway.waker.on_event, wanted=lambda: gateway.waker.waiting() > 0
         )
         await tail.start()
         gateway.tail = tail
@@ -150,7 +149,14 @@ def create_app(
         ],
         lifespan=[lifespan],
         exception_handlers=exception_handlers,
-        middleware=[DefineMiddleware(RequestIdMiddleware, metrics=metrics)],
+        middleware=[
+            DefineMiddleware(
+                RequestIdMiddleware,
+                metrics=metrics,
+                limits=BodyLimits.of(settings),
+                tracing=gateway.tracing,
+            )
+        ],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="codeQ",
@@ -203,19 +209,17 @@ def app_from_environment(*, run_sweeper: bool, run_deliverers: bool = False) -> 
     )
 
 
-def serve_app() -> HotPath:
+def serve_app() -> Litestar:
     """Factory for ``codeq serve`` workers: gateway + sweeper."""
-    return HotPath(app_from_environment(run_sweeper=True, run_deliverers=True))
+    return app_from_environment(run_sweeper=True, run_deliverers=True)
 
 
-def gateway_app() -> HotPath:
+def gateway_app() -> Litestar:
     """Factory for ``codeq gateway`` workers: HTTP only."""
-    return HotPath(app_from_environment(run_sweeper=False))
+    return app_from_environment(run_sweeper=False)
 
 
-def gateway_of(app: Litestar | HotPath) -> Gateway:
+def gateway_of(app: Litestar) -> Gateway:
     """The :class:`Gateway` behind an app (tests, the CLI)."""
-    if isinstance(app, HotPath):
-        app = app.app
     gw: Any = app.state.gateway
     return gw  # type: ignore[no-any-return]

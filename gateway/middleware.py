@@ -1,9 +1,9 @@
 """ASGI middleware: ``X-Request-Id`` on every response, the request body limits, one JSON
-access-log line per request and the request-duration histogram by route template.
+access-log line per request, the request-duration histogram by route template and, with
+tracing on, a server span per request.
 
-Plain ASGI (not a Litestar middleware class) because it sits on every request's hot path; it
-wraps the Litestar routes and the hot task routes of :mod:`gateway.hotpath` alike, so both
-answer a hostile body the same way.
+Plain ASGI (not a Litestar middleware class) because every request of every route goes through
+it; it runs once Litestar's router has matched the route, so the route's template is known.
 
 Body limits (:class:`BodyLimits`), checked before any handler or decoder sees the body:
 
@@ -15,9 +15,10 @@ Body limits (:class:`BodyLimits`), checked before any handler or decoder sees th
 * a body that is not UTF-8 → 400 (msgspec would skip the bytes of an ignored field unread);
 * arrays and objects nested deeper than ``maxJsonDepth`` → 400 (JSON decoders recurse per
   level: without a limit a deep body ends in a ``RecursionError``).
-The access line has method, route path, status, duration and request id: never headers,
-tokens, query strings or bodies. The histogram's ``route`` label is the route's template
-(``/v1/codeq/tasks/{task_id}/result``), never the raw path, so its series stay bounded.
+The access line has method, route path, status, duration and request id (and the tenant and
+task id when known): never headers, tokens, query strings or bodies. The histogram's ``route``
+label is the route's template (``/v1/codeq/tasks/{task_id}/result``), never the raw path, so its
+series stay bounded; so are span names (``POST /v1/codeq/tasks/{task_id}/result``).
 """
 
 from __future__ import annotations
@@ -31,9 +32,20 @@ from typing import Any, NamedTuple, cast
 
 from litestar.enums import ScopeType
 from litestar.middleware import MiddlewareProtocol
-from litestar.types import ASGIApp, HTTPRequestEvent, Message, Receive, ReceiveMessage, Scope, Send
+from litestar.types import (
+    ASGIApp,
+    HTTPRequestEvent,
+    HTTPScope,
+    Message,
+    Receive,
+    ReceiveMessage,
+    Scope,
+    Send,
+)
 
+from codeq.ids import is_task_id
 from codeq.metrics import Metrics
+from codeq.tracing import Tracing
 from gateway.errors import error_json
 
 __all__ = ["BodyLimits", "RequestIdMiddleware", "json_too_deep", "request_id_of", "route_template"]
@@ -48,20 +60,32 @@ def request_id_of(scope: Scope) -> str:
 
 
 def _noted(scope: Scope) -> dict[str, str]:
-    """``tenant`` and ``taskId`` when the handler noted them (gateway.state.note)."""
+    """``tenant`` and ``taskId`` when the handler noted them (gateway.state.note); else the
+    task id of the route's path, when it is one (a hostile id never reaches the log)."""
     state = scope.get("state", {})
     out = {}
     if "tenant" in state:
         out["tenant"] = str(state["tenant"])
     if "task_id" in state:
         out["taskId"] = str(state["task_id"])
+    else:
+        task_id = scope.get("path_params", {}).get("task_id")
+        if isinstance(task_id, str) and is_task_id(task_id):
+            out["taskId"] = task_id
     return out
 
 
 def route_template(scope: Scope) -> str:
-    """The template of the route that served a request (set by Litestar's router, or by
-    gateway.hotpath for the routes it serves); ``unmatched`` when none did."""
+    """The template of the route that served a request (set by Litestar's router);
+    ``unmatched`` when none did."""
     return str(scope.get("path_template") or "unmatched")
+
+
+def _header(scope: HTTPScope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return value.decode("latin-1")
+    return None
 
 
 class BodyLimits(NamedTuple):
@@ -131,26 +155,59 @@ def _is_json(media_type: bytes) -> bool:
 
 
 class RequestIdMiddleware(MiddlewareProtocol):
-    """Request id, body limits, access log and duration histogram of every HTTP request.
-    ``limits`` default to the app's settings (``scope["app"].state.gateway``)."""
+    """Request id, body limits, access log, duration histogram and (``tracing`` on) the
+    server span of every HTTP request. ``limits`` default to the settings' defaults."""
 
     def __init__(
-        self, app: ASGIApp, metrics: Metrics | None = None, limits: BodyLimits | None = None
+        self,
+        app: ASGIApp,
+        metrics: Metrics | None = None,
+        limits: BodyLimits | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.app = app
         self.metrics = metrics
-        self.limits = limits
-
-    def _limits_of(self, scope: Scope) -> BodyLimits:
-        gateway = getattr(getattr(scope.get("app"), "state", None), "gateway", None)
-        settings = getattr(gateway, "settings", None)
-        self.limits = _DEFAULT_LIMITS if settings is None else BodyLimits.of(settings)
-        return self.limits
+        self.limits = limits if limits is not None else _DEFAULT_LIMITS
+        # Tracing off (the default): one attribute check per request, nothing imported.
+        self.tracing = tracing if tracing is not None and tracing.enabled else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
             await self.app(scope, receive, send)
-            return
+        elif self.tracing is None:
+            await self._handle(scope, receive, send)
+        else:
+            await self._traced(self.tracing, scope, receive, send)
+
+    async def _traced(
+        self, tracing: Tracing, scope: HTTPScope, receive: Receive, send: Send
+    ) -> None:
+        """The request in a server span continuing the caller's ``traceparent``, named by
+        the route's template (bounded names), with the HTTP attributes."""
+        method = scope.get("method", "")
+        route = route_template(scope)
+        status = 0
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        attributes = {"http.request.method": method, "http.route": route}
+        with tracing.span(
+            f"{method} {route}",
+            parent=_header(scope, b"traceparent"),
+            kind="server",
+            attributes=attributes,
+        ) as span:
+            try:
+                await self._handle(scope, receive, send_status)
+            finally:
+                if status:  # 0: the client left before an answer
+                    span.set_attribute("http.response.status_code", status)
+
+    async def _handle(self, scope: HTTPScope, receive: Receive, send: Send) -> None:
         rid = b""
         length: bytes | None = None
         media_type: bytes | None = None
@@ -181,9 +238,8 @@ class RequestIdMiddleware(MiddlewareProtocol):
             await send(message)
 
         try:
-            limits = self.limits or self._limits_of(scope)
             body_receive = await _guard_body(
-                limits, receive, send_with_id, length, media_type, chunked, framing
+                self.limits, receive, send_with_id, length, media_type, chunked, framing
             )
             if body_receive is not None:
                 await self.app(scope, body_receive, send_with_id)

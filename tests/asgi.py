@@ -11,7 +11,6 @@ import httpx
 from litestar import Litestar
 
 from gateway.app import gateway_of
-from gateway.hotpath import HotPath
 from gateway.state import Gateway
 
 
@@ -38,8 +37,7 @@ async def serve_in_process(app: Litestar) -> AsyncIterator[ApiClient]:
     if running.done():
         running.result()  # start-up failed: raise its error
     try:
-        # Through the hot path, as the servers run it: the task routes skip Litestar's routing.
-        transport = httpx.ASGITransport(app=HotPath(app))
+        transport = httpx.ASGITransport(app=app)
         async with ApiClient(transport=transport, base_url="http://testserver", timeout=20) as c:
             c.gw = gateway_of(app)
             yield c

@@ -1,108 +1,19 @@
-"""The deliverers' HTTP/1.1 client (deliverers/http1.py) against real servers on loopback: raw
-asyncio servers that answer in the shapes a receiver may use (keep-alive, chunked, close-
-delimited, interim 100, huge heads and bodies, closing a kept-alive connection), and TLS with
-a certificate made here."""
+"""The deliverers' HTTP/1.1 client (deliverers/http1.py) against real servers on loopback: what
+is its own beyond the transport contract (tests/test_transport_contract.py) — keep-alive reuse,
+the framings of an answer, draining, a kept connection the server closed, the slots and the
+URL/header formatting — and the sender's use of it."""
 
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
-import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
-from deliverers.http1 import (
-    DRAIN_LIMIT,
-    ConnectError,
-    HTTP1Pool,
-    HTTPError,
-    Response,
-    Target,
-    _Slots,
-    header_block,
-)
+from deliverers.http1 import DRAIN_LIMIT, HTTP1Pool, Target, _Slots, header_block
 from deliverers.sender import TargetPolicy, WebhookSender
+from deliverers.transport import ConnectError, InvalidRequest, Response
 from tests.conftest import eventually
-
-
-@dataclass
-class Request:
-    head: bytes
-    body: bytes
-    connection: int  # which accepted connection (0, 1, ...) carried it
-
-    def header(self, name: str) -> str | None:
-        for line in self.head.split(b"\r\n")[1:]:
-            k, _, v = line.partition(b":")
-            if k.strip().lower() == name.lower().encode():
-                return v.strip().decode()
-        return None
-
-
-Answer = Callable[[Request, asyncio.StreamWriter], Awaitable[bool]]  # False: close after
-
-
-@dataclass
-class RawServer:
-    answer: Answer
-    requests: list[Request] = field(default_factory=list)
-    connections: int = 0
-    port: int = 0
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        n = self.connections
-        self.connections += 1
-        try:
-            while True:
-                try:
-                    head = await reader.readuntil(b"\r\n\r\n")
-                except (asyncio.IncompleteReadError, ConnectionError):
-                    return
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":", 1)[1])
-                body = await reader.readexactly(length)
-                req = Request(head, body, n)
-                self.requests.append(req)
-                if not await self.answer(req, writer):
-                    return
-        finally:
-            writer.close()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
-
-
-@asynccontextmanager
-async def raw_server(answer: Answer, tls: ssl.SSLContext | None = None) -> AsyncIterator[RawServer]:
-    s = RawServer(answer)
-    server = await asyncio.start_server(s.handle, "127.0.0.1", 0, ssl=tls)
-    s.port = server.sockets[0].getsockname()[1]
-    try:
-        yield s
-    finally:
-        server.close()
-
-
-async def ok(req: Request, w: asyncio.StreamWriter) -> bool:
-    w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-    await w.drain()
-    return True
-
-
-async def loopback(host: str, port: int) -> list[str]:
-    return ["127.0.0.1"]
+from tests.test_transport_contract import Request, loopback, ok, raw_server
 
 
 async def post(pool: HTTP1Pool, url: str, body: bytes = b"{}", limit: float = 5.0) -> Response:
@@ -185,48 +96,6 @@ async def test_only_the_first_bytes_are_kept_and_a_huge_body_is_not_drained() ->
     await pool.aclose()
 
 
-@pytest.mark.parametrize("shape", ["many headers", "one endless header"])
-async def test_a_head_over_the_limit_fails(shape: str) -> None:
-    async def answer(req: Request, w: asyncio.StreamWriter) -> bool:
-        w.write(b"HTTP/1.1 200 OK\r\n")
-        if shape == "many headers":
-            for i in range(100):
-                w.write(b"X-Filler-%d: %s\r\n" % (i, b"y" * 1000))
-            w.write(b"Content-Length: 0\r\n\r\n")
-        else:  # never ends: the limit must apply while the header is still arriving
-            w.write(b"X-Endless: ")
-            for _ in range(400):
-                w.write(b"y" * 16384)
-                await w.drain()
-                if w.is_closing():
-                    break
-        await w.drain()
-        return True
-
-    pool = HTTP1Pool()
-    async with raw_server(answer) as s:
-        with pytest.raises(HTTPError, match="too large"):
-            await post(pool, s.url)
-    await pool.aclose()
-
-
-async def test_bytes_after_the_answer_are_not_taken_for_the_next_one() -> None:
-    async def answer(req: Request, w: asyncio.StreamWriter) -> bool:
-        if len(s.requests) == 1:  # a broken server: an extra response nobody asked for
-            w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-            w.write(b"HTTP/1.1 500 Stale\r\nContent-Length: 0\r\n\r\n")
-            await w.drain()
-            return True
-        return await ok(req, w)
-
-    pool = HTTP1Pool()
-    async with raw_server(answer) as s:
-        assert (await post(pool, s.url)).status == 200
-        assert (await post(pool, s.url)).status == 200
-        assert [r.connection for r in s.requests] == [0, 1]
-    await pool.aclose()
-
-
 async def test_a_backlog_for_one_slow_host_leaves_room_for_others() -> None:
     release = asyncio.Event()
 
@@ -286,18 +155,6 @@ async def test_a_kept_connection_the_server_closed_while_idle_is_not_used() -> N
     await pool.aclose()
 
 
-async def test_a_new_connection_that_fails_is_not_tried_again() -> None:
-    async def answer(req: Request, w: asyncio.StreamWriter) -> bool:
-        return False
-
-    pool = HTTP1Pool()
-    async with raw_server(answer) as s:
-        with pytest.raises(HTTPError, match="closed before the response"):
-            await post(pool, s.url)
-        assert len(s.requests) == 1
-    await pool.aclose()
-
-
 async def test_idle_connections_age_out() -> None:
     pool = HTTP1Pool(idle_seconds=4.0)
     async with raw_server(ok) as s:
@@ -310,31 +167,13 @@ async def test_idle_connections_age_out() -> None:
     await pool.aclose()
 
 
-async def test_the_time_limit_cuts_the_exchange_and_drops_the_connection() -> None:
-    release = asyncio.Event()
-
-    async def answer(req: Request, w: asyncio.StreamWriter) -> bool:
-        if len(s.requests) == 1:
-            await release.wait()
-        return await ok(req, w)
-
-    pool = HTTP1Pool()
-    async with raw_server(answer) as s:
-        with pytest.raises(TimeoutError):
-            await post(pool, s.url, limit=0.2)
-        release.set()
-        assert (await post(pool, s.url)).status == 200
-        assert [r.connection for r in s.requests] == [0, 1]
-    await pool.aclose()
-
-
-async def test_a_refused_connection_is_a_connect_error() -> None:
+async def test_an_origin_that_only_failed_is_forgotten() -> None:
     async with raw_server(ok) as s:
         url = s.url
     pool = HTTP1Pool()
     with pytest.raises(ConnectError):
         await post(pool, url)
-    assert pool._origins == {}  # an origin that only failed is forgotten
+    assert pool._origins == {}
     await pool.aclose()
 
 
@@ -349,14 +188,14 @@ def test_targets_and_headers() -> None:
     idn = Target.parse("http://bücher.example/x")  # the DNS form, in the Host header too
     assert idn.host == "xn--bcher-kva.example" and b"Host: xn--bcher-kva.example\r\n" in idn.head
     for bad_name in ("http://a..b.example/", "http://" + "a" * 64 + ".example/"):
-        with pytest.raises(ValueError, match="valid host name"):
+        with pytest.raises(InvalidRequest, match="valid host name"):
             Target.parse(bad_name)
     for bad in ("ftp://x/y", "http:///nohost", "http://x:99999/", "http://x:0/"):
-        with pytest.raises(ValueError, match=r"(?i)http|host|port"):
+        with pytest.raises(InvalidRequest, match=r"(?i)http|host|port"):
             Target.parse(bad)
     assert header_block({"A": "1", "B-c": "two words"}) == b"A: 1\r\nB-c: two words\r\n"
     for name, value in (("X", "a\r\nInjected: 1"), ("Bad Name", "1"), ("X", "a\nb"), ("", "1")):
-        with pytest.raises(ValueError, match="cannot be sent"):
+        with pytest.raises(InvalidRequest, match="cannot be sent"):
             header_block({name: value})
 
 
@@ -367,57 +206,6 @@ async def test_the_sender_refuses_a_header_that_would_split_the_request() -> Non
         assert attempt.refused and attempt.error and attempt.error.startswith("invalid")
         assert s.requests == []
     await sender.aclose()
-
-
-def _certificate(tmp: Path, name: str) -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    """A self-signed certificate for ``name``: (server context, client context trusting it)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = tmp / "cert.pem", tmp / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server.load_cert_chain(cert_file, key_file)
-    client = ssl.create_default_context(cafile=str(cert_file))
-    assert ipaddress.ip_address("127.0.0.1")  # the address the names are pinned to
-    return server, client
-
-
-async def test_tls_to_a_pinned_address_keeps_the_name_for_sni_and_the_certificate(
-    tmp_path: Path,
-) -> None:
-    server_ctx, client_ctx = _certificate(tmp_path, "hooks.example.test")
-    seen: list[str | None] = []
-    server_ctx.sni_callback = lambda sock, name, ctx: seen.append(name)
-    pool = HTTP1Pool(ssl_context=client_ctx)
-    async with raw_server(ok, tls=server_ctx) as s:
-        good = f"https://hooks.example.test:{s.port}/hook"
-        r = await pool.post(Target.parse(good), b"", b"{}", connect=loopback, time_limit=5)
-        assert r.status == 200 and seen == ["hooks.example.test"]
-        assert s.requests[0].header("host") == f"hooks.example.test:{s.port}"
-        wrong = f"https://other.example.test:{s.port}/hook"  # same address, wrong name
-        with pytest.raises(ConnectError, match="certificate"):
-            await pool.post(Target.parse(wrong), b"", b"{}", connect=loopback, time_limit=5)
-    await pool.aclose()
 
 
 async def test_slots_go_to_waiters_in_order_and_a_waiter_gives_up_at_its_deadline() -> None:

@@ -1,12 +1,15 @@
 """Tracing (issue E): with an in-memory exporter, one task's create, claim, result and result
-callback share one trace id, and the callback request carries it to the receiver."""
+callback share one trace id, and the callback request carries it to the receiver; every route
+has a server span named by its template that continues the caller's ``traceparent``."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import httpx
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 
 from codeq.client import AsyncCodeQClient
 from codeq.settings import Settings
@@ -14,7 +17,6 @@ from codeq.store.keys import KeySchema
 from codeq.store.redis_store import RedisStore
 from codeq.tracing import Tracing
 from gateway.app import create_app
-from gateway.hotpath import HotPath
 from tests.asgi import serve_in_process
 from tests.receivers import receiver
 from tests.servers import wait_for
@@ -41,7 +43,7 @@ async def test_one_task_is_one_trace() -> None:
     )
     with receiver() as hooks:
         async with serve_in_process(app):
-            transport = httpx.ASGITransport(app=HotPath(app))
+            transport = httpx.ASGITransport(app=app)
             async with AsyncCodeQClient(
                 "http://testserver", token=TOKEN, transport=transport
             ) as cq:
@@ -94,3 +96,59 @@ async def test_tracing_off_costs_nothing_and_stores_the_callers_context() -> Non
             headers={"Authorization": f"Bearer {TOKEN}", "traceparent": parent},
         )
         assert r.status_code == 202 and r.json()["traceParent"] == parent
+
+
+async def test_every_route_has_a_server_span_in_the_callers_trace() -> None:
+    exporter = InMemorySpanExporter()
+    settings = Settings()
+    store = RedisStore.embedded(KeySchema("spans"))
+    app = create_app(
+        settings,
+        store=store,
+        environ={"CODEQ_DEV_TOKEN": TOKEN},
+        tracing=Tracing(settings, exporter=exporter),
+    )
+    trace, caller = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+    headers = {"Authorization": f"Bearer {TOKEN}", "traceparent": f"00-{trace}-{caller}-01"}
+    async with serve_in_process(app) as c:
+        created = await c.post(
+            "/v1/codeq/tasks", json={"command": "SPANNED", "payload": 1}, headers=headers
+        )
+        assert created.status_code == 202, created.text
+        task_id = created.json()["id"]
+        assert (await c.get(f"/v1/codeq/tasks/{task_id}", headers=headers)).status_code == 200
+        missing = await c.get(f"/v1/codeq/tasks/{uuid.uuid4()}", headers=headers)
+        assert missing.status_code == 404
+        assert (await c.get("/v1/codeq/admin/queues", headers=headers)).status_code == 200
+        assert (await c.get("/healthz")).status_code == 200  # no traceparent: a trace of its own
+
+    server = [s for s in exporter.get_finished_spans() if s.kind == SpanKind.SERVER]
+    seen = [
+        (s.name, dict(s.attributes or {}), s.parent and f"{s.parent.span_id:016x}") for s in server
+    ]
+    get_task = "/v1/codeq/tasks/{task_id}"  # the template, never the id: bounded names
+    expected = [
+        ("POST", "/v1/codeq/tasks", 202, caller),  # one of the routes the hot path used to serve
+        ("GET", get_task, 200, caller),
+        ("GET", get_task, 404, caller),
+        ("GET", "/v1/codeq/admin/queues", 200, caller),
+        ("GET", "/healthz", 200, None),
+    ]
+    assert seen == [
+        (
+            f"{method} {route}",
+            {
+                "http.request.method": method,
+                "http.route": route,
+                "http.response.status_code": status,
+            },
+            parent,
+        )
+        for method, route, status, parent in expected
+    ]
+    for span in server[:4]:
+        assert f"{span.context.trace_id:032x}" == trace
+    assert f"{server[4].context.trace_id:032x}" != trace
+    # What the handlers do happens inside the request's span.
+    create = next(s for s in exporter.get_finished_spans() if s.name == "codeq.create")
+    assert create.parent is not None and create.parent.span_id == server[0].context.span_id
