@@ -35,12 +35,13 @@ DESCRIPTIONS: dict[str, str] = {
     "`poolSize`; a `redis*` setting given directly wins.",
     "redisAddr": "`host:port` of Redis or KVRocks.",
     "redisUrl": (
-        "`redis://` or `rediss://` URL instead of `redisAddr`. codeQ speaks RESP2 to every store"
-        " (KVRocks' default): a `protocol` option other than 2 is refused."
+        "`redis://` or `rediss://` URL instead of `redisAddr`, or a Unix socket "
+        "(`unix:///path/to/redis.sock?db=N`). codeQ speaks RESP2 to every store (KVRocks' "
+        "default): a `protocol` option other than 2 is refused."
     ),
     "redisPassword": "Password (env also `KVROCKS_PASSWORD`). Secret.",
     "redisCluster": "Talk Redis Cluster protocol (use with `partitions` > 1).",
-    "redisDb": "Database number (not in cluster mode).",
+    "redisDb": "Database number (0 in cluster mode; the URL's own, if it names one).",
     "redisPoolSize": "Connections per process.",
     "redisConnectTimeoutSeconds": "Connect timeout.",
     "redisSocketTimeoutSeconds": "Reply timeout; a store slower than this answers 503.",
@@ -50,7 +51,7 @@ DESCRIPTIONS: dict[str, str] = {
     "maxAttemptsDefault": "Claims before the dead-letter queue, for tasks that name none.",
     "backoffPolicy": "Retry delay after a nack or an expired lease.",
     "backoffBaseSeconds": "First retry delay of the backoff policy.",
-    "backoffMaxSeconds": "Cap of the retry delay.",
+    "backoffMaxSeconds": "Cap of the retry delay; at least `backoffBaseSeconds`.",
     "requeueInspectLimit": "Bound on repair work per claim or sweep step.",
     "sweepIntervalMs": "How often the sweeper moves due delayed tasks and expired leases.",
     "taskRetentionSeconds": "Finished tasks are purged this long after they finish.",
@@ -60,8 +61,8 @@ DESCRIPTIONS: dict[str, str] = {
     "(never past a consumer group's progress).",
     "maxBodyBytes": "Largest request body (413 above).",
     "maxJsonDepth": "Deepest nesting of arrays and objects in a request body, the body itself "
-    "counting as 1 (400 above); 2 to 512.",
-    "maxPayloadBytes": "Largest task payload or result.",
+    "counting as 1 (400 above).",
+    "maxPayloadBytes": "Largest task payload or result; at most `maxBodyBytes`.",
     "maxArtifactBytes": "Largest inline (`contentBase64`) artifact.",
     "localArtifactsDir": "Where inline artifacts are written.",
     "webhookHmacSecret": "Signs result callbacks and notifications (`whsec_...` or any "
@@ -80,7 +81,8 @@ DESCRIPTIONS: dict[str, str] = {
     "resultWebhookMaxAttempts": "The original's setting: attempts of a result callback "
     "(replaces the schedule's length).",
     "resultWebhookBaseBackoffSeconds": "The original's setting: first callback retry delay.",
-    "resultWebhookMaxBackoffSeconds": "The original's setting: cap of the callback delay.",
+    "resultWebhookMaxBackoffSeconds": "The original's setting: cap of the callback delay "
+    "(at least the base).",
     "deliveryConcurrency": "Deliveries in flight per deliverer process.",
     "deliveryPerHostConcurrency": "Deliveries in flight per target host.",
     "deliveryAttemptsKept": "Attempts kept in a delivery's log.",
@@ -101,7 +103,7 @@ DESCRIPTIONS: dict[str, str] = {
     "(`producer`, `worker`, `webhook`, `admin`); unset: unlimited.",
     "rateLimit.*.burstSize": "Token bucket capacity of the scope.",
     "shutdownGraceSeconds": "On SIGTERM: how long in-flight requests and deliveries may finish.",
-    "metricsPort": "Serve `/metrics` on this port as well.",
+    "metricsPort": "Serve `/metrics` on this port as well (not `port`).",
     "tracingEnabled": "OpenTelemetry spans (needs the `tracing` extra).",
     "tracingOtlpEndpoint": "OTLP/HTTP endpoint (else `OTEL_EXPORTER_OTLP_ENDPOINT`).",
     "tracingSampleRatio": "Share of traces sampled.",
@@ -132,20 +134,12 @@ def _default_of(defaults: Any, key: str) -> str:
 
 
 def settings_rows() -> list[tuple[str, str, str, str, str]]:
-    """(key, env, type, default, description) for every setting."""
+    """(key, env, type with its range, default, description) for every setting."""
     defaults = settings_module.Settings().masked()
-    rows = []
-    for key, kind in settings_module._leaves():
-        rows.append(
-            (
-                key,
-                settings_module._env_name(key),
-                settings_module._describe(kind),
-                _default_of(defaults, key),
-                describe(key) or "",
-            )
-        )
-    return rows
+    return [
+        (key, env, kind, _default_of(defaults, key), describe(key) or "")
+        for key, env, kind in settings_module.setting_rows()
+    ]
 
 
 def settings_markdown() -> str:
@@ -158,11 +152,12 @@ def settings_markdown() -> str:
         "Settings come from a YAML file (`--config` or `CODEQ_CONFIG_PATH`) with camelCase "
         "keys, overridden by environment variables (the key in UPPER_SNAKE case; nested keys "
         "join with `_`). An unknown key, a wrong type or an impossible value stops start-up "
-        "with one line naming it. `codeq config show` prints the effective settings with "
-        "secrets masked.",
+        "with one line naming it. The type column is the type's own constraint: a value outside "
+        "it is refused. `codeq config show` prints the effective settings with secrets masked.",
         "",
         "Environment values are strings: booleans take `true/false/1/0/yes/no/on/off`, lists "
-        "a comma list or a JSON list, mappings a JSON object.",
+        "a comma list or a JSON list, mappings a JSON object; an empty value unsets an optional "
+        "setting. Choices are case-insensitive.",
         "",
         "| key | env | type | default | what it does |",
         "|---|---|---|---|---|",

@@ -1,19 +1,19 @@
-"""Settings of a codeQ process: one frozen object, loaded by one pure function.
+"""Settings of a codeQ process: one frozen, typed object, loaded by one pure function.
 
     settings = Settings.load(path, environ=os.environ)
 
 ``Settings.load`` reads the YAML file at ``path`` (or at ``$CODEQ_CONFIG_PATH`` when no path is
 given), overrides it with environment variables taken from ``environ`` — never from
-``os.environ`` behind the caller's back; ``None`` means "no environment" — and validates the
-result. Nothing is read at import time.
+``os.environ`` behind the caller's back; ``None`` means "no environment" — and converts the
+result with msgspec. Nothing is read at import time.
 
 YAML keys are camelCase (``defaultLeaseSeconds``); the environment variable of a key is its
 UPPER_SNAKE form (``DEFAULT_LEASE_SECONDS``). Nested keys join with ``_``:
 ``rateLimit.producer.burstSize`` is ``RATE_LIMIT_PRODUCER_BURST_SIZE``. Environment values are
-strings and are converted: bools accept true/false/1/0/yes/no/on/off (any case), lists are a
-comma list (``5,30,120``) or a JSON list, mappings (``PERSISTENCE_CONFIG``,
-``PRODUCER_AUTH_CONFIG``, ``WORKER_AUTH_CONFIG``) are a JSON object. An empty value means null
-for an optional setting and an empty list for a list.
+strings: bools accept true/false/1/0/yes/no/on/off (any case), lists are a comma list
+(``5,30,120``) or a JSON list, mappings (``PERSISTENCE_CONFIG``, ``PRODUCER_AUTH_CONFIG``,
+``WORKER_AUTH_CONFIG``) are a JSON object, and an empty value is null for an optional setting.
+Numbers and choices are converted by msgspec (so a quoted number in the file is a number too).
 
 Precedence, highest first: environment, YAML file, ``persistenceConfig`` (it fills a ``redis*``
 setting only when that setting is not given directly), defaults. Special cases:
@@ -22,12 +22,15 @@ setting only when that setting is not given directly), defaults. Special cases:
 * ``REDIS_ADDR`` or ``REDIS_URL`` in the environment replaces the file's connection target
   (both ``redisAddr`` and ``redisUrl``); setting both in one place is an error.
 * ``OTEL_EXPORTER_OTLP_ENDPOINT`` is used only when ``tracingOtlpEndpoint`` is set nowhere else.
-* ``persistenceProvider: kvrocks`` is an alias of ``redis``.
+* ``persistenceProvider: kvrocks`` is an alias of ``redis``; choices are case-insensitive.
 
-Every problem raises :class:`SettingsError` with a one-line message naming the key, its
-environment variable and, when it came from the file, the file::
+The constraints live in the field types (``Annotated[int, Meta(ge=1, le=16384)]``) and msgspec
+enforces them — also for a ``Settings`` built directly or by ``msgspec.structs.replace``. What a
+type cannot say (one setting against another, an address that must parse) is
+``Settings._check``. Every problem raises :class:`SettingsError` with a one-line message naming
+the key, its environment variable and, when it came from the file, the file::
 
-    invalid setting 'partitions' (env PARTITIONS): expected int >= 1, got '0'
+    invalid setting 'partitions' (env PARTITIONS): expected int in 1..16384, got '0'
     unknown setting 'partitons' in /etc/codeq/config.yaml (did you mean 'partitions'?)
 
 Secret values never appear in error messages, in ``repr(settings)`` or in
@@ -36,22 +39,24 @@ Secret values never appear in error messages, in ``repr(settings)`` or in
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import difflib
 import functools
 import ipaddress
 import json
-import math
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping
+import sys
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal
-from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
+from typing import Annotated, Any, Final, Literal, TypeVar
+from urllib.parse import parse_qs, quote, urlsplit
 
 import msgspec
 import msgspec.inspect as mi
 import yaml
+from msgspec import Meta
 
 from codeq.domain import BackoffPolicy
 
@@ -59,10 +64,16 @@ __all__ = [
     "CONFIG_PATH_ENV",
     "MASK",
     "SECRET_FIELDS",
+    "AuthProvider",
+    "LogFormat",
+    "LogLevel",
+    "PersistenceConfig",
     "RateLimit",
     "RateLimits",
     "Settings",
     "SettingsError",
+    "StoreKind",
+    "setting_rows",
 ]
 
 #: The environment variable naming the YAML file when ``Settings.load`` gets no path.
@@ -77,17 +88,25 @@ SECRET_FIELDS: Final = frozenset(
     {"redisPassword", "webhookHmacSecret", "producerAuthConfig", "workerAuthConfig"}
 )
 
-_KEY_PREFIX_RE: Final = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-_TRUE: Final = frozenset({"true", "1", "yes", "on"})
-_FALSE: Final = frozenset({"false", "0", "no", "off"})
-_PERSISTENCE_KEYS: Final = {
-    "addr": "redisAddr",
-    "url": "redisUrl",
-    "password": "redisPassword",
-    "cluster": "redisCluster",
-    "db": "redisDb",
-    "poolSize": "redisPoolSize",
-}
+# ---- the types --------------------------------------------------------------------------------
+
+_FINITE: Final = sys.float_info.max  # as an upper bound: only inf and nan fail it
+_NON_BLANK: Final = r"\S"
+_URL_FORMS: Final = (
+    "expected redis://host:port/db, rediss://host:port/db or unix:///path/to/redis.sock?db=N"
+)
+
+Port = Annotated[int, Meta(ge=1, le=65535)]
+Count = Annotated[int, Meta(ge=1)]
+Positive = Annotated[float, Meta(gt=0, le=_FINITE)]
+NonNegative = Annotated[float, Meta(ge=0, le=_FINITE)]
+Text = Annotated[str, Meta(pattern=_NON_BLANK)]
+
+StoreKind = Literal["local", "memory", "redis"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+LogFormat = Literal["json", "text"]
+AuthProvider = Literal["static", "jwks"]
+
 _DEFAULT_RETRY_SCHEDULE: Final = (5, 30, 120, 600, 1800, 3600, 7200, 14400)
 
 
@@ -105,57 +124,41 @@ class SettingsError(ValueError):
         self.env = env
 
 
-class _Nothing:
-    """Marks "no value" where ``None`` is a value."""
-
-    def __repr__(self) -> str:
-        return "<nothing>"
-
-
-_NOTHING: Final = _Nothing()
-
-
-@dataclass(frozen=True, slots=True)
-class _Origin:
-    """Where a value came from, for error messages."""
-
-    file: str | None = None  # the YAML file, when the value came from it
-    env: str | None = None  # the variable to name, when not the key's own (KVROCKS_PASSWORD)
-    key: str | None = None  # the key to name, when not the setting's own (persistenceConfig.db)
-    raw: object = _NOTHING  # the text as given in the environment
-
-
-class _InvalidValue(SettingsError):
-    """Raised by the validators; ``Settings.load`` rewords it with where the value came from."""
+class _Invalid(ValueError):
+    """Raised by ``_check`` (msgspec wraps it); reworded with where the value came from."""
 
     def __init__(self, key: str, expected: str, value: object) -> None:
-        super().__init__(_invalid_message(key, expected, value, None), key=key, env=_env_name(key))
-        self.setting = key
-        self.expected = expected
-        self.value = value
+        super().__init__(f"{key}: {expected}")
+        self.key, self.expected, self.value = key, expected, value
 
 
-# --------------------------------------------------------------------------------------------
-# The settings
-# --------------------------------------------------------------------------------------------
+# Set while msgspec converts: a section built any other way is converted once more (below).
+_CONVERTING: Final = contextvars.ContextVar("_CONVERTING", default=False)
 
 
-class RateLimit(
+class _Section(
     msgspec.Struct, frozen=True, kw_only=True, rename="camel", forbid_unknown_fields=True
 ):
-    """A token bucket: ``requestsPerMinute`` refill rate, ``burstSize`` capacity."""
-
-    requests_per_minute: int
-    burst_size: int
+    """A frozen, camelCase part of the settings that refuses unknown keys."""
 
     def __post_init__(self) -> None:
-        _check_int("requestsPerMinute", self.requests_per_minute, ge=1)
-        _check_int("burstSize", self.burst_size, ge=1)
+        if _CONVERTING.get():
+            self._check()
+        else:  # built directly or replaced: msgspec checks constraints only when converting
+            _convert(msgspec.to_builtins(self), type(self), {})
+
+    def _check(self) -> None:
+        """The rules no type can express; raise :class:`_Invalid`."""
 
 
-class RateLimits(
-    msgspec.Struct, frozen=True, kw_only=True, rename="camel", forbid_unknown_fields=True
-):
+class RateLimit(_Section, frozen=True, kw_only=True):
+    """A token bucket: ``requestsPerMinute`` refill rate, ``burstSize`` capacity."""
+
+    requests_per_minute: Count
+    burst_size: Count
+
+
+class RateLimits(_Section, frozen=True, kw_only=True):
     """Rate limits per kind of caller; ``None`` means unlimited."""
 
     producer: RateLimit | None = None
@@ -164,98 +167,153 @@ class RateLimits(
     admin: RateLimit | None = None
 
 
-class Settings(
-    msgspec.Struct, frozen=True, kw_only=True, rename="camel", forbid_unknown_fields=True
-):
-    """Every setting of a codeQ process. Build it with :meth:`load` or :meth:`from_mapping`.
+class PersistenceConfig(_Section, frozen=True, kw_only=True, omit_defaults=True):
+    """The original's connection mapping (one JSON object in ``PERSISTENCE_CONFIG``): each value
+    fills the ``redis*`` setting of the same name (``poolSize`` → ``redisPoolSize``) when that
+    setting is not given directly, and is checked there."""
 
-    Constructing it directly runs the range checks but, as always with msgspec, not the type
-    checks, and does not apply ``persistenceConfig``.
-    """
+    addr: str | None = None
+    url: str | None = None
+    password: str | None = None
+    cluster: bool | None = None
+    db: int | None = None
+    pool_size: int | None = None
+
+
+class Settings(_Section, frozen=True, kw_only=True):
+    """Every setting of a codeQ process. Build it with :meth:`load` or :meth:`from_mapping`;
+    built directly, it is checked the same way but ``persistenceConfig`` is not applied."""
 
     # Serving
-    port: int = 8080
-    host: str = "127.0.0.1"
+    port: Port = 8080
+    host: Text = "127.0.0.1"
     env: Literal["dev", "prod"] = "dev"
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    log_format: Literal["json", "text"] | None = None  # None: the process picks
+    log_level: LogLevel = "info"
+    log_format: LogFormat | None = None  # None: the process picks
 
     # Store
-    persistence_provider: Literal["local", "memory", "redis"] | None = None
-    persistence_config: dict[str, Any] | None = None
+    persistence_provider: StoreKind | None = None
+    persistence_config: PersistenceConfig | None = None
     redis_addr: str | None = None
     redis_url_setting: str | None = msgspec.field(default=None, name="redisUrl")
     redis_password: str | None = None
     redis_cluster: bool = False
-    redis_db: int = 0
-    redis_pool_size: int = 64
-    redis_connect_timeout_seconds: float = 2.0
-    redis_socket_timeout_seconds: float = 5.0
-    key_prefix: str = "codeq"
-    partitions: int = 1
+    redis_db: Annotated[int, Meta(ge=0)] = 0
+    redis_pool_size: Count = 64
+    redis_connect_timeout_seconds: Positive = 2.0
+    redis_socket_timeout_seconds: Positive = 5.0
+    key_prefix: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = "codeq"
+    partitions: Annotated[int, Meta(ge=1, le=16384)] = 1
     local_store_binary: str | None = None  # None: redis-server on PATH
 
     # Tasks
-    default_lease_seconds: int = 300
-    max_attempts_default: int = 5
+    default_lease_seconds: Annotated[int, Meta(ge=1, le=86400)] = 300
+    max_attempts_default: Count = 5
     backoff_policy: BackoffPolicy = BackoffPolicy.EXP_FULL_JITTER
-    backoff_base_seconds: float = 5.0
-    backoff_max_seconds: float = 900.0
-    requeue_inspect_limit: int = 200
-    sweep_interval_ms: int = 500
-    task_retention_seconds: int = 86400
-    dlq_retention_seconds: int = 604800  # 0 keeps dead letters forever
-    idempotency_ttl_seconds: int = 86400
-    event_retention_seconds: int = 3600
+    backoff_base_seconds: Positive = 5.0
+    backoff_max_seconds: Positive = 900.0
+    requeue_inspect_limit: Annotated[int, Meta(ge=1, le=10000)] = 200
+    sweep_interval_ms: Annotated[int, Meta(ge=10)] = 500
+    task_retention_seconds: Count = 86400
+    dlq_retention_seconds: Annotated[int, Meta(ge=0)] = 604800  # 0 keeps dead letters forever
+    idempotency_ttl_seconds: Count = 86400
+    event_retention_seconds: Count = 3600
 
     # Sizes
-    max_body_bytes: int = 1048576
-    max_json_depth: int = 64
-    max_payload_bytes: int = 524288
-    max_artifact_bytes: int = 10485760
-    local_artifacts_dir: str = "./.codeq/artifacts"
-    data_dir: str = "./.codeq"
+    max_body_bytes: Count = 1048576
+    # Under msgspec's decoder recursion limit (about 900 levels), so a body at the limit is
+    # still decoded, and an answer, never a RecursionError.
+    max_json_depth: Annotated[int, Meta(ge=2, le=512)] = 64
+    max_payload_bytes: Count = 524288
+    max_artifact_bytes: Count = 10485760
+    local_artifacts_dir: Text = "./.codeq/artifacts"
+    data_dir: Text = "./.codeq"
 
     # Webhooks and delivery
-    webhook_hmac_secret: str | None = None
+    webhook_hmac_secret: Text | None = None
     webhook_unsigned: bool = False
-    webhook_timeout_seconds: float = 10.0
-    webhook_retry_schedule: list[float] = msgspec.field(
+    webhook_timeout_seconds: Positive = 10.0
+    webhook_retry_schedule: list[NonNegative] = msgspec.field(
         default_factory=lambda: list(_DEFAULT_RETRY_SCHEDULE)
     )
     webhook_allowed_cidrs: list[str] = msgspec.field(default_factory=list)
     webhook_require_https: bool = False
-    result_webhook_max_attempts: int | None = None
-    result_webhook_base_backoff_seconds: float | None = None
-    result_webhook_max_backoff_seconds: float | None = None
-    delivery_concurrency: int = 256
-    delivery_per_host_concurrency: int = 16
-    delivery_attempts_kept: int = 20
-    consumer_ttl_seconds: int = 30
-    event_max_receives: int = 5
-    endpoint_disable_after_hours: float = 72.0
-    subscription_min_interval_seconds: float = 5.0
-    subscription_cleanup_interval_seconds: float = 60.0
+    result_webhook_max_attempts: Count | None = None
+    result_webhook_base_backoff_seconds: Positive | None = None
+    result_webhook_max_backoff_seconds: Positive | None = None
+    delivery_concurrency: Count = 256
+    delivery_per_host_concurrency: Count = 16
+    delivery_attempts_kept: Count = 20
+    consumer_ttl_seconds: Count = 30
+    event_max_receives: Count = 5
+    endpoint_disable_after_hours: Positive = 72.0
+    subscription_min_interval_seconds: Positive = 5.0
+    subscription_cleanup_interval_seconds: Positive = 60.0
 
     # Auth
-    producer_auth_provider: Literal["static", "jwks"] | None = None
+    producer_auth_provider: AuthProvider | None = None
     producer_auth_config: dict[str, Any] | None = None
-    worker_auth_provider: Literal["static", "jwks"] | None = None
+    worker_auth_provider: AuthProvider | None = None
     worker_auth_config: dict[str, Any] | None = None
     allow_producer_as_worker: bool = False
-    allowed_clock_skew_seconds: int = 60
+    allowed_clock_skew_seconds: Annotated[int, Meta(ge=0)] = 60
     tenant_from_subject: bool = True
     rate_limit: RateLimits = msgspec.field(default_factory=RateLimits)
 
     # Process
-    shutdown_grace_seconds: float = 20.0
-    metrics_port: int | None = None
+    shutdown_grace_seconds: NonNegative = 20.0
+    metrics_port: Port | None = None
     tracing_enabled: bool = False
-    tracing_otlp_endpoint: str | None = None
-    tracing_sample_ratio: float = 1.0
+    tracing_otlp_endpoint: Text | None = None
+    tracing_sample_ratio: Annotated[float, Meta(ge=0, le=1)] = 1.0
 
-    def __post_init__(self) -> None:
-        _validate(self)
+    def _check(self) -> None:
+        addr, url, db = self.redis_addr, self.redis_url_setting, self.redis_db
+        if addr is not None and _split_addr(addr) is None:
+            raise _Invalid("redisAddr", "expected 'host:port' with a port in 1..65535", addr)
+        if url is not None:
+            if problem := _url_problem(url):
+                raise _Invalid("redisUrl", problem, url)
+            if addr is not None:
+                raise _Invalid("redisUrl", "expected only one of redisAddr and redisUrl", url)
+            if (url_db := _url_db(url)) is not None and db not in (0, url_db):
+                raise _Invalid("redisDb", f"expected 0 or {url_db} (the database in redisUrl)", db)
+            if self.redis_cluster and url.lower().startswith("unix:"):
+                raise _Invalid("redisUrl", "expected redis:// or rediss:// with redisCluster", url)
+        if self.redis_cluster and db != 0:
+            raise _Invalid("redisDb", "expected 0 when redisCluster is true", db)
+        if self.persistence_provider == "redis" and not (addr or url):
+            expected = "expected redisAddr or redisUrl to be set for 'redis'"
+            raise _Invalid("persistenceProvider", expected, "redis")
+        if self.backoff_max_seconds < self.backoff_base_seconds:
+            expected = f"expected finite number >= {_num(self.backoff_base_seconds)}"
+            raise _Invalid("backoffMaxSeconds", expected, self.backoff_max_seconds)
+        if self.max_payload_bytes > self.max_body_bytes:
+            expected = f"expected int <= maxBodyBytes ({self.max_body_bytes})"
+            raise _Invalid("maxPayloadBytes", expected, self.max_payload_bytes)
+        for i, cidr in enumerate(self.webhook_allowed_cidrs):
+            try:
+                ipaddress.ip_network(cidr)
+            except ValueError:
+                expected = "expected a network like 10.0.0.0/8"
+                raise _Invalid(f"webhookAllowedCidrs[{i}]", expected, cidr) from None
+        base, cap = (
+            self.result_webhook_base_backoff_seconds,
+            self.result_webhook_max_backoff_seconds,
+        )
+        if base is not None and cap is not None and cap < base:
+            expected = f"expected finite number >= {_num(base)}"
+            raise _Invalid("resultWebhookMaxBackoffSeconds", expected, cap)
+        for role, provider, config in (
+            ("producer", self.producer_auth_provider, self.producer_auth_config),
+            ("worker", self.worker_auth_provider, self.worker_auth_config),
+        ):
+            if config is not None and provider is None:
+                expected = f"expected static or jwks when {role}AuthConfig is set"
+                raise _Invalid(f"{role}AuthProvider", expected, None)
+        if self.metrics_port == self.port:
+            expected = f"expected a port other than port ({self.port})"
+            raise _Invalid("metricsPort", expected, self.metrics_port)
 
     # ---- loading -----------------------------------------------------------------------------
 
@@ -265,7 +323,7 @@ class Settings(
         path: str | os.PathLike[str] | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> Settings:
-        """Read ``path`` (or ``environ[CODEQ_CONFIG_PATH]``), override with ``environ``, validate.
+        """Read ``path`` (or ``environ[CODEQ_CONFIG_PATH]``), override with ``environ``, convert.
 
         Pure apart from reading that one file: pass ``os.environ`` explicitly to use the
         process environment. Raises :class:`SettingsError`.
@@ -279,45 +337,42 @@ class Settings(
             file = os.fspath(path)
             data = _read_yaml(file)
             origins = {str(key): _Origin(file=file) for key in data}
-            _check_unknown(data, _settings_type(), "", file)
         _apply_environ(data, origins, env)
         return _build(data, origins)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> Settings:
-        """Validate a YAML-shaped mapping (camelCase keys); no file, no environment."""
+        """Convert a YAML-shaped mapping (camelCase keys); no file, no environment."""
         if not isinstance(data, Mapping):
             raise SettingsError(f"settings must be a mapping, got {type(data).__name__}")
-        copied: dict[str, Any] = copy.deepcopy(dict(data))
-        _check_unknown(copied, _settings_type(), "", None)
-        return _build(copied, {})
+        return _build(copy.deepcopy(dict(data)), {})
 
     # ---- derived values ----------------------------------------------------------------------
 
     @property
-    def store_kind(self) -> Literal["local", "memory", "redis"]:
+    def store_kind(self) -> StoreKind:
         """``redis`` when an address is configured; else ``local``, the private store process
         that ``codeq serve`` starts in ``dataDir``; ``memory`` only when asked for."""
         if self.persistence_provider is not None:
             return self.persistence_provider
         if self.redis_addr or self.redis_url_setting:
             return "redis"
-        return "memory"  # becomes "local" once codeq serve starts the private store
+        return "local"
 
     def redis_url(self) -> str | None:
         """The URL to connect to, with the password inserted and URL-quoted; ``None`` if unset.
 
         Built as ``redis://[:password@]host:port/db`` from ``redisAddr``, or ``redisUrl`` with
-        ``redisPassword`` inserted when the URL carries none and ``redisDb`` appended when the
-        URL names no database.
+        ``redisPassword`` inserted when the URL carries none (``unix://:password@/path``, the
+        form redis-py reads) and ``redisDb`` added when the URL names no database (``/db``, or
+        ``?db=`` for a ``unix://`` URL).
         """
         password = self.redis_password or None
         if self.redis_url_setting:
             return _complete_url(self.redis_url_setting, password, self.redis_db)
         if self.redis_addr:
-            host, port = _split_addr(self.redis_addr)
             auth = f":{_quote(password)}@" if password else ""
-            return f"redis://{auth}{host}:{port}/{self.redis_db}"
+            return f"redis://{auth}{self.redis_addr.strip()}/{self.redis_db}"
         return None
 
     # ---- showing -----------------------------------------------------------------------------
@@ -334,344 +389,143 @@ class Settings(
         return list(_masked_items(self))
 
 
-# --------------------------------------------------------------------------------------------
-# Validation (runs in __post_init__, so also for directly constructed Settings)
-# --------------------------------------------------------------------------------------------
+_PERSISTENCE_KEYS: Final = {
+    field.encode_name: f"redis{field.encode_name[0].upper()}{field.encode_name[1:]}"
+    for field in msgspec.structs.fields(PersistenceConfig)
+}
 
 
-def _range_text(kind: str, ge: float | None, le: float | None, gt: float | None) -> str:
-    if ge is not None and le is not None:
-        return f"expected {kind} in {ge:g}..{le:g}"
-    if gt is not None:
-        return f"expected {kind} > {gt:g}"
-    if ge is not None:
-        return f"expected {kind} >= {ge:g}"
-    return f"expected {kind} <= {le:g}" if le is not None else f"expected {kind}"
+def setting_rows() -> list[tuple[str, str, str]]:
+    """(key, environment variable, expected type with its range) of every setting, in order:
+    what ``docs/configuration.md`` lists."""
+    return [(key, _env_name(key), _describe(t)) for key, t in _leaves().items()]
 
 
-def _check_int(key: str, value: int, *, ge: int | None = None, le: int | None = None) -> None:
-    if (ge is not None and value < ge) or (le is not None and value > le):
-        raise _InvalidValue(key, _range_text("int", ge, le, None), value)
+# ---- redis addresses --------------------------------------------------------------------------
 
 
-def _check_float(
-    key: str,
-    value: float,
-    *,
-    gt: float | None = None,
-    ge: float | None = None,
-    le: float | None = None,
-) -> None:
-    ok = (
-        math.isfinite(value)
-        and (gt is None or value > gt)
-        and (ge is None or value >= ge)
-        and (le is None or value <= le)
-    )
-    if not ok:
-        raise _InvalidValue(key, _range_text("finite number", ge, le, gt), value)
-
-
-def _check_nonempty(key: str, value: str | None) -> None:
-    if value is not None and not value.strip():
-        raise _InvalidValue(key, "expected a non-empty string", value)
-
-
-def _split_addr(addr: str) -> tuple[str, int]:
-    """``host:port`` or ``[v6]:port`` → (host, port); raises ValueError."""
-    host, sep, port_text = addr.strip().rpartition(":")
+def _split_addr(addr: str) -> tuple[str, int] | None:
+    """``host:port`` or ``[v6]:port`` → (host, port); ``None`` when it is neither."""
+    host, sep, port = addr.strip().rpartition(":")
     if not sep or not host or (":" in host and not (host.startswith("[") and host.endswith("]"))):
-        raise ValueError(addr)
-    port = int(port_text)
-    if not 1 <= port <= 65535:
-        raise ValueError(addr)
-    return host, port
+        return None
+    return (host, int(port)) if port.isdigit() and 1 <= int(port) <= 65535 else None
 
 
 def _url_db(url: str) -> int | None:
-    """The database number in a redis URL's path, ``None`` when it names none; ValueError."""
-    path = urlsplit(url).path
-    if path in ("", "/"):
-        return None
-    if not path[1:].isdigit():
+    """The database a redis URL names (``?db=N`` wins, as in redis-py; else ``/N`` for a TCP
+    URL), ``None`` when it names none; ValueError when it is not a number."""
+    parts = urlsplit(url)
+    text = parse_qs(parts.query).get("db", [""])[0]
+    if not text and parts.scheme != "unix":
+        text = parts.path.replace("/", "")
+    if text and not text.isdigit():
         raise ValueError(url)
-    return int(path[1:])
+    return int(text) if text else None
 
 
-def _validate_redis(s: Settings) -> None:
-    if s.persistence_config is not None:
-        for sub in s.persistence_config:
-            if sub not in _PERSISTENCE_KEYS:
-                raise SettingsError(
-                    f"unknown setting 'persistenceConfig.{sub}' (env PERSISTENCE_CONFIG)"
-                    f"{_hint(str(sub), _PERSISTENCE_KEYS)}",
-                    key=f"persistenceConfig.{sub}",
-                    env="PERSISTENCE_CONFIG",
-                )
-    if s.redis_addr is not None:
-        try:
-            _split_addr(s.redis_addr)
-        except ValueError:
-            raise _InvalidValue(
-                "redisAddr", "expected 'host:port' with a port in 1..65535", s.redis_addr
-            ) from None
-    url = s.redis_url_setting
-    if url is not None:
-        try:
-            parts = urlsplit(url)
-            _ = parts.port  # raises ValueError on a bad port
-            db = _url_db(url)
-            ok = parts.scheme in ("redis", "rediss") and bool(parts.hostname)
-        except ValueError:
-            ok, db = False, None
-        if not ok:
-            raise _InvalidValue(
-                "redisUrl", "expected redis://host:port/db or rediss://host:port/db", url
-            )
-        if parse_qs(parts.query).get("protocol", ["2"]) != ["2"]:
-            raise _InvalidValue(
-                "redisUrl", "expected no protocol option (codeQ speaks RESP2 to every store)", url
-            )
-        if db is not None and s.redis_db not in (0, db):
-            raise _InvalidValue(
-                "redisDb", f"expected 0 or {db} (the database in redisUrl)", s.redis_db
-            )
-        if s.redis_addr is not None:
-            raise _InvalidValue("redisUrl", "expected only one of redisAddr and redisUrl", url)
-    _check_int("redisDb", s.redis_db, ge=0)
-    if s.redis_cluster and s.redis_db != 0:
-        raise _InvalidValue("redisDb", "expected 0 when redisCluster is true", s.redis_db)
-    _check_int("redisPoolSize", s.redis_pool_size, ge=1)
-    _check_float("redisConnectTimeoutSeconds", s.redis_connect_timeout_seconds, gt=0)
-    _check_float("redisSocketTimeoutSeconds", s.redis_socket_timeout_seconds, gt=0)
-    if s.persistence_provider == "redis" and not (s.redis_addr or url):
-        raise _InvalidValue(
-            "persistenceProvider",
-            "expected redisAddr or redisUrl to be set for 'redis'",
-            s.persistence_provider,
-        )
-
-
-def _validate(s: Settings) -> None:
-    _check_int("port", s.port, ge=1, le=65535)
-    _check_nonempty("host", s.host)
-    _validate_redis(s)
-    if not _KEY_PREFIX_RE.match(s.key_prefix):
-        raise _InvalidValue("keyPrefix", "expected 1-64 of A-Z a-z 0-9 _ . -", s.key_prefix)
-    _check_int("partitions", s.partitions, ge=1, le=16384)
-
-    _check_int("defaultLeaseSeconds", s.default_lease_seconds, ge=1, le=86400)
-    _check_int("maxAttemptsDefault", s.max_attempts_default, ge=1)
-    _check_float("backoffBaseSeconds", s.backoff_base_seconds, gt=0)
-    _check_float("backoffMaxSeconds", s.backoff_max_seconds, ge=s.backoff_base_seconds)
-    _check_int("requeueInspectLimit", s.requeue_inspect_limit, ge=1, le=10000)
-    _check_int("sweepIntervalMs", s.sweep_interval_ms, ge=10)
-    _check_int("taskRetentionSeconds", s.task_retention_seconds, ge=1)
-    _check_int("dlqRetentionSeconds", s.dlq_retention_seconds, ge=0)
-    _check_int("idempotencyTtlSeconds", s.idempotency_ttl_seconds, ge=1)
-    _check_int("eventRetentionSeconds", s.event_retention_seconds, ge=1)
-
-    _check_int("maxBodyBytes", s.max_body_bytes, ge=1)
-    # Under msgspec's decoder recursion limit (about 900 levels), so a body at the limit is
-    # still decoded, and an answer, never a RecursionError.
-    _check_int("maxJsonDepth", s.max_json_depth, ge=2, le=512)
-    _check_int("maxPayloadBytes", s.max_payload_bytes, ge=1, le=s.max_body_bytes)
-    _check_int("maxArtifactBytes", s.max_artifact_bytes, ge=1)
-    _check_nonempty("localArtifactsDir", s.local_artifacts_dir)
-    _check_nonempty("dataDir", s.data_dir)
-
-    _check_nonempty("webhookHmacSecret", s.webhook_hmac_secret)
-    _check_float("webhookTimeoutSeconds", s.webhook_timeout_seconds, gt=0)
-    for i, delay in enumerate(s.webhook_retry_schedule):
-        _check_float(f"webhookRetrySchedule[{i}]", delay, ge=0)
-    for i, cidr in enumerate(s.webhook_allowed_cidrs):
-        try:
-            ipaddress.ip_network(cidr)
-        except ValueError:
-            raise _InvalidValue(
-                f"webhookAllowedCidrs[{i}]", "expected a network like 10.0.0.0/8", cidr
-            ) from None
-    if s.result_webhook_max_attempts is not None:
-        _check_int("resultWebhookMaxAttempts", s.result_webhook_max_attempts, ge=1)
-    base = s.result_webhook_base_backoff_seconds
-    if base is not None:
-        _check_float("resultWebhookBaseBackoffSeconds", base, gt=0)
-    if s.result_webhook_max_backoff_seconds is not None:
-        _check_float(
-            "resultWebhookMaxBackoffSeconds",
-            s.result_webhook_max_backoff_seconds,
-            gt=0 if base is None else None,
-            ge=base,
-        )
-    _check_int("deliveryConcurrency", s.delivery_concurrency, ge=1)
-    _check_int("deliveryPerHostConcurrency", s.delivery_per_host_concurrency, ge=1)
-    _check_int("deliveryAttemptsKept", s.delivery_attempts_kept, ge=1)
-    _check_int("consumerTtlSeconds", s.consumer_ttl_seconds, ge=1)
-    _check_int("eventMaxReceives", s.event_max_receives, ge=1)
-    _check_float("endpointDisableAfterHours", s.endpoint_disable_after_hours, gt=0)
-    _check_float("subscriptionMinIntervalSeconds", s.subscription_min_interval_seconds, gt=0)
-    _check_float(
-        "subscriptionCleanupIntervalSeconds", s.subscription_cleanup_interval_seconds, gt=0
-    )
-
-    for role, provider, config in (
-        ("producer", s.producer_auth_provider, s.producer_auth_config),
-        ("worker", s.worker_auth_provider, s.worker_auth_config),
-    ):
-        if config is not None and provider is None:
-            raise _InvalidValue(
-                f"{role}AuthProvider", f"expected static or jwks when {role}AuthConfig is set", None
-            )
-    _check_int("allowedClockSkewSeconds", s.allowed_clock_skew_seconds, ge=0)
-
-    _check_float("shutdownGraceSeconds", s.shutdown_grace_seconds, ge=0)
-    if s.metrics_port is not None:
-        _check_int("metricsPort", s.metrics_port, ge=1, le=65535)
-        if s.metrics_port == s.port:
-            raise _InvalidValue(
-                "metricsPort", f"expected a port other than port ({s.port})", s.metrics_port
-            )
-    _check_nonempty("tracingOtlpEndpoint", s.tracing_otlp_endpoint)
-    _check_float("tracingSampleRatio", s.tracing_sample_ratio, ge=0, le=1)
-
-
-# --------------------------------------------------------------------------------------------
-# Names, masking, messages
-# --------------------------------------------------------------------------------------------
-
-_CAMEL_BOUNDARY: Final = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
-_INDEX: Final = re.compile(r"\[\d+\]")
-_PATH_TOKEN: Final = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
-_AT: Final = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
-
-
-def _env_name(key: str) -> str:
-    """``rateLimit.producer.burstSize`` → ``RATE_LIMIT_PRODUCER_BURST_SIZE``."""
-    names = _INDEX.sub("", key).split(".")
-    return "_".join(_CAMEL_BOUNDARY.sub("_", name).upper() for name in names)
-
-
-def _root(key: str) -> str:
-    return re.split(r"[.\[]", key, maxsplit=1)[0]
-
-
-def _hint(name: str, candidates: Iterable[str]) -> str:
-    options = list(candidates)
-    camel = re.sub(r"_([a-z0-9])", lambda m: m.group(1).upper(), name.lower())
-    if camel != name and camel in options:
-        return f" (did you mean {camel!r}?)"
-    close = difflib.get_close_matches(name, options, n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+def _url_problem(url: str) -> str | None:
+    """What is wrong with a ``redisUrl`` (as an "expected ..." phrase), ``None`` if nothing."""
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises ValueError on a bad port
+        _url_db(url)
+    except ValueError:
+        return _URL_FORMS
+    if not url.lower().startswith(f"{parts.scheme}://"):
+        return _URL_FORMS
+    if parts.scheme in ("redis", "rediss"):
+        ok = bool(parts.hostname)
+    else:  # a Unix socket: an absolute path and no host
+        ok = parts.scheme == "unix" and not parts.hostname and parts.path.startswith("/")
+    if not ok:
+        return _URL_FORMS
+    if parse_qs(parts.query).get("protocol", ["2"]) != ["2"]:
+        return "expected no protocol option (codeQ speaks RESP2 to every store)"
+    return None
 
 
 def _quote(password: str) -> str:
     return quote(password, safe="")
 
 
+def _with_password(netloc: str, password: str) -> str:
+    """``netloc`` with ``password`` (quoted, or the mask) as its userinfo's password."""
+    userinfo, at, hostport = netloc.rpartition("@")
+    user = userinfo.partition(":")[0] if at else ""
+    return f"{user}:{password}@{hostport}"
+
+
+def _unsplit(scheme: str, netloc: str, path: str, query: str, fragment: str) -> str:
+    # Not urlunsplit: it writes unix:///path (no host) as unix:/path.
+    return f"{scheme}://{netloc}{path}{'?' * bool(query)}{query}{'#' * bool(fragment)}{fragment}"
+
+
 def _complete_url(url: str, password: str | None, db: int) -> str:
-    parts = urlsplit(url)
-    netloc = parts.netloc
+    scheme, netloc, path, query, fragment = parts = urlsplit(url)
     if password and not parts.password:
-        userinfo, at, hostport = netloc.rpartition("@")
-        user = userinfo.partition(":")[0] if at else ""
-        netloc = f"{user}:{_quote(password)}@{hostport}"
-    path = parts.path
-    if path in ("", "/") and db:
-        path = f"/{db}"
-    return urlunsplit(parts._replace(netloc=netloc, path=path))
+        netloc = _with_password(netloc, _quote(password))
+    if db and _url_db(url) is None:
+        if scheme == "unix":
+            query = f"{query}&db={db}" if query else f"db={db}"
+        else:
+            path = f"/{db}"
+    return _unsplit(scheme, netloc, path, query, fragment)
 
 
 def _mask_url(url: str) -> str:
     try:
-        parts = urlsplit(url)
+        scheme, netloc, path, query, fragment = parts = urlsplit(url)
         if not parts.password:
             return url
     except ValueError:
         return MASK
-    userinfo, _, hostport = parts.netloc.rpartition("@")
-    user = userinfo.partition(":")[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:{MASK}@{hostport}"))
+    return _unsplit(scheme, _with_password(netloc, MASK), path, query, fragment)
+
+
+# ---- showing secrets --------------------------------------------------------------------------
 
 
 def _masked_value(key: str, value: Any) -> Any:
-    """``value`` of the camelCase setting ``key``, fit to show."""
+    """``value`` of the camelCase setting ``key`` (dotted inside ``persistenceConfig``), fit to
+    show."""
     if value is None:
         return None
-    if key in SECRET_FIELDS:
+    if key in SECRET_FIELDS or key == "persistenceConfig.password":
         return MASK
-    if key == "redisUrl" and isinstance(value, str):
+    if key in ("redisUrl", "persistenceConfig.url") and isinstance(value, str):
         return _mask_url(value)
     if key == "persistenceConfig" and isinstance(value, dict):
-        return {sub: _masked_value(f"persistenceConfig.{sub}", v) for sub, v in value.items()}
-    if key == "persistenceConfig.password":
-        return MASK
-    if key == "persistenceConfig.url" and isinstance(value, str):
-        return _mask_url(value)
+        return {sub: _masked_value(f"{key}.{sub}", v) for sub, v in value.items()}
     return value
 
 
 def _masked_items(settings: Settings) -> Iterator[tuple[str, Any]]:
     for field in msgspec.structs.fields(settings):
-        yield field.name, _masked_value(field.encode_name, getattr(settings, field.name))
+        value = getattr(settings, field.name)
+        if isinstance(value, PersistenceConfig):
+            value = msgspec.to_builtins(value)
+        yield field.name, _masked_value(field.encode_name, value)
 
 
 def _show(keys: tuple[str, ...], value: object) -> str:
     """``value`` for an error message: secrets masked, one line, not too long."""
     for key in keys:
-        if _root(key) in SECRET_FIELDS or key in (
-            "persistenceConfig",
-            "persistenceConfig.password",
-        ):
-            return repr(MASK)
-        if key in ("redisUrl", "persistenceConfig.url") and isinstance(value, str):
-            value = _mask_url(value)
+        if key == "persistenceConfig" or re.split(r"[.\[]", key)[0] in SECRET_FIELDS:
+            return repr(MASK)  # the whole mapping, or what did not parse as one
+        value = _masked_value(key, value)
     text = "null" if value is None else repr(value)
     return text if len(text) <= 120 else text[:117] + "..."
 
 
-def _problem(
-    key: str, expected: str, value: object, origin: _Origin | None
-) -> tuple[str, str, str]:
-    """(message, key to name, environment variable to name)."""
-    shown = origin.key if origin is not None and origin.key else key
-    env = origin.env if origin is not None and origin.env else _env_name(shown)
-    where = f" in {origin.file}" if origin is not None and origin.file else ""
-    if origin is not None and origin.raw is not _NOTHING and not _INDEX.search(key):
-        value = origin.raw  # the text as typed; an item of a list is shown as itself
-    got = "" if value is _NOTHING else f", got {_show((key, shown), value)}"
-    return f"invalid setting {shown!r} (env {env}){where}: {expected}{got}", shown, env
+# ---- keys, environment variables and types ---------------------------------------------------
 
-
-def _invalid_message(key: str, expected: str, value: object, origin: _Origin | None) -> str:
-    return _problem(key, expected, value, origin)[0]
-
-
-def _invalid(key: str, expected: str, value: object, origin: _Origin | None) -> SettingsError:
-    message, shown, env = _problem(key, expected, value, origin)
-    return SettingsError(message, key=shown, env=env)
-
-
-def _origin_of(origins: Mapping[str, _Origin], key: str) -> _Origin | None:
-    """The origin of ``key`` or of the nearest enclosing key that has one."""
-    names = _INDEX.sub("", key).split(".")
-    for end in range(len(names), 0, -1):
-        found = origins.get(".".join(names[:end]))
-        if found is not None:
-            return found
-    return None
-
-
-# --------------------------------------------------------------------------------------------
-# Types (from msgspec's own view of the structs)
-# --------------------------------------------------------------------------------------------
-
-
-@functools.cache
-def _settings_type() -> mi.StructType:
-    info = mi.type_info(Settings)
-    if not isinstance(info, mi.StructType):  # pragma: no cover - msgspec guarantees it
-        raise TypeError("Settings is not a Struct")
-    return info
+_CAMEL_BOUNDARY: Final = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_INDEX: Final = re.compile(r"\[\d+\]")
+_PATH_TOKEN: Final = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
+_AT: Final = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+_TRUE: Final = frozenset({"true", "1", "yes", "on"})
+_FALSE: Final = frozenset({"false", "0", "no", "off"})
 
 
 def _unwrap(t: mi.Type) -> mi.Type:
@@ -683,92 +537,83 @@ def _unwrap(t: mi.Type) -> mi.Type:
     return t
 
 
-def _struct_of(t: mi.Type) -> mi.StructType | None:
-    t = _unwrap(t)
-    return t if isinstance(t, mi.StructType) else None
-
-
 @functools.cache
-def _leaves() -> tuple[tuple[str, mi.Type], ...]:
-    """Every settable key (dotted camelCase) with its type; nested structs are walked."""
-    out: list[tuple[str, mi.Type]] = []
+def _leaves() -> dict[str, mi.Type]:
+    """Every key with an environment variable (dotted camelCase) and its type. ``rateLimit`` is
+    walked; ``persistenceConfig`` is one JSON variable, as in the original."""
+    out: dict[str, mi.Type] = {}
 
     def walk(struct: mi.StructType, prefix: str) -> None:
         for field in struct.fields:
-            key = f"{prefix}{field.encode_name}"
-            sub = _struct_of(field.type)
-            if sub is not None:
+            key, sub = f"{prefix}{field.encode_name}", _unwrap(field.type)
+            if isinstance(sub, mi.StructType) and sub.cls is not PersistenceConfig:
                 walk(sub, f"{key}.")
             else:
-                out.append((key, field.type))
+                out[key] = field.type
 
-    walk(_settings_type(), "")
-    return tuple(out)
+    settings = mi.type_info(Settings)
+    assert isinstance(settings, mi.StructType)
+    walk(settings, "")
+    return out
 
 
-def _describe(t: mi.Type | None) -> str:
+def _env_name(key: str) -> str:
+    """``rateLimit.producer.burstSize`` → ``RATE_LIMIT_PRODUCER_BURST_SIZE``; a key inside a
+    JSON setting (``persistenceConfig.db``) → that setting's variable."""
+    names = _INDEX.sub("", key).split(".")
+    while len(names) > 1 and ".".join(names[:-1]) in _leaves():
+        names.pop()
+    return "_".join(_CAMEL_BOUNDARY.sub("_", name).upper() for name in names)
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _range(t: mi.IntType | mi.FloatType) -> str:
+    le = None if t.le == _FINITE else t.le
+    if t.ge is not None and le is not None:
+        return f" in {_num(t.ge)}..{_num(le)}"
+    bounds = ((">", t.gt), (">=", t.ge), ("<", t.lt), ("<=", le))
+    return "".join(f" {op} {_num(v)}" for op, v in bounds if v is not None)
+
+
+def _describe(t: mi.Type) -> str:
+    """A type as an operator reads it, ranges included: ``int in 1..16384``."""
     if isinstance(t, mi.UnionType):
         return " or ".join(_describe(x) for x in t.types if not isinstance(x, mi.NoneType))
     if isinstance(t, mi.BoolType):
         return "bool"
     if isinstance(t, mi.IntType):
-        return "int"
+        return f"int{_range(t)}"
     if isinstance(t, mi.FloatType):
-        return "number"
+        return f"{'finite ' if t.le == _FINITE else ''}number{_range(t)}"
     if isinstance(t, mi.StrType):
-        return "string"
+        if t.pattern == _NON_BLANK:
+            return "non-blank string"
+        return f"string matching {t.pattern}" if t.pattern else "string"
     if isinstance(t, mi.LiteralType):
         return "one of " + ", ".join(str(v) for v in t.values)
     if isinstance(t, mi.EnumType):
         return "one of " + ", ".join(str(m.value) for m in t.cls)
     if isinstance(t, mi.ListType):
         return f"list of {_describe(t.item_type)}"
-    if isinstance(t, mi.DictType | mi.StructType):
-        return "mapping"
-    return "valid value"
+    return "mapping"  # dicts and structs
 
 
-def _parse_path(path: str) -> list[str | int]:
-    return [name if name else int(index) for name, index in _PATH_TOKEN.findall(path)]
+# ---- loading ----------------------------------------------------------------------------------
+
+_MISSING: Final = object()  # "no value", where None is one
 
 
-def _key_of(parts: list[str | int]) -> str:
-    key = ""
-    for part in parts:
-        key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else part)
-    return key
+@dataclass(frozen=True, slots=True)
+class _Origin:
+    """Where a value came from, for error messages."""
 
-
-def _type_at(parts: list[str | int]) -> mi.Type | None:
-    t: mi.Type = _settings_type()
-    for part in parts:
-        t = _unwrap(t)
-        if isinstance(part, str) and isinstance(t, mi.StructType):
-            found = [f.type for f in t.fields if f.encode_name == part]
-            if not found:
-                return None
-            t = found[0]
-        elif isinstance(part, int) and isinstance(t, mi.ListType):
-            t = t.item_type
-        else:
-            return None
-    return t
-
-
-def _value_at(data: Any, parts: list[str | int]) -> object:
-    for part in parts:
-        found = (isinstance(part, str) and isinstance(data, dict) and part in data) or (
-            isinstance(part, int) and isinstance(data, list) and 0 <= part < len(data)
-        )
-        if not found:
-            return _NOTHING
-        data = data[part]
-    return data
-
-
-# --------------------------------------------------------------------------------------------
-# Loading
-# --------------------------------------------------------------------------------------------
+    file: str | None = None  # the YAML file, when the value came from it
+    env: str | None = None  # the environment variable that set it
+    key: str | None = None  # the key to name, when not the setting's own (persistenceConfig.db)
+    raw: str | None = None  # the text as given in the environment
 
 
 def _read_yaml(file: str) -> dict[str, Any]:
@@ -784,8 +629,7 @@ def _read_yaml(file: str) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = str(getattr(exc, "problem", None) or type(exc).__name__)
-        problem = " ".join(problem.split())
+        problem = " ".join(str(getattr(exc, "problem", None) or type(exc).__name__).split())
         raise SettingsError(f"cannot parse config file {file}{where}: {problem}") from None
     if loaded is None:
         return {}
@@ -796,97 +640,37 @@ def _read_yaml(file: str) -> dict[str, Any]:
     return loaded
 
 
-def _check_unknown(
-    data: Mapping[Any, Any], struct: mi.StructType, prefix: str, file: str | None
-) -> None:
-    known = {f.encode_name: f for f in struct.fields}
-    for name, value in data.items():
-        key = f"{prefix}{name}"
-        field = known.get(name) if isinstance(name, str) else None
-        if field is None:
-            where = f" in {file}" if file else ""
-            raise SettingsError(f"unknown setting {key!r}{where}{_hint(str(name), known)}", key=key)
-        sub = _struct_of(field.type)
-        if sub is not None and isinstance(value, Mapping):
-            _check_unknown(value, sub, f"{key}.", file)
-
-
-class _Expected(Exception):
-    """An environment value did not parse; carries what was expected."""
-
-    def __init__(self, expected: str) -> None:
-        super().__init__(expected)
-        self.expected = expected
-
-
-def _parse_env(raw: str, t: mi.Type) -> Any:
-    """Convert one environment string to the YAML-shaped value of a setting of type ``t``."""
+def _env_value(raw: str, t: mi.Type) -> Any:
+    """One environment string in the shape msgspec converts (numbers stay text: msgspec's lax
+    mode reads them); ValueError with an "expected ..." phrase when it cannot be."""
     text = raw.strip()
-    if isinstance(t, mi.UnionType):
-        if not text:
-            return None
-        t = _unwrap(t)
+    optional = isinstance(t, mi.UnionType) and any(isinstance(x, mi.NoneType) for x in t.types)
+    if not text and optional:
+        return None
+    t = _unwrap(t)
     if isinstance(t, mi.BoolType):
-        if text.lower() in _TRUE:
-            return True
-        if text.lower() in _FALSE:
-            return False
-        raise _Expected("expected bool (true/false/1/0/yes/no)")
-    if isinstance(t, mi.IntType):
-        try:
-            return int(text)
-        except ValueError:
-            raise _Expected("expected int") from None
-    if isinstance(t, mi.FloatType):
-        try:
-            return float(text)
-        except ValueError:
-            raise _Expected("expected number") from None
-    if isinstance(t, mi.LiteralType | mi.EnumType):
-        return text.lower()
+        if text.lower() in _TRUE | _FALSE:
+            return text.lower() in _TRUE
+        raise ValueError("expected bool (true/false/1/0/yes/no)")
     if isinstance(t, mi.ListType):
-        return _parse_env_list(text, t)
-    if isinstance(t, mi.DictType | mi.AnyType):
+        if not text.startswith("["):
+            return [item.strip() for item in text.split(",") if item.strip()]
+        try:
+            items = json.loads(text)
+        except ValueError:
+            items = None
+        if not isinstance(items, list):
+            raise ValueError(f"expected {_describe(t)} (comma-separated or a JSON list)")
+        return items
+    if isinstance(t, mi.DictType | mi.StructType):
         try:
             value = json.loads(text)
         except ValueError:
-            raise _Expected("expected a JSON object") from None
+            value = None
         if not isinstance(value, dict):
-            raise _Expected("expected a JSON object")
+            raise ValueError("expected a JSON object")
         return value
-    return raw  # strings are taken as given
-
-
-def _parse_env_list(text: str, t: mi.ListType) -> list[Any]:
-    expected = f"expected {_describe(t)} (comma-separated or a JSON list)"
-    items: list[Any]
-    if text.startswith("["):
-        try:
-            loaded = json.loads(text)
-        except ValueError:
-            raise _Expected(expected) from None
-        if not isinstance(loaded, list):
-            raise _Expected(expected)
-        items = loaded
-    else:
-        items = [item.strip() for item in text.split(",") if item.strip()]
-    try:
-        return [_parse_env(item, t.item_type) if isinstance(item, str) else item for item in items]
-    except _Expected:
-        raise _Expected(expected) from None
-
-
-def _set_path(data: dict[str, Any], key: str, value: Any) -> None:
-    names = key.split(".")
-    node = data
-    for name in names[:-1]:
-        child = node.get(name)
-        if child is None:
-            child = node[name] = {}
-        if not isinstance(child, dict):
-            return  # the file has a non-mapping here; conversion will name it
-        node = child
-    node[names[-1]] = value
+    return raw if isinstance(t, mi.StrType) else text
 
 
 def _apply_environ(
@@ -896,100 +680,148 @@ def _apply_environ(
         for key in ("redisAddr", "redisUrl"):  # the environment's target replaces the file's
             data.pop(key, None)
             origins.pop(key, None)
-    for key, t in _leaves():
+    for key, t in _leaves().items():
         var = _env_name(key)
-        if var not in env and key == "redisPassword" and "KVROCKS_PASSWORD" in env:
+        if var not in env and key == "redisPassword":
             var = "KVROCKS_PASSWORD"
         if var not in env:
             continue
-        raw = env[var]
-        origin = _Origin(env=None if var == _env_name(key) else var, raw=raw)
+        origins[key] = _Origin(env=var, raw=env[var])
         try:
-            value = _parse_env(raw, t)
-        except _Expected as exc:
-            raise _invalid(key, exc.expected, raw, origin) from None
-        _set_path(data, key, value)
-        origins[key] = origin
+            value = _env_value(env[var], t)
+        except ValueError as exc:
+            raise _error(key, str(exc), env[var], origins) from None
+        node = data
+        *parents, name = key.split(".")
+        for parent in parents:
+            child = node.setdefault(parent, {})
+            if child is None:
+                child = node[parent] = {}
+            if not isinstance(child, dict):
+                break  # the file has a non-mapping here; conversion names it
+            node = child
+        else:
+            node[name] = value
     otel = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
     if otel and data.get("tracingOtlpEndpoint") is None:
         data["tracingOtlpEndpoint"] = otel
         origins["tracingOtlpEndpoint"] = _Origin(env="OTEL_EXPORTER_OTLP_ENDPOINT", raw=otel)
 
 
-def _normalize(data: dict[str, Any]) -> None:
-    """Case-fold choice values; ``kvrocks`` is ``redis``."""
-    for field in _settings_type().fields:
-        value = data.get(field.encode_name)
-        if isinstance(value, str) and isinstance(_unwrap(field.type), mi.LiteralType | mi.EnumType):
-            data[field.encode_name] = value.strip().lower()
+def _build(data: dict[str, Any], origins: dict[str, _Origin]) -> Settings:
+    # Choices are case-insensitive; kvrocks is redis.
+    for key, t in _leaves().items():
+        if isinstance(data.get(key), str) and isinstance(_unwrap(t), mi.LiteralType | mi.EnumType):
+            data[key] = data[key].strip().lower()
     if data.get("persistenceProvider") == "kvrocks":
         data["persistenceProvider"] = "redis"
-
-
-def _apply_persistence_config(data: dict[str, Any], origins: dict[str, _Origin]) -> None:
-    """Fill ``redis*`` settings not given directly from the ``persistenceConfig`` mapping."""
+    # persistenceConfig fills the redis* settings not given directly.
     config = data.get("persistenceConfig")
-    if not isinstance(config, dict):
-        return  # absent, or the wrong type: conversion names it
-    origin = origins.get("persistenceConfig")
-    file = origin.file if origin is not None else None
-    for sub in config:
-        if sub not in _PERSISTENCE_KEYS:
-            where = f" in {file}" if file else ""
-            raise SettingsError(
-                f"unknown setting 'persistenceConfig.{sub}' (env PERSISTENCE_CONFIG){where}"
-                f"{_hint(str(sub), _PERSISTENCE_KEYS)}",
-                key=f"persistenceConfig.{sub}",
-                env="PERSISTENCE_CONFIG",
+    if isinstance(config, dict):
+        file = origins["persistenceConfig"].file if "persistenceConfig" in origins else None
+        target_given = data.get("redisAddr") is not None or data.get("redisUrl") is not None
+        for sub, key in _PERSISTENCE_KEYS.items():
+            if config.get(sub) is None or data.get(key) is not None:
+                continue
+            if key in ("redisAddr", "redisUrl") and target_given:
+                continue
+            data[key] = config[sub]
+            origins[key] = _Origin(
+                file=file, env="PERSISTENCE_CONFIG", key=f"persistenceConfig.{sub}"
             )
-    target_given = data.get("redisAddr") is not None or data.get("redisUrl") is not None
-    for sub, key in _PERSISTENCE_KEYS.items():
-        if config.get(sub) is None or data.get(key) is not None:
-            continue
-        if key in ("redisAddr", "redisUrl") and target_given:
-            continue
-        data[key] = config[sub]
-        origins[key] = _Origin(file=file, env="PERSISTENCE_CONFIG", key=f"persistenceConfig.{sub}")
+    return _convert(data, Settings, origins)
 
 
-def _build(data: dict[str, Any], origins: dict[str, _Origin]) -> Settings:
-    _normalize(data)
-    _apply_persistence_config(data, origins)
+_S = TypeVar("_S", bound=_Section)
+
+
+def _convert(data: dict[str, Any], cls: type[_S], origins: Mapping[str, _Origin]) -> _S:
+    token = _CONVERTING.set(True)
     try:
-        return msgspec.convert(data, Settings)
+        return msgspec.convert(data, cls, strict=False)
     except msgspec.ValidationError as exc:
-        raise _translate(exc, data, origins) from None
+        raise _translate(exc, cls, data, origins) from None
+    finally:
+        _CONVERTING.reset(token)
+
+
+# ---- errors -----------------------------------------------------------------------------------
+
+
+def _origin_of(origins: Mapping[str, _Origin], key: str) -> _Origin | None:
+    """The origin of ``key`` or of the nearest enclosing key that has one."""
+    names = _INDEX.sub("", key).split(".")
+    for end in range(len(names), 0, -1):
+        found = origins.get(".".join(names[:end]))
+        if found is not None:
+            return found
+    return None
+
+
+def _error(key: str, expected: str, value: object, origins: Mapping[str, _Origin]) -> SettingsError:
+    """``invalid setting 'key' (env VAR) in FILE: expected ..., got ...``."""
+    origin = _origin_of(origins, key)
+    shown = origin.key if origin is not None and origin.key else key
+    env = origin.env if origin is not None and origin.env else _env_name(shown)
+    where = f" in {origin.file}" if origin is not None and origin.file else ""
+    if origin is not None and origin.raw is not None and origins.get(key) is origin:
+        value = origin.raw  # the text as typed
+    got = "" if value is _MISSING else f", got {_show((key, shown), value)}"
+    message = f"invalid setting {shown!r} (env {env}){where}: {expected}{got}"
+    return SettingsError(message, key=shown, env=env)
+
+
+def _hint(name: str, options: list[str]) -> str:
+    camel = re.sub(r"_([a-z0-9])", lambda m: m.group(1).upper(), name.lower())
+    close = [camel] if camel != name and camel in options else []
+    close = close or difflib.get_close_matches(name, options, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _translate(
-    exc: msgspec.ValidationError, data: dict[str, Any], origins: Mapping[str, _Origin]
+    exc: msgspec.ValidationError,
+    cls: type[_Section],
+    data: dict[str, Any],
+    origins: Mapping[str, _Origin],
 ) -> SettingsError:
     """msgspec's ``Expected `int`, got `str` - at `$.partitions``` → a SettingsError."""
     match = _AT.match(str(exc))
-    message = match["msg"] if match else str(exc)
-    parts = _parse_path(match["path"] or "") if match else []
-    prefix = _key_of(parts)
-    cause = exc.__cause__
-    if isinstance(cause, _InvalidValue):
-        key = f"{prefix}.{cause.setting}" if prefix else cause.setting
-        return _invalid(key, cause.expected, cause.value, _origin_of(origins, key))
-    if isinstance(cause, SettingsError):
-        return cause
-    unknown = re.fullmatch(r"Object contains unknown field `(.+)`", message)
-    if unknown:
-        key = f"{prefix}.{unknown[1]}" if prefix else unknown[1]
+    assert match is not None  # the pattern matches every string
+    parts: list[str | int] = [
+        name or int(index) for name, index in _PATH_TOKEN.findall(match["path"] or "")
+    ]
+    prefix = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts).lstrip(".")
+    at = f"{prefix}." if prefix else ""
+    t: mi.Type | None = mi.type_info(cls)
+    value: Any = data
+    for part in parts:  # the type and the value msgspec stopped at
+        t = _unwrap(t) if t is not None else None
+        if isinstance(t, mi.StructType):
+            t = next((f.type for f in t.fields if f.encode_name == part), None)
+        else:
+            t = t.item_type if isinstance(t, mi.ListType) else None
+        if isinstance(value, dict):
+            value = value.get(part, _MISSING)
+        elif isinstance(value, list) and isinstance(part, int) and part < len(value):
+            value = value[part]
+        else:
+            value = _MISSING
+    if isinstance(exc.__cause__, _Invalid):
+        cause = exc.__cause__
+        return _error(at + cause.key, cause.expected, cause.value, origins)
+    if unknown := re.fullmatch(r"Object contains unknown field `(.+)`", match["msg"]):
+        key = at + unknown[1]
         origin = _origin_of(origins, key)
-        where = f" in {origin.file}" if origin is not None and origin.file else ""
-        return SettingsError(f"unknown setting {key!r}{where}", key=key)
-    missing = re.fullmatch(r"Object missing required field `(.+)`", message)
-    if missing:
-        key = f"{prefix}.{missing[1]}" if prefix else missing[1]
-        return _invalid(key, f"required when {prefix!r} is set", _NOTHING, _origin_of(origins, key))
-    t = _type_at(parts)
-    if t is not None and parts:
-        expected = f"expected {_describe(t)}"
-    else:
-        expected = message.replace("`", "")
-        expected = expected[:1].lower() + expected[1:]
-    key = prefix or "settings"
-    return _invalid(key, expected, _value_at(data, parts), _origin_of(origins, key))
+        env = origin.env if origin is not None else None
+        where = f" (env {env})" if env else ""
+        where += f" in {origin.file}" if origin is not None and origin.file else ""
+        struct = _unwrap(t) if t is not None else None
+        names = [f.encode_name for f in struct.fields] if isinstance(struct, mi.StructType) else []
+        message = f"unknown setting {key!r}{where}{_hint(unknown[1], names)}"
+        return SettingsError(message, key=key, env=env)
+    if missing := re.fullmatch(r"Object missing required field `(.+)`", match["msg"]):
+        return _error(at + missing[1], f"required when {prefix!r} is set", _MISSING, origins)
+    if t is None or not parts:  # not about one setting (a whole mapping of the wrong type)
+        expected = match["msg"].replace("`", "")
+        return _error(prefix or "settings", expected[:1].lower() + expected[1:], _MISSING, origins)
+    return _error(prefix, f"expected {_describe(t)}", value, origins)

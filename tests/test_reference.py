@@ -24,6 +24,16 @@ def test_configuration_reference_is_generated_from_the_settings() -> None:
     assert len(reference.settings_rows()) >= len(Settings.__struct_fields__)
 
 
+def test_the_type_column_shows_the_constraints_of_the_type() -> None:
+    kinds = {key: kind for key, _env, kind, *_rest in reference.settings_rows()}
+    assert kinds["partitions"] == "int in 1..16384"
+    assert kinds["metricsPort"] == "int in 1..65535"
+    assert kinds["backoffBaseSeconds"] == "finite number > 0"
+    assert kinds["webhookRetrySchedule"] == "list of finite number >= 0"
+    assert kinds["tracingSampleRatio"] == "number in 0..1"
+    assert kinds["persistenceProvider"] == "one of local, memory, redis"
+
+
 def test_cli_reference_is_generated_from_the_command_tree() -> None:
     page = (DOCS / "cli.md").read_text()
     assert page == reference.cli_markdown(), REGENERATE.format("cli", "cli.md")

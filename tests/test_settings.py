@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import msgspec
 import pytest
+from redis.connection import UnixDomainSocketConnection, parse_url
 
 from codeq.domain import BackoffPolicy
 from codeq.settings import (
@@ -78,7 +80,7 @@ def test_defaults() -> None:
     assert s.rate_limit == RateLimits()
     assert s.tenant_from_subject is True
     assert s.tracing_sample_ratio == 1.0
-    assert s.store_kind == "memory"
+    assert s.store_kind == "local"
     assert s.redis_url() is None
 
 
@@ -217,7 +219,8 @@ def test_wrong_type_in_yaml_names_key_env_and_file(tmp_path: Path) -> None:
     path = write(tmp_path, "partitions: many\n")
     error = load_error(path)
     assert str(error) == (
-        f"invalid setting 'partitions' (env PARTITIONS) in {path}: expected int, got 'many'"
+        f"invalid setting 'partitions' (env PARTITIONS) in {path}: "
+        "expected int in 1..16384, got 'many'"
     )
     assert (error.key, error.env) == ("partitions", "PARTITIONS")
 
@@ -225,7 +228,8 @@ def test_wrong_type_in_yaml_names_key_env_and_file(tmp_path: Path) -> None:
 def test_wrong_type_in_env_names_key_and_env() -> None:
     error = load_error(environ={"DEFAULT_LEASE_SECONDS": "5m"})
     assert str(error) == (
-        "invalid setting 'defaultLeaseSeconds' (env DEFAULT_LEASE_SECONDS): expected int, got '5m'"
+        "invalid setting 'defaultLeaseSeconds' (env DEFAULT_LEASE_SECONDS): "
+        "expected int in 1..86400, got '5m'"
     )
     assert (error.key, error.env) == ("defaultLeaseSeconds", "DEFAULT_LEASE_SECONDS")
 
@@ -369,6 +373,45 @@ def test_direct_construction_runs_range_checks() -> None:
         RateLimit(requests_per_minute=1, burst_size=0)
 
 
+def test_replace_runs_the_same_checks() -> None:
+    # What codeq serve --port does: the types' ranges and the cross-field rules still hold.
+    s = Settings()
+    with pytest.raises(SettingsError, match=r"^invalid setting 'port' \(env PORT\): expected int"):
+        msgspec.structs.replace(s, port=70000)
+    with pytest.raises(SettingsError, match=r"^invalid setting 'metricsPort'"):
+        msgspec.structs.replace(s, metrics_port=9100, port=9100)
+    assert msgspec.structs.replace(s, port=9000).port == 9000
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"backoffMaxSeconds": float("inf")}, "expected finite number > 0, got inf"),
+        ({"webhookRetrySchedule": [5, float("nan")]}, "expected finite number >= 0, got nan"),
+        ({"host": "   "}, "expected non-blank string, got '   '"),
+        ({"keyPrefix": "a b"}, "expected string matching ^[A-Za-z0-9_.-]{1,64}$, got 'a b'"),
+        ({"tracingSampleRatio": 1.5}, "expected number in 0..1, got 1.5"),
+        ({"partitions": 2.5}, "expected int in 1..16384, got 2.5"),
+        ({"persistenceConfig": {"db": -1}}, "expected int >= 0, got -1"),
+    ],
+)
+def test_the_message_states_the_type_and_its_range(data: dict[str, Any], message: str) -> None:
+    assert assert_one_line(mapping_error(data)).endswith(message)
+
+
+def test_non_finite_numbers_from_env_and_yaml(tmp_path: Path) -> None:
+    assert load_error(environ={"BACKOFF_MAX_SECONDS": "inf"}).key == "backoffMaxSeconds"
+    path = write(tmp_path, "shutdownGraceSeconds: .inf\n")
+    assert load_error(path).key == "shutdownGraceSeconds"
+
+
+def test_quoted_numbers_and_bools_in_yaml_are_converted(tmp_path: Path) -> None:
+    # msgspec's lax conversion reads the environment's strings, and the file's quoted values.
+    path = write(tmp_path, "port: '9000'\nredisCluster: 'true'\nredisAddr: kv:1\n")
+    s = Settings.load(path)
+    assert (s.port, s.redis_cluster) == (9000, True)
+
+
 # ---- environment conversions -------------------------------------------------------------------
 
 
@@ -430,8 +473,13 @@ def test_string_list_from_env() -> None:
 
 def test_bad_list_from_env() -> None:
     error = load_error(environ={"WEBHOOK_RETRY_SCHEDULE": "5,soon"})
+    assert str(error) == (
+        "invalid setting 'webhookRetrySchedule[1]' (env WEBHOOK_RETRY_SCHEDULE): "
+        "expected finite number >= 0, got 'soon'"
+    )
+    error = load_error(environ={"WEBHOOK_RETRY_SCHEDULE": "[5, 30"})
     assert error.key == "webhookRetrySchedule"
-    assert str(error).endswith("got '5,soon'")
+    assert str(error).endswith("(comma-separated or a JSON list), got '[5, 30'")
 
 
 def test_empty_env_value_clears_an_optional_setting(tmp_path: Path) -> None:
@@ -538,7 +586,8 @@ def test_kvrocks_password_overrides_the_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("data", "kind"),
     [
-        ({}, "memory"),
+        ({}, "local"),
+        ({"persistenceProvider": "local"}, "local"),
         ({"persistenceProvider": "memory"}, "memory"),
         ({"persistenceProvider": "memory", "redisAddr": "kv:1"}, "memory"),
         ({"redisAddr": "kv:1"}, "redis"),
@@ -587,6 +636,57 @@ def test_redis_url_keeps_its_own_password_and_gains_the_db() -> None:
         {"redisUrl": "redis://:own@kv:6666", "redisPassword": "other", "redisDb": 4}
     )
     assert s.redis_url() == "redis://:own@kv:6666/4"
+
+
+@pytest.mark.parametrize(
+    ("data", "url"),
+    [
+        ({"redisUrl": "unix:///run/codeq/store.sock"}, "unix:///run/codeq/store.sock"),
+        ({"redisUrl": "unix:///s.sock?db=2", "redisDb": 2}, "unix:///s.sock?db=2"),
+        ({"redisUrl": "unix:///s.sock", "redisDb": 3}, "unix:///s.sock?db=3"),
+        ({"redisUrl": "unix:///s.sock?timeout=1", "redisDb": 3}, "unix:///s.sock?timeout=1&db=3"),
+        ({"redisUrl": "unix:///s.sock", "redisPassword": "p@ss/1"}, "unix://:p%40ss%2F1@/s.sock"),
+        ({"redisUrl": "unix://:own@/s.sock", "redisPassword": "other"}, "unix://:own@/s.sock"),
+    ],
+)
+def test_redis_url_may_name_a_unix_socket(data: dict[str, Any], url: str) -> None:
+    s = Settings.from_mapping(data)
+    assert s.store_kind == "redis"
+    assert s.redis_url() == url
+
+
+def test_a_unix_socket_url_reads_back_in_redis_py() -> None:
+    s = Settings.load(
+        environ={"REDIS_URL": "unix:///tmp/codeq.sock", "REDIS_PASSWORD": "p@ss", "REDIS_DB": "4"}
+    )
+    url = s.redis_url()
+    assert url is not None
+    assert parse_url(url) == {
+        "path": "/tmp/codeq.sock",
+        "password": "p@ss",
+        "db": 4,
+        "connection_class": UnixDomainSocketConnection,
+    }
+    assert s.masked()["redisUrl"] == "unix:///tmp/codeq.sock"
+    shown = Settings.from_mapping({"redisUrl": f"unix://:{HIDDEN_REDIS}@/s.sock"}).masked()
+    assert shown["redisUrl"] == f"unix://:{MASK}@/s.sock"
+
+
+@pytest.mark.parametrize(
+    ("data", "key"),
+    [
+        ({"redisUrl": "unix://relative/s.sock"}, "redisUrl"),
+        ({"redisUrl": "unix:/s.sock"}, "redisUrl"),
+        ({"redisUrl": "unix:///s.sock?db=two"}, "redisUrl"),
+        ({"redisUrl": "unix:///s.sock?protocol=3"}, "redisUrl"),
+        ({"redisUrl": "unix:///s.sock?db=2", "redisDb": 3}, "redisDb"),
+        ({"redisUrl": "unix:///s.sock", "redisCluster": True}, "redisUrl"),
+    ],
+)
+def test_bad_unix_socket_urls(data: dict[str, Any], key: str) -> None:
+    error = mapping_error(data)
+    assert error.key == key
+    assert assert_one_line(error).startswith(f"invalid setting '{key}'")
 
 
 def test_env_redis_addr_replaces_the_file_url(tmp_path: Path) -> None:
