@@ -3,6 +3,7 @@
 # both). Build with BuildKit (the default): docker build -t codeq:0.1.0 .
 
 # -- build: wheels for codeQ and every dependency (anything that compiles does it here) ------
+# The server extra only: no embedded store (fakeredis, lupa), no local receiver (aiohttp).
 FROM python:3.12.8-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
@@ -10,11 +11,11 @@ COPY pyproject.toml README.md ./
 COPY codeq ./codeq
 COPY gateway ./gateway
 COPY deliverers ./deliverers
-RUN pip wheel --wheel-dir /wheels ".[tracing]"
+RUN pip wheel --wheel-dir /wheels ".[server]"
 
 # -- runtime: the wheels installed, no build tools, a non-root user -------------------------
 FROM python:3.12.8-slim-bookworm AS runtime
-# The version built above (pyproject.toml); the install is pinned to it.
+# The version built above (codeq/__init__.py); the install is pinned to it.
 ARG CODEQ_VERSION=0.1.0
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 LOG_FORMAT=json
@@ -24,7 +25,7 @@ RUN groupadd --system --gid 10001 codeq \
  && chown codeq:codeq /var/lib/codeq/artifacts
 # Bind-mounted from the build stage, so the wheels never become a layer of this image.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    pip install --no-index --find-links /wheels "codeq[tracing]==${CODEQ_VERSION}"
+    pip install --no-index --find-links /wheels "codeq-tasks[server]==${CODEQ_VERSION}"
 WORKDIR /var/lib/codeq
 USER 10001:10001
 EXPOSE 8080

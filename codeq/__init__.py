@@ -2,10 +2,13 @@
 
 The core library: domain types, settings, the store (Lua scripts, Redis/KVRocks and the
 embedded store), the engine and the sweeper. Importable without a web server.
+
+The distribution is ``codeq-tasks``: its base install holds the client SDK (``codeq.client``,
+``codeq.worker``, ``codeq.webhooks``) and the CLI's client commands; the engine and the store
+need its ``server`` extra (``memory`` for the embedded store).
 """
 
 import importlib
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 from codeq.domain import (
@@ -56,10 +59,9 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-try:
-    __version__ = version("codeq")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0"
+# The one place the version is written: the build reads it (pyproject.toml, tool.hatch.version),
+# so a checkout and an install agree, whatever the distribution's name (codeq-tasks).
+__version__ = "0.1.0"
 
 __all__ = [
     "TERMINAL_STATUSES",

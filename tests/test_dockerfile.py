@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+import codeq
 from tests.helm_tool import hadolint_binary
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -121,9 +122,28 @@ def test_the_build_stage_copies_every_package_the_wheel_holds() -> None:
     assert set(packages) <= copied, f"not copied into the build: {set(packages) - copied}"
     assert "pyproject.toml" in copied
     assert project["project"]["readme"] in copied
-    # The runtime pins its install to the version the build stage made.
+    # The runtime pins its install to the version the build stage made (the one in the source).
+    assert project["project"]["dynamic"] == ["version"]
     final = stages()[-1]
-    assert f"CODEQ_VERSION={project['project']['version']}" in final.args_of("ARG")
+    assert f"CODEQ_VERSION={codeq.__version__}" in final.args_of("ARG")
+
+
+def test_the_image_installs_the_server_extra_only() -> None:
+    """The image serves (``server``) and carries neither the embedded store (``memory``:
+    fakeredis, lupa) nor the local receiver (``listen``: aiohttp); the chart names what it runs."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    build, *_, final = stages()
+    assert build.args_of("RUN") == ['pip wheel --wheel-dir /wheels ".[server]"']
+    [install] = [a for a in final.args_of("RUN") if "pip install" in a]
+    requirement = f"{project['name']}[server]==${{CODEQ_VERSION}}"
+    assert install.endswith(f'"{requirement}"'), install
+    # tests/test_packaging.py installs the server extra and finds neither; here, what it lists
+    server = " ".join(project["optional-dependencies"]["server"])
+    for absent in ("fakeredis", "lupa", "aiohttp", f"{project['name']}["):
+        assert absent not in server, absent
+    chart = yaml.safe_load((ROOT / "helm" / "codeq" / "Chart.yaml").read_text())
+    assert chart["annotations"]["codeq/python-package"] == f"{project['name']}[server]"
+    assert chart["appVersion"] == codeq.__version__
 
 
 def test_the_build_context_leaves_out_the_heavy_and_the_private() -> None:

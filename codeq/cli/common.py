@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn
 
 import msgspec
 import typer
@@ -19,15 +20,38 @@ from codeq.client import CodeQClient
 from codeq.errors import CodeQError
 from codeq.profiles import Profile, ProfileError, resolve
 
+if TYPE_CHECKING:
+    from codeq.settings import Settings
+
 __all__ = [
+    "DISTRIBUTION",
+    "EXTRAS",
+    "Extra",
     "JsonFlag",
     "Out",
     "State",
     "fail",
+    "missing_extra",
     "parse_json",
+    "require_extra",
+    "require_extras_of",
     "split_commands",
     "state_of",
 ]
+
+# The distribution on PyPI (pyproject.toml's project.name; tests/test_packaging.py checks both).
+DISTRIBUTION = "codeq-tasks"
+
+Extra = Literal["server", "memory", "listen", "granian", "tracing"]
+
+# Each optional extra of the distribution, with the modules whose presence says it is installed.
+EXTRAS: Mapping[Extra, tuple[str, ...]] = {
+    "server": ("litestar", "uvicorn", "redis", "hiredis", "jwt", "prometheus_client", "httptools"),
+    "memory": ("fakeredis", "lupa"),
+    "listen": ("aiohttp",),
+    "granian": ("granian",),
+    "tracing": ("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http"),
+}
 
 JsonFlag = Annotated[
     bool, typer.Option("--json", help="Print JSON (one document) instead of tables.")
@@ -44,6 +68,39 @@ class CliError(Exception):
 
 def fail(message: str, *, usage: bool = False) -> NoReturn:
     raise CliError(message, usage=usage)
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a dotted name whose parent package is missing
+        return False
+
+
+def missing_extra(extra: Extra, what: str) -> str | None:
+    """The sentence to stop with when ``extra`` is not installed (None when it is): ``what``
+    (a command, an option or a setting) names what needs it. Looks modules up without
+    importing them, so a check costs nothing on the path that passes."""
+    if all(_installed(module) for module in EXTRAS[extra]):
+        return None
+    return f"{what} needs the {extra} extra: pip install '{DISTRIBUTION}[{extra}]'"
+
+
+def require_extra(extra: Extra, what: str) -> None:
+    """Stop the command (exit 1) with one sentence naming the extra to install, before the
+    first import that would fail with a traceback."""
+    message = missing_extra(extra, what)
+    if message is not None:
+        fail(message)
+
+
+def require_extras_of(settings: Settings) -> None:
+    """The extras a server with these settings needs beyond ``server``: the embedded store and
+    tracing. Called once the settings are loaded, before anything starts."""
+    if settings.store_kind == "memory":
+        require_extra("memory", "the embedded store (persistenceProvider memory)")
+    if settings.tracing_enabled:
+        require_extra("tracing", "tracingEnabled")
 
 
 @dataclass

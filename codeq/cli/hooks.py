@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from codeq.cli.common import JsonFlag, Out, fail
+from codeq.cli.common import JsonFlag, Out, fail, require_extra
 from codeq.webhooks import WebhookVerificationError, verify
 
 webhook_app = typer.Typer(help="Check and receive signed webhooks.", no_args_is_help=True)
@@ -154,6 +154,7 @@ def webhook_listen(
     Answers 204 to a delivery that verifies (or to any, without a secret) and 401 to one that
     does not, so the sender sees the failure. With --json, one JSON line per delivery.
     """
+    require_extra("listen", "codeq webhook listen")
     from aiohttp import web
 
     out = Out(ctx, json_out)
