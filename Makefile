@@ -34,7 +34,7 @@ typecheck: install
 
 check: lint typecheck test
 
-run: install
+run: install redis-server
 	$(BIN)/codeq serve --host 127.0.0.1 --port 8080
 
 bench: install redis-server

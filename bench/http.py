@@ -9,6 +9,7 @@ req/s, p50/p95/p99 latency and the errors (any status other than the expected on
     python bench/http.py                              # uvicorn, 1 worker, c = 10 50 100 200
     python bench/http.py --server granian --workers 2 --concurrency 50 --duration 10
     python bench/http.py --store kvrocks --concurrency 50  # the same on KVRocks
+    python bench/http.py --default --concurrency 50    # `codeq serve` as a new user starts it
 
 Scenarios, each at every concurrency level:
   create     POST /tasks, one command
@@ -31,6 +32,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -56,19 +58,29 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @contextmanager
-def gateway(redis_url: str, server: str, workers: int, access_log: bool) -> Iterator[str]:
+def gateway(
+    redis_url: str | None, server: str, workers: int, access_log: bool, data_dir: str = ""
+) -> Iterator[str]:
+    """``codeq gateway`` on ``redis_url``; with none, ``codeq serve`` as a new user starts it:
+    nothing configured, so it runs its own private store in ``data_dir`` (and its deliverers
+    and sweeper)."""
     port = free_port()
     env = {
         **os.environ,
-        "REDIS_URL": redis_url,
         "CODEQ_DEV_TOKEN": TOKEN,
         "KEY_PREFIX": "bench" + uuid.uuid4().hex[:6],
         "LOG_FORMAT": "json",
         "LOG_LEVEL": "info" if access_log else "warning",
     }
+    for name in ("REDIS_URL", "REDIS_ADDR", "PERSISTENCE_PROVIDER"):
+        env.pop(name, None)
+    if redis_url is not None:
+        env["REDIS_URL"] = redis_url
+    else:
+        env["DATA_DIR"] = data_dir
     cmd = [
-        sys.executable, "-m", "codeq.cli", "gateway", "--port", str(port),
-        "--server", server, "--workers", str(workers),
+        sys.executable, "-m", "codeq.cli", "gateway" if redis_url else "serve",
+        "--port", str(port), "--server", server, "--workers", str(workers),
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
@@ -382,6 +394,11 @@ def main() -> None:
         help="tasks queued before each claim cell (default: 4000 per second of --duration)",
     )
     ap.add_argument("--access-log", action="store_true", help="keep the JSON access log on")
+    ap.add_argument(
+        "--default",
+        action="store_true",
+        help="`codeq serve` with nothing configured: the private store it starts itself",
+    )
     args = ap.parse_args()
 
     lines = [
@@ -392,6 +409,11 @@ def main() -> None:
     with contextlib.ExitStack() as stack:
         if args.base_url:
             base = args.base_url
+        elif args.default:
+            data = stack.enter_context(tempfile.TemporaryDirectory(prefix="codeq-bench-"))
+            base = stack.enter_context(
+                gateway(None, args.server, args.workers, args.access_log, data)
+            )
         else:
             url = stack.enter_context(local_store(args.redis_url, args.store))
             base = stack.enter_context(gateway(url, args.server, args.workers, args.access_log))
@@ -421,9 +443,13 @@ def main() -> None:
         if "wake" in args.scenarios:
             wake = asyncio.run(wake_latency(base, args.wake_samples))
     print()
+    if args.default:
+        what = "codeq serve (gateway, deliverers, sweeper) on its own local store"
+    else:
+        where = "the given store" if args.redis_url or args.base_url else args.store
+        what = f"codeq gateway on {where}"
     print(
-        f"gateway: codeq gateway --server {args.server} --workers {args.workers} "
-        f"on {'the given store' if args.redis_url or args.base_url else args.store}; "
+        f"server: {what}, --server {args.server} --workers {args.workers}; "
         f"load: {args.procs} aiohttp process(es); {args.duration:g} s per cell; "
         f"access log {'on' if args.access_log else 'off'}"
     )

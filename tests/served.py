@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -50,6 +51,15 @@ def serve(
     }
     if "REDIS_ADDR" not in extra_env:
         env.pop("REDIS_ADDR", None)
+    with contextlib.ExitStack() as stack:
+        if "DATA_DIR" not in extra_env:  # the local store and the dev secret: the test's own
+            env["DATA_DIR"] = stack.enter_context(
+                tempfile.TemporaryDirectory(prefix="codeq-", ignore_cleanup_errors=True)
+            )
+        yield from _run(command, port, env, args)
+
+
+def _run(command: str, port: int, env: dict[str, str], args: Sequence[str]) -> Iterator[Served]:
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(
             [sys.executable, "-m", "codeq.cli", command, "--port", str(port), *args],

@@ -33,7 +33,7 @@ def test_workers_without_auth_on_a_public_address_stop_at_start(redis_server: Re
 
 
 def test_workers_on_the_in_memory_store_stop_at_start() -> None:
-    done = _serve("--workers", "2", "--port", "1", env={"REDIS_ADDR": "", "REDIS_URL": ""})
+    done = _serve("--workers", "2", "--port", "1", "--store", "memory", env={"REDIS_ADDR": ""})
     assert done.returncode == 2, done.stdout + done.stderr
-    assert "shared store" in done.stderr and "Traceback" not in done.stderr
+    assert "need a store the processes share" in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1

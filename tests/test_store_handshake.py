@@ -209,5 +209,6 @@ def test_codeq_deliver_without_a_shared_store_stops_with_one_sentence() -> None:
     )
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().splitlines() == [
-        "codeq: codeq deliver needs a shared store: set REDIS_ADDR (or redisUrl)"
+        "codeq: codeq deliver needs the store the gateways use: set REDIS_ADDR (or "
+        "redisUrl); `codeq serve` delivers from its own store"
     ]

@@ -9,7 +9,6 @@ Client commands talk to a server through the SDK (:mod:`codeq.client`), with the
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -18,7 +17,17 @@ from typing import Annotated
 
 import typer
 
-from codeq.cli.common import CliError, JsonFlag, Out, State, fail, report_error, state_of
+from codeq.cli.common import (
+    CliError,
+    JsonFlag,
+    Out,
+    State,
+    fail,
+    report_error,
+    require_extra,
+    state_of,
+)
+from codeq.cli.server import ServerOptions
 from codeq.errors import CodeQError
 from codeq.profiles import FIELDS, ProfileError, Profiles
 
@@ -62,16 +71,46 @@ HostOpt = Annotated[str | None, typer.Option(help="Listen address [settings: 127
 PortOpt = Annotated[int | None, typer.Option(help="Listen port [settings: 8080].")]
 WorkersOpt = Annotated[int, typer.Option(help="Server processes (more than 1 needs Redis).")]
 ServerOpt = Annotated[str, typer.Option(help="ASGI server: uvicorn or granian.")]
+StoreOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="local: a private store process in --data-dir, kept across restarts (the default "
+        "when no address is configured); memory: in-process, keeps nothing "
+        "[env PERSISTENCE_PROVIDER]."
+    ),
+]
+DataDirOpt = Annotated[
+    str | None,
+    typer.Option("--data-dir", help="Where local data is kept [env DATA_DIR; ./.codeq]."),
+]
 
 
-def _server_args(
-    config: str | None, host: str | None, port: int | None, workers: int, server: str
-) -> argparse.Namespace:
+def _server_options(
+    config: str | None,
+    host: str | None,
+    port: int | None,
+    workers: int,
+    server: str,
+    store: str | None,
+    data_dir: str | None,
+) -> ServerOptions:
     if server not in ("uvicorn", "granian"):
         fail(f"--server: expected uvicorn or granian, got {server!r}", usage=True)
+    if store not in (None, "local", "memory"):
+        fail(f"--store: expected local or memory, got {store!r}", usage=True)
     if workers < 1:
         fail("--workers: must be >= 1", usage=True)
-    return argparse.Namespace(config=config, host=host, port=port, workers=workers, server=server)
+    if server == "granian":
+        require_extra("granian", "--server granian")
+    return ServerOptions(
+        config=config,
+        host=host,
+        port=port,
+        workers=workers,
+        server="granian" if server == "granian" else "uvicorn",
+        store="memory" if store == "memory" else "local" if store == "local" else None,
+        data_dir=data_dir,
+    )
 
 
 def _server_command(name: str, *, with_sweeper: bool, summary: str) -> None:
@@ -81,10 +120,14 @@ def _server_command(name: str, *, with_sweeper: bool, summary: str) -> None:
         port: PortOpt = None,
         workers: WorkersOpt = 1,
         server: ServerOpt = "uvicorn",
+        store: StoreOpt = None,
+        data_dir: DataDirOpt = None,
     ) -> None:
+        require_extra("server", f"codeq {name}")
         from codeq.cli import server as srv
 
-        srv.serve(_server_args(config, host, port, workers, server), with_sweeper=with_sweeper)
+        options = _server_options(config, host, port, workers, server, store, data_dir)
+        srv.serve(options, with_sweeper=with_sweeper)
 
     command.__doc__ = summary
     app.command(name)(command)
@@ -93,7 +136,8 @@ def _server_command(name: str, *, with_sweeper: bool, summary: str) -> None:
 _server_command(
     "serve",
     with_sweeper=True,
-    summary="Gateway + deliverers + sweeper in one process (embedded store unless configured).",
+    summary="Gateway + deliverers + sweeper in one process (on a private local store unless "
+    "one is configured).",
 )
 _server_command("gateway", with_sweeper=False, summary="The HTTP gateway only.")
 
@@ -101,9 +145,10 @@ _server_command("gateway", with_sweeper=False, summary="The HTTP gateway only.")
 @app.command()
 def deliver(config: ConfigOpt = None) -> None:
     """Webhook deliverers + sweeper, no HTTP (needs Redis)."""
+    require_extra("server", "codeq deliver")
     from codeq.cli import server as srv
 
-    srv.deliver(argparse.Namespace(config=config, host=None, port=None))
+    srv.deliver(ServerOptions(config=config))
 
 
 config_app = typer.Typer(help="Server settings.", no_args_is_help=True)
@@ -115,7 +160,7 @@ def config_show(config: ConfigOpt = None, json_out: JsonFlag = False) -> None:
     """Print the effective server settings (file + environment), secrets masked."""
     from codeq.cli import server as srv
 
-    settings = srv.load_settings(argparse.Namespace(config=config, host=None, port=None))
+    settings = srv.load_settings(ServerOptions(config=config))
     print(json.dumps(settings.masked(), indent=2, sort_keys=True))
 
 

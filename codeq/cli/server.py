@@ -1,39 +1,101 @@
 """The server processes of the ``codeq`` command: ``serve``, ``gateway`` and ``deliver``.
 
-Their options arrive as an ``argparse.Namespace`` (``config``, ``host``, ``port``, ``workers``,
-``server``) built by the typer commands in :mod:`codeq.cli`.
+Their options arrive as :class:`ServerOptions`, built by the typer commands in :mod:`codeq.cli`.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Literal
+
+from codeq.cli.common import require_extras_of
 
 if TYPE_CHECKING:
     from codeq.settings import Settings
 
-__all__ = ["deliver", "load_settings", "serve"]
+__all__ = ["ServerOptions", "deliver", "load_settings", "serve"]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerOptions:
+    """The command line of a server command; ``None`` leaves the setting to the file and the
+    environment."""
+
+    config: str | None = None
+    host: str | None = None
+    port: int | None = None
+    workers: int = 1
+    server: Literal["uvicorn", "granian"] = "uvicorn"
+    store: Literal["local", "memory"] | None = None
+    data_dir: str | None = None
+
 
 KEEP_ALIVE_SECONDS = 75
 
 
-def load_settings(args: argparse.Namespace) -> Any:
-    import msgspec
-
+def load_settings(args: ServerOptions) -> Settings:
     from codeq.settings import Settings
 
-    settings = Settings.load(args.config, environ=os.environ)
-    changes: dict[str, Any] = {}
-    if getattr(args, "host", None):
-        changes["host"] = args.host
-    if getattr(args, "port", None):
-        changes["port"] = args.port
-    return msgspec.structs.replace(settings, **changes) if changes else settings
+    environ = dict(os.environ)
+    # The command line wins over the file and the environment; given as environment values so
+    # the settings' one loader checks them and names the option's setting in its errors.
+    if args.store is not None:
+        environ["PERSISTENCE_PROVIDER"] = args.store
+    if args.data_dir is not None:
+        environ["DATA_DIR"] = args.data_dir
+    if args.host is not None:
+        environ["HOST"] = args.host
+    if args.port is not None:
+        environ["PORT"] = str(args.port)
+    return Settings.load(args.config, environ=environ)
 
 
-def _uvicorn_options(settings: Any) -> dict[str, Any]:
+@contextmanager
+def local_store(settings: Settings) -> Iterator[Settings]:
+    """With ``persistenceProvider: local``: start the private store, hand out settings that
+    point at it (and put its address in the environment, for worker processes), stop it
+    after the block. Other settings pass through unchanged."""
+    if settings.store_kind != "local":
+        if settings.store_kind == "memory":
+            print(
+                "codeq: persistenceProvider memory keeps nothing: every task is gone when "
+                "this process stops",
+                flush=True,
+            )
+        yield settings
+        return
+    import msgspec
+
+    from codeq.store.local import LocalStore
+
+    store = LocalStore(settings.data_dir, settings.local_store_binary)
+    url = store.start()
+    try:
+        print(f"codeq store: {store.describe()}", flush=True)
+        for name in ("REDIS_ADDR", "REDIS_PASSWORD", "KVROCKS_PASSWORD", "PERSISTENCE_CONFIG"):
+            os.environ.pop(name, None)
+        os.environ["PERSISTENCE_PROVIDER"] = "redis"
+        os.environ["REDIS_URL"] = url
+        yield msgspec.structs.replace(
+            settings,
+            persistence_provider="redis",
+            persistence_config=None,
+            redis_addr=None,
+            redis_url_setting=url,
+            redis_password=None,
+            redis_cluster=False,
+            redis_db=0,
+        )
+    finally:
+        store.stop()
+
+
+def _uvicorn_options(settings: Settings) -> dict[str, Any]:
     return {
         "host": settings.host,
         "port": settings.port,
@@ -90,25 +152,43 @@ def _print_signing(settings: Settings) -> None:
     print(f"codeq webhook secret: {secret} (development; kept in {path})", flush=True)
 
 
-def serve(args: argparse.Namespace, *, with_sweeper: bool) -> int:
-    settings = load_settings(args)
-    _check_store(settings)
-    if with_sweeper:  # codeq serve delivers webhooks (codeq gateway does not)
-        _print_signing(settings)
-    name = "serve" if with_sweeper else "gateway"
-    if args.server == "uvicorn" and args.workers == 1:
-        _serve_in_process(settings, with_sweeper=with_sweeper, name=name)
-    else:
-        _serve_workers(args, settings, with_sweeper=with_sweeper, name=name)
+def serve(args: ServerOptions, *, with_sweeper: bool) -> int:
+    configured = load_settings(args)
+    require_extras_of(configured)
+    if args.server != "uvicorn" or args.workers != 1:
+        _check_workers(configured)
+    with local_store(configured) as settings:
+        _check_store(settings)
+        if with_sweeper:  # codeq serve delivers webhooks (codeq gateway does not)
+            _print_signing(settings)
+        name = "serve" if with_sweeper else "gateway"
+        kind = configured.store_kind
+        if args.server == "uvicorn" and args.workers == 1:
+            _serve_in_process(settings, with_sweeper=with_sweeper, name=name, kind=kind)
+        else:
+            _serve_workers(args, settings, with_sweeper=with_sweeper, name=name, kind=kind)
     return 0
 
 
-def _serve_in_process(settings: Any, *, with_sweeper: bool, name: str) -> None:
+def _check_workers(settings: Settings) -> None:
+    """Several processes share one store: refuse the in-process one, and ask the auth setup
+    here (a refusal inside a worker would only kill it, and its supervisor would start it
+    again, forever)."""
+    from codeq.auth.providers import build_auth
+
+    if settings.store_kind == "memory":
+        raise ValueError(
+            "--workers/--server granian need a store the processes share: the default local "
+            "store, or REDIS_ADDR (not persistenceProvider memory)"
+        )
+    build_auth(settings, environ=os.environ)
+
+
+def _serve_in_process(settings: Settings, *, with_sweeper: bool, name: str, kind: str) -> None:
     import uvicorn
 
     from codeq.logs import configure_logging
     from gateway.app import create_app, gateway_of
-    from gateway.hotpath import HotPath
 
     configure_logging(settings.log_level, settings.log_format)
     app = create_app(
@@ -120,18 +200,17 @@ def _serve_in_process(settings: Any, *, with_sweeper: bool, name: str) -> None:
     gw = gateway_of(app)
     if gw.auth.dev_token:
         _print_dev_token(gw.auth.dev_token, settings.host, settings.port)
-    config = uvicorn.Config(HotPath(app), **_uvicorn_options(settings))
+    config = uvicorn.Config(app, **_uvicorn_options(settings))
 
     class Server(uvicorn.Server):
-        def handle_exit(self, sig: int, frame: Any) -> None:
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             # Open long polls answer now (204) instead of holding the shutdown for 30 s.
             gw.shutting_down.set()
             gw.waker.close()
             super().handle_exit(sig, frame)
 
     print(
-        f"codeq {name} listening on http://{settings.host}:{settings.port} "
-        f"(store: {settings.store_kind})",
+        f"codeq {name} listening on http://{settings.host}:{settings.port} (store: {kind})",
         flush=True,
     )
     # uvicorn re-raises the signal it caught once it has shut down; a graceful stop on
@@ -141,20 +220,12 @@ def _serve_in_process(settings: Any, *, with_sweeper: bool, name: str) -> None:
 
 
 def _serve_workers(
-    args: argparse.Namespace, settings: Any, *, with_sweeper: bool, name: str
+    args: ServerOptions, settings: Settings, *, with_sweeper: bool, name: str, kind: str
 ) -> None:
     """Several worker processes (or granian): each builds its app from the environment, so
     the effective host, port, config path and dev token are put there first."""
     from codeq.auth.base import is_loopback_host
 
-    if settings.store_kind == "memory":
-        raise ValueError("--workers/--server granian need a shared store: set REDIS_ADDR")
-    from codeq.auth.providers import build_auth
-
-    # Each worker process builds its auth from the settings; a refusal there (no auth provider
-    # on a non-loopback host, say) would only kill the worker and its supervisor would start
-    # it again, forever. Asked here first, it stops the start with one sentence.
-    build_auth(settings, environ=os.environ)
     os.environ["HOST"] = settings.host
     os.environ["PORT"] = str(settings.port)
     if args.config:
@@ -169,15 +240,12 @@ def _serve_workers(
     target = "gateway.app:serve_app" if with_sweeper else "gateway.app:gateway_app"
     print(
         f"codeq {name} listening on http://{settings.host}:{settings.port} "
-        f"({args.server}, {args.workers} workers, store: {settings.store_kind})",
+        f"({args.server}, {args.workers} workers, store: {kind})",
         flush=True,
     )
     if args.server == "granian":
-        try:
-            from granian.constants import Interfaces, Loops
-            from granian.server import Server as Granian
-        except ImportError:
-            raise ValueError("--server granian: install granian (pip install granian)") from None
+        from granian.constants import Interfaces, Loops  # its extra was checked by the CLI
+        from granian.server import Server as Granian
 
         Granian(
             target,
@@ -197,7 +265,7 @@ def _serve_workers(
     uvicorn.run(target, factory=True, workers=args.workers, **_uvicorn_options(settings))
 
 
-def deliver(args: argparse.Namespace) -> int:
+def deliver(args: ServerOptions) -> int:
     """Deliverers + sweeper, no HTTP: the webhook side of a deployment."""
     import asyncio
 
@@ -208,16 +276,20 @@ def deliver(args: argparse.Namespace) -> int:
     from deliverers.runner import Deliverer
 
     settings = load_settings(args)
+    require_extras_of(settings)
     configure_logging(settings.log_level, settings.log_format)
-    if settings.store_kind == "memory":
-        raise ValueError("codeq deliver needs a shared store: set REDIS_ADDR (or redisUrl)")
+    if settings.store_kind != "redis":
+        raise ValueError(
+            "codeq deliver needs the store the gateways use: set REDIS_ADDR (or redisUrl); "
+            "`codeq serve` delivers from its own store"
+        )
     _check_store(settings)
     _print_signing(settings)
 
     async def run() -> None:
         store = open_store(settings)
         deliverer = Deliverer(store, settings)
-        sweeper = Sweeper(Engine(store, EngineConfig.from_settings(settings)))
+        sweeper = Sweeper(Engine(store.tasks, EngineConfig.from_settings(settings)))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -13,12 +13,12 @@ arrived as end-of-file), and the pool's checkout (``connect()``) replaces such a
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hiredis
-from redis.asyncio.connection import Connection
+from redis.asyncio.connection import Connection, UnixDomainSocketConnection
 
-__all__ = ["HiredisPackConnection", "sound"]
+__all__ = ["HiredisPackConnection", "HiredisPackUnixConnection", "sound"]
 
 
 def _normalise(args: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -39,14 +39,29 @@ def sound(conn: Any) -> bool:
     return not (reader.at_eof() or reader.exception() is not None or writer.is_closing())
 
 
-class HiredisPackConnection(Connection):
+class _HiredisPack:
+    """Replaces redis-py's packing and checkout on either kind of socket."""
+
+    if TYPE_CHECKING:  # provided by the redis-py connection class it is mixed into
+        _reader: Any
+
+        async def disconnect(self, nowait: bool = False) -> None: ...
+
     async def connect(self) -> None:
         if self._reader is not None and not sound(self):  # the server closed it meanwhile
             await self.disconnect()
-        await super().connect()  # type: ignore[no-untyped-call]
+        await super().connect()  # type: ignore[misc]
 
     def pack_command(self, *args: Any) -> list[bytes]:
         return [hiredis.pack_command(_normalise(args))]
 
     def pack_commands(self, commands: Iterable[Iterable[Any]]) -> list[bytes]:
         return [b"".join(hiredis.pack_command(_normalise(tuple(c))) for c in commands)]
+
+
+class HiredisPackConnection(_HiredisPack, Connection):  # type: ignore[misc]
+    """TCP (``redis://``)."""
+
+
+class HiredisPackUnixConnection(_HiredisPack, UnixDomainSocketConnection):  # type: ignore[misc]
+    """A Unix socket (``unix://``): the local store of ``codeq serve``."""
