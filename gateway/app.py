@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from litestar import Litestar
-from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 
 import codeq
@@ -149,14 +148,6 @@ def create_app(
         ],
         lifespan=[lifespan],
         exception_handlers=exception_handlers,
-        middleware=[
-            DefineMiddleware(
-                RequestIdMiddleware,
-                metrics=metrics,
-                limits=BodyLimits.of(settings),
-                tracing=gateway.tracing,
-            )
-        ],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="codeQ",
@@ -169,6 +160,15 @@ def create_app(
         ),
         debug=False,
         logging_config=None,
+    )
+    # Around Litestar's whole request handler (as its own CORS and OpenTelemetry wrappers are),
+    # not around each route: a 404 or 405 the router answers gets its request id, access line,
+    # metrics and span too.
+    app.asgi_handler = RequestIdMiddleware(
+        app.asgi_handler,
+        metrics=metrics,
+        limits=BodyLimits.of(settings),
+        tracing=gateway.tracing,
     )
     app.state.gateway = gateway
     app.state.scraper = scraper

@@ -183,9 +183,9 @@ class RequestIdMiddleware(MiddlewareProtocol):
         self, tracing: Tracing, scope: HTTPScope, receive: Receive, send: Send
     ) -> None:
         """The request in a server span continuing the caller's ``traceparent``, named by
-        the route's template (bounded names), with the HTTP attributes."""
+        the route's template once the router has found it (bounded names), with the HTTP
+        attributes."""
         method = scope.get("method", "")
-        route = route_template(scope)
         status = 0
 
         async def send_status(message: Message) -> None:
@@ -194,16 +194,18 @@ class RequestIdMiddleware(MiddlewareProtocol):
                 status = message["status"]
             await send(message)
 
-        attributes = {"http.request.method": method, "http.route": route}
         with tracing.span(
-            f"{method} {route}",
+            method,
             parent=_header(scope, b"traceparent"),
             kind="server",
-            attributes=attributes,
+            attributes={"http.request.method": method},
         ) as span:
             try:
                 await self._handle(scope, receive, send_status)
             finally:
+                route = route_template(scope)
+                span.update_name(f"{method} {route}")
+                span.set_attribute("http.route", route)
                 if status:  # 0: the client left before an answer
                     span.set_attribute("http.response.status_code", status)
 

@@ -140,6 +140,19 @@ async def test_request_ids_are_generated_when_absent_or_insane(client: httpx.Asy
 
 
 @pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [("GET", "/nope", 404), ("DELETE", "/healthz", 405), ("GET", "/v1/codeq/nope", 404)],
+)
+async def test_answers_of_the_router_carry_a_request_id_too(
+    client: httpx.AsyncClient, method: str, path: str, status: int
+) -> None:
+    r = await client.request(method, path, headers={"X-Request-Id": "req-unmatched"})
+    assert r.status_code == status
+    assert r.headers["x-request-id"] == "req-unmatched"
+    assert r.json()["code"] in ("not_found", "method_not_allowed")
+
+
+@pytest.mark.parametrize(
     ("body", "field"),
     [
         ({"payload": 1}, "command"),

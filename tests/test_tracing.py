@@ -121,6 +121,7 @@ async def test_every_route_has_a_server_span_in_the_callers_trace() -> None:
         assert missing.status_code == 404
         assert (await c.get("/v1/codeq/admin/queues", headers=headers)).status_code == 200
         assert (await c.get("/healthz")).status_code == 200  # no traceparent: a trace of its own
+        assert (await c.get("/v1/codeq/nowhere", headers=headers)).status_code == 404
 
     server = [s for s in exporter.get_finished_spans() if s.kind == SpanKind.SERVER]
     seen = [
@@ -133,6 +134,7 @@ async def test_every_route_has_a_server_span_in_the_callers_trace() -> None:
         ("GET", get_task, 404, caller),
         ("GET", "/v1/codeq/admin/queues", 200, caller),
         ("GET", "/healthz", 200, None),
+        ("GET", "unmatched", 404, caller),  # what the router answers itself is a span too
     ]
     assert seen == [
         (
