@@ -4,8 +4,12 @@ processes over and over or split its data between them (issue 15, item 14)."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from tests.servers import RedisServer
 
@@ -37,3 +41,22 @@ def test_workers_on_the_in_memory_store_stop_at_start() -> None:
     assert done.returncode == 2, done.stdout + done.stderr
     assert "need a store the processes share" in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_port_in_use_is_one_sentence_before_anything_starts(tmp_path: Path, workers: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = str(taken.getsockname()[1])
+        done = _serve(
+            "--port", port, "--workers", workers, "--data-dir", str(tmp_path),
+            env={"REDIS_ADDR": ""},
+        )  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.strip() == (
+        f"codeq: port {port} on 127.0.0.1 is in use: stop what listens there, or choose "
+        "another with --port"
+    )
+    assert "listening" not in done.stdout and "dev token" not in done.stdout
+    assert not (tmp_path / "store").exists()  # the local store was not started either

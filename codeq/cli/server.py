@@ -5,10 +5,12 @@ Their options arrive as :class:`ServerOptions`, built by the typer commands in :
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import signal
+import socket
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Literal
@@ -55,7 +57,7 @@ def load_settings(args: ServerOptions) -> Settings:
     return Settings.load(args.config, environ=environ)
 
 
-@contextmanager
+@contextlib.contextmanager
 def local_store(settings: Settings) -> Iterator[Settings]:
     """With ``persistenceProvider: local``: start the private store, hand out settings that
     point at it (and put its address in the environment, for worker processes), stop it
@@ -152,21 +154,46 @@ def _print_signing(settings: Settings) -> None:
     print(f"codeq webhook secret: {secret} (development; kept in {path})", flush=True)
 
 
+def listen_socket(host: str, port: int) -> socket.socket:
+    """The server's listening socket, bound before anything is printed or started: a port in
+    use is one sentence (exit 2), and "listening" is printed only when it is true."""
+    address = host.strip("[]")
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((address, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ValueError(
+                f"port {port} on {host} is in use: stop what listens there, or choose another "
+                "with --port"
+            ) from None
+        raise ValueError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)  # worker processes accept on it
+    return sock
+
+
 def serve(args: ServerOptions, *, with_sweeper: bool) -> int:
     configured = load_settings(args)
     require_extras_of(configured)
     if args.server != "uvicorn" or args.workers != 1:
         _check_workers(configured)
-    with local_store(configured) as settings:
+    sock = listen_socket(configured.host, configured.port)
+    if args.server == "granian":  # granian binds its own: only the check stays
+        sock.close()
+    with sock, local_store(configured) as settings:
         _check_store(settings)
         if with_sweeper:  # codeq serve delivers webhooks (codeq gateway does not)
             _print_signing(settings)
         name = "serve" if with_sweeper else "gateway"
         kind = configured.store_kind
         if args.server == "uvicorn" and args.workers == 1:
-            _serve_in_process(settings, with_sweeper=with_sweeper, name=name, kind=kind)
+            _serve_in_process(settings, sock, with_sweeper=with_sweeper, name=name, kind=kind)
         else:
-            _serve_workers(args, settings, with_sweeper=with_sweeper, name=name, kind=kind)
+            _serve_workers(args, settings, sock, with_sweeper=with_sweeper, name=name, kind=kind)
     return 0
 
 
@@ -184,7 +211,9 @@ def _check_workers(settings: Settings) -> None:
     build_auth(settings, environ=os.environ)
 
 
-def _serve_in_process(settings: Settings, *, with_sweeper: bool, name: str, kind: str) -> None:
+def _serve_in_process(
+    settings: Settings, sock: socket.socket, *, with_sweeper: bool, name: str, kind: str
+) -> None:
     import uvicorn
 
     from codeq.logs import configure_logging
@@ -216,11 +245,17 @@ def _serve_in_process(settings: Settings, *, with_sweeper: bool, name: str, kind
     # uvicorn re-raises the signal it caught once it has shut down; a graceful stop on
     # SIGTERM is a success, so that re-raise lands on a handler that does nothing.
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
-    Server(config).run()
+    Server(config).run(sockets=[sock])
 
 
 def _serve_workers(
-    args: ServerOptions, settings: Settings, *, with_sweeper: bool, name: str, kind: str
+    args: ServerOptions,
+    settings: Settings,
+    sock: socket.socket,
+    *,
+    with_sweeper: bool,
+    name: str,
+    kind: str,
 ) -> None:
     """Several worker processes (or granian): each builds its app from the environment, so
     the effective host, port, config path and dev token are put there first."""
@@ -262,7 +297,13 @@ def _serve_workers(
     import uvicorn
 
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
-    uvicorn.run(target, factory=True, workers=args.workers, **_uvicorn_options(settings))
+    from uvicorn.supervisors import Multiprocess
+
+    config = uvicorn.Config(
+        target, factory=True, workers=args.workers, **_uvicorn_options(settings)
+    )
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: the workers have stopped
+        Multiprocess(config, sockets=[sock]).run()  # as uvicorn.run, on the bound socket
 
 
 def deliver(args: ServerOptions) -> int:
