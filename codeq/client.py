@@ -31,10 +31,11 @@ abandon, nack and result, so a worker whose lease was taken over is fenced off (
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
@@ -65,6 +66,7 @@ from codeq.schemas import (
     RequeueOut,
     ResultOut,
     StatusOut,
+    TaskListOut,
     TaskOut,
     TaskWithResultOut,
 )
@@ -212,6 +214,17 @@ def _camel(fields: Mapping[str, Any]) -> dict[str, Any]:
         head, *rest = key.split("_")
         out[head + "".join(w.title() for w in rest)] = value
     return _drop_none(out)
+
+
+def _bind(build: Callable[..., _Call[T]], *args: Any, **kwargs: Any) -> _Call[T]:
+    """The call ``build`` makes of these arguments; arguments it does not take are the
+    caller's mistake, reported as :class:`InvalidRequest` (never a raw ``TypeError``)."""
+    try:
+        inspect.signature(build).bind(*args, **kwargs)
+    except TypeError as exc:
+        name = build.__name__
+        raise InvalidRequest(f"{name}: {exc}", code="invalid_argument") from None
+    return build(*args, **kwargs)
 
 
 def _task_id(task: str | TaskOut) -> str:
@@ -466,6 +479,35 @@ class _Core:
             "GET", f"/tasks/{task_id}/result", "producer", _as(TaskWithResultOut), idempotent=True
         )
 
+    def list_tasks(
+        self,
+        *,
+        status: str | None = None,
+        command: str | None = None,
+        priority: int | None = None,
+        created_after: datetime | str | None = None,
+        created_before: datetime | str | None = None,
+        idempotency_key: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> _Call[TaskListOut]:
+        params = _camel(
+            {
+                "status": status,
+                "command": command,
+                "priority": priority,
+                "created_after": _iso(created_after),
+                "created_before": _iso(created_before),
+                "idempotency_key": idempotency_key,
+                "limit": limit,
+                "cursor": cursor,
+            }
+        )
+        return _Call("GET", "/tasks", "producer", _as(TaskListOut), params=params, idempotent=True)
+
+    def task_deliveries(self, task_id: str) -> _Call[Any]:
+        return self.send("GET", f"/tasks/{task_id}/deliveries", "producer")
+
     def send(
         self, method: str, path: str, auth: Auth, body: Any = None, **params: Any
     ) -> _Call[Any]:
@@ -630,85 +672,106 @@ class CodeQClient(_Methods):
     def create_task(self, command: str, payload: Any, **options: Any) -> TaskOut:
         """Create one task (202). ``options``: priority, webhook, max_attempts,
         idempotency_key, run_at, delay_seconds."""
-        return self._run(self._core.create_task(command, payload, **options))
+        return self._run(_bind(self._core.create_task, command, payload, **options))
 
     def create_tasks(self, tasks: Iterable[Mapping[str, Any]]) -> BatchCreateOut:
         """Create up to 1000 tasks (create bodies with camelCase keys) in one request."""
-        return self._run(self._core.create_tasks(tasks))
+        return self._run(_bind(self._core.create_tasks, tasks))
 
     def claim(self, commands: Iterable[str] | None = None, **options: Any) -> TaskOut | None:
         """Claim one task, or ``None``. ``options``: lease_seconds, wait_seconds (long poll)."""
-        return self._run(self._core.claim(commands, **options))
+        return self._run(_bind(self._core.claim, commands, **options))
 
     def heartbeat(self, task: str | TaskOut, **options: Any) -> HeartbeatOut:
-        return self._run(self._core.heartbeat(task, **options))
+        return self._run(_bind(self._core.heartbeat, task, **options))
 
     def abandon(self, task: str | TaskOut, **options: Any) -> StatusOut:
-        return self._run(self._core.abandon(task, **options))
+        return self._run(_bind(self._core.abandon, task, **options))
 
     def nack(self, task: str | TaskOut, **options: Any) -> NackOut:
-        return self._run(self._core.nack(task, **options))
+        return self._run(_bind(self._core.nack, task, **options))
 
     def complete(
         self, task: str | TaskOut, result: Mapping[str, Any] | None = None, **options: Any
     ) -> ResultOut:
         return self._run(
-            self._core.result(task, status="COMPLETED", result=result or {}, **options)
+            _bind(self._core.result, task, status="COMPLETED", result=result or {}, **options)
         )
 
     def fail(self, task: str | TaskOut, error: str, **options: Any) -> ResultOut:
-        return self._run(self._core.result(task, status="FAILED", error=error, **options))
+        return self._run(_bind(self._core.result, task, status="FAILED", error=error, **options))
 
     def get_task(self, task_id: str) -> TaskOut:
-        return self._run(self._core.get_task(task_id))
+        return self._run(_bind(self._core.get_task, task_id))
 
     def get_result(self, task_id: str) -> TaskWithResultOut:
-        return self._run(self._core.get_result(task_id))
+        return self._run(_bind(self._core.get_result, task_id))
+
+    def list_tasks(self, **filters: Any) -> TaskListOut:
+        """One page of the tenant's tasks, newest first. ``filters``: status (PENDING,
+        IN_PROGRESS, COMPLETED, FAILED, DEAD), command, priority, created_after,
+        created_before, idempotency_key, limit (1-500), cursor (the ``next_cursor`` of the page
+        before)."""
+        return self._run(_bind(self._core.list_tasks, **filters))
+
+    def iter_tasks(self, **filters: Any) -> Iterator[TaskOut]:
+        """Every task that matches ``filters`` (as :meth:`list_tasks`), following the cursors."""
+        cursor = filters.pop("cursor", None)
+        while True:
+            page = self.list_tasks(**filters, cursor=cursor)
+            yield from page.tasks
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    def task_deliveries(self, task_id: str) -> Any:
+        """The webhooks a task caused, with their attempts: ``{"deliveries": [...]}``."""
+        return self._run(_bind(self._core.task_deliveries, task_id))
 
     # -- admin --------------------------------------------------------------------------
 
     def queues(self) -> QueuesOut:
-        return self._run(self._core.queues())
+        return self._run(_bind(self._core.queues))
 
     def queue_stats(self, command: str) -> QueueStatsOut:
-        return self._run(self._core.queue_stats(command))
+        return self._run(_bind(self._core.queue_stats, command))
 
     def dlq(self, command: str, **options: Any) -> DlqOut:
-        return self._run(self._core.dlq(command, **options))
+        return self._run(_bind(self._core.dlq, command, **options))
 
     def requeue(self, command: str, **options: Any) -> RequeueOut:
-        return self._run(self._core.requeue(command, **options))
+        return self._run(_bind(self._core.requeue, command, **options))
 
     def cleanup(self, **options: Any) -> CleanupOut:
-        return self._run(self._core.cleanup(**options))
+        return self._run(_bind(self._core.cleanup, **options))
 
     # -- the rest of the API, as JSON -----------------------------------------------------
 
     def subscribe(self, callback_url: str, **fields: Any) -> Any:
         """A worker subscription (``event_types``, ``ttl_seconds``, ``delivery_mode``, ...)."""
-        return self._run(self._core.subscribe(callback_url, **fields))
+        return self._run(_bind(self._core.subscribe, callback_url, **fields))
 
     def create_endpoint(self, url: str, event_types: Iterable[str], **fields: Any) -> Any:
         """A webhook endpoint; the answer carries its ``secret``, shown this once."""
-        return self._run(self._core.create_endpoint(url, event_types, **fields))
+        return self._run(_bind(self._core.create_endpoint, url, event_types, **fields))
 
     def delivery(self, delivery_id: str) -> Any:
-        return self._run(self._core.delivery(delivery_id))
+        return self._run(_bind(self._core.delivery, delivery_id))
 
     def retry_delivery(self, delivery_id: str) -> Any:
-        return self._run(self._core.retry_delivery(delivery_id))
+        return self._run(_bind(self._core.retry_delivery, delivery_id))
 
     def delivery_dlq(self, *, limit: int = 100) -> Any:
-        return self._run(self._core.delivery_dlq(limit))
+        return self._run(_bind(self._core.delivery_dlq, limit))
 
     def replay_deliveries(
         self, *, ids: Iterable[str] | None = None, limit: int | None = None
     ) -> Any:
-        return self._run(self._core.replay_deliveries(ids, limit))
+        return self._run(_bind(self._core.replay_deliveries, ids, limit))
 
     def request(self, method: str, path: str, *, auth: Auth = "producer", body: Any = None) -> Any:
         """Any route under ``/v1/codeq``, as JSON."""
-        return self._run(self._core.send(method, path, auth, body))
+        return self._run(_bind(self._core.send, method, path, auth, body))
 
 
 class AsyncCodeQClient(_Methods):
@@ -768,75 +831,96 @@ class AsyncCodeQClient(_Methods):
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def create_task(self, command: str, payload: Any, **options: Any) -> TaskOut:
-        return await self._run(self._core.create_task(command, payload, **options))
+        return await self._run(_bind(self._core.create_task, command, payload, **options))
 
     async def create_tasks(self, tasks: Iterable[Mapping[str, Any]]) -> BatchCreateOut:
-        return await self._run(self._core.create_tasks(tasks))
+        return await self._run(_bind(self._core.create_tasks, tasks))
 
     async def claim(self, commands: Iterable[str] | None = None, **options: Any) -> TaskOut | None:
-        return await self._run(self._core.claim(commands, **options))
+        return await self._run(_bind(self._core.claim, commands, **options))
 
     async def heartbeat(self, task: str | TaskOut, **options: Any) -> HeartbeatOut:
-        return await self._run(self._core.heartbeat(task, **options))
+        return await self._run(_bind(self._core.heartbeat, task, **options))
 
     async def abandon(self, task: str | TaskOut, **options: Any) -> StatusOut:
-        return await self._run(self._core.abandon(task, **options))
+        return await self._run(_bind(self._core.abandon, task, **options))
 
     async def nack(self, task: str | TaskOut, **options: Any) -> NackOut:
-        return await self._run(self._core.nack(task, **options))
+        return await self._run(_bind(self._core.nack, task, **options))
 
     async def complete(
         self, task: str | TaskOut, result: Mapping[str, Any] | None = None, **options: Any
     ) -> ResultOut:
         return await self._run(
-            self._core.result(task, status="COMPLETED", result=result or {}, **options)
+            _bind(self._core.result, task, status="COMPLETED", result=result or {}, **options)
         )
 
     async def fail(self, task: str | TaskOut, error: str, **options: Any) -> ResultOut:
-        return await self._run(self._core.result(task, status="FAILED", error=error, **options))
+        return await self._run(
+            _bind(self._core.result, task, status="FAILED", error=error, **options)
+        )
 
     async def get_task(self, task_id: str) -> TaskOut:
-        return await self._run(self._core.get_task(task_id))
+        return await self._run(_bind(self._core.get_task, task_id))
 
     async def get_result(self, task_id: str) -> TaskWithResultOut:
-        return await self._run(self._core.get_result(task_id))
+        return await self._run(_bind(self._core.get_result, task_id))
+
+    async def list_tasks(self, **filters: Any) -> TaskListOut:
+        """One page of the tenant's tasks, newest first (see :meth:`CodeQClient.list_tasks`)."""
+        return await self._run(_bind(self._core.list_tasks, **filters))
+
+    async def iter_tasks(self, **filters: Any) -> AsyncIterator[TaskOut]:
+        """Every task that matches ``filters``, following the cursors."""
+        cursor = filters.pop("cursor", None)
+        while True:
+            page = await self.list_tasks(**filters, cursor=cursor)
+            for task in page.tasks:
+                yield task
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    async def task_deliveries(self, task_id: str) -> Any:
+        """The webhooks a task caused, with their attempts: ``{"deliveries": [...]}``."""
+        return await self._run(_bind(self._core.task_deliveries, task_id))
 
     async def queues(self) -> QueuesOut:
-        return await self._run(self._core.queues())
+        return await self._run(_bind(self._core.queues))
 
     async def queue_stats(self, command: str) -> QueueStatsOut:
-        return await self._run(self._core.queue_stats(command))
+        return await self._run(_bind(self._core.queue_stats, command))
 
     async def dlq(self, command: str, **options: Any) -> DlqOut:
-        return await self._run(self._core.dlq(command, **options))
+        return await self._run(_bind(self._core.dlq, command, **options))
 
     async def requeue(self, command: str, **options: Any) -> RequeueOut:
-        return await self._run(self._core.requeue(command, **options))
+        return await self._run(_bind(self._core.requeue, command, **options))
 
     async def cleanup(self, **options: Any) -> CleanupOut:
-        return await self._run(self._core.cleanup(**options))
+        return await self._run(_bind(self._core.cleanup, **options))
 
     async def subscribe(self, callback_url: str, **fields: Any) -> Any:
-        return await self._run(self._core.subscribe(callback_url, **fields))
+        return await self._run(_bind(self._core.subscribe, callback_url, **fields))
 
     async def create_endpoint(self, url: str, event_types: Iterable[str], **fields: Any) -> Any:
-        return await self._run(self._core.create_endpoint(url, event_types, **fields))
+        return await self._run(_bind(self._core.create_endpoint, url, event_types, **fields))
 
     async def delivery(self, delivery_id: str) -> Any:
-        return await self._run(self._core.delivery(delivery_id))
+        return await self._run(_bind(self._core.delivery, delivery_id))
 
     async def retry_delivery(self, delivery_id: str) -> Any:
-        return await self._run(self._core.retry_delivery(delivery_id))
+        return await self._run(_bind(self._core.retry_delivery, delivery_id))
 
     async def delivery_dlq(self, *, limit: int = 100) -> Any:
-        return await self._run(self._core.delivery_dlq(limit))
+        return await self._run(_bind(self._core.delivery_dlq, limit))
 
     async def replay_deliveries(
         self, *, ids: Iterable[str] | None = None, limit: int | None = None
     ) -> Any:
-        return await self._run(self._core.replay_deliveries(ids, limit))
+        return await self._run(_bind(self._core.replay_deliveries, ids, limit))
 
     async def request(
         self, method: str, path: str, *, auth: Auth = "producer", body: Any = None
     ) -> Any:
-        return await self._run(self._core.send(method, path, auth, body))
+        return await self._run(_bind(self._core.send, method, path, auth, body))

@@ -17,6 +17,7 @@ __all__ = [
     "CreateOutcome",
     "DlqPage",
     "EventType",
+    "ListStatus",
     "Location",
     "NackOutcome",
     "NewTask",
@@ -25,6 +26,8 @@ __all__ = [
     "ResultStatus",
     "SweepReport",
     "Task",
+    "TaskFilter",
+    "TaskPage",
     "TaskResult",
     "TaskStatus",
     "ms_to_datetime",
@@ -39,6 +42,19 @@ class TaskStatus(StrEnum):
 
 
 TERMINAL_STATUSES: Final = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED})
+
+
+class ListStatus(StrEnum):
+    """A status to list tasks by. The first four are :class:`TaskStatus`; ``DEAD`` is a task
+    in the dead-letter queue (status ``FAILED``, ``lastKnownLocation`` ``DLQ_SET``). So
+    ``FAILED`` lists every failed task, dead or failed by a worker's result, and ``DEAD`` the
+    dead ones only."""
+
+    PENDING = "PENDING"
+    IN_PROGRESS = "IN_PROGRESS"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    DEAD = "DEAD"
 
 
 class ResultStatus(StrEnum):
@@ -196,3 +212,24 @@ class SweepReport(msgspec.Struct, frozen=True, kw_only=True):
     purged: int = 0
     more: bool = False
     skipped_partitions: int = 0
+
+
+class TaskFilter(msgspec.Struct, frozen=True, kw_only=True):
+    """What a task listing keeps: every field set must match. Creation times are ms, from
+    ``created_from_ms`` (inclusive) to ``created_before_ms`` (exclusive)."""
+
+    status: ListStatus | None = None
+    command: str | None = None
+    priority: int | None = None
+    created_from_ms: int | None = None
+    created_before_ms: int | None = None
+    idempotency_key: str | None = None
+
+
+class TaskPage(msgspec.Struct, frozen=True, kw_only=True):
+    """One page of a listing, newest first; ``next_cursor`` None: there is nothing after it.
+    A page may hold fewer tasks than asked for, even none, and still have a cursor (a filter
+    without an index of its own looks at a bounded number of entries per page)."""
+
+    tasks: tuple[Task, ...]
+    next_cursor: str | None = None

@@ -30,10 +30,13 @@ from codeq.domain import (
     ResultStatus,
     SweepReport,
     Task,
+    TaskFilter,
+    TaskPage,
     TaskResult,
 )
 from codeq.errors import CodeQError, Conflict, InvalidRequest, NotFound
 from codeq.ids import is_task_id, new_lease_id, new_task_id
+from codeq.listing import MAX_LIST_LIMIT, TaskLister
 from codeq.schemas import (
     MAX_ATTEMPTS,
     MAX_BATCH_TASKS,
@@ -72,6 +75,8 @@ class EngineConfig:
     webhook_require_https: bool = False
     #: where task webhooks may point besides public addresses (None: no address check at create)
     webhook_allowed: tuple[IPNetwork, ...] | None = None
+    #: keys the tags of task-listing cursors (codeq/listing.py): the deployment's secret
+    cursor_key: bytes = b""
 
     @classmethod
     def from_settings(cls, settings: Settings, *, dev_mode: bool = False) -> EngineConfig:
@@ -91,6 +96,7 @@ class EngineConfig:
             idempotency_ttl_seconds=settings.idempotency_ttl_seconds,
             event_retention_seconds=settings.event_retention_seconds,
             sweep_interval_ms=settings.sweep_interval_ms,
+            cursor_key=(settings.webhook_hmac_secret or "").encode(),
         )
 
 
@@ -162,6 +168,7 @@ class Engine:
             )
             for _ in range(64)
         ]
+        self.lister = TaskLister(store, cursor_key=c.cursor_key)
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -475,6 +482,30 @@ class Engine:
         if reply.result is None:
             raise NotFound(f"task {task_id} has no result yet", task_id=task_id)
         return reply.task, decode_result(reply.task, reply.result)
+
+    async def list_tasks(
+        self, tenant: str, flt: TaskFilter, *, limit: int = 50, cursor: str | None = None
+    ) -> TaskPage:
+        """A page of the tenant's tasks that match ``flt``, newest first (codeq/listing.py):
+        one script call per partition, from the listing indexes."""
+        if not 1 <= limit <= MAX_LIST_LIMIT:
+            raise InvalidRequest(f"limit must be 1-{MAX_LIST_LIMIT}", field="limit")
+        if flt.command is not None:
+            validate_command(flt.command)
+        if flt.priority is not None and not 0 <= flt.priority <= 9:
+            raise InvalidRequest("priority must be 0-9", field="priority")
+        key = flt.idempotency_key
+        if key is not None and not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY:
+            raise InvalidRequest(
+                f"idempotencyKey must be 1-{MAX_IDEMPOTENCY_KEY} characters", field="idempotencyKey"
+            )
+        for name, ms in (
+            ("createdAfter", flt.created_from_ms),
+            ("createdBefore", flt.created_before_ms),
+        ):
+            if ms is not None and not 0 <= ms < 10**13:
+                raise InvalidRequest(f"{name} must be from 1970 to 2286", field=name)
+        return await self.lister.page(tenant, flt, limit=limit, cursor=cursor)
 
     # -- admin --------------------------------------------------------------------------
 

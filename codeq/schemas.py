@@ -50,6 +50,7 @@ __all__ = [
     "ResultBody",
     "ResultOut",
     "StatusOut",
+    "TaskListOut",
     "TaskOut",
     "TaskWithResultOut",
     "rfc3339",
@@ -342,6 +343,13 @@ class ResultOut(msgspec.Struct, kw_only=True, rename="camel"):
             ],
             completed_at=rfc3339(r.completed_at_ms),
         )
+
+
+class TaskListOut(_Camel):
+    """A page of ``GET /v1/codeq/tasks``, newest first; ``nextCursor`` null: nothing after."""
+
+    tasks: list[TaskOut]
+    next_cursor: str | None
 
 
 class TaskWithResultOut(msgspec.Struct, kw_only=True):

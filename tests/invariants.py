@@ -1,8 +1,10 @@
 """Structural invariants of a partition, checked after every contract test.
 
 Every record is in exactly the structure its ``loc`` names (and nowhere else), ready/dlq
-members are exactly the ones the record implies, lease deadlines match, and the per-queue
-counters equal the real sizes. A transition that forgets one write breaks one of these.
+members are exactly the ones the record implies, lease deadlines match, the per-queue
+counters equal the real sizes, and the listing indexes (``by_status``, ``by_command``) hold
+exactly one entry per task, under its current listing status. A transition that forgets one
+write breaks one of these.
 """
 
 from __future__ import annotations
@@ -119,6 +121,46 @@ async def check_partition(client: Any, keys: KeySchema, partition: int) -> list[
         q = m.rsplit("!", 3)[0]
         if q in heads and m.encode() < heads[q].encode():
             problems.append(f"ready member {m} sorts before the head mark {heads[q]}")
+    problems += await _check_listing(client, k, tasks)
+    return problems
+
+
+#: a record's listing status (lib.lua ``ix_code``)
+_CODES = {"PENDING": "P", "IN_PROGRESS": "R", "COMPLETED": "C", "FAILED": "F"}
+
+
+async def _check_listing(client: Any, k: Any, tasks: dict[str, Any]) -> list[str]:
+    """Each task has exactly its one ``by_status`` and one ``by_command`` entry; no entry is
+    left without its task. A quarantined record (``corrupt``: its old entry could not be read)
+    is listed under its new entry only, and the old may stay behind."""
+    problems: list[str] = []
+    by_status = [_s(m) for m in await client.zrange(k.by_status, 0, -1)]
+    by_command = [_s(m) for m in await client.zrange(k.by_command, 0, -1)]
+    want_status: set[str] = set()
+    want_command: set[str] = set()
+    quarantined = set()
+    for task_id, rec in tasks.items():
+        if "corrupt" in rec:
+            quarantined.add(task_id)
+        tenant_seg, slash, _ = rec["q"].partition("/")
+        if not slash:
+            continue  # a quarantined record of an unknown queue: not listed
+        code = "D" if rec.get("loc") == "DLQ_SET" else _CODES[rec["status"]]
+        pos = f"{int(rec['createdAt']):013d}!{task_id}"
+        want_status.add(f"{tenant_seg}!{code}!{pos}")
+        if task_id not in quarantined:
+            want_command.add(f"{rec['q']}!{pos}")
+    for name, have, want in (
+        ("by_status", by_status, want_status),
+        ("by_command", by_command, want_command),
+    ):
+        for member in want - set(have):
+            problems.append(f"{name} lacks {member}")
+        for member in set(have) - want:
+            if member.rsplit("!", 1)[1] not in quarantined:
+                problems.append(f"{name} holds {member}, which no task implies")
+        if len(have) != len(set(have)):
+            problems.append(f"{name} holds a member twice")
     return problems
 
 

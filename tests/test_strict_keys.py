@@ -21,7 +21,7 @@ from importlib import resources
 import msgspec
 import pytest
 
-from codeq.domain import NewTask, TaskStatus
+from codeq.domain import ListStatus, NewTask, TaskFilter, TaskStatus
 from codeq.engine import Engine, EngineConfig
 from codeq.errors import Conflict, Forbidden
 from codeq.store.deliveries import DeliveryStore
@@ -335,6 +335,15 @@ async def exercise_tasks(engine: Engine, store: RedisStore) -> None:
     p = store.keys.partition_of(done.id)
     many = await store.get_many(p, [(ACME, done.id, True), (GLOBEX, done.id, False)])
     assert many[0] is not None and many[0].result is not None and many[1] is None
+    # listing (list_tasks): by status, by command with a status, by priority, by idempotency key
+    for flt in (
+        TaskFilter(),
+        TaskFilter(command="render", status=ListStatus.PENDING),
+        TaskFilter(priority=5),
+        TaskFilter(idempotency_key="k1"),
+    ):
+        await engine.list_tasks(ACME, flt, limit=2)
+    assert (await engine.list_tasks(ACME, TaskFilter(idempotency_key="k1"))).tasks
 
     # the DLQ: abandoned on the last attempt (claim dead-letters it), nacked on the last
     for webhook, abandon in ((None, True), (HOOK, False), (None, False)):
@@ -432,11 +441,18 @@ async def exercise_deliveries(engine: Engine, store: RedisStore) -> None:
 
     kinds = ("succeeded", "retry", "dead", "gone")
     made = [delivery(kind) for kind in kinds]
+    task_id = ""
+    while not task_id or store.keys.partition_of(task_id) != 0:  # deliveries of partition 0
+        task_id = (await engine.create(ACME, NewTask(command="cb", payload="{}"))).task.id
+    made[0] = msgspec.structs.replace(made[0], task_id=task_id)
     pairs = [(d.id, records.encode(d)) for d in made]
     # lease 0: due at once (an entry id that is not pending is acknowledged all the same)
     assert await ds.enqueue(0, "callbacks", entries or ["0-1"], 0, pairs) == [d.id for d in made]
     assert await ds.enqueue(0, "callbacks", [], 0, pairs[:1]) == []  # exists already
     assert len(await ds.claim_due(0, lease_ms=60_000, limit=10)) == 4
+    found = await ds.of_task(0, ACME, task_id, limit=10)
+    assert found is not None and [records.decode(r).id for r in found] == [made[0].id]
+    assert await ds.of_task(0, GLOBEX, task_id, limit=10) is None
     attempt = json.dumps({"at": 1, "latencyMs": 1.0, "statusCode": 500}).encode()
     items = [(d.id, kind, 60_000, attempt) for d, kind in zip(made, kinds, strict=True)]
     replies = await ds.outcomes(0, [*items, ("msg_none", "succeeded", 0, attempt)], kept=1)

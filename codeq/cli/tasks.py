@@ -9,7 +9,15 @@ from typing import Annotated, Any, TextIO
 
 import typer
 
-from codeq.cli.common import JsonFlag, Out, fail, parse_json, split_commands, state_of
+from codeq.cli.common import (
+    JsonFlag,
+    Out,
+    fail,
+    parse_json,
+    progress,
+    split_commands,
+    state_of,
+)
 from codeq.schemas import BatchCreateOut
 
 task_app = typer.Typer(help="Create, read and work tasks.", no_args_is_help=True)
@@ -91,8 +99,6 @@ def _lines(source: TextIO) -> Iterator[tuple[int, str]]:
 
 
 def _create_from_file(ctx: typer.Context, out: Out, path: Path, batch_size: int) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
     if not 1 <= batch_size <= BATCH_MAX:
         fail(f"--batch-size: must be between 1 and {BATCH_MAX}", usage=True)
     if str(path) == "-":
@@ -107,16 +113,8 @@ def _create_from_file(ctx: typer.Context, out: Out, path: Path, batch_size: int)
             total = sum(1 for line in f if line.strip())
     created = failed = 0
     errors: list[dict[str, Any]] = []
-    progress = Progress(
-        TextColumn("creating"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[failed]} failed"),
-        console=out.err,
-        transient=False,
-    )
-    with source, progress, state_of(ctx).client() as cq:
-        bar = progress.add_task("tasks", total=total, failed=0)
+    # the shared bar (codeq/cli/common.py): live on a terminal, its last state once in a pipe
+    with source, progress(out, "creating", total) as bar, state_of(ctx).client() as cq:
         batch: list[tuple[int, Any]] = []
 
         def flush() -> None:
@@ -129,7 +127,7 @@ def _create_from_file(ctx: typer.Context, out: Out, path: Path, batch_size: int)
                 failed += 1
                 if len(errors) < 100:
                     errors.append({"line": batch[e.index][0], "error": e.error, "code": e.code})
-            progress.update(bar, advance=len(batch), failed=failed)
+            bar.advance(len(batch), failed=failed)
             batch.clear()
 
         for number, line in _lines(source):
@@ -139,7 +137,7 @@ def _create_from_file(ctx: typer.Context, out: Out, path: Path, batch_size: int)
                 failed += 1
                 if len(errors) < 100:
                     errors.append({"line": number, "error": str(exc), "code": "invalid_json"})
-                progress.update(bar, advance=1, failed=failed)
+                bar.advance(1, failed=failed)
                 continue
             batch.append((number, body))
             if len(batch) >= batch_size:
@@ -155,6 +153,65 @@ def _create_from_file(ctx: typer.Context, out: Out, path: Path, batch_size: int)
     out.data(summary, human)
     if failed:
         raise typer.Exit(1)
+
+
+@task_app.command("list")
+def task_list(
+    ctx: typer.Context,
+    status: Annotated[
+        str | None, typer.Option(help="PENDING, IN_PROGRESS, COMPLETED, FAILED or DEAD.")
+    ] = None,
+    command: Annotated[str | None, typer.Option("--command", "-c", help="Command.")] = None,
+    priority: Annotated[int | None, typer.Option(help="Priority (0-9).")] = None,
+    created_after: Annotated[str | None, typer.Option(help="RFC 3339, inclusive.")] = None,
+    created_before: Annotated[str | None, typer.Option(help="RFC 3339, exclusive.")] = None,
+    idempotency_key: Annotated[str | None, typer.Option(help="Find by this key.")] = None,
+    limit: Annotated[int, typer.Option(help="Tasks per page (1-500).")] = 50,
+    cursor: Annotated[str | None, typer.Option(help="Go on from a page's nextCursor.")] = None,
+    all_pages: Annotated[
+        bool, typer.Option("--all", help="Follow the cursors to the end.")
+    ] = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """List your tenant's tasks, newest first (one page; --all for every page)."""
+    out = Out(ctx, json_out)
+    filters: dict[str, Any] = {
+        "status": status,
+        "command": command,
+        "priority": priority,
+        "created_after": created_after,
+        "created_before": created_before,
+        "idempotency_key": idempotency_key,
+        "limit": limit,
+        "cursor": cursor,
+    }
+    with state_of(ctx).client() as cq:
+        if all_pages:
+            tasks = [t for t in cq.iter_tasks(**filters)]
+            answer: Any = {"tasks": tasks, "nextCursor": None}
+        else:
+            answer = cq.list_tasks(**filters)
+
+    def human(d: Any) -> None:
+        out.table(d["tasks"], TASK_COLUMNS, title="tasks")
+        if d["nextCursor"]:
+            out.note(f"more: --cursor {d['nextCursor']}")
+
+    out.data(answer, human)
+
+
+@task_app.command("deliveries")
+def task_deliveries(ctx: typer.Context, task_id: str, json_out: JsonFlag = False) -> None:
+    """The webhooks a task caused, with their attempts."""
+    out = Out(ctx, json_out)
+    with state_of(ctx).client() as cq:
+        answer = cq.task_deliveries(task_id)
+
+    def human(d: Any) -> None:
+        cols = ("id", "kind", "eventType", "status", "attempts", "url", "createdAt")
+        out.table(d["deliveries"], cols, title=f"deliveries of {task_id}")
+
+    out.data(answer, human)
 
 
 @task_app.command("get")

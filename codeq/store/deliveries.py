@@ -26,6 +26,23 @@ from codeq.store.streams import (
 __all__ = ["DeliveryStore"]
 
 
+class _About(msgspec.Struct, rename="camel"):
+    """The one field of a delivery record the store reads: the task it is about (the task
+    index, ``dlv_task.lua``); the rest of the record, body included, is never decoded here."""
+
+    task_id: str | None = None
+
+
+_about = msgspec.json.Decoder(_About)
+
+
+def _task_of(record: bytes) -> str:
+    try:
+        return _about.decode(record).task_id or ""
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return ""
+
+
 class DeliveryStore:
     """The delivery side of a store (spec 03): consumer groups on the partition streams and the
     durable delivery schedule. Stream reads and group bookkeeping are plain commands; every
@@ -146,7 +163,7 @@ class DeliveryStore:
         for entry_id, reason in quarantined:
             args.extend((entry_id, reason))
         for delivery_id, record in deliveries:
-            args.extend((delivery_id, record))
+            args.extend((delivery_id, record, _task_of(record)))
         return [text(x) for x in await self._call("dlv_enqueue", partition, args)]
 
     async def claim_due(self, partition: int, *, lease_ms: int, limit: int) -> list[bytes]:
@@ -199,6 +216,16 @@ class DeliveryStore:
     async def get(self, partition: int, delivery_id: str) -> bytes | None:
         raw = await self._cmd("hget", self.keys.delivery(partition).records, delivery_id)
         return None if raw is None else bytes(raw)
+
+    async def of_task(
+        self, partition: int, tenant: str, task_id: str, *, limit: int
+    ) -> list[bytes] | None:
+        """The records of the deliveries a task caused (at most ``limit``); None when the task
+        is absent or another tenant's."""
+        reply = await self._call("dlv_task", partition, [tenant, task_id, limit])
+        if text(reply[0]) != "OK":
+            return None
+        return [bytes(r) for r in reply[1:]]
 
     async def dead_page(self, partition: int, *, limit: int) -> list[bytes]:
         k = self.keys.delivery(partition)

@@ -60,10 +60,12 @@ class PartitionKeys:
     expiry: str
     seq: str
     sweep_lock: str
+    by_status: str
+    by_command: str
 
     @property
     def all(self) -> tuple[str, ...]:
-        """KEYS[1..13] of every task script (see codeq/store/lua/lib.lua)."""
+        """KEYS[1..15] of every task script (see codeq/store/lua/lib.lua)."""
         return (
             self.tasks,
             self.payloads,
@@ -78,6 +80,8 @@ class PartitionKeys:
             self.expiry,
             self.seq,
             self.sweep_lock,
+            self.by_status,
+            self.by_command,
         )
 
 
@@ -94,6 +98,7 @@ class DeliveryKeys:
     poison: str
     tasks: str
     results: str
+    by_task: str
 
     @property
     def all(self) -> tuple[str, ...]:
@@ -105,6 +110,7 @@ class DeliveryKeys:
             self.poison,
             self.tasks,
             self.results,
+            self.by_task,
         )
 
 
@@ -143,6 +149,8 @@ class KeySchema:
             expiry=f"{t}:expiry",
             seq=f"{t}:seq",
             sweep_lock=f"{t}:lock:sweep",
+            by_status=f"{t}:ix:status",
+            by_command=f"{t}:ix:command",
         )
 
     def partition(self, partition: int) -> PartitionKeys:
@@ -162,6 +170,7 @@ class KeySchema:
             poison=f"{t}:dlv:poison",
             tasks=f"{t}:tasks",
             results=f"{t}:results",
+            by_task=f"{t}:dlv:task",
         )
 
     def subscriptions(self, tenant: str) -> tuple[str, str, str]:

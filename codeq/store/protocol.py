@@ -46,6 +46,8 @@ __all__ = [
     "EventStreams",
     "GetReply",
     "GroupLag",
+    "IndexPage",
+    "IndexQuery",
     "Meters",
     "NackReply",
     "PartitionGauges",
@@ -91,6 +93,38 @@ class PurgeReply(msgspec.Struct, frozen=True, kw_only=True):
     looked: int
     more: bool
     last: tuple[int, str] | None = None
+
+
+class IndexQuery(msgspec.Struct, frozen=True, kw_only=True):
+    """One partition's part of a task listing (``list_tasks.lua``): which index ranges to
+    merge, newest first, and what a task found there must also match.
+
+    ``index`` is ``"status"`` (``prefixes``: ``"<escaped tenant>!<S>"`` for each listing
+    status S) or ``"command"`` (``prefixes``: the one queue segment). ``after`` is the position
+    ``"<createdAt:13>!<id>"`` of the previous page's last task. ``"idem"``: the one task an
+    idempotency key names (KEYS[16]), with ``prefixes`` the queue segment to match, if any.
+    ``codes`` (listing statuses) and ``priority`` are checked on the records: such a page looks
+    at no more than ``bound`` index entries."""
+
+    tenant: str
+    index: str
+    prefixes: tuple[str, ...]
+    size: int
+    bound: int
+    created_from_ms: int | None = None
+    created_before_ms: int | None = None
+    after: str | None = None
+    codes: str = ""
+    priority: int | None = None
+
+
+class IndexPage(msgspec.Struct, frozen=True, kw_only=True):
+    """Tasks of one partition, newest first, with their payloads; ``reached``: the position of
+    the last index entry looked at when more may follow (every newer one was looked at), None
+    when the range ended."""
+
+    tasks: tuple[Task, ...]
+    reached: str | None = None
 
 
 class GetReply(msgspec.Struct, frozen=True, kw_only=True):
@@ -216,6 +250,13 @@ class Store(Protocol):
     async def dlq_page(
         self, partition: int, queue: str, *, cursor: str | None, size: int
     ) -> tuple[list[Task], str | None]: ...
+
+    async def list_tasks(
+        self, partition: int, query: IndexQuery, *, idempotency_key: str | None = None
+    ) -> IndexPage:
+        """One page of a tenant's tasks in one partition, from the listing indexes; with
+        ``idempotency_key`` (``query.index`` ``"idem"``), the task the key names, if any."""
+        ...
 
     async def stats(
         self, partition: int, *, tenant: str | None = None, queues: Sequence[str] = ()
@@ -365,6 +406,13 @@ class Deliveries(Protocol):
         ...
 
     async def get(self, partition: int, delivery_id: str) -> bytes | None: ...
+
+    async def of_task(
+        self, partition: int, tenant: str, task_id: str, *, limit: int
+    ) -> list[bytes] | None:
+        """The deliveries a task caused (records), at most ``limit``, in one call; None when
+        the task is absent or another tenant's."""
+        ...
 
     async def dead_page(self, partition: int, *, limit: int) -> list[bytes]:
         """The oldest dead deliveries of a partition."""

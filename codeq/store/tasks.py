@@ -18,7 +18,14 @@ from codeq.errors import CodeQError, Conflict, Forbidden, NotFound
 from codeq.store.base import ScriptStore
 from codeq.store.errors import StoreError
 from codeq.store.merge import CallMerger
-from codeq.store.protocol import CreateItem, CreateReply, GetReply, NackReply
+from codeq.store.protocol import (
+    CreateItem,
+    CreateReply,
+    GetReply,
+    IndexPage,
+    IndexQuery,
+    NackReply,
+)
 from codeq.store.records import decode_task
 from codeq.store.streams import text as _s
 
@@ -285,3 +292,26 @@ class TaskTransitions(ScriptStore):
             GetReply(task=decode_task(reply[i]), result=reply[i + 1] or None) if reply[i] else None
             for i in range(0, len(reply), 2)
         ]
+
+    async def list_tasks(
+        self, partition: int, query: IndexQuery, *, idempotency_key: str | None = None
+    ) -> IndexPage:
+        """One page of a tenant's tasks in one partition, newest first (``list_tasks.lua``)."""
+        args = [
+            query.tenant,
+            query.index,
+            ",".join(query.prefixes),
+            "" if query.created_from_ms is None else query.created_from_ms,
+            "" if query.created_before_ms is None else query.created_before_ms,
+            query.after or "",
+            query.size,
+            query.bound,
+            query.codes,
+            "" if query.priority is None else query.priority,
+        ]
+        extra = []
+        if idempotency_key is not None:
+            extra.append(self.keys.idempotency(partition, query.tenant, idempotency_key))
+        reply = await self._run("list_tasks", partition, args, extra)
+        tasks = tuple(decode_task(reply[i], reply[i + 1]) for i in range(1, len(reply), 2))
+        return IndexPage(tasks=tasks, reached=_s(reply[0]) or None)

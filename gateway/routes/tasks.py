@@ -1,5 +1,6 @@
 """Task routes (spec 02): create, batch, claim (with long poll), heartbeat, abandon, nack,
-result, get task, get result."""
+result, get task, get result; and (issue 17) the tenant's task listing and a task's
+deliveries."""
 
 from __future__ import annotations
 
@@ -10,25 +11,28 @@ import contextlib
 import re
 import secrets
 import time
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath, JSONBody, QueryParameter
 
 from codeq.auth import Identity
-from codeq.domain import Artifact, NewTask, Task
+from codeq.domain import Artifact, ListStatus, NewTask, Task, TaskFilter
 from codeq.engine import MAX_REASON
 from codeq.errors import CodeQError, Conflict, Forbidden, InvalidRequest, NotFound, TooLarge
 from codeq.ids import is_task_id
+from codeq.listing import MAX_LIST_LIMIT
 from codeq.store.keys import escape
+from deliverers import records
 from gateway.bodies import decode_body, documents, optional_body
 from gateway.errors import validation_message
 from gateway.openapi_errors import errors
+from gateway.routes.deliveries import DeliveriesOut, DeliveryOut
 from gateway.schemas import (
     MAX_DELAY_SECONDS,
     AbandonBody,
@@ -44,6 +48,7 @@ from gateway.schemas import (
     ResultBody,
     ResultOut,
     StatusOut,
+    TaskListOut,
     TaskOut,
     TaskWithResultOut,
     rfc3339,
@@ -119,6 +124,21 @@ def _task_id(task_id: str) -> str:
     if not is_task_id(task_id):
         raise NotFound(f"task {task_id[:64]!r} not found")
     return task_id
+
+
+#: the query parameters of the task listing; any other is a 400 naming it
+_LIST_PARAMS = frozenset(
+    {"status", "command", "priority", "createdAfter", "createdBefore", "idempotencyKey"}
+    | {"limit", "cursor"}
+)
+#: deliveries one task may show (a task causes one per terminal event and subscribed endpoint)
+MAX_TASK_DELIVERIES = 1000
+
+
+def _ms(at: datetime | None) -> int | None:
+    if at is None:
+        return None
+    return int((at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp() * 1000)
 
 
 def _allowed(identity: Identity, commands: list[str]) -> None:
@@ -353,6 +373,81 @@ class TaskController(Controller):
             None if out.created_at_ms is None else (out.completed_at_ms - out.created_at_ms) / 1000,
         )
         return _json(ResultOut.of(out), 200)
+
+    @get(
+        "/",
+        summary="The tenant's tasks, newest first, filtered, a page at a time",
+        description=(
+            "Every filter given must match. `status` DEAD: in the dead-letter queue (status "
+            "FAILED, lastKnownLocation DLQ_SET); FAILED lists every failed task, dead or "
+            "failed by its worker. Creation times: from `createdAfter` (inclusive) to "
+            "`createdBefore` (exclusive). `idempotencyKey` finds the task its key names while "
+            "the key is kept (idempotencyTtlSeconds). A page may hold fewer than `limit` tasks, "
+            "even none, and still have a `nextCursor`: with `priority`, or `status` together "
+            "with `command`, each partition looks at a bounded number of index entries per "
+            "page. `nextCursor` null: there is nothing after this page. An unknown parameter, "
+            "a bad value or a cursor given out for another tenant or other filters is a 400."
+        ),
+        responses={200: ok(TaskListOut, "A page of tasks"), **errors(400)},
+    )
+    async def list_tasks(
+        self,
+        request: AnyRequest,
+        status: Annotated[ListStatus | None, QueryParameter()] = None,
+        command: Annotated[str | None, QueryParameter(min_length=1, max_length=128)] = None,
+        priority: Annotated[int | None, QueryParameter(ge=0, le=9)] = None,
+        # named as in the query: Litestar's validation errors name the parameter
+        createdAfter: Annotated[datetime | None, QueryParameter()] = None,
+        createdBefore: Annotated[datetime | None, QueryParameter()] = None,
+        idempotencyKey: Annotated[str | None, QueryParameter(min_length=1, max_length=256)] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=MAX_LIST_LIMIT)] = 50,
+        cursor: Annotated[str | None, QueryParameter(min_length=1, max_length=256)] = None,
+    ) -> Response[bytes]:
+        gw = gateway_for(request)
+        identity = await gw.anyone(request)
+        unknown = sorted(set(request.query_params) - _LIST_PARAMS)
+        if unknown:
+            raise InvalidRequest(
+                f"{unknown[0][:64]}: not a filter of this listing (use "
+                + ", ".join(sorted(_LIST_PARAMS))
+                + ")",
+                field=unknown[0][:64],
+            )
+        flt = TaskFilter(
+            status=status,
+            command=command,
+            priority=priority,
+            created_from_ms=_ms(createdAfter),
+            created_before_ms=_ms(createdBefore),
+            idempotency_key=idempotencyKey,
+        )
+        page = await gw.engine.list_tasks(identity.tenant, flt, limit=limit, cursor=cursor)
+        out = TaskListOut(tasks=[TaskOut.of(t) for t in page.tasks], next_cursor=page.next_cursor)
+        return _json(out, 200)
+
+    @get(
+        "/{task_id:str}/deliveries",
+        summary="The webhooks a task caused, with their attempts",
+        responses=errors(400, 404),
+    )
+    async def task_deliveries(self, request: AnyRequest, task_id: FromPath[str]) -> DeliveriesOut:
+        gw = gateway_for(request)
+        identity = await gw.anyone(request)
+        note(request, task_id=_task_id(task_id))
+        p = gw.store.keys.partition_of(task_id)
+        raws = await gw.store.deliveries.of_task(
+            p, identity.tenant, task_id, limit=MAX_TASK_DELIVERIES
+        )
+        if raws is None:
+            raise NotFound(f"task {task_id} not found", task_id=task_id)
+        found = []
+        for raw in raws:
+            try:
+                found.append(records.decode(raw))
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                continue  # a record no reader can take is shown by the delivery DLQ routes
+        found.sort(key=lambda d: (d.created_at, d.id))
+        return DeliveriesOut(deliveries=[DeliveryOut.of(d) for d in found])
 
     @get(
         "/{task_id:str}",

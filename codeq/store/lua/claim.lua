@@ -2,7 +2,7 @@
 -- repair. One or more claims of one partition that name the same queues and lease: the store
 -- merges the claims workers make in the same instant into one call (codeq/store/merge.py);
 -- they are served in item order, exactly as if they had come one after the other.
--- KEYS[1..13] partition keys (lib.lua).
+-- KEYS[1..15] partition keys (lib.lua).
 -- ARGV[1] lease ms, ARGV[2] repair bound, ARGV[3] backoff table "ms,ms,..." (attempt 1..n),
 -- ARGV[4] DLQ retention ms, ARGV[5] m, ARGV[6..5+m] queue segments in request order,
 -- then per claim: workerId, new leaseId.
@@ -17,7 +17,8 @@
 -- Shape: the floors and head marks are read in one HMGET, the candidates of a queue in one
 -- ZRANGEBYLEX, their records in one HMGET; the ready members go in one ZREM, the head marks in
 -- one HSET, the leases in one ZADD, the records in one HSET, the payloads come in one HMGET;
--- the events and the counters stay per task and per queue.
+-- the events and the counters stay per task and per queue; the leased tasks' listing entries
+-- move from P to R in one ZREM and one ZADD.
 local now = now_ms()
 local lease_ms = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
@@ -65,6 +66,7 @@ local served = 0                -- claims answered with a task
 local removed = {}              -- the ready members taken out
 local taken_from = {}           -- queue index -> how many, and its last member
 local leases, records = {}, {}  -- ZADD and HSET arguments
+local ix_out, ix_in = {}, {}    -- the leased tasks' by_status members, before and after
 local won = {}                  -- {claim index, id} of the leased tasks, for their payloads
 local examined = 0
 while served < n and examined < n + limit do
@@ -102,10 +104,12 @@ while served < n and examined < n + limit do
         and rec.attempts >= rec.maxAttempts then
       rec.loc = 'NONE'
       to_dlq(rec, now, 'MAX_ATTEMPTS', dlq_retention)
+      ix_move(rec, 'P')
       save_rec(rec, now)
     elseif rec and rec.loc == 'PENDING_LIST' and rec.status == 'PENDING' then
       served = served + 1
       local claim = claims[served]
+      ix_out[#ix_out + 1] = ix_status_member(rec, 'P')
       rec.loc = 'INPROG_SET'
       rec.status = 'IN_PROGRESS'
       rec.attempts = rec.attempts + 1
@@ -117,6 +121,8 @@ while served < n and examined < n + limit do
       qcount(rec.q, 'leased', 1)
       emit('task.claimed', rec, now, {'workerId', claim.worker, 'attempt', rec.attempts})
       rec.updatedAt = now
+      ix_in[#ix_in + 1] = 0
+      ix_in[#ix_in + 1] = ix_status_member(rec, 'R')
       local raw = cjson.encode(rec)
       records[#records + 1] = c.id
       records[#records + 1] = raw
@@ -141,6 +147,8 @@ if #won > 0 then
   bulk('ZADD', K.leased, leases)
   lower_floor('!leased_floor', now + lease_ms)
   bulk('HSET', K.tasks, records)
+  redis.call('ZREM', K.by_status, unpack(ix_out))  -- at most one per claim of the call
+  bulk('ZADD', K.by_status, ix_in)
   local payloads = redis.call('HMGET', K.payloads, unpack(won))
   for k = 1, #won do out[k][3] = payloads[k] or '' end
 end

@@ -1,7 +1,7 @@
 -- create.lua: create one or more tasks in one partition: a batch, or single creates that
 -- arrived together (the store merges concurrent creates of a partition into one call, at most
 -- MAX_SCRIPT_ITEMS items, see codeq/store/merge.py).
--- KEYS[1..13] partition keys (lib.lua); KEYS[14..] idempotency keys named by the items.
+-- KEYS[1..15] partition keys (lib.lua); KEYS[16..] idempotency keys named by the items.
 -- ARGV[1] idempotency TTL ms; ARGV[2] n; then per item 6 values:
 --   record JSON (id, command, q, tenant, priority, maxAttempts, webhook?, idempotencyKey?,
 --   traceParent?, traceState?, payloadHash), payload JSON text, runAt ms or '',
@@ -10,6 +10,7 @@
 -- Two items with the same idempotency key: the first creates, the second is its DUP (or a
 -- CONFLICT), exactly as if they had come one after the other.
 -- Events: task.created, then task.ready when visible at once (per task, in item order).
+-- Listing: every new task joins by_status (as P) and by_command, in one ZADD each per call.
 --
 -- Shape: every item is read and decided before the first write, then the writes are grouped:
 -- one HSET of the records, one of the payloads, one ZADD per sorted set, one INCRBY of seq, and
@@ -87,6 +88,7 @@ end
 
 -- 3. write: events one by one (stream order is item order), everything else grouped
 local records, payloads, ready, delayed = {}, {}, {}, {}
+local by_status, by_command = {}, {}
 local soonest = nil  -- the earliest visibility among the delayed ones
 for _, task in ipairs(new) do
   local rec = task.rec
@@ -116,6 +118,10 @@ for _, task in ipairs(new) do
     emit('task.ready', rec, now, {'depth', s.depth, 'wasEmpty', was_empty})
   end
   rec.updatedAt = now
+  by_status[#by_status + 1] = 0
+  by_status[#by_status + 1] = ix_status_member(rec, 'P')
+  by_command[#by_command + 1] = 0
+  by_command[#by_command + 1] = ix_command_member(rec)
   task.raw = cjson.encode(rec)
   records[#records + 1] = rec.id
   records[#records + 1] = task.raw
@@ -128,6 +134,8 @@ bulk('HSET', K.payloads, payloads)
 bulk('HSET', K.tasks, records)
 bulk('ZADD', K.ready, ready)
 bulk('ZADD', K.delayed, delayed)
+bulk('ZADD', K.by_status, by_status)
+bulk('ZADD', K.by_command, by_command)
 if soonest then lower_floor('!delayed_floor', soonest) end
 for _, q in ipairs(order) do
   local s = queues[q]

@@ -1,5 +1,5 @@
 -- dlq_page.lua: one page of a queue's dead tasks, oldest death first. Read-only.
--- KEYS[1..13] partition keys (lib.lua).
+-- KEYS[1..15] partition keys (lib.lua).
 -- ARGV[1] queue segment, ARGV[2] cursor (the last member of the previous page) or '',
 -- ARGV[3] page size.
 -- Returns {next cursor or '', record, record, ...}.

@@ -1,6 +1,6 @@
 -- dlv_lib.lua: helpers shared by the delivery scripts; prepended to each when it is loaded.
 --
--- KEYS[1..7] of every delivery script are the fixed delivery keys of ONE partition, in this
+-- KEYS[1..8] of every delivery script are the fixed delivery keys of ONE partition, in this
 -- order (codeq/store/keys.py, DeliveryKeys.all):
 --   events   the partition's event stream (consumer groups callbacks, notifier, endpoints)
 --   records  hash  delivery id -> record JSON (target, body, attempts log, status)
@@ -8,9 +8,10 @@
 --   dead     zset  delivery id, score = time of death ms (the delivery DLQ)
 --   poison   list  stream entries set aside after too many receives
 --   tasks, results  the task hashes (read-only here)
+--   by_task  zset  score 0, member "<task id>!<delivery id>": the deliveries a task caused
 local D = {
   events = KEYS[1], records = KEYS[2], due = KEYS[3], dead = KEYS[4], poison = KEYS[5],
-  tasks = KEYS[6], results = KEYS[7],
+  tasks = KEYS[6], results = KEYS[7], by_task = KEYS[8],
 }
 
 local function now_ms()

@@ -1,6 +1,6 @@
 -- dlv_outcome.lua: record attempts of deliveries and decide where each goes next (the attempts
 -- that ended in the same instant share one call).
--- KEYS[1..7] delivery keys (dlv_lib.lua).
+-- KEYS[1..8] delivery keys (dlv_lib.lua).
 -- ARGV[1] attempts kept; then quadruples: delivery id, outcome ('succeeded' | 'retry' | 'dead'
 -- | 'gone'), delay ms until the next attempt (retry), attempt JSON.
 -- Each record's attempt count grows by one, or to the attempts begun (`started`) when one

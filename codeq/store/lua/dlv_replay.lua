@@ -1,5 +1,5 @@
 -- dlv_replay.lua: attempt deliveries again now (retry of one, or replay of dead ones).
--- KEYS[1..7] delivery keys (dlv_lib.lua).
+-- KEYS[1..8] delivery keys (dlv_lib.lua).
 -- ARGV[1] tenant ('' = any, super-admin), ARGV[2] limit, ARGV[3..] delivery ids (none = the
 -- oldest dead deliveries, up to the limit). Deliveries of another tenant are skipped; a
 -- succeeded delivery is sent again only when named.

@@ -1,5 +1,5 @@
 -- gauges.lua: what /metrics reads from one partition at scrape time, in one call. Read-only.
--- KEYS[1..13] partition keys (lib.lua), KEYS[14] the delivery schedule (dlv:due), KEYS[15]
+-- KEYS[1..15] partition keys (lib.lua), KEYS[16] the delivery schedule (dlv:due), KEYS[17]
 -- the delivery DLQ (dlv:dead) of the same partition (keys.py, DeliveryKeys).
 -- ARGV: none.
 -- Queue depths come from the queue registry like stats.lua, summed per command over tenants
@@ -11,7 +11,7 @@
 --          {group, lag (-1 when the server cannot tell), pending, group, ...},
 --          {command, ready, delayed, inProgress, dlq, command, ...}}.
 local LAG_COUNTED = 100
-local deliveries = {redis.call('ZCARD', KEYS[14]), redis.call('ZCARD', KEYS[15])}
+local deliveries = {redis.call('ZCARD', KEYS[16]), redis.call('ZCARD', KEYS[17])}
 local groups = {}
 if redis.call('EXISTS', K.events) == 1 then
   for _, g in ipairs(redis.call('XINFO', 'GROUPS', K.events)) do

@@ -1,5 +1,5 @@
 -- get.lua: read a task (and optionally its payload and result) of one tenant. Read-only.
--- KEYS[1..13] partition keys (lib.lua).
+-- KEYS[1..15] partition keys (lib.lua).
 -- ARGV[1] tenant, ARGV[2] task id, ARGV[3] '1' to include the payload, ARGV[4] '1' for the result.
 -- Returns {'OK', record, payload or '', result or ''} | {'NOT_FOUND'} (absent or another tenant).
 local rec, raw = load_rec(ARGV[2])

@@ -1,6 +1,6 @@
 -- get_many.lua: read several tasks of one partition, each with its result when asked (what a
 -- deliverer needs for a batch of events: one call, not one per event). Read-only.
--- KEYS[1..13] partition keys (lib.lua).
+-- KEYS[1..15] partition keys (lib.lua).
 -- ARGV triples: tenant, task id, '1' to include the result.
 -- Returns {record or '', result or '', ...}, two per triple; '' for a task that is absent or
 -- another tenant's.

@@ -1,5 +1,5 @@
 -- heartbeat.lua: extend the lease of an in-progress task, lease holder only.
--- KEYS[1..13] partition keys (lib.lua).
+-- KEYS[1..15] partition keys (lib.lua).
 -- ARGV[1] tenant, ARGV[2] task id, ARGV[3] workerId, ARGV[4] leaseId or '', ARGV[5] extend ms.
 -- Returns {'OK', record} | {'NOT_FOUND'} | {'NOT_OWNER'} | {'NOT_IN_PROGRESS', status}
 --       | {'LEASE_MISMATCH'} | {'LEASE_EXPIRED'}.

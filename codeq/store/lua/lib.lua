@@ -1,8 +1,8 @@
 -- lib.lua: helpers shared by every task script; prepended to each script when it is loaded.
 --
--- KEYS[1..13] of every task script are the fixed keys of ONE partition, in this order (see
+-- KEYS[1..15] of every task script are the fixed keys of ONE partition, in this order (see
 -- codeq/store/keys.py, PartitionKeys.all). Scripts that need more (idempotency keys) take them
--- from KEYS[14..]. Every key a script touches is declared, so KVRocks can run scripts in
+-- from KEYS[16..]. Every key a script touches is declared, so KVRocks can run scripts in
 -- parallel with lua-strict-key-accessing, and Redis Cluster sees a single slot.
 --
 -- Structures of a partition:
@@ -25,10 +25,17 @@
 --   expiry   zset  terminal ids, score = purge time ms
 --   seq      string counter giving FIFO order inside a priority
 --   lock     string sweeper lock
+--   by_status  zset score 0, member "<esc tenant>!<S>!<createdAt:13>!<id>", S the task's
+--                  listing status (`ix_code`): the tenant's tasks of one status, newest last
+--   by_command zset score 0, member "<q>!<createdAt:13>!<id>": the tasks of one queue
+--                  (the listing indexes of issue 17: every transition that changes S moves the
+--                  task's by_status member in the same script; by_command is written by create
+--                  and removed by purge only, a task's command never changes)
 local K = {
   tasks = KEYS[1], payloads = KEYS[2], results = KEYS[3], ready = KEYS[4],
   delayed = KEYS[5], leased = KEYS[6], dlq = KEYS[7], queues = KEYS[8], qstats = KEYS[9],
   events = KEYS[10], expiry = KEYS[11], seq = KEYS[12], lock = KEYS[13],
+  by_status = KEYS[14], by_command = KEYS[15],
 }
 
 local function int(x)
@@ -129,6 +136,51 @@ local function bulk(cmd, key, flat)
   for i = 1, #flat, 1000 do
     redis.call(cmd, key, unpack(flat, i, math.min(i + 999, #flat)))
   end
+end
+
+-- The listing indexes (issue 17). A task's listing status S: P (PENDING), R (IN_PROGRESS),
+-- C (COMPLETED), F (FAILED by a worker's result) or D (FAILED and in the DLQ: "DEAD").
+local IX_CODES = {PENDING = 'P', IN_PROGRESS = 'R', COMPLETED = 'C', FAILED = 'F'}
+
+local function ix_code(rec)
+  if rec.loc == 'DLQ_SET' then return 'D' end
+  return IX_CODES[rec.status]
+end
+
+-- "<createdAt:13>!<id>": where a task sorts in every listing (the same in both indexes).
+local function ix_position(rec)
+  return string.format('%013d', rec.createdAt) .. '!' .. rec.id
+end
+
+-- The task's by_status member for status code `code`; nil when the record has no tenant
+-- segment (a quarantined record of an unknown queue) or no creation time.
+local function ix_status_member(rec, code)
+  local t = string.match(rec.q, '^([^/]*)/')
+  if not t or not rec.createdAt or not code then return nil end
+  return t .. '!' .. code .. '!' .. ix_position(rec)
+end
+
+local function ix_command_member(rec)
+  if not rec.createdAt then return nil end
+  return rec.q .. '!' .. ix_position(rec)
+end
+
+-- A transition moved `rec` from listing status `was` to its status now: move its member.
+local function ix_move(rec, was)
+  local now_code = ix_code(rec)
+  if now_code == was then return end
+  local old = ix_status_member(rec, was)
+  if old then redis.call('ZREM', K.by_status, old) end
+  local new = ix_status_member(rec, now_code)
+  if new then redis.call('ZADD', K.by_status, 0, new) end
+end
+
+-- A task leaves both indexes (purge). `code`: its listing status.
+local function ix_remove(rec, code)
+  local m = ix_status_member(rec, code)
+  if m then redis.call('ZREM', K.by_status, m) end
+  m = ix_command_member(rec)
+  if m then redis.call('ZREM', K.by_command, m) end
 end
 
 -- Add `delta` to one of a queue's depth counters; returns the new depth.
@@ -253,6 +305,7 @@ local function quarantine(id, raw, q, now, retention_ms)
                maxAttempts = 1, createdAt = now, corrupt = string.sub(raw, 1, 4096)}
   rec.loc = 'NONE'
   to_dlq(rec, now, 'UNDECODABLE_RECORD', retention_ms)
+  ix_move(rec, nil)  -- listed under its queue's tenant from now (its old entry, unreadable, stays)
   save_rec(rec, now)
   return rec
 end
@@ -334,6 +387,7 @@ local function expire_leases(now, limit, delays, dlq_retention_ms, from_start, k
       local gone = quarantine(id, raw, nil, now, dlq_retention_ms)
       if gone.q ~= UNKNOWN_QUEUE then qcount(gone.q, 'leased', -1) end
     elseif rec and rec.loc == 'INPROG_SET' then
+      local was = ix_code(rec)
       leave_current(rec)
       emit('task.lease_expired', rec, now, {'attempt', rec.attempts, 'workerId', rec.workerId or ''})
       clear_lease(rec)
@@ -344,6 +398,7 @@ local function expire_leases(now, limit, delays, dlq_retention_ms, from_start, k
         local d = delay_for(delays, rec.attempts)
         if d <= 0 then make_ready(rec, now) else make_delayed(rec, now + d) end
       end
+      ix_move(rec, was)
       save_rec(rec, now)
     else
       redis.call('ZREM', K.leased, id)
@@ -375,6 +430,7 @@ local function purge_expired(before, limit, tenant, after_score, after_member)
     if tenant and (poison or (rec and rec.tenant ~= tenant)) then
       -- another tenant's task (or one nobody can read): not ours to touch
     elseif rec and (rec.status == 'COMPLETED' or rec.status == 'FAILED') then
+      ix_remove(rec, ix_code(rec))
       leave_current(rec)
       redis.call('HDEL', K.tasks, id)
       redis.call('HDEL', K.payloads, id)

@@ -1,5 +1,5 @@
 -- requeue_dlq.lua: move dead-lettered tasks of one queue back to ready, attempts reset to 0.
--- KEYS[1..13] partition keys (lib.lua).
+-- KEYS[1..15] partition keys (lib.lua).
 -- ARGV[1] tenant, ARGV[2] queue segment, ARGV[3] bound, ARGV[4..] task ids (none = the oldest
 -- dead tasks of the queue, up to the bound).
 -- Ids that are not dead tasks of this tenant's queue are skipped.
@@ -25,6 +25,7 @@ for _, id in ipairs(ids) do
     rec.error = nil
     rec.deadAt = nil
     make_ready(rec, now)
+    ix_move(rec, 'D')
     save_rec(rec, now)
     done[1] = done[1] + 1
     done[#done + 1] = id

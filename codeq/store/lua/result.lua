@@ -2,14 +2,15 @@
 -- One or more results of one partition: the store merges the results workers send in the same
 -- instant into one call (codeq/store/merge.py), each still checked and applied on its own, in
 -- item order, exactly as if they had come one after the other.
--- KEYS[1..13] partition keys (lib.lua).
+-- KEYS[1..15] partition keys (lib.lua).
 -- ARGV[1] n; then per item 8 values: tenant, task id, workerId, leaseId or '',
 --   'COMPLETED' | 'FAILED', result JSON text (stored as is), error or '', retention ms.
 -- Returns one entry per item: {'OK', record} | an owner error (see heartbeat.lua).
 -- Events: task.completed or task.failed (with webhook when the task has one).
 -- Shape: the records are read in one HMGET and written in one HSET, the results in one HSET,
 -- the leases removed in one ZREM and the expiry entries added in one ZADD; the events and the
--- leased counters stay per task and per queue.
+-- leased counters stay per task and per queue; the listing entries move from R to C or F in
+-- one ZREM and one ZADD.
 local now = now_ms()
 local n = tonumber(ARGV[1])
 local out = {}
@@ -18,6 +19,7 @@ for i = 1, n do ids[i] = ARGV[2 + (i - 1) * 8 + 1] end
 local raws = redis.call('HMGET', K.tasks, unpack(ids))
 local recs = {}  -- id -> the record as this call has left it (a task named twice sees the first)
 local records, results, expiry = {}, {}, {}
+local ix_out, ix_in = {}, {}  -- by_status members, before and after
 local leases, queues = {}, {}  -- queue -> ids whose lease goes; the queues in first-seen order
 for i = 1, n do
   local b = 2 + (i - 1) * 8
@@ -34,6 +36,7 @@ for i = 1, n do
       local mine = leases[rec.q]
       mine[#mine + 1] = id
     end
+    ix_out[#ix_out + 1] = ix_status_member(rec, ix_code(rec))
     rec.loc = 'NONE'
     rec.status = ARGV[b + 4]
     rec.leaseId = nil
@@ -54,6 +57,8 @@ for i = 1, n do
       emit('task.failed', rec, now, extra)
     end
     rec.updatedAt = now
+    ix_in[#ix_in + 1] = 0
+    ix_in[#ix_in + 1] = ix_status_member(rec, ix_code(rec))
     local raw = cjson.encode(rec)
     recs[id] = rec
     records[#records + 1] = id
@@ -68,4 +73,8 @@ end
 bulk('HSET', K.results, results)
 bulk('ZADD', K.expiry, expiry)
 bulk('HSET', K.tasks, records)
+if #ix_out > 0 then
+  redis.call('ZREM', K.by_status, unpack(ix_out))  -- at most one per result of the call
+  bulk('ZADD', K.by_status, ix_in)
+end
 return out

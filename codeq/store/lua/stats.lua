@@ -1,5 +1,5 @@
 -- stats.lua: depths of the queues of one partition, from the queue registry. Read-only.
--- KEYS[1..13] partition keys (lib.lua).
+-- KEYS[1..15] partition keys (lib.lua).
 -- ARGV[1] 'all' | 'prefix' | 'list'; ARGV[2..] for 'prefix' one queue-segment prefix (a
 -- tenant's "escaped-tenant/"), for 'list' the queue segments wanted.
 -- Returns a flat list: q, registry JSON, ready, delayed, inProgress, dlq, q, ...

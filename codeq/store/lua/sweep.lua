@@ -1,5 +1,5 @@
 -- sweep.lua: the sweeper's pass over one partition, under the partition's sweep lock.
--- KEYS[1..13] partition keys (lib.lua); KEYS[13] is the lock.
+-- KEYS[1..15] partition keys (lib.lua); KEYS[13] is the lock.
 -- ARGV[1] lock token (the sweeping process), ARGV[2] lock ms, ARGV[3] bound per step,
 -- ARGV[4] backoff table "ms,ms,...", ARGV[5] DLQ retention ms.
 -- The lock is re-entrant for its holder, so a pass that hit its bound can go on at once.

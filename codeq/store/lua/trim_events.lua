@@ -1,6 +1,6 @@
 -- trim_events.lua: trim the partition's event stream, never past what a consumer group has
 -- not yet acknowledged.
--- KEYS[1..13] partition keys (lib.lua); only KEYS[10] (events) is touched.
+-- KEYS[1..15] partition keys (lib.lua); only KEYS[10] (events) is touched.
 -- ARGV[1] time floor ms: entries older than this may go once every group is past them.
 -- Exact MINID trimming (KVRocks rejects '~').
 -- Returns {removed, threshold id}.

@@ -1,0 +1,168 @@
+"""Listing a tenant's tasks (issue 17): pages from the listing indexes the transition scripts
+keep (``by_status``, ``by_command``: see ``codeq/store/lua/lib.lua``), merged over partitions,
+newest first, behind an opaque cursor.
+
+The plan of a page, by filter:
+
+- ``idempotencyKey``: the key names at most one task (while the key is kept,
+  ``idempotencyTtlSeconds``); one call to the key's partition.
+- ``command`` (with any other filter): the queue's range of ``by_command``; a ``status`` or
+  ``priority`` filter is checked on the records, looking at no more than ``scan_bound``
+  entries per partition and page.
+- otherwise the tenant's ranges of ``by_status``, one per listing status asked for (all five
+  without ``status``), merged; ``priority`` is checked on the records as above.
+
+Creation times bound every range directly. A partition answers with where it stopped
+(``reached``); the page keeps what is at or above the newest of those, so no partition's task is
+ever skipped, and the cursor goes on from there. The cursor is base64url of a msgpack array
+(version, scope, position) and a keyed BLAKE2b tag: the scope is a digest of the tenant and the
+filters, so a cursor of another tenant or another filter is refused, and the tag refuses any
+cursor this service did not write (400).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import re
+
+import msgspec
+
+from codeq.domain import ListStatus, Task, TaskFilter, TaskPage
+from codeq.errors import InvalidRequest
+from codeq.ids import is_task_id
+from codeq.store.keys import escape, queue_segment
+from codeq.store.protocol import IndexPage, IndexQuery, Store
+
+__all__ = ["MAX_LIST_LIMIT", "SCAN_BOUND", "TaskLister"]
+
+MAX_LIST_LIMIT = 500
+#: index entries one partition looks at per page when a filter has no index of its own
+SCAN_BOUND = 2000
+
+#: listing status -> the codes of ``by_status`` (lib.lua ``ix_code``)
+_CODES = {
+    ListStatus.PENDING: "P",
+    ListStatus.IN_PROGRESS: "R",
+    ListStatus.COMPLETED: "C",
+    ListStatus.FAILED: "FD",
+    ListStatus.DEAD: "D",
+}
+_ALL_CODES = "PRCFD"
+_POSITION = re.compile(r"[0-9]{13}![0-9a-f-]{36}")
+_TAG_BYTES = 16
+_BAD_CURSOR = "cursor: not a cursor this service gave out for this tenant and these filters"
+
+
+class _Cursor(msgspec.Struct, array_like=True, frozen=True):
+    version: int
+    scope: bytes  # digest of the tenant and the filters
+    at: str  # "<createdAt:13>!<id>" of the last task looked at
+
+
+def _position(task: Task) -> str:
+    return f"{task.created_at_ms:013d}!{task.id}"
+
+
+class TaskLister:
+    """Pages of a tenant's tasks over a :class:`~codeq.store.protocol.Store`.
+
+    ``cursor_key`` keys the cursors' tags: a per-deployment secret makes them unforgeable;
+    whatever the key, a cursor only ever positions a listing inside the caller's own tasks,
+    because every index range a page reads starts with the caller's tenant."""
+
+    def __init__(self, store: Store, *, cursor_key: bytes, scan_bound: int = SCAN_BOUND) -> None:
+        self.store = store
+        self.keys = store.keys
+        self._key = hashlib.sha256(b"codeq task listing cursor\0" + cursor_key).digest()
+        self.scan_bound = scan_bound
+
+    # -- cursors ------------------------------------------------------------------------
+
+    def _scope(self, tenant: str, flt: TaskFilter) -> bytes:
+        text = msgspec.msgpack.encode((tenant, msgspec.to_builtins(flt)))
+        return hashlib.blake2b(text, key=self._key, digest_size=12).digest()
+
+    def _tag(self, body: bytes) -> bytes:
+        return hmac.digest(self._key, body, "sha256")[:_TAG_BYTES]
+
+    def encode_cursor(self, tenant: str, flt: TaskFilter, at: str) -> str:
+        body = msgspec.msgpack.encode(_Cursor(version=1, scope=self._scope(tenant, flt), at=at))
+        return base64.urlsafe_b64encode(body + self._tag(body)).decode().rstrip("=")
+
+    def decode_cursor(self, tenant: str, flt: TaskFilter, cursor: str) -> str:
+        """The position a cursor goes on after; InvalidRequest (field ``cursor``) for anything
+        this service did not write for this tenant and these filters."""
+        bad = InvalidRequest(_BAD_CURSOR, field="cursor", code="invalid_cursor")
+        if not 1 <= len(cursor) <= 256:
+            raise bad
+        try:
+            raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        except ValueError:
+            raise bad from None
+        body, tag = raw[:-_TAG_BYTES], raw[-_TAG_BYTES:]
+        if len(raw) <= _TAG_BYTES or not hmac.compare_digest(tag, self._tag(body)):
+            raise bad
+        try:
+            c = msgspec.msgpack.decode(body, type=_Cursor)
+        except msgspec.DecodeError:
+            raise bad from None
+        if c.version != 1 or not hmac.compare_digest(c.scope, self._scope(tenant, flt)):
+            raise bad
+        if not _POSITION.fullmatch(c.at) or not is_task_id(c.at[14:]):
+            raise bad
+        return c.at
+
+    # -- pages --------------------------------------------------------------------------
+
+    def _query(self, tenant: str, flt: TaskFilter, limit: int, after: str | None) -> IndexQuery:
+        codes = _CODES[flt.status] if flt.status is not None else ""
+        prefixes: tuple[str, ...]
+        if flt.idempotency_key is not None or flt.command is not None:
+            index = "idem" if flt.idempotency_key is not None else "command"
+            prefixes = () if flt.command is None else (queue_segment(tenant, flt.command),)
+        else:
+            index, t = "status", escape(tenant)
+            prefixes, codes = tuple(f"{t}!{c}" for c in (codes or _ALL_CODES)), ""
+        return IndexQuery(
+            tenant=tenant,
+            index=index,
+            prefixes=prefixes,
+            size=limit,
+            bound=self.scan_bound,
+            created_from_ms=flt.created_from_ms,
+            created_before_ms=flt.created_before_ms,
+            after=after,
+            codes=codes,
+            priority=flt.priority,
+        )
+
+    async def page(
+        self, tenant: str, flt: TaskFilter, *, limit: int, cursor: str | None
+    ) -> TaskPage:
+        """One page, newest first: one script call per partition (concurrently), one in all
+        for an idempotency key."""
+        after = None if cursor is None else self.decode_cursor(tenant, flt, cursor)
+        query = self._query(tenant, flt, limit, after)
+        pages: list[IndexPage]
+        if flt.idempotency_key is not None:
+            p = self.keys.idempotency_partition(tenant, flt.idempotency_key)
+            pages = [await self.store.list_tasks(p, query, idempotency_key=flt.idempotency_key)]
+        else:
+            pages = list(
+                await asyncio.gather(
+                    *(self.store.list_tasks(p, query) for p in range(self.keys.partitions))
+                )
+            )
+        # every partition looked at everything at or above the newest place one stopped at
+        frontier = max((pg.reached for pg in pages if pg.reached is not None), default=None)
+        found = sorted((t for pg in pages for t in pg.tasks), key=_position, reverse=True)
+        if frontier is not None:
+            found = [t for t in found if _position(t) >= frontier]
+        tasks = tuple(found[:limit])
+        nxt = _position(tasks[-1]) if len(found) > limit else frontier
+        return TaskPage(
+            tasks=tasks, next_cursor=None if nxt is None else self.encode_cursor(tenant, flt, nxt)
+        )
