@@ -25,8 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-import yaml
-
 __all__ = ["FIELDS", "Profile", "ProfileError", "Profiles", "config_dir", "resolve"]
 
 DEFAULT_BASE_URL: Final = "http://127.0.0.1:8080"
@@ -77,6 +75,8 @@ class Profiles:
         self.path = path
         self.data: dict[str, Any] = {"current": "default", "profiles": {}}
         if path.exists():
+            import yaml  # only when there is a file: a CLI command starts faster without it
+
             try:
                 loaded = yaml.safe_load(path.read_text()) or {}
             except (OSError, yaml.YAMLError) as exc:
@@ -111,6 +111,8 @@ class Profiles:
             self.data["current"] = name
 
     def save(self) -> None:
+        import yaml
+
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = self.path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

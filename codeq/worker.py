@@ -23,6 +23,15 @@ What happens to a claimed task:
   lease gone (404/409: it expired and someone else holds the task), ``job.lease_lost`` is set
   and the answer is not sent.
 
+Every task handled gets one log line (logger ``codeq.worker``, INFO): its id, command,
+outcome (``completed``, ``failed``, ``nacked``, ``abandoned``, ``lost``: the lease was gone, or
+``unsent``: the answer could not be sent) and how long it took.
+
+Credentials the server refuses (401, or 403 on the claim) are not a blip to wait out: after
+``max_rejections`` refused claims in a row the worker stops and :meth:`Worker.run` raises that
+error (:class:`~codeq.errors.Unauthorized` or :class:`~codeq.errors.Forbidden`). A server that
+cannot be reached is waited for, with backoff.
+
 Stopping: :meth:`Worker.stop` stops claiming at once (an open long poll is cancelled; the
 server gives back a task claimed for a request that went away). With ``abandon=False`` the
 running handlers finish within ``grace`` seconds; whatever is still running then is abandoned
@@ -36,21 +45,24 @@ import contextlib
 import inspect
 import logging
 import signal
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
 from codeq.client import AsyncCodeQClient, Unavailable
-from codeq.errors import CodeQError, Conflict, NotFound, RateLimited
+from codeq.errors import CodeQError, Conflict, Forbidden, NotFound, RateLimited, Unauthorized
 from codeq.schemas import TaskOut
 
-__all__ = ["Job", "NonRetryable", "Worker"]
+__all__ = ["Job", "NonRetryable", "Outcome", "Worker", "WorkerStats"]
 
 log = logging.getLogger("codeq.worker")
 
 Handler = Callable[["Job"], Any]
+#: What became of a task (a field of :class:`WorkerStats`).
+Outcome = Literal["completed", "failed", "nacked", "abandoned", "lost", "unsent"]
 
 
 class NonRetryable(Exception):
@@ -106,12 +118,20 @@ def _reason(exc: BaseException) -> str:
 
 @dataclass
 class WorkerStats:
+    """How many tasks were claimed, and what became of them."""
+
     claimed: int = 0
     completed: int = 0
     failed: int = 0
     nacked: int = 0
     abandoned: int = 0
     lost: int = 0
+    unsent: int = 0
+
+    @property
+    def unsuccessful(self) -> int:
+        """Tasks whose handler failed, or whose answer did not reach the server."""
+        return self.failed + self.nacked + self.lost + self.unsent
 
 
 class Worker:
@@ -126,6 +146,7 @@ class Worker:
         wait_seconds: float = 20.0,
         non_retryable: Iterable[type[BaseException]] = (),
         max_tasks: int | None = None,
+        max_rejections: int = 3,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
@@ -133,18 +154,23 @@ class Worker:
             raise ValueError("lease_seconds must be between 1 and 86400")
         if not 0 <= wait_seconds <= 30:
             raise ValueError("wait_seconds must be between 0 and 30")
+        if max_rejections < 1:
+            raise ValueError("max_rejections must be >= 1")
         self.client = client
         self.concurrency = concurrency
         self.lease_seconds = lease_seconds
         self.wait_seconds = wait_seconds
         self.non_retryable: tuple[type[BaseException], ...] = (NonRetryable, *non_retryable)
         self.max_tasks = max_tasks
+        self.max_rejections = max_rejections
         self.stats = WorkerStats()
+        self._rejections = 0
+        self._rejected: Unauthorized | Forbidden | None = None
         self._handlers: dict[str, Handler] = {}
         self._stopping = asyncio.Event()
         self._abandon = False
         self._grace = 30.0
-        self._running: dict[str, asyncio.Task[None]] = {}
+        self._running: dict[str, asyncio.Task[tuple[Outcome, str]]] = {}
         self._started = 0
 
     # -- set-up -------------------------------------------------------------------------
@@ -174,7 +200,9 @@ class Worker:
     # -- running ------------------------------------------------------------------------
 
     async def run(self) -> WorkerStats:
-        """Claim and handle tasks until :meth:`stop` (or ``max_tasks`` handled)."""
+        """Claim and handle tasks until :meth:`stop` (or ``max_tasks`` handled). Raises
+        :class:`~codeq.errors.Unauthorized` or :class:`~codeq.errors.Forbidden` when the server
+        refused ``max_rejections`` claims in a row (running tasks are finished first)."""
         if not self._handlers:
             raise ValueError("no handlers: register one with @worker.handler(COMMAND)")
         slots = [
@@ -187,6 +215,8 @@ class Worker:
             for slot in slots:
                 slot.cancel()
             await asyncio.gather(*slots, return_exceptions=True)
+        if self._rejected is not None:
+            raise self._rejected
         return self.stats
 
     def stop(self, *, abandon: bool = False, grace: float = 30.0) -> None:
@@ -237,12 +267,27 @@ class Worker:
             assert isinstance(task, TaskOut)
             self._started += 1
             self.stats.claimed += 1
+            started = time.monotonic()
             job = asyncio.create_task(self._handle(task), name=f"codeq-task-{task.id}")
             self._running[task.id] = job
             try:
-                await self._finish(job, task)
+                outcome, reason = await self._finish(job, task)
             finally:
                 self._running.pop(task.id, None)
+            log.info(
+                "task %s %s %s in %.2f s%s",
+                task.id,
+                task.command,
+                outcome,
+                time.monotonic() - started,
+                f": {reason}" if reason else "",
+                extra={
+                    "task_id": task.id,
+                    "command": task.command,
+                    "outcome": outcome,
+                    "seconds": round(time.monotonic() - started, 3),
+                },
+            )
 
     async def _claim(self) -> TaskOut | bool | None:
         """A task, ``None`` (nothing ready or stopping) or ``False`` (the server is not
@@ -263,20 +308,39 @@ class Worker:
                 await claim
             return None
         try:
-            return claim.result()
+            task = claim.result()
         except RateLimited as exc:
             await self._pause(exc.retry_after)
             return None
+        except (Unauthorized, Forbidden) as exc:
+            self._rejections += 1
+            log.warning(
+                "claim refused (%s, %d of %d): %s",
+                exc.code,
+                self._rejections,
+                self.max_rejections,
+                exc.message,
+            )
+            if self._rejections >= self.max_rejections:
+                self._rejected = exc
+                self._stopping.set()
+                return None
+            return False
         except (Unavailable, CodeQError) as exc:
             log.warning("claim failed: %s", exc)
             return False
+        self._rejections = 0
+        return task
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
 
-    async def _finish(self, job: asyncio.Task[None], task: TaskOut) -> None:
-        """Wait for the handler; on a stop, give it ``grace`` seconds, then abandon."""
+    async def _finish(
+        self, job: asyncio.Task[tuple[Outcome, str]], task: TaskOut
+    ) -> tuple[Outcome, str]:
+        """Wait for the handler; on a stop, give it ``grace`` seconds, then abandon. Returns
+        what became of the task, and why (a failure's reason)."""
         stopping = asyncio.create_task(self._stopping.wait())
         try:
             await asyncio.wait({job, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -289,9 +353,10 @@ class Worker:
         finally:
             stopping.cancel()
         if job.cancelled():
-            await self._report(self.client.abandon(task), "abandoned")
+            return await self._report(self.client.abandon(task), "abandoned"), ""
+        return job.result()
 
-    async def _handle(self, task: TaskOut) -> None:
+    async def _handle(self, task: TaskOut) -> tuple[Outcome, str]:
         fn = self._handlers.get(task.command)
         job = Job(task=task, payload=_decode_payload(task))
         beats = asyncio.create_task(self._heartbeats(job))
@@ -307,22 +372,25 @@ class Worker:
         except asyncio.CancelledError:
             raise
         except self.non_retryable as exc:
-            if not job.lease_lost.is_set():
-                await self._report(self.client.fail(task, _reason(exc)), "failed")
-            return
+            if job.lease_lost.is_set():
+                return self._lost(), _reason(exc)
+            return await self._report(self.client.fail(task, _reason(exc)), "failed"), _reason(exc)
         except Exception as exc:
-            log.info("task %s: handler raised %s", task.id, type(exc).__name__)
-            if not job.lease_lost.is_set():
-                await self._report(self.client.nack(task, reason=_reason(exc)), "nacked")
-            return
+            if job.lease_lost.is_set():
+                return self._lost(), _reason(exc)
+            nacked = await self._report(self.client.nack(task, reason=_reason(exc)), "nacked")
+            return nacked, _reason(exc)
         finally:
             beats.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await beats
         if job.lease_lost.is_set():
-            self.stats.lost += 1
-            return
-        await self._report(self.client.complete(task, _result_of(value)), "completed")
+            return self._lost(), ""
+        return await self._report(self.client.complete(task, _result_of(value)), "completed"), ""
+
+    def _lost(self) -> Outcome:
+        self.stats.lost += 1
+        return "lost"
 
     async def _heartbeats(self, job: Job) -> None:
         every = max(self.lease_seconds / 3, 0.2)
@@ -337,15 +405,17 @@ class Worker:
             except CodeQError as exc:  # a blip: the next beat (a third of the lease) retries
                 log.warning("task %s: heartbeat failed: %s", job.id, exc)
 
-    async def _report(self, call: Awaitable[Any], outcome: str) -> None:
+    async def _report(self, call: Awaitable[Any], outcome: Outcome) -> Outcome:
+        """Send an answer; what became of the task: ``outcome``, or ``lost``/``unsent``."""
         try:
             await call
         except (NotFound, Conflict) as exc:
-            self.stats.lost += 1
             log.warning("answer not taken (%s): the lease was lost", exc.code)
-            return
+            return self._lost()
         except CodeQError as exc:
             # The lease runs out and the sweeper retries the task: nothing is lost.
             log.error("could not send the answer: %s", exc)
-            return
+            self.stats.unsent += 1
+            return "unsent"
         setattr(self.stats, outcome, getattr(self.stats, outcome) + 1)
+        return outcome

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import stat
@@ -268,7 +269,8 @@ HANDLER = (
 def test_worker_start_with_a_handler_that_succeeds(cli: Cli, sdk: CodeQClient) -> None:
     command = unique("DOUBLE")
     ids = [sdk.create_task(command, {"n": n}).id for n in range(4)]
-    summary = cli.json(
+    done = cli.run(
+        "--json",
         "worker",
         "start",
         "--events",
@@ -282,15 +284,23 @@ def test_worker_start_with_a_handler_that_succeeds(cli: Cli, sdk: CodeQClient) -
         "--max-tasks",
         "4",
     )
+    summary = json.loads(done.stdout)
     assert summary["completed"] == 4 and summary["nacked"] == 0
     results = {sdk.get_result(i).result.result["double"] for i in ids}
     assert results == {0, 2, 4, 6}
+    # one line per task on stderr: id, command, outcome, duration
+    lines = [line for line in done.stderr.splitlines() if " completed in " in line]
+    assert len(lines) == 4, done.stderr
+    for task_id in ids:
+        (line,) = [line for line in lines if task_id in line]
+        assert re.search(rf"task {task_id} {command} completed in \d+\.\d\d s$", line), line
 
 
 def test_a_failing_handler_is_nacked_then_dead_lettered(cli: Cli, sdk: CodeQClient) -> None:
     command = unique("BROKEN")
     task = sdk.create_task(command, {}, max_attempts=2)
-    summary = cli.json(
+    done = cli.run(
+        "--json",
         "worker",
         "start",
         "-e",
@@ -301,8 +311,12 @@ def test_a_failing_handler_is_nacked_then_dead_lettered(cli: Cli, sdk: CodeQClie
         "2",
         "--max-tasks",
         "2",
+        code=1,  # --max-tasks: the exit code says a task failed
     )
+    summary = json.loads(done.stdout)
     assert summary["nacked"] == 2
+    assert done.stderr.count("cannot parse\n") >= 2  # the handler's stderr passes through
+    assert done.stderr.count(f"{task.id} {command} nacked in ") == 2, done.stderr
     dead = sdk.get_task(task.id)
     assert dead.status == "FAILED" and dead.attempts == 2
     assert dead.error == "HandlerFailed: exit 3: cannot parse"
@@ -333,10 +347,8 @@ def test_ack_modes(cli: Cli, sdk: CodeQClient) -> None:
         == 1
     )
     assert sdk.get_task(task.id).status == "PENDING"
-    assert (
-        cli.json("worker", "start", "-e", command, "--ack", "nack", "--max-tasks", "1")["nacked"]
-        == 1
-    )
+    nacked = cli.run("--json", "worker", "start", "-e", command, "--ack", "nack", "--once", code=1)
+    assert json.loads(nacked.stdout)["nacked"] == 1
     assert (
         "exactly one of --handler or --ack"
         in cli.run("worker", "start", "-e", command, code=2).stderr
@@ -459,3 +471,106 @@ def test_health_waits_for_a_server(home: Path) -> None:
     cli = Cli(f"http://127.0.0.1:{free_port()}", home)
     down = cli.run("health", code=1)
     assert "not ready" in down.stderr
+
+
+# -- at the terminal: pipes, unreachable servers, start-up, refused tokens ------------------
+
+BOX = re.compile("[\u2500-\u257f]")  # box drawing: a table's lines
+
+
+def test_in_a_pipe_output_is_full_ids_and_tab_separated(cli: Cli, sdk: CodeQClient) -> None:
+    command = unique("PIPE")
+    task = sdk.create_task(command, {"text": "a\tb\nc"})
+    shown = cli.run("task", "get", task.id).stdout  # stdout is a pipe here
+    assert not BOX.search(shown), shown
+    fields = dict(line.split("\t") for line in shown.splitlines())
+    assert fields["id"] == task.id and fields["status"] == "PENDING"
+    assert fields["command"] == command.lower() or fields["command"] == command
+    assert "\\t" in fields["payload"] and "\\n" in fields["payload"]  # one line per field
+
+    queues = cli.run("queue", "list").stdout.splitlines()
+    assert queues[0].split("\t") == ["command", "ready", "delayed", "inProgress", "dlq"]
+    assert any(row.split("\t")[0] == command.lower() for row in queues[1:]), queues
+
+    assert json.loads(cli.run("--output", "json", "task", "get", task.id).stdout)["id"] == task.id
+    assert json.loads(cli.run("task", "get", task.id, CODEQ_OUTPUT="json").stdout)["id"] == task.id
+    assert cli.run("-o", "tsv", "task", "get", task.id).stdout == shown
+    table = cli.run("--output", "table", "task", "get", task.id).stdout
+    assert task.id in table  # a table asked for by name: whole ids still
+    bad = cli.run("--output", "yaml", "version", code=2)
+    assert "--output: expected json, table or tsv" in bad.stderr
+
+
+def test_an_unreachable_server_is_one_sentence_and_exit_2(home: Path) -> None:
+    base = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    cli = Cli(base, home)
+    for args in (("task", "get", "x"), ("queue", "list"), ("task", "claim", "-c", "A")):
+        down = cli.run(*args, code=2)
+        assert down.stderr == f"codeq: cannot reach {base}: connection refused\n", down.stderr
+        assert down.stdout == ""
+
+
+def test_the_cli_starts_without_the_sdk_rich_or_the_server() -> None:
+    """Start-up stays short (spec 05; under 0.5 s, was 1.3-1.6 s): a command imports httpx,
+    rich, yaml and asyncio only when it uses them."""
+    heavy = ("httpx", "rich", "yaml", "asyncio", "codeq.client", "codeq.settings", "litestar")
+    probe = (
+        "import sys\nfrom codeq.cli import main\n"
+        "for argv in (['version'], ['task', '--help'], ['worker', 'start', '--help']):\n"
+        "    main(argv)\n"
+        f"print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout
+
+
+def test_a_refused_token_stops_the_worker_with_a_clear_message(cli: Cli) -> None:
+    started = time.monotonic()
+    refused = cli.run(
+        "--token", "not-a-token", "worker", "start", "-e", unique("NOPE"), "--ack", "complete",
+        code=1,
+    )  # fmt: skip
+    assert time.monotonic() - started < 30
+    assert "refused the worker's token 3 times in a row" in refused.stderr, refused.stderr
+    assert "unauthorized" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_once_exits_0_when_the_task_succeeds(cli: Cli, sdk: CodeQClient) -> None:
+    command = unique("ONCE")
+    task = sdk.create_task(command, {"n": 5})
+    done = cli.run("worker", "start", "-e", command, "--handler", HANDLER, "--once")
+    assert sdk.get_result(task.id).result.result == {"double": 10}
+    assert f"task {task.id} {command} completed in " in done.stderr
+    assert (
+        "--once and --max-tasks"
+        in cli.run(
+            "worker",
+            "start",
+            "-e",
+            command,
+            "--ack",
+            "complete",
+            "--once",
+            "--max-tasks",
+            "2",
+            code=2,
+        ).stderr
+    )
+
+
+def test_progress_bar_shows_its_last_state_in_a_pipe(capsys: pytest.CaptureFixture[str]) -> None:
+    import typer
+
+    from codeq.cli import app
+    from codeq.cli.common import Out, State, progress
+
+    ctx = typer.Context(typer.main.get_command(app))
+    ctx.obj = State()
+    out = Out(ctx, json_flag=False)
+    with progress(out, "requeueing", total=5) as bar:
+        bar.advance(3)
+        bar.advance(2, failed=1)
+    err = capsys.readouterr().err
+    assert "requeueing" in err and "5/5" in err and "1 failed" in err

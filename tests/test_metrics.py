@@ -37,6 +37,10 @@ DASHBOARD = ROOT / "docs" / "grafana-dashboard.json"
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
+#: The Prometheus text format's content type, exactly (one charset).
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+
+
 def parse(text: str) -> tuple[dict[str, str], Samples]:
     """Family names with their types, and every sample of a scrape by (name, labels)."""
     families: dict[str, str] = {}
@@ -105,7 +109,7 @@ async def test_scrape_after_a_workload_has_exact_values(client: ApiClient) -> No
     await workload(client)
     r = await client.get("/metrics")
     assert r.status_code == 200
-    assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert r.headers.get_list("content-type") == [PROMETHEUS_TEXT]  # one header, one charset
     _, s = parse(r.text)
     assert value(s, "codeq_task_created_total", command="render") == 5
     assert value(s, "codeq_task_created_total", command="email") == 1
@@ -264,13 +268,16 @@ async def test_metrics_port_serves_the_same_scrape(
             await c.post("/v1/codeq/tasks", json=body, headers=auth(PRODUCER))
         ).status_code == 202
         r = await direct.get(f"http://127.0.0.1:{port}/metrics")
-        assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+        assert r.status_code == 200 and r.headers.get_list("content-type") == [PROMETHEUS_TEXT]
         _, s = parse(r.text)
         assert value(s, "codeq_task_created_total", command="a") == 1
         assert value(s, "codeq_queue_depth", command="a", queue="ready") == 1
         assert (await direct.get(f"http://127.0.0.1:{port}/other")).status_code == 404
-        # the main port keeps /metrics too
-        assert (await c.get("/metrics")).status_code == 200
+        # the main port keeps /metrics too, with the same type
+        main = await c.get("/metrics")
+        assert main.status_code == 200 and main.headers.get_list("content-type") == [
+            PROMETHEUS_TEXT
+        ]
 
 
 async def test_deliver_alone_serves_its_own_metrics_on_the_metrics_port(

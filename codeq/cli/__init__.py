@@ -4,7 +4,10 @@ Server commands: ``serve`` (gateway + deliverers + sweeper; embedded store unles
 configured), ``gateway`` (HTTP only), ``deliver`` (deliverers + sweeper), ``config show``.
 Client commands talk to a server through the SDK (:mod:`codeq.client`), with the profile of
 :mod:`codeq.profiles`: ``init``, ``auth``, ``health``, ``task``, ``worker``, ``queue``,
-``admin``, ``deliveries``, ``webhook``. Exit codes: 0 done, 1 error, 2 usage.
+``admin``, ``deliveries``, ``webhook``. Output: ``--output table|tsv|json`` (a table on a
+terminal, tab-separated lines in a pipe; :class:`codeq.cli.common.Out`). Exit codes: 0 done,
+1 error (``worker start --max-tasks``: a task failed), 2 usage, or a server that cannot be
+reached.
 """
 
 from __future__ import annotations
@@ -18,14 +21,17 @@ from typing import Annotated
 import typer
 
 from codeq.cli.common import (
+    OUTPUTS,
     CliError,
     JsonFlag,
     Out,
+    Output,
     State,
     fail,
     report_error,
     require_extra,
     state_of,
+    unreachable_reason,
 )
 from codeq.cli.server import ServerOptions
 from codeq.errors import CodeQError
@@ -57,9 +63,35 @@ def _global(
         typer.Option(help="Bearer token for every route [env CODEQ_TOKEN].", show_default=False),
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="json, table or tsv [env CODEQ_OUTPUT; table on a terminal, else tsv].",
+            envvar="CODEQ_OUTPUT",
+            show_default=False,
+        ),
+    ] = None,
     timeout: Annotated[float, typer.Option(help="HTTP timeout in seconds.")] = 10.0,
 ) -> None:
-    ctx.obj = State(profile=profile, base_url=base_url, token=token, json=json_out, timeout=timeout)
+    ctx.obj = State(
+        profile=profile,
+        base_url=base_url,
+        token=token,
+        json=json_out,
+        timeout=timeout,
+        output=_output(output),
+    )
+
+
+def _output(value: str | None) -> Output | None:
+    if value is None or value == "":
+        return None
+    for known in OUTPUTS:
+        if value == known:
+            return known
+    fail(f"--output: expected json, table or tsv, got {value!r}", usage=True)
 
 
 # -- server processes -----------------------------------------------------------------------
@@ -325,8 +357,6 @@ _register()
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 done, 1 error, 2 usage)."""
-    from codeq.settings import SettingsError
-
     command = typer.main.get_command(app)
     try:
         # Standalone: click prints usage errors (exit 2) and help (exit 0) itself.
@@ -335,11 +365,15 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except CliError as exc:
         print(f"codeq: {exc}", file=sys.stderr)
-        return 2 if exc.usage else 1
-    except (SettingsError, ValueError) as exc:
+        return exc.exit_code
+    except ValueError as exc:  # codeq.settings.SettingsError among them
         print(f"codeq: {exc}", file=sys.stderr)
         return 2
     except CodeQError as exc:
+        reason = unreachable_reason(exc)
+        if reason is not None:  # a client made outside State.client (the worker's)
+            print(f"codeq: cannot reach the server: {reason}", file=sys.stderr)
+            return 2
         print(f"codeq: {report_error(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

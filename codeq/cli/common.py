@@ -1,42 +1,61 @@
-"""What every CLI command shares: the global options, the client, the output."""
+"""What every CLI command shares: the global options, the client, the output.
+
+Output goes one of three ways (``--output``): ``table`` (rich tables, for people; the default
+on a terminal), ``tsv`` (a header line, then one tab-separated line per row, full values, no
+box drawing; the default when stdout is a pipe or a file) or ``json`` (one JSON document;
+``--json`` says the same). Notes and progress bars go to stderr, so stdout stays data.
+
+Start-up is kept short (spec 05): httpx (through the SDK) and rich load when a command first
+needs them, not when the CLI starts.
+"""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 import os
+import socket
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn
 
 import msgspec
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from codeq.client import CodeQClient
 from codeq.errors import CodeQError
 from codeq.profiles import Profile, ProfileError, resolve
 
 if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress as RichProgress
+    from rich.progress import TaskID
+
+    from codeq.client import CodeQClient
     from codeq.settings import Settings
 
 __all__ = [
     "DISTRIBUTION",
     "EXTRAS",
+    "OUTPUTS",
+    "CliError",
     "Extra",
     "JsonFlag",
     "Out",
+    "Output",
+    "Progress",
     "State",
     "fail",
     "missing_extra",
     "parse_json",
+    "progress",
     "require_extra",
     "require_extras_of",
     "split_commands",
     "state_of",
+    "unreachable_reason",
 ]
 
 # The distribution on PyPI (pyproject.toml's project.name; tests/test_packaging.py checks both).
@@ -58,16 +77,43 @@ JsonFlag = Annotated[
 ]
 
 
-class CliError(Exception):
-    """An error to report on one line and exit 1 (2 with ``usage=True``)."""
+Output = Literal["json", "table", "tsv"]
+OUTPUTS: tuple[Output, ...] = ("json", "table", "tsv")
 
-    def __init__(self, message: str, *, usage: bool = False) -> None:
+
+class CliError(Exception):
+    """An error to report on one line and exit 1 (2 with ``usage=True``, or ``exit_code``)."""
+
+    def __init__(self, message: str, *, usage: bool = False, exit_code: int | None = None) -> None:
         super().__init__(message)
         self.usage = usage
+        self.exit_code = exit_code if exit_code is not None else 2 if usage else 1
 
 
 def fail(message: str, *, usage: bool = False) -> NoReturn:
     raise CliError(message, usage=usage)
+
+
+def unreachable_reason(exc: BaseException) -> str | None:
+    """Why the server could not be reached ("connection refused", "timed out", ...), when
+    ``exc`` says it could not be (its cause is a network error); None for an answer the
+    server gave, a 503 included."""
+    seen: set[int] = set()
+    cause = exc.__cause__
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(cause, socket.gaierror):
+            return "unknown host"
+        if isinstance(cause, TimeoutError) or "Timeout" in type(cause).__name__:
+            return "timed out"
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror.lower()
+        cause = cause.__cause__ or cause.__context__
+    if exc.__cause__ is not None and "Connect" in type(exc.__cause__).__name__:
+        return "cannot connect"
+    return None
 
 
 def _installed(module: str) -> bool:
@@ -112,6 +158,7 @@ class State:
     token: str | None = None
     json: bool = False
     timeout: float = 10.0
+    output: Output | None = None
 
     def resolved(self) -> Profile:
         try:
@@ -137,8 +184,19 @@ class State:
 
     @contextmanager
     def client(self, *, retries: int = 3) -> Iterator[CodeQClient]:
-        with CodeQClient(**self.client_options(), retries=retries) as client:
-            yield client
+        """The SDK client of the effective profile. A server that cannot be reached stops the
+        command with one sentence (exit 2), not the SDK's 503."""
+        from codeq.client import CodeQClient
+
+        options = self.client_options()
+        try:
+            with CodeQClient(**options, retries=retries) as client:
+                yield client
+        except CodeQError as exc:
+            reason = unreachable_reason(exc)
+            if reason is None:
+                raise
+            raise CliError(f"cannot reach {options['base_url']}: {reason}", exit_code=2) from None
 
 
 def state_of(ctx: typer.Context) -> State:
@@ -154,12 +212,28 @@ def builtins(value: Any) -> Any:
 
 
 class Out:
-    """Human output (rich tables, colours on a TTY) or one JSON document with ``--json``."""
+    """A command's output: rich tables on a terminal, tab-separated lines in a pipe, or one
+    JSON document (see the module docstring)."""
 
     def __init__(self, ctx: typer.Context, json_flag: bool) -> None:
-        self.json = json_flag or state_of(ctx).json
-        self.console = Console(highlight=False, soft_wrap=True)
-        self.err = Console(stderr=True, highlight=False, soft_wrap=True)
+        state = state_of(ctx)
+        chosen: Output | None = "json" if json_flag or state.json else state.output
+        if chosen is None:
+            chosen = "table" if sys.stdout.isatty() else "tsv"
+        self.format: Output = chosen
+        self.json = chosen == "json"
+
+    @cached_property
+    def console(self) -> Console:
+        from rich.console import Console
+
+        return Console(highlight=False, soft_wrap=True)
+
+    @cached_property
+    def err(self) -> Console:
+        from rich.console import Console
+
+        return Console(stderr=True, highlight=False, soft_wrap=True)
 
     def data(self, value: Any, human: Callable[[Any], None] | None = None) -> None:
         plain = builtins(value)
@@ -168,38 +242,108 @@ class Out:
             sys.stdout.flush()
         elif human is not None:
             human(plain)
+        elif self.format == "table" and self.console.is_terminal:
+            self.console.print_json(data=plain)
         else:
-            self.console.print_json(data=plain) if self.console.is_terminal else print(
-                json.dumps(plain, indent=2, ensure_ascii=False)
-            )
+            print(json.dumps(plain, indent=2, ensure_ascii=False))
 
     def line(self, text: str) -> None:
-        if not self.json:
+        if self.json:
+            return
+        if self.format == "table":
             self.console.print(text)
+        else:
+            print(text)
 
     def note(self, text: str) -> None:
         """Progress and hints: stderr, so stdout stays clean for pipes."""
         self.err.print(text)
 
     def table(self, rows: Sequence[Mapping[str, Any]], columns: Iterable[str], title: str) -> None:
-        table = Table(title=title, title_justify="left")
         cols = list(columns)
+        if self.format != "table":
+            _tsv([cols, *([row.get(c) for c in cols] for row in rows)])
+            return
+        from rich.table import Table
+        from rich.text import Text
+
+        table = Table(title=title, title_justify="left")
         for col in cols:
-            table.add_column(col)
+            table.add_column(col, overflow="fold")  # wrapped, never cut: ids stay whole
         for row in rows:
-            table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in cols))
+            table.add_row(*(Text(_cell(row.get(c))) for c in cols))  # values, not markup
         self.console.print(table)
 
     def record(self, row: Mapping[str, Any], title: str | None = None) -> None:
+        shown = [(key, value) for key, value in row.items() if value is not None]
+        if self.format != "table":
+            _tsv(shown)
+            return
+        from rich.table import Table
+        from rich.text import Text
+
         table = Table(show_header=False, title=title, title_justify="left", box=None)
-        table.add_column(style="bold")
-        table.add_column()
-        for key, value in row.items():
-            if value is None:
-                continue
-            shown = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-            table.add_row(key, shown)
+        table.add_column(style="bold", no_wrap=True)
+        table.add_column(overflow="fold")
+        for key, value in shown:
+            table.add_row(Text(key), Text(_cell(value)))
         self.console.print(table)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def _tsv(rows: Iterable[Sequence[Any]]) -> None:
+    """One line per row, tab-separated; a tab, newline or backslash inside a value is written
+    as ``\\t``, ``\\n``, ``\\\\`` so a line is always a row."""
+    escape = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+    for row in rows:
+        sys.stdout.write("\t".join(_cell(v).translate(escape) for v in row) + "\n")
+    sys.stdout.flush()
+
+
+class Progress:
+    """A progress bar on stderr (see :func:`progress`)."""
+
+    def __init__(self, bar: RichProgress, task: TaskID) -> None:
+        self._bar, self._task = bar, task
+
+    def advance(self, n: int = 1, *, failed: int | None = None) -> None:
+        """``n`` more items done; ``failed``: how many have failed so far."""
+        fields: dict[str, Any] = {} if failed is None else {"failed": failed}
+        self._bar.update(self._task, advance=n, **fields)
+
+    def total(self, total: int | None) -> None:
+        """Set (or learn late) how many items there are."""
+        self._bar.update(self._task, total=total)
+
+
+@contextmanager
+def progress(out: Out, label: str, total: int | None = None) -> Iterator[Progress]:
+    """A bar for a long operation: ``label``, the bar, ``done/total`` and how many failed.
+    Live on a terminal; in a pipe only its last state is written, once, at the end.
+
+        with progress(out, "requeueing", total=len(ids)) as bar:
+            for chunk in chunks:
+                ...
+                bar.advance(len(chunk), failed=failed)
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
+    from rich.progress import Progress as RichProgress
+
+    bar = RichProgress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[failed]} failed"),
+        console=out.err,
+        transient=False,
+    )
+    with bar:
+        yield Progress(bar, bar.add_task(label, total=total, failed=0))
 
 
 def parse_json(text: str, what: str) -> Any:

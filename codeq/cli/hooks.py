@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -14,7 +13,6 @@ from typing import Annotated, Any
 import typer
 
 from codeq.cli.common import JsonFlag, Out, fail, require_extra
-from codeq.webhooks import WebhookVerificationError, verify
 
 webhook_app = typer.Typer(help="Check and receive signed webhooks.", no_args_is_help=True)
 
@@ -108,6 +106,8 @@ def webhook_verify(
     json_out: JsonFlag = False,
 ) -> None:
     """Check a captured delivery read from stdin. Exit 0 when a signature matches, else 1."""
+    from codeq.webhooks import WebhookVerificationError, verify
+
     out = Out(ctx, json_out)
     secrets = _secrets(secret)
     if not secrets and public_key is None:
@@ -155,7 +155,11 @@ def webhook_listen(
     does not, so the sender sees the failure. With --json, one JSON line per delivery.
     """
     require_extra("listen", "codeq webhook listen")
+    import asyncio
+
     from aiohttp import web
+
+    from codeq.webhooks import WebhookVerificationError, verify
 
     out = Out(ctx, json_out)
     secrets = _secrets(secret)

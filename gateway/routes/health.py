@@ -36,4 +36,6 @@ async def readyz(state: State) -> Response[dict[str, str]]:
 @get("/metrics", tags=["operations"], media_type=MediaType.TEXT, summary="Prometheus text")
 async def metrics(state: State) -> Response[Any]:
     scraper: Scraper = state.scraper
-    return Response(await scraper.render(), media_type=CONTENT_TYPE)
+    # The header as it is, not through ``media_type``: Litestar appends a charset to every
+    # text/* type, and Prometheus' type already names one.
+    return Response(await scraper.render(), headers={"Content-Type": CONTENT_TYPE})
