@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install redis-server test check lint typecheck run bench clean
+.PHONY: install redis-server chromium test check lint typecheck run bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,15 @@ redis-server:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
 	  else echo "redis-server is missing and this is not a Debian/Ubuntu machine: install Redis >= 7" >&2; exit 1; fi; }
 
-test: install redis-server
+# The dashboard tests drive the system Chromium (never a browser Playwright downloads).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium from the OS packages"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium is missing and this is not a Debian/Ubuntu machine: install Chromium" >&2; exit 1; fi; }
+
+test: install redis-server chromium
 	$(BIN)/pytest -q
 
 lint: install

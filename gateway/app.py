@@ -15,9 +15,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from litestar import Litestar
-from litestar.openapi import OpenAPIConfig
 
-import codeq
 from codeq.auth import Auth, build_auth
 from codeq.engine import Engine, EngineConfig
 from codeq.errors import StoreUnavailable
@@ -29,17 +27,20 @@ from codeq.store import open_store
 from codeq.store.protocol import Backend, RateBuckets
 from codeq.sweeper import Sweeper
 from codeq.tracing import Tracing
+from gateway import apidocs
 from gateway.errors import exception_handlers
 from gateway.metrics import Metrics, Scraper
 from gateway.middleware import BodyLimits, RequestIdMiddleware
-from gateway.openapi_errors import complete_document, security_components
+from gateway.openapi_errors import complete_document
 from gateway.routes import health
 from gateway.routes.admin import AdminController
 from gateway.routes.deliveries import AdminDeliveryController, DeliveryController
 from gateway.routes.endpoints import EndpointController
+from gateway.routes.session import whoami
 from gateway.routes.subscriptions import SubscriptionController
 from gateway.routes.tasks import TaskController
 from gateway.state import Gateway
+from gateway.ui import UI_HANDLERS
 from gateway.waker import Waker
 
 __all__ = ["app_from_environment", "create_app", "gateway_app", "gateway_of", "serve_app"]
@@ -145,19 +146,13 @@ def create_app(
             health.healthz,
             health.readyz,
             health.metrics,
+            whoami,
+            *UI_HANDLERS,
         ],
         lifespan=[lifespan],
         exception_handlers=exception_handlers,
         request_max_body_size=settings.max_body_bytes,
-        openapi_config=OpenAPIConfig(
-            title="codeQ",
-            version=codeq.__version__,
-            path="/schema",
-            description="Task queue and signed-webhook gateway. Errors are "
-            '`{"error": "<message>", "code": "<machine code>"}`. Every route under '
-            "`/v1/codeq/` takes `Authorization: Bearer <token>`.",
-            components=security_components(),
-        ),
+        openapi_config=apidocs.openapi_config(),  # self-hosted pages: gateway/apidocs
         debug=False,
         logging_config=None,
     )

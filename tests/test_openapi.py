@@ -127,7 +127,7 @@ def operations(app: Litestar) -> list[Operation]:
     out: list[Operation] = []
     for route in app.routes:
         assert isinstance(route, HTTPRoute), route
-        if route.path == schema_root or route.path.startswith(schema_root + "/"):
+        if route.path == schema_root or route.path.startswith((schema_root + "/", "/ui")):
             continue
         path = re.sub(r"\{(\w+):[^}]+\}", r"{\1}", route.path)
         for handler in route.route_handlers:
