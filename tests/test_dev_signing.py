@@ -123,4 +123,4 @@ def test_unsigned_only_when_asked(tmp_path: Path) -> None:
         _arrived(hook)
     [callback] = hook.received
     assert "webhook-signature" not in {k.lower() for k in callback.headers}
-    assert not data.exists()  # no secret was made
+    assert not (data / DEV_SIGNING_FILE).exists()  # no secret was made
