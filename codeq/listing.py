@@ -6,9 +6,12 @@ The plan of a page, by filter:
 
 - ``idempotencyKey``: the key names at most one task (while the key is kept,
   ``idempotencyTtlSeconds``); one call to the key's partition.
-- ``command`` (with any other filter): the queue's range of ``by_command``; a ``status`` or
-  ``priority`` filter is checked on the records, looking at no more than ``scan_bound``
-  entries per partition and page.
+- ``command`` with ``status`` ``PENDING``, ``IN_PROGRESS`` or ``DEAD``: the tenant's range of
+  that status in ``by_status``, the command checked on the records (those statuses hold what is
+  waiting or in hand, usually far fewer tasks than a command has had), looking at no more than
+  ``scan_bound`` entries per partition and page;
+- ``command`` otherwise: the queue's range of ``by_command``; a ``status`` or ``priority``
+  filter is checked on the records, within the same bound.
 - otherwise the tenant's ranges of ``by_status``, one per listing status asked for (all five
   without ``status``), merged; ``priority`` is checked on the records as above.
 
@@ -51,6 +54,8 @@ _CODES = {
     ListStatus.DEAD: "D",
 }
 _ALL_CODES = "PRCFD"
+#: statuses that hold what is waiting or in hand: with a command, listed from their own range
+_FEW = frozenset({ListStatus.PENDING, ListStatus.IN_PROGRESS, ListStatus.DEAD})
 _POSITION = re.compile(r"[0-9]{13}![0-9a-f-]{36}")
 _TAG_BYTES = 16
 _BAD_CURSOR = "cursor: not a cursor this service gave out for this tenant and these filters"
@@ -120,7 +125,11 @@ class TaskLister:
     def _query(self, tenant: str, flt: TaskFilter, limit: int, after: str | None) -> IndexQuery:
         codes = _CODES[flt.status] if flt.status is not None else ""
         prefixes: tuple[str, ...]
-        if flt.idempotency_key is not None or flt.command is not None:
+        queue = ""
+        if flt.idempotency_key is None and flt.command is not None and flt.status in _FEW:
+            index, prefixes = "status", tuple(f"{escape(tenant)}!{c}" for c in codes)
+            queue, codes = queue_segment(tenant, flt.command), ""
+        elif flt.idempotency_key is not None or flt.command is not None:
             index = "idem" if flt.idempotency_key is not None else "command"
             prefixes = () if flt.command is None else (queue_segment(tenant, flt.command),)
         else:
@@ -136,6 +145,7 @@ class TaskLister:
             created_before_ms=flt.created_before_ms,
             after=after,
             codes=codes,
+            queue=queue,
             priority=flt.priority,
         )
 

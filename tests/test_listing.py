@@ -112,6 +112,17 @@ async def test_command_priority_and_status_filters_combine(engine: Engine) -> No
         ),
         (TaskFilter(command="nothing"), lambda t: False),
     ]
+    # every status with a command: PENDING, IN_PROGRESS and DEAD are read from their status
+    # range with the command checked, the others from the command's range with the status checked
+    for status in ListStatus:
+        for command in ("render", "index"):
+            in_it = {t.id for t in by[status.value]}
+            cases.append(
+                (
+                    TaskFilter(command=command, status=status),
+                    lambda t, c=command, ids=in_it: t.command == c and t.id in ids,
+                )
+            )
     for flt, keep in cases:
         want = newest_first([t for t in by["all"] if keep(t)])
         assert [t.id for t in await all_pages(engine, ACME, flt, 3)] == want, flt

@@ -103,8 +103,9 @@ class IndexQuery(msgspec.Struct, frozen=True, kw_only=True):
     status S) or ``"command"`` (``prefixes``: the one queue segment). ``after`` is the position
     ``"<createdAt:13>!<id>"`` of the previous page's last task. ``"idem"``: the one task an
     idempotency key names (KEYS[16]), with ``prefixes`` the queue segment to match, if any.
-    ``codes`` (listing statuses) and ``priority`` are checked on the records: such a page looks
-    at no more than ``bound`` index entries."""
+    ``codes`` (listing statuses), ``queue`` (a queue segment, with the status index) and
+    ``priority`` are checked on the records: such a page looks at no more than ``bound`` index
+    entries."""
 
     tenant: str
     index: str
@@ -115,6 +116,7 @@ class IndexQuery(msgspec.Struct, frozen=True, kw_only=True):
     created_before_ms: int | None = None
     after: str | None = None
     codes: str = ""
+    queue: str = ""
     priority: int | None = None
 
 

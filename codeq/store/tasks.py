@@ -308,6 +308,7 @@ class TaskTransitions(ScriptStore):
             query.bound,
             query.codes,
             "" if query.priority is None else query.priority,
+            query.queue,
         ]
         extra = []
         if idempotency_key is not None:

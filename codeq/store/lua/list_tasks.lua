@@ -9,7 +9,8 @@
 -- ARGV[6] position to go on after ("<createdAt:13>!<id>", the last one of the previous page)
 --   or '', ARGV[7] page size, ARGV[8] at most this many index entries are looked at,
 -- ARGV[9] listing statuses a task must have ('' = any; with the 'command' index),
--- ARGV[10] priority a task must have or ''.
+-- ARGV[10] priority a task must have or '',
+-- ARGV[11] queue a task must be in ('' = any; with the 'status' index).
 -- Returns {reached, record, payload, record, payload, ...}: reached = the position of the last
 -- entry looked at when more may follow ('' when the range was looked at to its end); every
 -- entry newer than it (after ARGV[6]) was looked at, so the caller goes on from there.
@@ -18,10 +19,11 @@
 local tenant, index = ARGV[1], ARGV[2]
 local after_ms, before_ms = tonumber(ARGV[4]), tonumber(ARGV[5])
 local from, size, bound = ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8])
-local want_codes, want_priority = ARGV[9], tonumber(ARGV[10])
+local want_codes, want_priority, want_q = ARGV[9], tonumber(ARGV[10]), ARGV[11] or ''
 
 local function wanted(rec)
   if want_codes ~= '' and not string.find(want_codes, ix_code(rec), 1, true) then return false end
+  if want_q ~= '' and rec.q ~= want_q then return false end
   return not want_priority or rec.priority == want_priority
 end
 
