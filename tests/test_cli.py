@@ -574,3 +574,26 @@ def test_progress_bar_shows_its_last_state_in_a_pipe(capsys: pytest.CaptureFixtu
         bar.advance(2, failed=1)
     err = capsys.readouterr().err
     assert "requeueing" in err and "5/5" in err and "1 failed" in err
+
+
+def test_requeue_many_shows_progress_and_counts_what_was_not_dead(
+    cli: Cli, sdk: CodeQClient
+) -> None:
+    command = unique("REQUEUE_MANY")
+    dead = []
+    for _ in range(3):
+        sdk.create_task(command, {}, max_attempts=1)
+        claimed = sdk.claim([command])
+        assert claimed is not None
+        assert sdk.nack(claimed, reason="broken").status == "dlq"
+        dead.append(claimed.id)
+    alive = sdk.create_task(command, {}).id  # pending, not dead: skipped
+    ids = [*dead[:2], alive]
+    done = cli.run("--json", "queue", "requeue", command, *(f"--id={i}" for i in ids))
+    assert json.loads(done.stdout) == {"requeued": 2, "ids": dead[:2]}
+    assert "requeueing" in done.stderr and "3/3" in done.stderr and "1 failed" in done.stderr
+    # without ids: every dead task left, counted against the queue's dead count
+    rest = cli.run("--json", "queue", "requeue", command)
+    assert json.loads(rest.stdout) == {"requeued": 1, "ids": dead[2:]}
+    assert "1/1" in rest.stderr and "0 failed" in rest.stderr
+    assert sdk.queue_stats(command).dlq == 0

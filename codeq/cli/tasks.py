@@ -18,7 +18,7 @@ from codeq.cli.common import (
     split_commands,
     state_of,
 )
-from codeq.schemas import BatchCreateOut
+from codeq.schemas import MAX_REQUEUE_IDS, BatchCreateOut, RequeueOut
 
 task_app = typer.Typer(help="Create, read and work tasks.", no_args_is_help=True)
 queue_app = typer.Typer(help="Queues of your tenant (admin token).", no_args_is_help=True)
@@ -372,6 +372,10 @@ def queue_dlq(
     out.data(answer, human)
 
 
+#: ids per requeue call when ids are given: the bar moves every this many
+REQUEUE_CHUNK = 100
+
+
 @queue_app.command("requeue")
 def queue_requeue(
     ctx: typer.Context,
@@ -381,10 +385,26 @@ def queue_requeue(
     ] = None,
     json_out: JsonFlag = False,
 ) -> None:
-    """Put dead tasks back into the queue."""
+    """Put dead tasks back into the queue (a progress bar on the terminal; ids that were not
+    dead count as failed)."""
     out = Out(ctx, json_out)
+    requeued: list[str] = []
     with state_of(ctx).client(retries=0) as cq:
-        answer = cq.requeue(command, ids=task_id)
+        if task_id:
+            with progress(out, "requeueing", total=len(task_id)) as bar:
+                for i in range(0, len(task_id), REQUEUE_CHUNK):
+                    chunk = task_id[i : i + REQUEUE_CHUNK]
+                    requeued += cq.requeue(command, ids=chunk).ids
+                    bar.advance(len(chunk), failed=i + len(chunk) - len(requeued))
+        else:
+            with progress(out, "requeueing", total=cq.queue_stats(command).dlq) as bar:
+                while True:  # each call requeues at most MAX_REQUEUE_IDS
+                    got = cq.requeue(command)
+                    requeued += got.ids
+                    bar.advance(got.requeued)
+                    if got.requeued < MAX_REQUEUE_IDS:
+                        break
+    answer = RequeueOut(requeued=len(requeued), ids=requeued)
     out.data(answer, lambda d: print(f"requeued {d['requeued']}"))
 
 
