@@ -40,7 +40,7 @@ from gateway.routes.session import whoami
 from gateway.routes.subscriptions import SubscriptionController
 from gateway.routes.tasks import TaskController
 from gateway.state import Gateway
-from gateway.ui import UI_HANDLERS
+from gateway.ui import ui_handlers
 from gateway.waker import Waker
 
 __all__ = ["app_from_environment", "create_app", "gateway_app", "gateway_of", "serve_app"]
@@ -147,7 +147,7 @@ def create_app(
             health.readyz,
             health.metrics,
             whoami,
-            *UI_HANDLERS,
+            *ui_handlers(),
         ],
         lifespan=[lifespan],
         exception_handlers=exception_handlers,

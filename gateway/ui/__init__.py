@@ -5,6 +5,6 @@ under ``gateway/ui/static/``. The page keeps the bearer token in ``sessionStorag
 the JSON API with it, so every action it offers is an API route with that route's rules.
 """
 
-from gateway.ui.assets import UI_HANDLERS, ui_asset, ui_shell
+from gateway.ui.assets import ui_handlers, ui_shell
 
-__all__ = ["UI_HANDLERS", "ui_asset", "ui_shell"]
+__all__ = ["ui_handlers", "ui_shell"]
