@@ -270,6 +270,7 @@ class LocalStore:
             while True:
                 code = self._proc.poll()
                 if code is not None:
+                    self.stop()  # releases the data directory's lock
                     raise LocalStoreError(
                         f"the local store exited with code {code} at start: see "
                         f"{self.dir / 'store.log'}{self._log_tail()}"
