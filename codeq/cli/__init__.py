@@ -345,9 +345,10 @@ def auth_clear(ctx: typer.Context, json_out: JsonFlag = False) -> None:
 
 
 def _register() -> None:
-    from codeq.cli import hooks, tasks, work
+    from codeq.cli import deliveries, hooks, tasks, work
 
     tasks.register(app)
+    deliveries.register(app)
     work.register(app)
     hooks.register(app)
 

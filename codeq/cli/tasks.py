@@ -1,4 +1,4 @@
-"""``codeq task ...``, ``codeq queue ...``, ``codeq admin ...``, ``codeq deliveries ...``."""
+"""``codeq task ...``, ``codeq queue ...``, ``codeq admin ...``."""
 
 from __future__ import annotations
 
@@ -23,7 +23,6 @@ from codeq.schemas import MAX_REQUEUE_IDS, BatchCreateOut, RequeueOut
 task_app = typer.Typer(help="Create, read and work tasks.", no_args_is_help=True)
 queue_app = typer.Typer(help="Queues of your tenant (admin token).", no_args_is_help=True)
 admin_app = typer.Typer(help="Administration (admin token).", no_args_is_help=True)
-deliveries_app = typer.Typer(help="Webhook deliveries.", no_args_is_help=True)
 
 TASK_COLUMNS = ("id", "command", "status", "attempts", "priority", "createdAt")
 LeaseOpt = Annotated[
@@ -36,7 +35,6 @@ def register(app: typer.Typer) -> None:
     app.add_typer(task_app, name="task")
     app.add_typer(queue_app, name="queue")
     app.add_typer(admin_app, name="admin")
-    app.add_typer(deliveries_app, name="deliveries")
 
 
 def _show_task(out: Out) -> Any:
@@ -420,55 +418,3 @@ def admin_cleanup(
     with state_of(ctx).client(retries=0) as cq:
         answer = cq.cleanup(before=before, limit=limit)
     out.data(answer, lambda d: print(f"deleted {d['deleted']}"))
-
-
-# -- deliveries -----------------------------------------------------------------------------
-
-DELIVERY_COLUMNS = ("id", "kind", "eventType", "url", "status", "attempts")
-
-
-@deliveries_app.command("get")
-def deliveries_get(ctx: typer.Context, delivery_id: str, json_out: JsonFlag = False) -> None:
-    """A delivery with its attempts."""
-    out = Out(ctx, json_out)
-    with state_of(ctx).client() as cq:
-        answer = cq.delivery(delivery_id)
-    out.data(answer, lambda d: out.record(d))
-
-
-@deliveries_app.command("retry")
-def deliveries_retry(ctx: typer.Context, delivery_id: str, json_out: JsonFlag = False) -> None:
-    """Attempt a delivery again now."""
-    out = Out(ctx, json_out)
-    with state_of(ctx).client(retries=0) as cq:
-        answer = cq.retry_delivery(delivery_id)
-    out.data(answer, lambda d: print(f"replayed {d.get('replayed')}"))
-
-
-@deliveries_app.command("dlq")
-def deliveries_dlq(
-    ctx: typer.Context,
-    limit: Annotated[int, typer.Option(help="At most this many.")] = 100,
-    json_out: JsonFlag = False,
-) -> None:
-    """Dead deliveries (admin token)."""
-    out = Out(ctx, json_out)
-    with state_of(ctx).client() as cq:
-        answer = cq.delivery_dlq(limit=limit)
-    out.data(answer, lambda d: out.table(d["deliveries"], DELIVERY_COLUMNS, "dead deliveries"))
-
-
-@deliveries_app.command("replay")
-def deliveries_replay(
-    ctx: typer.Context,
-    delivery_id: Annotated[
-        list[str] | None, typer.Option("--id", help="Delivery ids (repeat); else the oldest.")
-    ] = None,
-    limit: Annotated[int | None, typer.Option(help="Without --id: at most this many.")] = None,
-    json_out: JsonFlag = False,
-) -> None:
-    """Attempt dead deliveries again with a fresh schedule (admin token)."""
-    out = Out(ctx, json_out)
-    with state_of(ctx).client(retries=0) as cq:
-        answer = cq.replay_deliveries(ids=delivery_id, limit=limit)
-    out.data(answer, lambda d: print(f"replayed {d.get('replayed')}"))
