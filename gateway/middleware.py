@@ -27,7 +27,6 @@ import logging
 import os
 import re
 import time
-from itertools import accumulate
 from typing import Any, NamedTuple, cast
 
 from litestar.enums import ScopeType
@@ -47,6 +46,7 @@ from codeq.ids import is_task_id
 from codeq.metrics import Metrics
 from codeq.tracing import Tracing
 from gateway.errors import error_json
+from gateway.json_depth import json_too_deep, too_deep
 
 __all__ = ["BodyLimits", "RequestIdMiddleware", "json_too_deep", "request_id_of", "route_template"]
 
@@ -100,43 +100,6 @@ class BodyLimits(NamedTuple):
 
 
 _DEFAULT_LIMITS = BodyLimits(max_bytes=1 << 20, max_depth=64)  # the settings' defaults
-_STEPS = bytes.maketrans(b"[]{}", b"\x01\xff\x01\xff")  # +1 / -1 as signed bytes
-_NOT_STEPS = bytes(b for b in range(256) if b not in b"[]{}")
-_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{}')
-_BLOCK = 64
-
-
-def json_too_deep(raw: bytes, limit: int) -> bool:
-    """Are arrays and objects of this JSON text nested more than ``limit`` deep (the outermost
-    counting 1)? Exact for valid JSON; for anything else the answer does not matter (the
-    decoder refuses it). Linear, with every pass over the bytes done in C: a body with few
-    brackets costs two ``count`` calls; a megabyte of brackets a few milliseconds."""
-    if raw.count(b"[") + raw.count(b"{") <= limit:
-        return False
-    if b"\\" in raw:  # escapes only occur in strings; drop them so every '"' delimits one
-        raw = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
-    structure = raw.translate(None, _NOT_STRUCTURE)  # quotes and brackets
-    if b'"' in structure:
-        bare = structure.replace(b'""', b"")  # strings without brackets inside: the usual
-        if b'"' in bare:  # some string holds brackets: keep only what lies outside strings
-            bare = b"".join(structure.split(b'"')[::2])
-        structure = bare
-    steps = structure.translate(_STEPS, _NOT_STEPS)
-    if steps.count(1) <= limit:
-        return False
-    if b"\x01" * (limit + 1) in steps:
-        return True
-    # The depth at each block's start, from counts; the exact walk only inside blocks that
-    # could reach past the limit.
-    depth = 0
-    view = memoryview(steps).cast("b")
-    for start in range(0, len(steps), _BLOCK):
-        block = steps[start : start + _BLOCK]
-        opens = block.count(1)
-        if depth + opens > limit and depth + max(accumulate(view[start : start + _BLOCK])) > limit:
-            return True
-        depth += 2 * opens - len(block)
-    return False
 
 
 def _is_utf8(body: bytes) -> bool:
@@ -322,7 +285,7 @@ async def _guard_body(
         if not (body.isascii() or _is_utf8(body)):  # JSON is UTF-8 (RFC 8259), even where
             await _answer(send, 400, "body: not valid UTF-8")  # a decoder would skip it
             return None
-        if json_too_deep(body, limits.max_depth):
+        if await too_deep(body, limits.max_depth):
             await _answer(
                 send, 400, f"body: nested deeper than {limits.max_depth} levels (maxJsonDepth)"
             )

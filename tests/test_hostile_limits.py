@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from gateway import json_depth
 from gateway.app import create_app
 from gateway.middleware import json_too_deep
 from tests.asgi import ApiClient, serve_in_process
@@ -69,6 +70,16 @@ def test_the_depth_check_is_linear(raw: bytes) -> None:
     json_too_deep(raw, 64)
     # About 10 ms for a megabyte on a loaded CI core; decoding the same bytes costs more.
     assert time.perf_counter() - started < 0.25
+
+
+@pytest.mark.parametrize("height", [10, 24, 63, 65])
+async def test_a_long_walk_runs_beside_the_loop_and_answers_the_same(height: int) -> None:
+    """A megabyte of brackets that the C passes cannot settle: the walk goes to the helper
+    process, and its answer is the one the walk in this thread gives."""
+    mountain = b"[" * height + b"]" * height
+    raw = b"[" + b",".join([mountain] * (MAX_BODY // (2 * height + 1) - 1)) + b"]"
+    assert len(raw) > json_depth.INLINE_STEPS
+    assert await json_depth.too_deep(raw, 64) is json_too_deep(raw, 64) is (height + 1 > 64)
 
 
 @pytest.fixture
