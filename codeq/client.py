@@ -44,6 +44,7 @@ import httpx
 import msgspec
 
 from codeq import __version__
+from codeq.catalog import EventTypeCatalog
 from codeq.errors import (
     CodeQError,
     Conflict,
@@ -66,6 +67,7 @@ from codeq.schemas import (
     RequeueOut,
     ResultOut,
     StatusOut,
+    TaskHistoryOut,
     TaskListOut,
     TaskOut,
     TaskWithResultOut,
@@ -508,6 +510,18 @@ class _Core:
     def task_deliveries(self, task_id: str) -> _Call[Any]:
         return self.send("GET", f"/tasks/{task_id}/deliveries", "producer")
 
+    def task_history(self, task_id: str) -> _Call[TaskHistoryOut]:
+        return _Call(
+            "GET", f"/tasks/{task_id}/history", "producer", _as(TaskHistoryOut), idempotent=True
+        )
+
+    def cancel(self, task_id: str, *, reason: str | None = None) -> _Call[TaskOut]:
+        body = _drop_none({"reason": reason})
+        # cancelling twice answers the cancelled task again: safe to retry
+        return _Call(
+            "POST", f"/tasks/{task_id}/cancel", "producer", _as(TaskOut), body, idempotent=True
+        )
+
     def send(
         self, method: str, path: str, auth: Auth, body: Any = None, **params: Any
     ) -> _Call[Any]:
@@ -531,6 +545,36 @@ class _Core:
         body = {"url": url, "eventTypes": list(event_types), **_camel(fields)}
         return self.send("POST", "/webhooks/endpoints", "producer", body)
 
+    def list_endpoints(self, channel: str | None = None) -> _Call[Any]:
+        return self.send("GET", "/webhooks/endpoints", "producer", channel=channel)
+
+    def get_endpoint(self, endpoint_id: str) -> _Call[Any]:
+        return self.send("GET", f"/webhooks/endpoints/{endpoint_id}", "producer")
+
+    def update_endpoint(self, endpoint_id: str, **fields: Any) -> _Call[Any]:
+        body = _camel(fields)
+        return self.send("PATCH", f"/webhooks/endpoints/{endpoint_id}", "producer", body)
+
+    def delete_endpoint(self, endpoint_id: str) -> _Call[Any]:
+        return self.send("DELETE", f"/webhooks/endpoints/{endpoint_id}", "producer")
+
+    def test_endpoint(self, endpoint_id: str) -> _Call[Any]:
+        # The answer waits for the receiver (webhookTimeoutSeconds, 10 s by default); not
+        # repeated on a lost answer (a second test message would be sent).
+        path = f"/webhooks/endpoints/{endpoint_id}/test"
+        return _Call("POST", path, "producer", _json, timeout=self.timeout + 30.0)
+
+    def rotate_endpoint_secret(self, endpoint_id: str, secret: str | None) -> _Call[Any]:
+        body = {"secret": secret} if secret is not None else None
+        path = f"/webhooks/endpoints/{endpoint_id}/rotate-secret"
+        return self.send("POST", path, "producer", body)
+
+    def endpoint_secret(self, endpoint_id: str) -> _Call[Any]:
+        return self.send("GET", f"/webhooks/endpoints/{endpoint_id}/secret", "producer")
+
+    def endpoint_deliveries(self, endpoint_id: str) -> _Call[Any]:
+        return self.send("GET", f"/webhooks/endpoints/{endpoint_id}/deliveries", "producer")
+
     def delivery(self, delivery_id: str) -> _Call[Any]:
         return self.send("GET", f"/deliveries/{delivery_id}", "producer")
 
@@ -543,6 +587,43 @@ class _Core:
     def replay_deliveries(self, ids: Iterable[str] | None, limit: int | None) -> _Call[Any]:
         body = {"ids": list(ids)} if ids is not None else _drop_none({"limit": limit})
         return self.send("POST", "/admin/deliveries/dlq/replay", "admin", body)
+
+    def list_deliveries(
+        self,
+        *,
+        status: str | None = None,
+        endpoint_id: str | None = None,
+        event_type: str | None = None,
+        task_id: str | None = None,
+        created_after: datetime | str | None = None,
+        created_before: datetime | str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> _Call[Any]:
+        params = _camel(
+            {
+                "status": status,
+                "endpoint_id": endpoint_id,
+                "event_type": event_type,
+                "task_id": task_id,
+                "created_after": _iso(created_after),
+                "created_before": _iso(created_before),
+                "limit": limit,
+                "cursor": cursor,
+            }
+        )
+        return _Call("GET", "/deliveries", "producer", _json, params=params, idempotent=True)
+
+    def delivery_counts(self, *, endpoint_id: str | None = None) -> _Call[Any]:
+        return self.send("GET", "/deliveries/counts", "producer", endpointId=endpoint_id)
+
+    def endpoint_stats(self, endpoint_id: str) -> _Call[Any]:
+        return self.send("GET", f"/webhooks/endpoints/{endpoint_id}/stats", "producer")
+
+    def event_types(self) -> _Call[EventTypeCatalog]:
+        return _Call(
+            "GET", "/webhooks/event-types", "producer", _as(EventTypeCatalog), idempotent=True
+        )
 
     def queues(self) -> _Call[QueuesOut]:
         return _Call("GET", "/admin/queues", "admin", _as(QueuesOut), idempotent=True)
@@ -728,6 +809,15 @@ class CodeQClient(_Methods):
         """The webhooks a task caused, with their attempts: ``{"deliveries": [...]}``."""
         return self._run(_bind(self._core.task_deliveries, task_id))
 
+    def task_history(self, task_id: str) -> TaskHistoryOut:
+        """What happened to a task, oldest first (its newest 32 events and its creation)."""
+        return self._run(_bind(self._core.task_history, task_id))
+
+    def cancel(self, task_id: str, *, reason: str | None = None) -> TaskOut:
+        """Withdraw a PENDING task: it becomes CANCELLED (Conflict ``not_cancellable`` once a
+        worker holds it or it has ended)."""
+        return self._run(_bind(self._core.cancel, task_id, reason=reason))
+
     # -- admin --------------------------------------------------------------------------
 
     def queues(self) -> QueuesOut:
@@ -745,6 +835,11 @@ class CodeQClient(_Methods):
     def cleanup(self, **options: Any) -> CleanupOut:
         return self._run(_bind(self._core.cleanup, **options))
 
+    def event_types(self) -> EventTypeCatalog:
+        """Every event type an endpoint may receive: when it is sent, the JSON schema of its
+        body and an example (``.event_types``: a list of ``EventTypeInfo``; any token)."""
+        return self._run(_bind(self._core.event_types))
+
     # -- the rest of the API, as JSON -----------------------------------------------------
 
     def subscribe(self, callback_url: str, **fields: Any) -> Any:
@@ -754,6 +849,39 @@ class CodeQClient(_Methods):
     def create_endpoint(self, url: str, event_types: Iterable[str], **fields: Any) -> Any:
         """A webhook endpoint; the answer carries its ``secret``, shown this once."""
         return self._run(_bind(self._core.create_endpoint, url, event_types, **fields))
+
+    def list_endpoints(self, *, channel: str | None = None) -> Any:
+        """The tenant's endpoints (``{"endpoints": [...]}``), those with ``channel`` only."""
+        return self._run(_bind(self._core.list_endpoints, channel))
+
+    def get_endpoint(self, endpoint_id: str) -> Any:
+        return self._run(_bind(self._core.get_endpoint, endpoint_id))
+
+    def update_endpoint(self, endpoint_id: str, **fields: Any) -> Any:
+        """Change the fields given (``url``, ``event_types``, ``commands``, ``description``,
+        ``enabled``, ``headers``, ``rate_limit``, ``channels``, ``metadata``); an empty map or
+        list, or ``rate_limit=0``, removes that field."""
+        return self._run(_bind(self._core.update_endpoint, endpoint_id, **fields))
+
+    def delete_endpoint(self, endpoint_id: str) -> None:
+        self._run(_bind(self._core.delete_endpoint, endpoint_id))
+
+    def test_endpoint(self, endpoint_id: str) -> Any:
+        """Send a signed ``webhook.test`` message now; its delivery record (``status``,
+        ``attemptLog`` with the answer's ``statusCode``, ``latencyMs`` and ``response``)."""
+        return self._run(_bind(self._core.test_endpoint, endpoint_id))
+
+    def rotate_endpoint_secret(self, endpoint_id: str, *, secret: str | None = None) -> Any:
+        """A new secret (``secret``: yours, ``whsec_...``) or, for ed25519, key pair; the old
+        one keeps signing for 24 hours."""
+        return self._run(_bind(self._core.rotate_endpoint_secret, endpoint_id, secret))
+
+    def endpoint_secret(self, endpoint_id: str) -> Any:
+        """The current secret (``{"signatureScheme", "secret"}``; ed25519: ``publicKey``)."""
+        return self._run(_bind(self._core.endpoint_secret, endpoint_id))
+
+    def endpoint_deliveries(self, endpoint_id: str) -> Any:
+        return self._run(_bind(self._core.endpoint_deliveries, endpoint_id))
 
     def delivery(self, delivery_id: str) -> Any:
         return self._run(_bind(self._core.delivery, delivery_id))
@@ -768,6 +896,36 @@ class CodeQClient(_Methods):
         self, *, ids: Iterable[str] | None = None, limit: int | None = None
     ) -> Any:
         return self._run(_bind(self._core.replay_deliveries, ids, limit))
+
+    def list_deliveries(self, **filters: Any) -> Any:
+        """One page of the tenant's deliveries, newest first: ``{"deliveries": [...],
+        "nextCursor": ...}``, each with its attempts and the request its last attempt sent
+        (without the body: :meth:`delivery` has it). ``filters``: status (pending, retrying,
+        succeeded, dead, gone), endpoint_id, event_type, task_id, created_after,
+        created_before, limit (1-500), cursor (the ``nextCursor`` of the page before)."""
+        return self._run(_bind(self._core.list_deliveries, **filters))
+
+    def iter_deliveries(self, **filters: Any) -> Iterator[Any]:
+        """Every delivery that matches ``filters`` (as :meth:`list_deliveries`), following
+        the cursors."""
+        cursor = filters.pop("cursor", None)
+        while True:
+            page = self.list_deliveries(**filters, cursor=cursor)
+            yield from page["deliveries"]
+            if page["nextCursor"] is None:
+                return
+            cursor = page["nextCursor"]
+
+    def delivery_counts(self, *, endpoint_id: str | None = None) -> Any:
+        """How many deliveries the tenant (or one endpoint) has, by status: ``{"counts":
+        {"pending": n, "retrying": n, "succeeded": n, "dead": n, "gone": n}, "total": n}``."""
+        return self._run(_bind(self._core.delivery_counts, endpoint_id=endpoint_id))
+
+    def endpoint_stats(self, endpoint_id: str) -> Any:
+        """An endpoint's attempts over the last hour and day: ``{"lastHour": {...},
+        "lastDay": {...}}``, each with attempts, succeeded, failed, successRate and the
+        p50/p90/p99 latency in ms."""
+        return self._run(_bind(self._core.endpoint_stats, endpoint_id))
 
     def request(self, method: str, path: str, *, auth: Auth = "producer", body: Any = None) -> Any:
         """Any route under ``/v1/codeq``, as JSON."""
@@ -885,6 +1043,15 @@ class AsyncCodeQClient(_Methods):
         """The webhooks a task caused, with their attempts: ``{"deliveries": [...]}``."""
         return await self._run(_bind(self._core.task_deliveries, task_id))
 
+    async def task_history(self, task_id: str) -> TaskHistoryOut:
+        """What happened to a task, oldest first (its newest 32 events and its creation)."""
+        return await self._run(_bind(self._core.task_history, task_id))
+
+    async def cancel(self, task_id: str, *, reason: str | None = None) -> TaskOut:
+        """Withdraw a PENDING task: it becomes CANCELLED (Conflict ``not_cancellable`` once a
+        worker holds it or it has ended)."""
+        return await self._run(_bind(self._core.cancel, task_id, reason=reason))
+
     async def queues(self) -> QueuesOut:
         return await self._run(_bind(self._core.queues))
 
@@ -900,11 +1067,40 @@ class AsyncCodeQClient(_Methods):
     async def cleanup(self, **options: Any) -> CleanupOut:
         return await self._run(_bind(self._core.cleanup, **options))
 
+    async def event_types(self) -> EventTypeCatalog:
+        """Every event type an endpoint may receive: when it is sent, the JSON schema of its
+        body and an example (``.event_types``: a list of ``EventTypeInfo``; any token)."""
+        return await self._run(_bind(self._core.event_types))
+
     async def subscribe(self, callback_url: str, **fields: Any) -> Any:
         return await self._run(_bind(self._core.subscribe, callback_url, **fields))
 
     async def create_endpoint(self, url: str, event_types: Iterable[str], **fields: Any) -> Any:
         return await self._run(_bind(self._core.create_endpoint, url, event_types, **fields))
+
+    async def list_endpoints(self, *, channel: str | None = None) -> Any:
+        return await self._run(_bind(self._core.list_endpoints, channel))
+
+    async def get_endpoint(self, endpoint_id: str) -> Any:
+        return await self._run(_bind(self._core.get_endpoint, endpoint_id))
+
+    async def update_endpoint(self, endpoint_id: str, **fields: Any) -> Any:
+        return await self._run(_bind(self._core.update_endpoint, endpoint_id, **fields))
+
+    async def delete_endpoint(self, endpoint_id: str) -> None:
+        await self._run(_bind(self._core.delete_endpoint, endpoint_id))
+
+    async def test_endpoint(self, endpoint_id: str) -> Any:
+        return await self._run(_bind(self._core.test_endpoint, endpoint_id))
+
+    async def rotate_endpoint_secret(self, endpoint_id: str, *, secret: str | None = None) -> Any:
+        return await self._run(_bind(self._core.rotate_endpoint_secret, endpoint_id, secret))
+
+    async def endpoint_secret(self, endpoint_id: str) -> Any:
+        return await self._run(_bind(self._core.endpoint_secret, endpoint_id))
+
+    async def endpoint_deliveries(self, endpoint_id: str) -> Any:
+        return await self._run(_bind(self._core.endpoint_deliveries, endpoint_id))
 
     async def delivery(self, delivery_id: str) -> Any:
         return await self._run(_bind(self._core.delivery, delivery_id))
@@ -919,6 +1115,30 @@ class AsyncCodeQClient(_Methods):
         self, *, ids: Iterable[str] | None = None, limit: int | None = None
     ) -> Any:
         return await self._run(_bind(self._core.replay_deliveries, ids, limit))
+
+    async def list_deliveries(self, **filters: Any) -> Any:
+        """One page of the tenant's deliveries (see :meth:`CodeQClient.list_deliveries`)."""
+        return await self._run(_bind(self._core.list_deliveries, **filters))
+
+    async def iter_deliveries(self, **filters: Any) -> AsyncIterator[Any]:
+        """Every delivery that matches ``filters``, following the cursors."""
+        cursor = filters.pop("cursor", None)
+        while True:
+            page = await self.list_deliveries(**filters, cursor=cursor)
+            for delivery in page["deliveries"]:
+                yield delivery
+            if page["nextCursor"] is None:
+                return
+            cursor = page["nextCursor"]
+
+    async def delivery_counts(self, *, endpoint_id: str | None = None) -> Any:
+        """How many deliveries the tenant (or one endpoint) has, by status."""
+        return await self._run(_bind(self._core.delivery_counts, endpoint_id=endpoint_id))
+
+    async def endpoint_stats(self, endpoint_id: str) -> Any:
+        """An endpoint's attempts over the last hour and day (see
+        :meth:`CodeQClient.endpoint_stats`)."""
+        return await self._run(_bind(self._core.endpoint_stats, endpoint_id))
 
     async def request(
         self, method: str, path: str, *, auth: Auth = "producer", body: Any = None

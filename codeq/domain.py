@@ -21,11 +21,14 @@ __all__ = [
     "Location",
     "NackOutcome",
     "NewTask",
+    "OutcomeCounts",
     "QueueStats",
+    "RateWindow",
     "RequeueOutcome",
     "ResultStatus",
     "SweepReport",
     "Task",
+    "TaskEvent",
     "TaskFilter",
     "TaskPage",
     "TaskResult",
@@ -39,9 +42,12 @@ class TaskStatus(StrEnum):
     IN_PROGRESS = "IN_PROGRESS"
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
+    CANCELLED = "CANCELLED"  # withdrawn by its producer while pending (POST /tasks/{id}/cancel)
 
 
-TERMINAL_STATUSES: Final = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED})
+TERMINAL_STATUSES: Final = frozenset(
+    {TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED}
+)
 
 
 class ListStatus(StrEnum):
@@ -55,6 +61,7 @@ class ListStatus(StrEnum):
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
     DEAD = "DEAD"
+    CANCELLED = "CANCELLED"
 
 
 class ResultStatus(StrEnum):
@@ -79,9 +86,18 @@ class BackoffPolicy(StrEnum):
 
 
 class EventType(StrEnum):
-    """Every event the store's scripts write to the partition streams (``emit(...)`` in
-    ``codeq/store/lua``), and so every type an endpoint may subscribe to: the API, the docs
-    and the scripts are checked against this one list (tests/test_webhook_targets_events.py).
+    """Every event an endpoint may receive, and so every type it may subscribe to: the API,
+    the catalog (``codeq.catalog``, ``GET /v1/codeq/webhooks/event-types``), the docs and the
+    scripts are checked against this one list (tests/test_webhook_targets_events.py). The
+    ``task.*`` types are what the store's scripts write to the partition streams
+    (``emit(...)`` in ``codeq/store/lua``); ``webhook.test`` is the one written by no script:
+    it is sent to one endpoint on request (a test send).
+
+    The operational types (:attr:`is_operational`) are about the webhooks themselves, written
+    by the script that makes the change: ``endpoint.disabled`` and ``endpoint.enabled`` by the
+    endpoint scripts (``ep_mark.lua``, ``ep_patch.lua``) to the ``{hooks}`` stream,
+    ``delivery.exhausted`` by ``dlv_outcome.lua`` to the partition stream. An endpoint receives
+    them only when it names them: ``*`` in ``eventTypes`` means every task event.
     """
 
     CREATED = "task.created"
@@ -93,6 +109,21 @@ class EventType(StrEnum):
     FAILED = "task.failed"
     DEAD_LETTERED = "task.dead_lettered"
     ABANDONED = "task.abandoned"
+    CANCELLED = "task.cancelled"
+    WEBHOOK_TEST = "webhook.test"
+    ENDPOINT_DISABLED = "endpoint.disabled"
+    ENDPOINT_ENABLED = "endpoint.enabled"
+    DELIVERY_EXHAUSTED = "delivery.exhausted"
+
+    @property
+    def is_operational(self) -> bool:
+        """About the webhooks rather than a task: never included in ``*``."""
+        return self in _OPERATIONAL
+
+
+_OPERATIONAL: Final = frozenset(
+    {EventType.ENDPOINT_DISABLED, EventType.ENDPOINT_ENABLED, EventType.DELIVERY_EXHAUSTED}
+)
 
 
 #: The event type names (``task.completed``, ...) as a set of plain strings.
@@ -149,6 +180,20 @@ class Task(msgspec.Struct, frozen=True, kw_only=True):
         return self.status in TERMINAL_STATUSES
 
 
+class TaskEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """One entry of a task's own history (``GET /tasks/{id}/history``): an event the scripts
+    wrote for it, with the fields that say what happened."""
+
+    type: str
+    at_ms: int
+    worker_id: str | None = None
+    attempt: int | None = None
+    reason: str | None = None
+    error: str | None = None
+    delay_ms: int | None = None
+    run_at_ms: int | None = None
+
+
 class ClaimedTask(msgspec.Struct, frozen=True, kw_only=True):
     """A claim's answer: the task (with its payload) and the lease it holds."""
 
@@ -187,6 +232,44 @@ class NackOutcome(msgspec.Struct, frozen=True, kw_only=True):
     delay_seconds: float
 
 
+class OutcomeCounts(msgspec.Struct, frozen=True, kw_only=True):
+    """How many tasks of a queue were created, completed, failed (by their worker), dead-lettered
+    and cancelled: totals since the queue began, or within a :class:`RateWindow`."""
+
+    created: int = 0
+    completed: int = 0
+    failed: int = 0
+    dead: int = 0
+    cancelled: int = 0
+
+    def __add__(self, other: OutcomeCounts) -> OutcomeCounts:
+        return OutcomeCounts(
+            created=self.created + other.created,
+            completed=self.completed + other.completed,
+            failed=self.failed + other.failed,
+            dead=self.dead + other.dead,
+            cancelled=self.cancelled + other.cancelled,
+        )
+
+    def __sub__(self, other: OutcomeCounts) -> OutcomeCounts:
+        return OutcomeCounts(
+            created=self.created - other.created,
+            completed=self.completed - other.completed,
+            failed=self.failed - other.failed,
+            dead=self.dead - other.dead,
+            cancelled=self.cancelled - other.cancelled,
+        )
+
+
+class RateWindow(msgspec.Struct, frozen=True, kw_only=True):
+    """What happened to a queue from ``start_ms`` to ``end_ms`` (about a minute; the newest
+    window ends now and is still running)."""
+
+    start_ms: int
+    end_ms: int
+    counts: OutcomeCounts
+
+
 class QueueStats(msgspec.Struct, frozen=True, kw_only=True):
     tenant_id: str
     command: str
@@ -194,6 +277,9 @@ class QueueStats(msgspec.Struct, frozen=True, kw_only=True):
     delayed: int = 0
     in_progress: int = 0
     dlq: int = 0
+    totals: OutcomeCounts = OutcomeCounts()
+    #: the last ~15 minutes, oldest first (from the sweeper's once-a-minute snapshots)
+    windows: tuple[RateWindow, ...] = ()
 
 
 class DlqPage(msgspec.Struct, frozen=True, kw_only=True):

@@ -26,10 +26,12 @@ from codeq.domain import (
     NackOutcome,
     NewTask,
     QueueStats,
+    RateWindow,
     RequeueOutcome,
     ResultStatus,
     SweepReport,
     Task,
+    TaskEvent,
     TaskFilter,
     TaskPage,
     TaskResult,
@@ -475,6 +477,26 @@ class Engine:
         reply = await self.store.get(self._partition(task_id), tenant, task_id)
         return reply.task
 
+    async def task_history(self, tenant: str, task_id: str) -> tuple[TaskEvent, ...]:
+        """What happened to the task, oldest first: its own record of its events (the newest
+        32, and always its creation)."""
+        return await self.store.history(self._partition(task_id), tenant, task_id)
+
+    async def cancel(self, tenant: str, task_id: str, *, reason: str | None = None) -> Task:
+        """Withdraw a task nobody holds yet: PENDING (ready or delayed) becomes CANCELLED, kept
+        like a finished task (taskRetentionSeconds), its webhook told (task.cancelled).
+        Cancelling a cancelled task answers it again; any other status is a Conflict
+        not_cancellable (a worker holds it, or it has ended)."""
+        if reason is not None and len(reason) > MAX_REASON:
+            raise InvalidRequest(f"reason must be at most {MAX_REASON} characters", field="reason")
+        return await self.store.cancel(
+            self._partition(task_id),
+            tenant,
+            task_id,
+            retention_ms=self.config.task_retention_seconds * 1000,
+            reason=reason or None,
+        )
+
     async def get_result(self, tenant: str, task_id: str) -> tuple[Task, TaskResult]:
         reply = await self.store.get(
             self._partition(task_id), tenant, task_id, with_payload=True, with_result=True
@@ -533,6 +555,8 @@ class Engine:
                         delayed=old.delayed + s.delayed,
                         in_progress=old.in_progress + s.in_progress,
                         dlq=old.dlq + s.dlq,
+                        totals=old.totals + s.totals,
+                        windows=_merge_windows(old.windows, s.windows),
                     )
         return sorted(merged.values(), key=lambda s: (s.tenant_id, s.command))
 
@@ -657,6 +681,25 @@ class Engine:
         for partition in range(self.keys.partitions):
             removed += await self.store.trim_events(partition, floor_ms=floor)
         return removed
+
+
+def _merge_windows(a: tuple[RateWindow, ...], b: tuple[RateWindow, ...]) -> tuple[RateWindow, ...]:
+    """One queue's windows from two partitions: those starting in the same minute are one (each
+    partition's sweeper snapshots once a minute, at its own moment in it)."""
+    by_minute: dict[int, RateWindow] = {}
+    for w in (*a, *b):
+        m = w.start_ms // 60_000
+        old = by_minute.get(m)
+        by_minute[m] = (
+            w
+            if old is None
+            else RateWindow(
+                start_ms=min(old.start_ms, w.start_ms),
+                end_ms=max(old.end_ms, w.end_ms),
+                counts=old.counts + w.counts,
+            )
+        )
+    return tuple(by_minute[m] for m in sorted(by_minute))
 
 
 class CleanupOutcome(msgspec.Struct, frozen=True, kw_only=True):

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from codeq.domain import QueueStats, Task, TaskResult
+from codeq.domain import OutcomeCounts, QueueStats, RateWindow, Task, TaskEvent, TaskResult
 from codeq.webhooks import MAX_URL_LENGTH
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "BatchCreateBody",
     "BatchCreateOut",
     "BatchError",
+    "CancelBody",
     "ClaimBody",
     "CleanupBody",
     "CleanupOut",
@@ -43,13 +44,17 @@ __all__ = [
     "HeartbeatOut",
     "NackBody",
     "NackOut",
+    "OutcomeCountsOut",
     "QueueStatsOut",
     "QueuesOut",
+    "RateWindowOut",
     "RequeueBody",
     "RequeueOut",
     "ResultBody",
     "ResultOut",
     "StatusOut",
+    "TaskEventOut",
+    "TaskHistoryOut",
     "TaskListOut",
     "TaskOut",
     "TaskWithResultOut",
@@ -139,10 +144,12 @@ TaskId = Annotated[str, msgspec.Meta(max_length=64)]
 
 
 class CreateTaskBody(_Camel, forbid_unknown_fields=False):
-    """Create one task. ``payload`` is any JSON value except ``null``."""
+    """Create one task. ``payload`` is any JSON value except ``null``: kept as the JSON text it
+    came as (checked and compacted, never turned into Python objects: a megabyte of small
+    values would cost the event loop tens of milliseconds or more)."""
 
     command: Command
-    payload: Any
+    payload: msgspec.Raw
     priority: Annotated[
         int,
         _range(*PRIORITY_RANGE, "0-9, higher first; other values are clamped into 0-9"),
@@ -163,7 +170,7 @@ class CreateTaskBody(_Camel, forbid_unknown_fields=False):
 class BatchCreateBody(_Camel):
     """Up to 1000 create bodies; each item is validated and created on its own."""
 
-    tasks: Annotated[list[dict[str, Any]], msgspec.Meta(max_length=MAX_BATCH_TASKS)]
+    tasks: Annotated[list[msgspec.Raw], msgspec.Meta(max_length=MAX_BATCH_TASKS)]
 
 
 class ClaimBody(_Camel):
@@ -207,13 +214,20 @@ class ArtifactIn(_Camel):
 
 
 class ResultBody(_Camel):
+    """``result``: a JSON object (or ``null``), kept as its JSON text like a payload."""
+
     status: Literal["COMPLETED", "FAILED"]
-    result: dict[str, Any] | None = None
+    # absent or null: no result (a factory: Litestar's schema cannot hash a Raw default)
+    result: msgspec.Raw = msgspec.field(default_factory=lambda: msgspec.Raw(b"null"))
     error: Text | None = None
     artifacts: Annotated[list[ArtifactIn], msgspec.Meta(max_length=MAX_ARTIFACTS)] = msgspec.field(
         default_factory=list
     )
     lease_id: LeaseId | None = None
+
+
+class CancelBody(_Camel):
+    reason: Text | None = None
 
 
 class RequeueBody(_Camel):
@@ -357,13 +371,92 @@ class TaskWithResultOut(msgspec.Struct, kw_only=True):
     result: ResultOut
 
 
+class TaskEventOut(_Out):
+    """One event of a task's history: its type, when, and what it says (the worker, the
+    attempt, a reason or error, a delay, when a delayed task runs)."""
+
+    type: str
+    at: str
+    worker_id: str | None = None
+    attempt: int | None = None
+    reason: str | None = None
+    error: str | None = None
+    delay_ms: int | None = None
+    run_at: str | None = None
+
+    @classmethod
+    def of(cls, e: TaskEvent) -> TaskEventOut:
+        return cls(
+            type=e.type,
+            at=rfc3339(e.at_ms) or "",
+            worker_id=e.worker_id,
+            attempt=e.attempt,
+            reason=e.reason,
+            error=e.error,
+            delay_ms=e.delay_ms,
+            run_at=rfc3339(e.run_at_ms),
+        )
+
+
+class TaskHistoryOut(msgspec.Struct, kw_only=True):
+    """``GET /v1/codeq/tasks/{id}/history``: oldest first; the newest 32 events and always the
+    task's creation (the task keeps this record itself, for as long as it is kept)."""
+
+    events: list[TaskEventOut]
+
+
+class OutcomeCountsOut(_Camel):
+    created: int
+    completed: int
+    failed: int
+    dead: int
+    cancelled: int
+
+    @classmethod
+    def of(cls, c: OutcomeCounts) -> OutcomeCountsOut:
+        return cls(
+            created=c.created,
+            completed=c.completed,
+            failed=c.failed,
+            dead=c.dead,
+            cancelled=c.cancelled,
+        )
+
+
+class RateWindowOut(OutcomeCountsOut):
+    """What happened in a queue from ``start`` to ``end`` (about a minute; the last window
+    ends now and is still running)."""
+
+    start: str
+    end: str
+
+    @classmethod
+    def of_window(cls, w: RateWindow) -> RateWindowOut:
+        c = w.counts
+        return cls(
+            start=rfc3339(w.start_ms) or "",
+            end=rfc3339(w.end_ms) or "",
+            created=c.created,
+            completed=c.completed,
+            failed=c.failed,
+            dead=c.dead,
+            cancelled=c.cancelled,
+        )
+
+
 class QueueStatsOut(_Out):
+    """A queue's depths, its outcome totals since it began (``failed``: by a worker's result;
+    ``dead``: dead-lettered), and ``windows``: about one a minute over the last 15 minutes,
+    oldest first, from the sweeper's once-a-minute snapshots (none until it has taken one)."""
+
     command: str
     ready: int
     delayed: int
     in_progress: int
     dlq: int
     tenant_id: str | None = None
+    totals: OutcomeCountsOut | None = None
+    windows: list[RateWindowOut] = msgspec.field(default_factory=list)
 
     @classmethod
     def of(cls, s: QueueStats, *, with_tenant: bool = False) -> QueueStatsOut:
@@ -374,6 +467,8 @@ class QueueStatsOut(_Out):
             in_progress=s.in_progress,
             dlq=s.dlq,
             tenant_id=s.tenant_id if with_tenant else None,
+            totals=OutcomeCountsOut.of(s.totals),
+            windows=[RateWindowOut.of_window(w) for w in s.windows],
         )
 
 

@@ -88,7 +88,7 @@ async def check_partition(client: Any, keys: KeySchema, partition: int) -> list[
             problems.append(f"{task_id} IN_PROGRESS outside the leased set")
         if loc == "DLQ_SET" and status != "FAILED":
             problems.append(f"{task_id} in DLQ with status {status}")
-        if status in ("COMPLETED", "FAILED") and loc == "NONE" and rec.get("leaseId"):
+        if status in ("COMPLETED", "FAILED", "CANCELLED") and loc == "NONE" and rec.get("leaseId"):
             problems.append(f"{task_id} terminal but still holds a lease")
     for task_id in list(delayed) + list(leased) + list(ready_ids) + list(dlq_ids):
         if task_id not in tasks:
@@ -104,6 +104,10 @@ async def check_partition(client: Any, keys: KeySchema, partition: int) -> list[
         if field.startswith("!"):
             continue  # the partition's layout marks ("!counted")
         q, kind = field.rsplit("!", 1)
+        if kind.startswith("n:"):  # an outcome total (lib.lua ``tally``): only ever counts up
+            if kind[2:] not in _OUTCOMES or value < 0:
+                problems.append(f"outcome total {field}={value}")
+            continue
         want_n = actual[kind][q]
         if value != want_n:
             problems.append(f"counter {field}={value}, actual {want_n}")
@@ -126,7 +130,9 @@ async def check_partition(client: Any, keys: KeySchema, partition: int) -> list[
 
 
 #: a record's listing status (lib.lua ``ix_code``)
-_CODES = {"PENDING": "P", "IN_PROGRESS": "R", "COMPLETED": "C", "FAILED": "F"}
+_CODES = {"PENDING": "P", "IN_PROGRESS": "R", "COMPLETED": "C", "FAILED": "F", "CANCELLED": "X"}
+#: the outcome totals a queue has (lib.lua ``OUTCOMES``)
+_OUTCOMES = frozenset({"created", "completed", "failed", "dead", "cancelled"})
 
 
 async def _check_listing(client: Any, k: Any, tasks: dict[str, Any]) -> list[str]:

@@ -366,6 +366,7 @@ async def test_nack_then_dead_letter_then_requeue(client: httpx.AsyncClient) -> 
         "delayed": 0,
         "inProgress": 0,
         "dlq": 1,
+        "totals": {"created": 1, "completed": 0, "failed": 0, "dead": 1, "cancelled": 0},
     }
     r = await client.post(
         "/v1/codeq/admin/queues/RENDER/dlq/requeue", json={"all": True}, headers=auth(ADMIN)
@@ -516,8 +517,18 @@ async def test_queue_listing_is_tenant_scoped_unless_super_admin(
         "/v1/codeq/tasks", json={"command": "OTHER", "payload": 1}, headers=auth(OTHER_TENANT)
     )
     mine = (await client.get("/v1/codeq/admin/queues", headers=auth(ADMIN))).json()
+    created_one = {"created": 1, "completed": 0, "failed": 0, "dead": 0, "cancelled": 0}
     assert mine == {
-        "queues": [{"command": "render", "ready": 1, "delayed": 0, "inProgress": 0, "dlq": 0}]
+        "queues": [
+            {
+                "command": "render",
+                "ready": 1,
+                "delayed": 0,
+                "inProgress": 0,
+                "dlq": 0,
+                "totals": created_one,
+            }
+        ]
     }
     everyone = (await client.get("/v1/codeq/admin/queues", headers=auth(SUPER))).json()
     assert {(q["tenantId"], q["command"]) for q in everyone["queues"]} == {

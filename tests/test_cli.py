@@ -233,6 +233,22 @@ def test_task_commands_by_hand(cli: Cli) -> None:
     assert cli.json("task", "fail", other["id"], "--error", "bad input")["status"] == "FAILED"
     assert cli.json("task", "claim", "-c", command) is None  # nothing left: JSON null, exit 0
 
+    history = cli.json("task", "history", created["id"])["events"]
+    assert [e["type"] for e in history] == [
+        "task.created",
+        "task.claimed",
+        "task.nacked",
+        "task.claimed",
+        "task.abandoned",
+        "task.claimed",
+        "task.completed",
+    ]
+    assert "task.nacked" in cli.run("task", "history", created["id"]).stdout
+    withdrawn = cli.json("task", "create", "-c", command, "--payload", "{}")
+    cancelled = cli.json("task", "cancel", withdrawn["id"], "--reason", "not needed")
+    assert cancelled["status"] == "CANCELLED" and cancelled["error"] == "not needed"
+    assert "not_cancellable" in cli.run("task", "cancel", created["id"], code=1).stderr
+
 
 def test_create_from_file_10000_lines_through_the_batch_route(cli: Cli, tmp_path: Path) -> None:
     command = unique("BULK")
@@ -461,6 +477,17 @@ def test_dead_deliveries_are_listed_and_replayed(cli: Cli, sdk: CodeQClient) -> 
             message="the replayed delivery was not attempted",
         )
         assert cli.json("deliveries", "retry", entry["id"])["replayed"] == 1
+        # dead again (the secret is still wrong): replayed with every other dead one, in
+        # chunks, with the bar's last state on stderr in a pipe
+        wait_for(
+            lambda: any(d["id"] == entry["id"] for d in dead()),
+            timeout=30,
+            message="the retried delivery did not die again",
+        )
+        every = cli.run("deliveries", "replay")
+        replayed = int(every.stdout.split()[-1])
+        assert replayed >= 1
+        assert "replaying" in every.stderr and f"{replayed}/{replayed}" in every.stderr
     finally:
         listener.send_signal(signal.SIGINT)
         finish(listener)

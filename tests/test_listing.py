@@ -60,7 +60,9 @@ async def make_mix(engine: Engine) -> dict[str, list[Task]]:
     assert got is not None and got.id == one.id
     assert (await engine.nack(ACME, one.id, "w", reason="bad")).status == "dlq"
     await engine.abandon(ACME, dead_one.id, "w")  # back to pending
-    tasks = [await engine.get_task(ACME, t.id) for t in [*made, one]]
+    gone = (await engine.create(ACME, NewTask(command="index", payload="{}"))).task
+    await engine.cancel(ACME, gone.id, reason="not needed")
+    tasks = [await engine.get_task(ACME, t.id) for t in [*made, one, gone]]
     by: dict[str, list[Task]] = {s.value: [] for s in ListStatus}
     for t in tasks:
         dead = t.last_known_location.value == "DLQ_SET"
@@ -349,5 +351,5 @@ async def test_http_deliveries_of_a_task(client: httpx.AsyncClient) -> None:
 
 def test_the_listing_status_names_are_the_api_ones() -> None:
     assert msgspec.json.encode(list(ListStatus)) == (
-        b'["PENDING","IN_PROGRESS","COMPLETED","FAILED","DEAD"]'
+        b'["PENDING","IN_PROGRESS","COMPLETED","FAILED","DEAD","CANCELLED"]'
     )

@@ -220,6 +220,33 @@ def task_get(ctx: typer.Context, task_id: str, json_out: JsonFlag = False) -> No
         out.data(cq.get_task(task_id), _show_task(out))
 
 
+@task_app.command("history")
+def task_history(ctx: typer.Context, task_id: str, json_out: JsonFlag = False) -> None:
+    """What happened to a task, oldest first."""
+    out = Out(ctx, json_out)
+    with state_of(ctx).client() as cq:
+        answer = cq.task_history(task_id)
+
+    def human(d: Any) -> None:
+        cols = ("at", "type", "workerId", "attempt", "reason", "error", "delayMs", "runAt")
+        out.table(d["events"], cols, title=f"history of {task_id}")
+
+    out.data(answer, human)
+
+
+@task_app.command("cancel")
+def task_cancel(
+    ctx: typer.Context,
+    task_id: str,
+    reason: Annotated[str | None, typer.Option(help="Why (kept as the task's error).")] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Withdraw a pending task (producer token): it becomes CANCELLED."""
+    out = Out(ctx, json_out)
+    with state_of(ctx).client() as cq:
+        out.data(cq.cancel(task_id, reason=reason), _show_task(out))
+
+
 @task_app.command("result")
 def task_result(ctx: typer.Context, task_id: str, json_out: JsonFlag = False) -> None:
     """Read a task with its result."""

@@ -6,18 +6,20 @@ partition, one ``ZCOUNT`` for subscriptions.
 
 from __future__ import annotations
 
+import itertools
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 
-from codeq.domain import QueueStats
+from codeq.domain import OutcomeCounts, QueueStats, RateWindow
 from codeq.store.base import ScriptStore
 from codeq.store.keys import escape
 from codeq.store.protocol import CommandDepths, GroupLag, PartitionGauges
 from codeq.store.streams import text as _s
 
-__all__ = ["StoreGauges", "queues_prefix"]
+__all__ = ["StoreGauges", "queues_prefix", "rate_windows"]
 
 
 class _QueueMeta(msgspec.Struct):
@@ -33,6 +35,51 @@ def queues_prefix(tenant: str) -> str:
     return f"{escape(tenant)}/"
 
 
+#: entries per queue in a ``stats.lua`` reply: q, registry, 4 depths, 5 totals, the ring
+_STATS_STRIDE = 2 + 4 + 5 + 16
+#: how far back the rates ring is read (its slots are overwritten after 16 minutes)
+_RATES_HORIZON_MS = 16 * 60_000
+
+
+def _counts(values: Sequence[Any]) -> OutcomeCounts:
+    created, completed, failed, dead, cancelled = (int(v) for v in values)
+    return OutcomeCounts(
+        created=created, completed=completed, failed=failed, dead=dead, cancelled=cancelled
+    )
+
+
+def rate_windows(
+    totals: OutcomeCounts,
+    snapshots: Sequence[bytes | str],
+    now_ms: int,
+    last_snapshot_ms: int | None = None,
+) -> tuple[RateWindow, ...]:
+    """The windows between the ring's snapshots (``"<ms>,<created>,...``, see sweep.lua) of the
+    last 16 minutes, oldest first, and the running one from the newest snapshot to now.
+    ``last_snapshot_ms``: when the partition's last snapshot was taken; a queue it did not name
+    had no task in the partition then, so it counts from zero from that time."""
+    points: list[tuple[int, OutcomeCounts]] = []
+    for raw in snapshots:
+        parts = _s(raw).split(",") if raw else []
+        if len(parts) != 6 or not all(p.isdigit() for p in parts):
+            continue  # an empty slot, or one nobody can read
+        at = int(parts[0])
+        if now_ms - _RATES_HORIZON_MS <= at <= now_ms + 60_000:
+            points.append((at, _counts(parts[1:])))
+    recent = last_snapshot_ms is not None and now_ms - _RATES_HORIZON_MS <= last_snapshot_ms
+    if recent and all(at != last_snapshot_ms for at, _ in points):
+        points.append((last_snapshot_ms or 0, OutcomeCounts()))
+    points.sort(key=lambda p: p[0])
+    windows = [
+        RateWindow(start_ms=a_at, end_ms=b_at, counts=b - a)
+        for (a_at, a), (b_at, b) in itertools.pairwise(points)
+    ]
+    if points:
+        at, last = points[-1]
+        windows.append(RateWindow(start_ms=at, end_ms=max(now_ms, at), counts=totals - last))
+    return tuple(windows)
+
+
 class StoreGauges(ScriptStore):
     """Queue stats and the ``/metrics`` gauges of a store (:class:`codeq.store.protocol.Meters`
     and ``stats`` of :class:`codeq.store.protocol.Store`)."""
@@ -46,13 +93,18 @@ class StoreGauges(ScriptStore):
             args = ["prefix", queues_prefix(tenant)]
         else:
             args = ["all"]
-        reply = await self._run("stats", partition, args)
+        rates = self.keys.partition(partition).rates
+        reply = await self._run("stats", partition, args, (rates,))
+        now_ms = time.time_ns() // 1_000_000
+        last = _s(reply[0])
+        last_snapshot_ms = int(last) if last.isdigit() else None
         out: list[QueueStats] = []
-        for i in range(0, len(reply), 6):
+        for i in range(1, len(reply), _STATS_STRIDE):
             meta_raw = reply[i + 1]
             if not meta_raw:
                 continue
             meta = _meta_decoder.decode(meta_raw)
+            totals = _counts(reply[i + 6 : i + 11])
             out.append(
                 QueueStats(
                     tenant_id=meta.tenant,
@@ -61,6 +113,10 @@ class StoreGauges(ScriptStore):
                     delayed=int(reply[i + 3]),
                     in_progress=int(reply[i + 4]),
                     dlq=int(reply[i + 5]),
+                    totals=totals,
+                    windows=rate_windows(
+                        totals, reply[i + 11 : i + _STATS_STRIDE], now_ms, last_snapshot_ms
+                    ),
                 )
             )
         return out

@@ -62,6 +62,9 @@ class PartitionKeys:
     sweep_lock: str
     by_status: str
     by_command: str
+    #: the outcome totals' once-a-minute snapshots (sweep.lua writes, stats.lua reads; not in
+    #: ``all``: those two take it as KEYS[16])
+    rates: str
 
     @property
     def all(self) -> tuple[str, ...]:
@@ -88,7 +91,9 @@ class PartitionKeys:
 @dataclass(frozen=True, slots=True)
 class DeliveryKeys:
     """The fixed keys of one partition's webhook deliveries (spec 03), in KEYS order of the
-    delivery scripts (codeq/store/lua/dlv_*.lua)."""
+    delivery scripts (codeq/store/lua/dlv_*.lua, where ``dlv_lib.lua`` says what each holds).
+    ``lock`` is the partition's sweep lock (:attr:`PartitionKeys.sweep_lock`): the sweeper's
+    pruning of deliveries takes it as its task steps do."""
 
     partition: int
     events: str
@@ -99,6 +104,11 @@ class DeliveryKeys:
     tasks: str
     results: str
     by_task: str
+    index: str
+    counts: str
+    stats: str
+    ended: str
+    lock: str
 
     @property
     def all(self) -> tuple[str, ...]:
@@ -111,6 +121,11 @@ class DeliveryKeys:
             self.tasks,
             self.results,
             self.by_task,
+            self.index,
+            self.counts,
+            self.stats,
+            self.ended,
+            self.lock,
         )
 
 
@@ -151,6 +166,7 @@ class KeySchema:
             sweep_lock=f"{t}:lock:sweep",
             by_status=f"{t}:ix:status",
             by_command=f"{t}:ix:command",
+            rates=f"{t}:rates",
         )
 
     def partition(self, partition: int) -> PartitionKeys:
@@ -160,7 +176,8 @@ class KeySchema:
         return self._delivery(partition)
 
     def _build_delivery(self, partition: int) -> DeliveryKeys:
-        t = self.partition(partition).tasks.rsplit(":", 1)[0]
+        k = self.partition(partition)
+        t = k.tasks.rsplit(":", 1)[0]
         return DeliveryKeys(
             partition=partition,
             events=f"{t}:events",
@@ -171,6 +188,11 @@ class KeySchema:
             tasks=f"{t}:tasks",
             results=f"{t}:results",
             by_task=f"{t}:dlv:task",
+            index=f"{t}:dlv:ix",
+            counts=f"{t}:dlv:counts",
+            stats=f"{t}:dlv:stats",
+            ended=f"{t}:dlv:ended",
+            lock=k.sweep_lock,
         )
 
     def subscriptions(self, tenant: str) -> tuple[str, str, str]:
@@ -188,6 +210,18 @@ class KeySchema:
     def endpoint_deliveries(self, endpoint_id: str) -> str:
         """The newest delivery ids of one endpoint (a capped list, an index only)."""
         return f"{self.prefix}:{{hooks}}:recent:{escape(endpoint_id)}"
+
+    def hook_events(self) -> tuple[str, str]:
+        """The ``{hooks}`` tag's event stream (``endpoint.disabled``, ``endpoint.enabled``:
+        appended by ``ep_mark.lua`` and ``ep_patch.lua``, their KEYS[3]; read by the deliverers'
+        ``endpoints`` group) and the list of its entries set aside — KEYS[1..2] of
+        ``ep_ack.lua``."""
+        t = f"{self.prefix}:{{hooks}}"
+        return f"{t}:events", f"{t}:events:poison"
+
+    def hook_consumer_alive(self, group: str, consumer: str) -> str:
+        """Liveness key of one consumer of a group on the ``{hooks}`` stream."""
+        return f"{self.prefix}:{{hooks}}:alive:{escape(group)}:{escape(consumer)}"
 
     def consumer_alive(self, partition: int, group: str, consumer: str) -> str:
         """Liveness key of one consumer of a group (TTL ``consumerTtlSeconds``)."""

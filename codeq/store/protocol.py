@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from codeq.domain import QueueStats, SweepReport, Task
+from codeq.domain import QueueStats, SweepReport, Task, TaskEvent
 from codeq.store.keys import KeySchema
 from codeq.store.streams import StreamEntry
 
@@ -42,18 +42,24 @@ __all__ = [
     "CreateItem",
     "CreateReply",
     "Deliveries",
+    "DeliveryIndexPage",
+    "DeliveryQuery",
+    "EndpointBuckets",
     "Endpoints",
     "EventStreams",
     "GetReply",
     "GroupLag",
+    "HookEvents",
     "IndexPage",
     "IndexQuery",
     "Meters",
     "NackReply",
     "PartitionGauges",
+    "PruneReply",
     "PurgeReply",
     "RateBuckets",
     "RateDecision",
+    "StatsBucket",
     "Store",
     "Subscriptions",
     "TaskReads",
@@ -207,6 +213,13 @@ class Store(Protocol):
         self, partition: int, tenant: str, task_id: str, *, worker_id: str, lease_id: str | None
     ) -> Task: ...
 
+    async def cancel(
+        self, partition: int, tenant: str, task_id: str, *, retention_ms: int, reason: str | None
+    ) -> Task:
+        """A PENDING task (ready or delayed) becomes CANCELLED; again on a cancelled one is its
+        record. NotFound (absent or another tenant's), Conflict ``not_cancellable``."""
+        ...
+
     async def nack(
         self,
         partition: int,
@@ -244,6 +257,10 @@ class Store(Protocol):
         with_payload: bool = True,
         with_result: bool = False,
     ) -> GetReply: ...
+
+    async def history(self, partition: int, tenant: str, task_id: str) -> tuple[TaskEvent, ...]:
+        """The task's own event history, oldest first (NotFound: absent or another tenant's)."""
+        ...
 
     async def requeue_dlq(
         self, partition: int, tenant: str, queue: str, ids: Sequence[str], *, limit: int
@@ -373,8 +390,82 @@ class ConsumerGroups(Protocol):
     async def alive(self, partition: int, group: str, consumer: str) -> bool: ...
 
 
+class HookEvents(ConsumerGroups, Protocol):
+    """Consumer groups on the ``{hooks}`` stream (``partition`` is ignored), and the
+    acknowledgement of its entries once their deliveries are written."""
+
+    async def acknowledge(
+        self, group: str, entry_ids: Sequence[str], *,
+        set_aside: Sequence[tuple[str, str]] = (), floor_ms: int,
+    ) -> None:  # fmt: skip
+        """Acknowledge ``entry_ids`` and ``set_aside`` (entry id, reason: each gets a
+        dead-letter record) in one step, and trim the stream: the entries older than
+        ``floor_ms`` (ms) that every group has passed go."""
+        ...
+
+
+class DeliveryQuery(msgspec.Struct, frozen=True, kw_only=True):
+    """One partition's part of a delivery search (``dlv_search.lua``): the tenant's deliveries
+    that match every filter given, newest first, ``size`` at most, after position ``after``
+    (``"<createdAt:13>!<id>"`` of the previous page's last one). ``statuses`` are record
+    statuses (``pending``, ``retrying``, ``succeeded``, ``dead``, ``gone``; empty: any).
+    Creation times: from ``created_from_ms`` (inclusive) to ``created_before_ms`` (exclusive).
+    The store reads the index range that fits the filters best; a filter that range does not
+    cover is checked on the records, looking at no more than ``bound`` index entries."""
+
+    tenant: str
+    size: int
+    bound: int
+    statuses: tuple[str, ...] = ()
+    endpoint_id: str | None = None
+    event_type: str | None = None
+    task_id: str | None = None
+    created_from_ms: int | None = None
+    created_before_ms: int | None = None
+    after: str | None = None
+
+
+class DeliveryIndexPage(msgspec.Struct, frozen=True, kw_only=True):
+    """Delivery records of one partition, newest first; ``reached``: the position of the last
+    index entry looked at when more may follow (every newer one was looked at), None when the
+    ranges ended."""
+
+    records: tuple[bytes, ...]
+    reached: str | None = None
+
+
+class StatsBucket(msgspec.Struct, frozen=True, kw_only=True):
+    """One minute's or hour's attempts to an endpoint in one partition: ``epoch`` the minute
+    (hour) since 1970, attempts ``ok`` (2xx) and ``failed``, and ``latency[i]`` the attempts of
+    at most 2^(i/4) ms (above the bucket before; the last bucket: everything slower)."""
+
+    epoch: int
+    ok: int
+    failed: int
+    latency: tuple[int, ...]
+
+
+class EndpointBuckets(msgspec.Struct, frozen=True, kw_only=True):
+    """What one partition holds of an endpoint's statistics: its ring of minute buckets (the
+    last hour) and of hour buckets (the last day), stale buckets included (their ``epoch``
+    says so)."""
+
+    minutes: tuple[StatsBucket, ...] = ()
+    hours: tuple[StatsBucket, ...] = ()
+
+
+class PruneReply(msgspec.Struct, frozen=True, kw_only=True):
+    """One bounded retention step: deliveries pruned, whether more may follow, and records
+    written before the listing index that this step indexed."""
+
+    pruned: int
+    more: bool
+    indexed: int = 0
+
+
 class Deliveries(Protocol):
-    """The durable delivery schedule (records as JSON bytes, see ``deliverers/records.py``)."""
+    """The durable delivery schedule (records as JSON bytes, see ``deliverers/records.py``),
+    its listing index, counters, endpoint statistics and retention."""
 
     async def enqueue(
         self, partition: int, group: str, entry_ids: Sequence[str], lease_ms: int,
@@ -418,6 +509,29 @@ class Deliveries(Protocol):
 
     async def dead_page(self, partition: int, *, limit: int) -> list[bytes]:
         """The oldest dead deliveries of a partition."""
+        ...
+
+    async def search(self, partition: int, query: DeliveryQuery) -> DeliveryIndexPage:
+        """One page of a tenant's deliveries in one partition, from the listing index."""
+        ...
+
+    async def counts(
+        self, partition: int, tenant: str, *, endpoint_id: str | None = None
+    ) -> dict[str, int]:
+        """How many deliveries of the tenant (of one endpoint) the partition holds, by status
+        (every status, 0 included): counters the scripts keep, never a count of a range."""
+        ...
+
+    async def endpoint_buckets(self, partition: int, endpoint_id: str) -> EndpointBuckets:
+        """The partition's statistics buckets of one endpoint (kept by ``dlv_outcome``)."""
+        ...
+
+    async def prune(
+        self, partition: int, *, token: str, lock_ms: int, limit: int, retention_ms: int
+    ) -> PruneReply | None:
+        """One bounded retention step under the partition's sweep lock: deliveries that ended
+        more than ``retention_ms`` ago go, with every index entry naming them; None when
+        another process holds the lock."""
         ...
 
 
@@ -467,6 +581,11 @@ class Subscriptions(Protocol):
 
     async def live(self, tenant: str) -> list[bytes]: ...
 
+    async def get(self, sub_id: str, tenant: str) -> bytes | None:
+        """One subscription of ``tenant`` by id (its record, one read), None when unknown or
+        another tenant's."""
+        ...
+
     async def pick(self, tenant: str, command: str, bucket: int) -> list[bytes]:
         """The subscriptions to notify that ``command`` has work, stamped as notified."""
         ...
@@ -515,6 +634,9 @@ class Backend(Protocol):
 
     @property
     def groups(self) -> ConsumerGroups: ...
+
+    @property
+    def hook_events(self) -> HookEvents: ...
 
     @property
     def deliveries(self) -> Deliveries: ...

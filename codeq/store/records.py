@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import msgspec
 
-from codeq.domain import Artifact, Location, ResultStatus, Task, TaskResult, TaskStatus
+from codeq.domain import Artifact, Location, ResultStatus, Task, TaskEvent, TaskResult, TaskStatus
 
-__all__ = ["StoredResult", "decode_result", "decode_task", "encode_result"]
+__all__ = ["StoredResult", "decode_history", "decode_result", "decode_task", "encode_result"]
 
 
 class _Record(msgspec.Struct, kw_only=True, rename="camel"):
@@ -51,7 +51,24 @@ class _ResultIn(msgspec.Struct, kw_only=True):
     artifacts: tuple[Artifact, ...] = ()
 
 
+class _History(msgspec.Struct):
+    """Only the ``hist`` of a record (lib.lua ``remember``): [type, at, field, value, ...]."""
+
+    hist: list[list[str | int | float]] = msgspec.field(default_factory=list)
+
+
+_HIST_FIELDS = {
+    "workerId": "worker_id",
+    "attempt": "attempt",
+    "reason": "reason",
+    "error": "error",
+    "delayMs": "delay_ms",
+    "runAt": "run_at_ms",
+}
+_HIST_INTS = frozenset({"attempt", "delay_ms", "run_at_ms"})
+
 _record_decoder = msgspec.json.Decoder(_Record, strict=False)
+_history_decoder = msgspec.json.Decoder(_History)
 _result_decoder = msgspec.json.Decoder(_ResultIn)
 _encoder = msgspec.json.Encoder()
 
@@ -83,6 +100,34 @@ def decode_task(raw: bytes | str, payload: bytes | str | None = None) -> Task:
         trace_state=r.trace_state,
         completed_at_ms=r.completed_at,
     )
+
+
+def _history_entry(entry: list[str | int | float]) -> TaskEvent | None:
+    if len(entry) < 2 or not isinstance(entry[0], str) or not isinstance(entry[1], int | float):
+        return None
+    fields: dict[str, str | int] = {}
+    for name, value in zip(entry[2::2], entry[3::2], strict=False):
+        attr = _HIST_FIELDS.get(str(name))
+        if attr is None:
+            continue
+        if attr in _HIST_INTS:
+            try:
+                fields[attr] = int(value)
+            except ValueError:
+                continue
+        else:
+            fields[attr] = str(value)
+    return msgspec.convert({"type": entry[0], "at_ms": int(entry[1]), **fields}, TaskEvent)
+
+
+def decode_history(raw: bytes | str) -> tuple[TaskEvent, ...]:
+    """A record's own history, oldest first; entries no reader can take are left out (a record
+    written before histories existed has none)."""
+    try:
+        h = _history_decoder.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return ()
+    return tuple(e for e in map(_history_entry, h.hist) if e is not None)
 
 
 def encode_result(stored: StoredResult) -> bytes:

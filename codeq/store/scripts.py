@@ -19,6 +19,7 @@ SCRIPT_NAMES = (
     "claim",
     "heartbeat",
     "abandon",
+    "cancel",
     "nack",
     "result",
     "get",
@@ -38,6 +39,8 @@ SCRIPT_NAMES = (
     "dlv_poison",
     "dlv_defer",
     "dlv_task",
+    "dlv_search",
+    "dlv_prune",
     "sub_put",
     "sub_del",
     "sub_list",
@@ -48,6 +51,7 @@ SCRIPT_NAMES = (
     "ep_mark",
     "ep_patch",
     "ep_rotate",
+    "ep_ack",
     "rate_limit",
 )
 # Scripts over keys of their own (not a partition's): no library is prepended.

@@ -1,6 +1,7 @@
-"""Task transitions on one partition: create, claim, heartbeat, abandon, nack, result, and the
-reads of tasks (``get``, ``get_many``). Each is one script (``codeq/store/lua/<name>.lua``);
-concurrent creates, claims and results of a partition share calls (:mod:`codeq.store.merge`).
+"""Task transitions on one partition: create, claim, heartbeat, abandon, nack, result, cancel,
+and the reads of tasks (``get``, ``get_many``, ``history``). Each is one script
+(``codeq/store/lua/<name>.lua``); concurrent creates, claims and results of a partition share
+calls (:mod:`codeq.store.merge`).
 
 A script that refuses a transition answers with a structured reply (``{'NOT_OWNER'}``, ...),
 turned here into :class:`NotFound` / :class:`Forbidden` / :class:`Conflict`.
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from codeq.domain import Task
+from codeq.domain import Task, TaskEvent
 from codeq.errors import CodeQError, Conflict, Forbidden, NotFound
 from codeq.store.base import ScriptStore
 from codeq.store.errors import StoreError
@@ -26,7 +27,7 @@ from codeq.store.protocol import (
     IndexQuery,
     NackReply,
 )
-from codeq.store.records import decode_task
+from codeq.store.records import decode_history, decode_task
 from codeq.store.streams import text as _s
 
 __all__ = ["TaskTransitions", "delays_arg"]
@@ -61,6 +62,13 @@ def _owner_error(reply: list[Any], task_id: str) -> CodeQError:
         )
     if code == "LEASE_EXPIRED":
         return Conflict("the lease has expired", code="not_in_progress", task_id=task_id)
+    if code == "NOT_CANCELLABLE":
+        status = _s(reply[1]) if len(reply) > 1 else "not pending"
+        return Conflict(
+            f"task is {status}: only a PENDING task (ready or delayed) can be cancelled",
+            code="not_cancellable",
+            task_id=task_id,
+        )
     return StoreError(f"unexpected script reply {code!r}")
 
 
@@ -192,6 +200,14 @@ class TaskTransitions(ScriptStore):
             raise _owner_error(reply, task_id)
         return decode_task(reply[1])
 
+    async def cancel(
+        self, partition: int, tenant: str, task_id: str, *, retention_ms: int, reason: str | None
+    ) -> Task:
+        reply = await self._run("cancel", partition, [tenant, task_id, retention_ms, reason or ""])
+        if _s(reply[0]) != "OK":
+            raise _owner_error(reply, task_id)
+        return decode_task(reply[1])
+
     async def nack(
         self,
         partition: int,
@@ -276,6 +292,12 @@ class TaskTransitions(ScriptStore):
             raise NotFound(f"task {task_id} not found", task_id=task_id)
         result = reply[3] or None
         return GetReply(task=decode_task(reply[1], reply[2]), result=result)
+
+    async def history(self, partition: int, tenant: str, task_id: str) -> tuple[TaskEvent, ...]:
+        reply = await self._run("get", partition, [tenant, task_id, "0", "0"])
+        if _s(reply[0]) != "OK":
+            raise NotFound(f"task {task_id} not found", task_id=task_id)
+        return decode_history(reply[1])
 
     async def get_many(
         self, partition: int, wanted: Sequence[tuple[str, str, bool]]

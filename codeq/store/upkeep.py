@@ -69,7 +69,7 @@ class TaskUpkeep(ScriptStore):
         dlq_retention_ms: int,
     ) -> SweepReport | None:
         args = [token, lock_ms, limit, delays_arg(delays_ms), dlq_retention_ms]
-        reply = await self._run("sweep", partition, args)
+        reply = await self._run("sweep", partition, args, (self.keys.partition(partition).rates,))
         if _s(reply[0]) == "LOCKED":
             return None
         return SweepReport(

@@ -50,7 +50,8 @@ end
 -- A record the scripts can act on: the fields every script reads, of the right types, integers
 -- whole and below 10^14 (cjson writes larger numbers in exponent form, which no reader takes
 -- for an integer). Anything else (written by an older version, by hand, by a bug) is poison.
-local STATUSES = {PENDING = true, IN_PROGRESS = true, COMPLETED = true, FAILED = true}
+local STATUSES = {PENDING = true, IN_PROGRESS = true, COMPLETED = true, FAILED = true,
+                  CANCELLED = true}
 local LOCS = {PENDING_LIST = true, DELAYED_ZSET = true, INPROG_SET = true, DLQ_SET = true, NONE = true}
 local INT_FIELDS = {'attempts', 'maxAttempts', 'createdAt', 'updatedAt'}
 local OPT_INT_FIELDS = {'seq', 'runAt', 'leaseUntil', 'deadAt', 'completedAt'}
@@ -104,8 +105,41 @@ local function save_rec(rec, now)
   return raw
 end
 
--- Append one event to the partition stream. `extra` is a flat list of field, value.
+-- The task's own history (`rec.hist`, read by GET /tasks/{id}/history): every event of the
+-- task, as {type, at, field, value, ...} with the fields of HIST_FIELDS, newest last. The
+-- stream is trimmed after eventRetentionSeconds and is per partition; this lives and dies with
+-- the record, costs no command (it is part of the record the transition writes anyway) and is
+-- bounded: past HIST_MAX entries the oldest after the first (task.created) go. A task.ready in
+-- the same millisecond as the entry before it says nothing new and is left out.
+local HIST_MAX = 32
+local HIST_FIELDS = {workerId = true, attempt = true, reason = true, error = true,
+                     delayMs = true, runAt = true}
+local HIST_TEXT_MAX = 200
+
+local function remember(kind, rec, now, extra)
+  local hist = rec.hist
+  if type(hist) ~= 'table' then hist = {}; rec.hist = hist end
+  local last = hist[#hist]
+  if kind == 'task.ready' and last and last[2] == now then return end
+  local entry = {kind, now}
+  if extra then
+    for i = 1, #extra - 1, 2 do
+      local v = extra[i + 1]
+      if HIST_FIELDS[extra[i]] and v ~= '' then
+        if type(v) == 'string' and #v > HIST_TEXT_MAX then v = string.sub(v, 1, HIST_TEXT_MAX) end
+        entry[#entry + 1] = extra[i]
+        entry[#entry + 1] = v
+      end
+    end
+  end
+  hist[#hist + 1] = entry
+  while #hist > HIST_MAX do table.remove(hist, 2) end
+end
+
+-- Append one event to the partition stream and to the task's history. `extra` is a flat list
+-- of field, value.
 local function emit(kind, rec, now, extra)
+  remember(kind, rec, now, extra)
   local args = {'XADD', K.events, '*', 'type', kind, 'id', rec.id, 'tenant', rec.tenant,
                 'command', rec.command, 'at', int(now)}
   if extra then
@@ -139,8 +173,9 @@ local function bulk(cmd, key, flat)
 end
 
 -- The listing indexes (issue 17). A task's listing status S: P (PENDING), R (IN_PROGRESS),
--- C (COMPLETED), F (FAILED by a worker's result) or D (FAILED and in the DLQ: "DEAD").
-local IX_CODES = {PENDING = 'P', IN_PROGRESS = 'R', COMPLETED = 'C', FAILED = 'F'}
+-- C (COMPLETED), F (FAILED by a worker's result), D (FAILED and in the DLQ: "DEAD") or
+-- X (CANCELLED).
+local IX_CODES = {PENDING = 'P', IN_PROGRESS = 'R', COMPLETED = 'C', FAILED = 'F', CANCELLED = 'X'}
 
 local function ix_code(rec)
   if rec.loc == 'DLQ_SET' then return 'D' end
@@ -186,6 +221,15 @@ end
 -- Add `delta` to one of a queue's depth counters; returns the new depth.
 local function qcount(q, field, delta)
   return redis.call('HINCRBY', K.qstats, q .. '!' .. field, delta)
+end
+
+-- A queue's outcome totals: qstats "<q>!n:<kind>", kind one of OUTCOMES, counted up by the
+-- transitions (never down; the sweeper snapshots them once a minute into the rates ring, see
+-- sweep.lua, and rates are differences of those).
+local OUTCOMES = {'created', 'completed', 'failed', 'dead', 'cancelled'}
+
+local function tally(q, kind, n)
+  redis.call('HINCRBY', K.qstats, q .. '!n:' .. kind, n)
 end
 
 -- Take a task out of the structure its record says it is in.
@@ -275,7 +319,10 @@ local function to_dlq(rec, now, err, retention_ms)
   rec.error = err
   rec.deadAt = now
   clear_lease(rec)
-  if redis.call('ZADD', K.dlq, 0, dlq_member(rec)) == 1 then qcount(rec.q, 'dlq', 1) end
+  if redis.call('ZADD', K.dlq, 0, dlq_member(rec)) == 1 then
+    qcount(rec.q, 'dlq', 1)
+    tally(rec.q, 'dead', 1)
+  end
   if retention_ms > 0 then redis.call('ZADD', K.expiry, now + retention_ms, rec.id) end
   local extra = {'error', err}
   if rec.webhook then extra[#extra + 1] = 'webhook'; extra[#extra + 1] = rec.webhook end
@@ -429,7 +476,8 @@ local function purge_expired(before, limit, tenant, after_score, after_member)
     local rec, _, poison = load_rec(id)
     if tenant and (poison or (rec and rec.tenant ~= tenant)) then
       -- another tenant's task (or one nobody can read): not ours to touch
-    elseif rec and (rec.status == 'COMPLETED' or rec.status == 'FAILED') then
+    elseif rec and (rec.status == 'COMPLETED' or rec.status == 'FAILED'
+                    or rec.status == 'CANCELLED') then
       ix_remove(rec, ix_code(rec))
       leave_current(rec)
       redis.call('HDEL', K.tasks, id)

@@ -8,9 +8,9 @@
 -- Returns one entry per item: {'OK', record} | an owner error (see heartbeat.lua).
 -- Events: task.completed or task.failed (with webhook when the task has one).
 -- Shape: the records are read in one HMGET and written in one HSET, the results in one HSET,
--- the leases removed in one ZREM and the expiry entries added in one ZADD; the events and the
--- leased counters stay per task and per queue; the listing entries move from R to C or F in
--- one ZREM and one ZADD.
+-- the leases removed in one ZREM and the expiry entries added in one ZADD; the events stay per
+-- task, the leased counters and the outcome totals (`tally`) per queue; the listing entries
+-- move from R to C or F in one ZREM and one ZADD.
 local now = now_ms()
 local n = tonumber(ARGV[1])
 local out = {}
@@ -21,6 +21,7 @@ local recs = {}  -- id -> the record as this call has left it (a task named twic
 local records, results, expiry = {}, {}, {}
 local ix_out, ix_in = {}, {}  -- by_status members, before and after
 local leases, queues = {}, {}  -- queue -> ids whose lease goes; the queues in first-seen order
+local outcomes, seen = {}, {}  -- "<q>!n:<completed|failed>" -> count; its keys in first-seen order
 for i = 1, n do
   local b = 2 + (i - 1) * 8
   local tenant, id, worker, lease_id = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
@@ -51,11 +52,16 @@ for i = 1, n do
     expiry[#expiry + 1] = id
     local extra = nil
     if rec.webhook then extra = {'webhook', rec.webhook} end
+    local kind = 'failed'
     if rec.status == 'COMPLETED' then
+      kind = 'completed'
       emit('task.completed', rec, now, extra)
     else
       emit('task.failed', rec, now, extra)
     end
+    local field = rec.q .. '!n:' .. kind
+    if not outcomes[field] then outcomes[field] = 0; seen[#seen + 1] = field end
+    outcomes[field] = outcomes[field] + 1
     rec.updatedAt = now
     ix_in[#ix_in + 1] = 0
     ix_in[#ix_in + 1] = ix_status_member(rec, ix_code(rec))
@@ -70,6 +76,7 @@ for _, q in ipairs(queues) do
   local removed = redis.call('ZREM', K.leased, unpack(leases[q]))
   if removed > 0 then qcount(q, 'leased', -removed) end
 end
+for _, field in ipairs(seen) do redis.call('HINCRBY', K.qstats, field, outcomes[field]) end
 bulk('HSET', K.results, results)
 bulk('ZADD', K.expiry, expiry)
 bulk('HSET', K.tasks, records)

@@ -1,5 +1,5 @@
 -- sweep.lua: the sweeper's pass over one partition, under the partition's sweep lock.
--- KEYS[1..15] partition keys (lib.lua); KEYS[13] is the lock.
+-- KEYS[1..15] partition keys (lib.lua); KEYS[13] is the lock; KEYS[16] the rates ring.
 -- ARGV[1] lock token (the sweeping process), ARGV[2] lock ms, ARGV[3] bound per step,
 -- ARGV[4] backoff table "ms,ms,...", ARGV[5] DLQ retention ms.
 -- The lock is re-entrant for its holder, so a pass that hit its bound can go on at once.
@@ -23,6 +23,37 @@ if redis.call('HGET', K.qstats, '!counted') ~= '1' then
 end
 -- from -inf (true): the sweeper's pass is the safety net under the claims' scan hints
 redis.call('HDEL', K.qstats, '!delayed_from', '!leased_from')  -- the scan hints floors replaced
+-- Once a minute, the outcome totals of every queue (`tally`) are copied into the rates ring:
+-- field "<q>!<minute mod RATE_SLOTS>" = "<ms>,<created>,<completed>,<failed>,<dead>,<cancelled>";
+-- "!minute" = the minute of the last copy, "!at" its time (ms): a queue the last copy does not
+-- name had no task in this partition then, so it counts from zero at that time. Rates are differences of two copies (stats.lua),
+-- so the transitions pay one HINCRBY per queue and outcome, and nothing grows: a slot is
+-- overwritten RATE_SLOTS minutes later. One HKEYS, one HGETALL and one HSET a minute, O(queues).
+local RATE_SLOTS = 16
+local minute = math.floor(now / 60000)
+if tonumber(redis.call('HGET', KEYS[16], '!minute')) ~= minute then
+  local totals = {}
+  -- every queue of the partition's registry, so a queue that has counted nothing yet has a
+  -- snapshot of zeros to count from
+  for _, q in ipairs(redis.call('HKEYS', K.queues)) do totals[q] = {} end
+  local flat = redis.call('HGETALL', K.qstats)
+  for i = 1, #flat, 2 do
+    local q, kind = string.match(flat[i], '^(.+)!n:(%a+)$')
+    if q then
+      if not totals[q] then totals[q] = {} end
+      totals[q][kind] = flat[i + 1]
+    end
+  end
+  local slot = int(minute % RATE_SLOTS)
+  local args = {'!minute', int(minute), '!at', int(now)}
+  for q, t in pairs(totals) do
+    local v = int(now)
+    for _, kind in ipairs(OUTCOMES) do v = v .. ',' .. (t[kind] or '0') end
+    args[#args + 1] = q .. '!' .. slot
+    args[#args + 1] = v
+  end
+  bulk('HSET', KEYS[16], args)
+end
 local promoted, m1 = promote_due(now, limit, true)
 local expired, m2 = expire_leases(now, limit, parse_delays(ARGV[4]), tonumber(ARGV[5]), true)
 local purged, m3 = purge_expired(now, limit, nil)

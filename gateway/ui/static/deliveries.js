@@ -1,5 +1,6 @@
-// Deliveries: each webhook message with its attempts (request and response), filtered by
-// status, endpoint and event type, and "retry now" (POST /deliveries/{id}/retry).
+// Deliveries: each webhook message with its attempts (request and response), from the tenant's
+// delivery listing (GET /deliveries: filtered by status, endpoint and event type in the store,
+// a page at a time), and "retry now" (POST /deliveries/{id}/retry).
 import { api, enc, query } from "./api.js";
 import { actionButton, badge, fields, fill, go, h, link, notice, outLink, table, when } from "./dom.js";
 
@@ -13,6 +14,21 @@ function retryButton(d, out) {
       return r.replayed ? `Replayed ${d.id}: it is attempted again now.` : `Not replayed: ${d.id}.`;
     },
     { out, kind: "secondary", attrs: { "data-action": "retry" } },
+  );
+}
+
+/** What the last attempt sent: its headers and (on a delivery's own page) its body. */
+function sent(request) {
+  if (!request) return null;
+  const headers = Object.entries(request.headers ?? {});
+  return h(
+    "details",
+    { "data-testid": "request" },
+    h("summary", {}, `Request: ${request.method ?? "POST"} · ${headers.length} headers · ${request.bodyBytes ?? 0} bytes`),
+    headers.length ? table([{ title: "header" }, { title: "value" }], headers.map(([k, v]) => [h("code", {}, k), h("code", {}, String(v))])) : null,
+    request.body !== undefined && request.body !== null
+      ? [h("pre", {}, request.body), request.bodyTruncated ? h("p", { class: "muted" }, "The body is cut after its first 64 KiB.") : null]
+      : null,
   );
 }
 
@@ -36,6 +52,7 @@ export function deliveryCard(d, ctx) {
       ["next attempt", d.nextAttemptAt ? when(d.nextAttemptAt) : null],
       ["dead since", d.deadAt ? when(d.deadAt) : null],
     ]),
+    sent(d.request),
     attempts.length
       ? table(
           [{ title: "attempt at" }, { title: "response" }, { title: "latency", num: true }, { title: "error" }, { title: "response body" }],
@@ -56,30 +73,27 @@ export async function renderOne(main, ctx, id) {
   fill(main, h("h1", {}, "Delivery"), deliveryCard(d, ctx));
 }
 
-/** The deliveries the token can list: one endpoint's, every endpoint's, or the dead ones. */
-async function gather(me, source) {
-  if (source === "dead") return (await api("GET", "/admin/deliveries/dlq?limit=500")).deliveries;
-  const ids = source ? [source] : (await api("GET", "/webhooks/endpoints")).endpoints.map((e) => e.id);
-  const lists = await Promise.all(ids.map((id) => api("GET", `/webhooks/endpoints/${enc(id)}/deliveries`)));
-  return lists.flatMap((l) => l.deliveries).sort((a, b) => Date.parse(b.createdAt) - Date.parse(a.createdAt));
-}
+const PAGE = 100;
 
 export async function render(main, ctx) {
   const { me, params } = ctx;
-  const source = params.get("endpoint") ?? (me.producer ? "" : "dead");
-  const endpoints = me.producer ? (await api("GET", "/webhooks/endpoints")).endpoints : [];
-  const all = await gather(me, source);
+  const source = params.get("endpoint") ?? "";
   const status = params.get("status") ?? "";
   const eventType = params.get("eventType") ?? "";
-  const shown = all.filter((d) => (!status || d.status === status) && (!eventType || d.eventType === eventType));
+  const filters = { endpointId: source || null, status: status || null, eventType: eventType || null };
+  const [endpoints, catalog, first] = await Promise.all([
+    me.producer ? api("GET", "/webhooks/endpoints").then((r) => r.endpoints) : [],
+    api("GET", "/webhooks/event-types"),
+    api("GET", `/deliveries${query({ ...filters, limit: PAGE })}`),
+  ]);
+  if (!ctx.alive()) return;
+  const shown = first.deliveries;
+  let cursor = first.nextCursor;
 
   const select = (name, current, options) =>
     h("select", { name }, options.map(([value, text]) => h("option", { value, selected: value === current }, text)));
-  const sources = [
-    ...(me.producer ? [["", "every endpoint"], ...endpoints.map((e) => [e.id, e.description || e.url])] : []),
-    ...(me.admin ? [["dead", "dead letters (admin)"]] : []),
-  ];
-  const types = [...new Set(all.map((d) => d.eventType))].sort();
+  const sources = [["", "every endpoint"], ...endpoints.map((e) => [e.id, e.description || e.url])];
+  const types = catalog.eventTypes.map((t) => t.type);
   const form = h(
     "form",
     { class: "filters" },
@@ -91,7 +105,7 @@ export async function render(main, ctx) {
   form.addEventListener("submit", (e) => {
     e.preventDefault();
     const data = Object.fromEntries(new FormData(form));
-    go(`/deliveries${query({ ...data, endpoint: data.endpoint || (me.producer ? "" : "dead") })}`);
+    go(`/deliveries${query(data)}`);
   });
   const lookup = h("form", { class: "filters" }, h("label", {}, "Delivery id", h("input", { name: "id", size: 40 })), h("button", { type: "submit", class: "secondary" }, "Open"));
   lookup.addEventListener("submit", (e) => {
@@ -100,29 +114,30 @@ export async function render(main, ctx) {
     if (id) go(`/deliveries/${enc(id)}`);
   });
   const out = h("div", { "data-testid": "action-result" });
-  fill(
-    main,
-    h("h1", {}, "Deliveries"),
-    form,
-    lookup,
-    out,
-    shown.length
-      ? table(
-          [{ title: "id" }, { title: "event" }, { title: "status" }, { title: "attempts", num: true }, { title: "last answer" }, { title: "created" }, { title: "" }],
-          shown.map((d) => {
-            const last = d.attemptLog?.at(-1);
-            return [
-              link(`/deliveries/${enc(d.id)}`, d.id, { class: "mono" }),
-              d.eventType,
-              badge(d.status),
-              `${d.attempts}/${d.maxAttempts}`,
-              last ? (last.statusCode ?? last.error ?? "—") : "—",
-              when(d.createdAt),
-              retryButton(d, out),
-            ];
-          }),
-          { "data-testid": "deliveries" },
-        )
-      : notice(all.length ? "No delivery matches these filters." : "No deliveries yet."),
-  );
+  const row = (d) => {
+    const last = d.attemptLog?.at(-1);
+    return [
+      link(`/deliveries/${enc(d.id)}`, d.id, { class: "mono" }),
+      d.eventType,
+      badge(d.status),
+      `${d.attempts}/${d.maxAttempts}`,
+      last ? (last.statusCode ?? last.error ?? "—") : "—",
+      when(d.createdAt),
+      retryButton(d, out),
+    ];
+  };
+  const columns = [{ title: "id" }, { title: "event" }, { title: "status" }, { title: "attempts", num: true }, { title: "last answer" }, { title: "created" }, { title: "" }];
+  const list = table(columns, shown.map(row), { "data-testid": "deliveries" });
+  const none = shown.length || cursor ? null : notice("No delivery matches these filters.");
+  const more = h("button", { type: "button", class: "secondary", hidden: !cursor }, "Load more");
+  more.addEventListener("click", async () => {
+    more.disabled = true;
+    const page = await api("GET", `/deliveries${query({ ...filters, limit: PAGE, cursor })}`);
+    const body = list.querySelector("tbody");
+    for (const d of page.deliveries) body.append(h("tr", {}, row(d).map((cell) => h("td", {}, cell))));
+    cursor = page.nextCursor;
+    more.hidden = !cursor;
+    more.disabled = false;
+  });
+  fill(main, h("h1", {}, "Deliveries"), form, lookup, out, list, none, more);
 }

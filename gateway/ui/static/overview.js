@@ -1,5 +1,7 @@
-// Overview: per command, the depths (admin: GET /admin/queues, every 3 s) and how many tasks
-// were created in each of the last minutes (GET /tasks?createdAfter=…, every 15 s).
+// Overview: per command, the depths and what happened in each of the last minutes — created,
+// completed, failed or dead-lettered — from the queue stats (admin: GET /admin/queues, every
+// 3 s; the windows come from the sweeper's once-a-minute snapshots). A token that is not an
+// admin sees how many of its tenant's tasks were created per minute (GET /tasks, every 15 s).
 import { api, query } from "./api.js";
 import { fill, h, link, notice, spark, table } from "./dom.js";
 
@@ -20,6 +22,22 @@ function remember(tenant, queues, now) {
     while (list.length && list[0].t < now - KEEP_MS) list.shift();
     samples.set(key, list);
   }
+}
+
+/** Per minute, from a queue's windows (the last one still running is left out unless it is the
+ * only one): `pick` chooses what to count. */
+function perMinute(q, pick) {
+  const windows = q?.windows ?? [];
+  const shown = windows.length > 1 ? windows.slice(0, -1) : windows;
+  return shown.slice(-15).map((w) => {
+    const ms = Math.max(1000, Date.parse(w.end) - Date.parse(w.start));
+    return Math.round((pick(w) * 60_000) / ms);
+  });
+}
+
+function rateCell(values) {
+  if (!values.length) return "—";
+  return [spark(values), ` ${values[values.length - 1]}/min`];
 }
 
 /** Tasks created per command in each of the last MINUTES minutes (oldest first). */
@@ -71,16 +89,23 @@ export async function render(main, ctx) {
     const rows = keys.map((key) => {
       const q = byCommand.get(key);
       const command = q?.command ?? key;
-      const created = rates.counts.get(command) ?? new Array(MINUTES).fill(0);
       const trend = (samples.get(`${q?.tenantId ?? me.tenantId}/${command}`) ?? []).map((s) => s.backlog);
-      const last = created[MINUTES - 1] + (rates.capped ? "+" : "");
+      let created;
+      if (me.admin) {
+        created = rateCell(perMinute(q, (w) => w.created));
+      } else {
+        const counts = rates.counts.get(command) ?? new Array(MINUTES).fill(0);
+        created = [spark(counts), ` ${counts[MINUTES - 1]}${rates.capped ? "+" : ""}/min`];
+      }
       const cells = [
         link(`/tasks?command=${encodeURIComponent(command)}`, command),
         q ? q.ready : "—",
         q ? q.delayed : "—",
         q ? q.inProgress : "—",
         q ? (q.dlq > 0 && me.admin ? link(`/dlq/${encodeURIComponent(command)}`, String(q.dlq)) : q.dlq) : "—",
-        [spark(created), ` ${last}/min`],
+        created,
+        me.admin ? rateCell(perMinute(q, (w) => w.completed)) : "—",
+        me.admin ? rateCell(perMinute(q, (w) => w.failed + w.dead)) : "—",
         trend.length > 1 ? spark(trend) : "—",
       ];
       return me.superAdmin ? [q?.tenantId ?? "", ...cells] : cells;
@@ -91,7 +116,9 @@ export async function render(main, ctx) {
       { title: "delayed", num: true },
       { title: "in progress", num: true },
       { title: "dead", num: true },
-      { title: `created per minute (last ${MINUTES})` },
+      { title: "created /min" },
+      { title: "completed /min" },
+      { title: "failed or dead /min" },
       { title: "backlog trend" },
     ];
     fill(
@@ -107,7 +134,7 @@ export async function render(main, ctx) {
       queues = (await api("GET", "/admin/queues")).queues;
       remember(me.tenantId, queues, now);
     }
-    if (now - lastRate >= RATE_EVERY_MS) {
+    if (!me.admin && now - lastRate >= RATE_EVERY_MS) {
       lastRate = now;
       try {
         rates = await createdPerMinute(now);

@@ -1,5 +1,6 @@
-// One task: its fields, payload, result and artifacts, a timeline, its webhook deliveries, and
-// the actions this token may take (requeue from the dead-letter queue: admin).
+// One task: its fields, payload, result and artifacts, its event history, its webhook
+// deliveries, and the actions this token may take (requeue from the dead-letter queue: admin;
+// cancel a pending task: producer).
 import { ApiError, api, enc } from "./api.js";
 import { actionButton, badge, fields, fill, h, link, notice, outLink, pretty, when } from "./dom.js";
 import { deliveryCard } from "./deliveries.js";
@@ -14,25 +15,34 @@ async function optional(path) {
   }
 }
 
-/** What happened to the task, from its record and its deliveries, oldest first. */
-function timeline(t, deliveries) {
-  const events = [[t.createdAt, "created"]];
-  if (t.runAt) events.push([t.runAt, "due (runAt)"]);
-  for (const d of deliveries) events.push([d.createdAt, `${d.eventType} → webhook ${d.status}`]);
-  if (t.deadAt) events.push([t.deadAt, "dead-lettered"]);
-  if (t.completedAt) events.push([t.completedAt, `finished ${t.status}`]);
-  events.push([t.updatedAt, `last change: ${t.status} in ${t.lastKnownLocation}`]);
-  return events
-    .filter(([at]) => at)
+const DETAILS = [
+  ["workerId", "worker"],
+  ["attempt", "attempt"],
+  ["reason", "reason"],
+  ["error", "error"],
+  ["delayMs", "delay ms"],
+];
+
+/** The task's own event history (GET /tasks/{id}/history), oldest first, with the webhooks
+ * its events caused placed among them. */
+function history(events, deliveries) {
+  const rows = events.map((e) => {
+    const said = DETAILS.filter(([k]) => e[k] !== undefined && e[k] !== null).map(([k, label]) => `${label} ${e[k]}`);
+    if (e.runAt) said.push(`runs at ${new Date(e.runAt).toLocaleString()}`);
+    return [e.at, [h("strong", {}, e.type), said.length ? ` — ${said.join(", ")}` : ""]];
+  });
+  for (const d of deliveries) rows.push([d.createdAt, `${d.eventType} → webhook ${d.status}`]);
+  return rows
     .sort(([a], [b]) => Date.parse(a) - Date.parse(b))
     .map(([at, what]) => h("li", {}, when(at), " — ", what));
 }
 
 export async function render(main, ctx, id) {
   const t = await api("GET", `/tasks/${enc(id)}`); // 404: the not-found page
-  const [withResult, deliveryList] = await Promise.all([
+  const [withResult, deliveryList, past] = await Promise.all([
     optional(`/tasks/${enc(id)}/result`),
     optional(`/tasks/${enc(id)}/deliveries`),
+    optional(`/tasks/${enc(id)}/history`),
   ]);
   if (!ctx.alive()) return;
   const result = withResult?.result ?? null;
@@ -50,6 +60,19 @@ export async function render(main, ctx, id) {
           return r.requeued ? "Requeued: the task is ready again." : "Not requeued: the task is no longer dead.";
         },
         { out, attrs: { "data-admin": "requeue" } },
+      ),
+    );
+  }
+  if (t.status === "PENDING" && ctx.me.producer) {
+    actions.push(
+      actionButton(
+        "Cancel task",
+        async () => {
+          const r = await api("POST", `/tasks/${enc(t.id)}/cancel`, { reason: "cancelled from the dashboard" });
+          setTimeout(() => ctx.alive() && render(main, ctx, id), 600);
+          return `Cancelled: the task is ${r.status} and will not run.`;
+        },
+        { out, attrs: { "data-producer": "cancel" } },
       ),
     );
   }
@@ -104,8 +127,8 @@ export async function render(main, ctx, id) {
             : null,
         ]
       : h("p", { class: "muted" }, dead ? "Dead-lettered: no result (the error is above)." : "No result yet."),
-    h("h2", {}, "Timeline"),
-    h("ul", { "data-testid": "timeline" }, timeline(t, deliveries)),
+    h("h2", {}, "History"),
+    h("ul", { "data-testid": "timeline" }, history(past?.events ?? [], deliveries)),
     h("h2", {}, "Webhook deliveries"),
     deliveryList === null
       ? h("p", { class: "muted" }, "Deliveries of this task are not available from this server.")
