@@ -1,10 +1,13 @@
-"""Reference pages generated from the code: ``docs/configuration.md`` from the settings Struct
-and ``docs/cli.md`` from the CLI's command tree.
+"""Reference pages generated from the code: ``docs/configuration.md`` from the settings Struct,
+``docs/cli.md`` from the CLI's command tree, and the event types of ``docs/webhooks.md`` (the
+block between its ``<!-- event-types: ... -->`` and ``<!-- /event-types -->`` markers) from the
+event-type catalog (:mod:`codeq.catalog`).
 
     python -m codeq.reference settings > docs/configuration.md
     python -m codeq.reference cli > docs/cli.md
+    python -m codeq.reference event-types docs/webhooks.md   # rewrites the block in place
 
-A test regenerates both and compares, so the pages cannot drift from the code.
+Tests regenerate each and compare, so the pages cannot drift from the code.
 """
 
 from __future__ import annotations
@@ -12,11 +15,21 @@ from __future__ import annotations
 import fnmatch
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
+from codeq import catalog
 from codeq import settings as settings_module
 
-__all__ = ["DESCRIPTIONS", "cli_markdown", "settings_markdown"]
+__all__ = [
+    "DESCRIPTIONS",
+    "EVENT_TYPES_END",
+    "EVENT_TYPES_START",
+    "cli_markdown",
+    "event_types_markdown",
+    "settings_markdown",
+    "with_event_types",
+]
 
 #: One line per setting (``*`` matches one level of a dotted key).
 DESCRIPTIONS: dict[str, str] = {
@@ -73,6 +86,13 @@ DESCRIPTIONS: dict[str, str] = {
     "webhookAllowedCidrs": "Private ranges webhooks may reach (the SSRF guard refuses "
     "loopback, private and link-local addresses otherwise).",
     "webhookRequireHttps": "Refuse `http://` webhook URLs.",
+    "webhookProxyUrl": "An HTTP proxy every webhook goes through (`http://host:port`, optionally "
+    "`http://user:password@host:port`: sent as `Proxy-Authorization`, never shown). Each target "
+    "is still resolved and checked here, and the proxy is asked to `CONNECT` to the checked "
+    "address (webhooks.md). Unset: straight to the target.",
+    "webhookHmacPreviousSecrets": "Replaced global secrets, each `{secret, expiresAt}` "
+    "(RFC 3339 with its zone): each keeps signing result callbacks and notifications beside "
+    "`webhookHmacSecret` (one more `v1` signature) until it expires. Secret.",
     "webhookUnsigned": "Send result callbacks and notifications unsigned when no "
     "`webhookHmacSecret` is set (development only). Without it, a development secret is made "
     "once and kept in `dataDir`.",
@@ -86,6 +106,9 @@ DESCRIPTIONS: dict[str, str] = {
     "deliveryConcurrency": "Deliveries in flight per deliverer process.",
     "deliveryPerHostConcurrency": "Deliveries in flight per target host.",
     "deliveryAttemptsKept": "Attempts kept in a delivery's log.",
+    "webhookDeliveryRetentionSeconds": "How long a delivery record (with its attempts) is kept "
+    "once it has ended (succeeded, dead or given up); the sweeper prunes older ones in bounded "
+    "steps. A delivery still due is never pruned.",
     "consumerTtlSeconds": "A deliverer not seen for this long is dead; its work is taken over.",
     "eventMaxReceives": "An event read this many times without success is set aside (poison).",
     "endpointDisableAfterHours": "An endpoint failing for this long is disabled.",
@@ -233,6 +256,55 @@ def cli_markdown() -> str:
     return "\n".join(line.rstrip() for line in lines).rstrip() + "\n"
 
 
+EVENT_TYPES_START = "<!-- event-types:"
+EVENT_TYPES_END = "<!-- /event-types -->"
+
+
+def event_types_markdown() -> str:
+    """The event types of the catalog as the block of docs/webhooks.md: a table of when each
+    is sent, then each one's example body (what ``GET /v1/codeq/webhooks/event-types`` serves,
+    with the JSON schemas)."""
+    entries = catalog.catalog().event_types
+    lines = [
+        f"{EVENT_TYPES_START} generated from codeq.catalog by `python -m codeq.reference "
+        "event-types docs/webhooks.md`; tests/test_catalog.py checks it -->",
+        "| event type | sent when |",
+        "|---|---|",
+        *(f"| `{e.type}` | {e.description} |" for e in entries),
+        "",
+        "An example of each body, as an endpoint receives it (`GET "
+        "/v1/codeq/webhooks/event-types` gives the JSON schema of each as well):",
+        "",
+    ]
+    for e in entries:
+        example = json.dumps(e.example, indent=2, ensure_ascii=False)
+        lines += [
+            f"<details><summary><code>{e.type}</code></summary>",
+            "",
+            "```json",
+            example,
+            "```",
+            "",
+            "</details>",
+            "",
+        ]
+    lines.append(EVENT_TYPES_END)
+    return "\n".join(lines) + "\n"
+
+
+def with_event_types(page: str) -> str:
+    """``page`` (docs/webhooks.md) with its event-types block replaced by
+    :func:`event_types_markdown`; ValueError when the page has no such block."""
+    start = page.find(EVENT_TYPES_START)
+    end = page.find(EVENT_TYPES_END, start + 1)
+    if start < 0 or end < 0:
+        raise ValueError(f"no {EVENT_TYPES_START} ... {EVENT_TYPES_END} block in the page")
+    after = end + len(EVENT_TYPES_END)
+    if page[after : after + 1] == "\n":
+        after += 1
+    return page[:start] + event_types_markdown() + page[after:]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args == ["settings"]:
@@ -241,7 +313,11 @@ def main(argv: list[str] | None = None) -> int:
     if args == ["cli"]:
         sys.stdout.write(cli_markdown())
         return 0
-    print("usage: python -m codeq.reference settings|cli", file=sys.stderr)
+    if len(args) == 2 and args[0] == "event-types":
+        path = Path(args[1])
+        path.write_text(with_event_types(path.read_text()))
+        return 0
+    print("usage: python -m codeq.reference settings|cli|event-types PAGE", file=sys.stderr)
     return 2
 
 

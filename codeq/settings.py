@@ -50,6 +50,7 @@ import re
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any, Final, Literal, TypeVar
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -59,6 +60,7 @@ import yaml
 from msgspec import Meta
 
 from codeq.domain import BackoffPolicy
+from codeq.webhooks import hmac_key_problem, parse_proxy_url
 
 __all__ = [
     "CONFIG_PATH_ENV",
@@ -68,6 +70,7 @@ __all__ = [
     "LogFormat",
     "LogLevel",
     "PersistenceConfig",
+    "PreviousSecret",
     "RateLimit",
     "RateLimits",
     "Settings",
@@ -83,10 +86,13 @@ CONFIG_PATH_ENV: Final = "CODEQ_CONFIG_PATH"
 MASK: Final = "***"
 
 #: camelCase keys (as in YAML and in ``masked()``) whose whole value is secret. Besides these,
-#: the password inside ``redisUrl`` and ``persistenceConfig`` (``password`` and ``url``) is masked.
+#: the password inside ``redisUrl`` and ``persistenceConfig`` (``password`` and ``url``) is
+#: masked, and the whole user info of ``webhookProxyUrl`` (a proxy's user name can be a token).
 SECRET_FIELDS: Final = frozenset(
     {"redisPassword", "webhookHmacSecret", "producerAuthConfig", "workerAuthConfig"}
 )
+#: camelCase keys holding a list of mappings whose ``secret`` is secret (the rest is shown).
+_SECRET_ITEMS: Final = frozenset({"webhookHmacPreviousSecrets"})
 
 # ---- the types --------------------------------------------------------------------------------
 
@@ -108,6 +114,7 @@ LogFormat = Literal["json", "text"]
 AuthProvider = Literal["static", "jwks"]
 
 _DEFAULT_RETRY_SCHEDULE: Final = (5, 30, 120, 600, 1800, 3600, 7200, 14400)
+_HMAC_EXPECTED: Final = "expected an HMAC secret (whsec_ + base64, or any other text)"
 
 
 class SettingsError(ValueError):
@@ -165,6 +172,19 @@ class RateLimits(_Section, frozen=True, kw_only=True):
     worker: RateLimit | None = None
     webhook: RateLimit | None = None
     admin: RateLimit | None = None
+
+
+class PreviousSecret(_Section, frozen=True, kw_only=True):
+    """A global signing secret that was replaced (``webhookHmacPreviousSecrets``): it keeps
+    signing result callbacks and notifications beside ``webhookHmacSecret`` (one more ``v1``
+    entry) until ``expiresAt``, an RFC 3339 time with its zone; then it is ignored."""
+
+    secret: Text
+    expires_at: Annotated[datetime, Meta(tz=True)]
+
+    def _check(self) -> None:
+        if problem := hmac_key_problem(self.secret):
+            raise _Invalid("secret", f"{_HMAC_EXPECTED} but it {problem}", self.secret)
 
 
 class PersistenceConfig(_Section, frozen=True, kw_only=True, omit_defaults=True):
@@ -231,6 +251,8 @@ class Settings(_Section, frozen=True, kw_only=True):
 
     # Webhooks and delivery
     webhook_hmac_secret: Text | None = None
+    # Rotation of the global secret: the old one signs beside the new until its expiry.
+    webhook_hmac_previous_secrets: list[PreviousSecret] = msgspec.field(default_factory=list)
     webhook_unsigned: bool = False
     webhook_timeout_seconds: Positive = 10.0
     webhook_retry_schedule: list[NonNegative] = msgspec.field(
@@ -238,12 +260,17 @@ class Settings(_Section, frozen=True, kw_only=True):
     )
     webhook_allowed_cidrs: list[str] = msgspec.field(default_factory=list)
     webhook_require_https: bool = False
+    # An HTTP proxy all webhook traffic goes through (deliverers/proxy.py): http://host:port.
+    webhook_proxy_url: str | None = None
     result_webhook_max_attempts: Count | None = None
     result_webhook_base_backoff_seconds: Positive | None = None
     result_webhook_max_backoff_seconds: Positive | None = None
     delivery_concurrency: Count = 256
     delivery_per_host_concurrency: Count = 16
     delivery_attempts_kept: Count = 20
+    # How long a delivery record is kept once it ended (succeeded, dead or gone): 1 minute to
+    # 365 days. The sweeper prunes older ones; a delivery still due is never pruned.
+    webhook_delivery_retention_seconds: Annotated[int, Meta(ge=60, le=31_536_000)] = 2_592_000
     consumer_ttl_seconds: Count = 30
     event_max_receives: Count = 5
     endpoint_disable_after_hours: Positive = 72.0
@@ -297,6 +324,14 @@ class Settings(_Section, frozen=True, kw_only=True):
             except ValueError:
                 expected = "expected a network like 10.0.0.0/8"
                 raise _Invalid(f"webhookAllowedCidrs[{i}]", expected, cidr) from None
+        if self.webhook_proxy_url is not None:
+            try:
+                parse_proxy_url(self.webhook_proxy_url)
+            except ValueError as exc:
+                raise _Invalid("webhookProxyUrl", str(exc), self.webhook_proxy_url) from None
+        hmac_secret = self.webhook_hmac_secret
+        if hmac_secret is not None and (problem := hmac_key_problem(hmac_secret)):
+            raise _Invalid("webhookHmacSecret", f"{_HMAC_EXPECTED} but it {problem}", hmac_secret)
         base, cap = (
             self.result_webhook_base_backoff_seconds,
             self.result_webhook_max_backoff_seconds,
@@ -311,6 +346,9 @@ class Settings(_Section, frozen=True, kw_only=True):
             if config is not None and provider is None:
                 expected = f"expected static or jwks when {role}AuthConfig is set"
                 raise _Invalid(f"{role}AuthProvider", expected, None)
+        if self.webhook_hmac_previous_secrets and not self.webhook_hmac_secret:
+            expected = "expected webhookHmacSecret to be set as well (the current secret)"
+            raise _Invalid("webhookHmacPreviousSecrets", expected, None)
         if self.metrics_port == self.port:
             expected = f"expected a port other than port ({self.port})"
             raise _Invalid("metricsPort", expected, self.metrics_port)
@@ -483,6 +521,17 @@ def _mask_url(url: str) -> str:
     return _unsplit(scheme, _with_password(netloc, MASK), path, query, fragment)
 
 
+def _mask_user_info(url: str) -> str:
+    """``url`` with all before its host (user name and password) shown as ``***@``; for text
+    that is no URL too, so an error message never shows it."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    if "@" not in rest:
+        return url
+    return f"{scheme}{sep}{MASK}@{rest.rpartition('@')[2]}"
+
+
 # ---- showing secrets --------------------------------------------------------------------------
 
 
@@ -491,10 +540,14 @@ def _masked_value(key: str, value: Any) -> Any:
     show."""
     if value is None:
         return None
+    if key in _SECRET_ITEMS and isinstance(value, list):  # expiries are no secret
+        return [{**v, "secret": MASK} if isinstance(v, dict) else MASK for v in value]
     if key in SECRET_FIELDS or key == "persistenceConfig.password":
         return MASK
     if key in ("redisUrl", "persistenceConfig.url") and isinstance(value, str):
         return _mask_url(value)
+    if key == "webhookProxyUrl" and isinstance(value, str):
+        return _mask_user_info(value)
     if key == "persistenceConfig" and isinstance(value, dict):
         return {sub: _masked_value(f"{key}.{sub}", v) for sub, v in value.items()}
     return value
@@ -511,7 +564,8 @@ def _masked_items(settings: Settings) -> Iterator[tuple[str, Any]]:
 def _show(keys: tuple[str, ...], value: object) -> str:
     """``value`` for an error message: secrets masked, one line, not too long."""
     for key in keys:
-        if key == "persistenceConfig" or re.split(r"[.\[]", key)[0] in SECRET_FIELDS:
+        secret = re.split(r"[.\[]", key)[0] in SECRET_FIELDS | _SECRET_ITEMS
+        if key == "persistenceConfig" or secret:
             return repr(MASK)  # the whole mapping, or what did not parse as one
         value = _masked_value(key, value)
     text = "null" if value is None else repr(value)
@@ -598,6 +652,8 @@ def _describe(t: mi.Type) -> str:
         return "one of " + ", ".join(str(m.value) for m in t.cls)
     if isinstance(t, mi.ListType):
         return f"list of {_describe(t.item_type)}"
+    if isinstance(t, mi.DateTimeType):
+        return "RFC 3339 time with its zone" if t.tz else "RFC 3339 time"
     return "mapping"  # dicts and structs
 
 

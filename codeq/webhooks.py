@@ -9,10 +9,13 @@ Headers ``sign()`` returns:
 
 - ``webhook-id``, ``webhook-timestamp`` and ``webhook-signature``: space-separated
   ``v1,<base64 HMAC-SHA256(key, f"{id}.{ts}.{body}")>`` entries, one per secret (current first,
-  then rotated secrets still in their grace period), and ``v1a,<base64 ed25519>`` over the same
-  content when an ed25519 signing key (``whsk_``) is given;
+  then rotated secrets still in their grace period), and one ``v1a,<base64 ed25519>`` entry
+  over the same content per ed25519 signing key (``whsk_``) given (an endpoint with
+  ``signatureScheme: ed25519`` signs with its keys alone, no HMAC);
 - ``X-CodeQ-Timestamp`` and ``X-CodeQ-Signature`` = lowercase hex
-  HMAC-SHA256(key of the first secret, f"{ts}.{body}"), for receivers of the original.
+  HMAC-SHA256(key of the first secret, f"{ts}.{body}"), for receivers of the original: signed
+  with the newest secret only, never with a rotated one (a receiver of the original checks one
+  signature), and absent when there is no HMAC secret (ed25519 only).
 
 Key bytes: a ``whsec_<base64>`` secret signs with the decoded bytes, any other string with its
 UTF-8 bytes (as the original did); both header sets use the same key bytes. Ed25519 keys are
@@ -21,6 +24,11 @@ UTF-8 bytes (as the original did); both header sets use the same key bytes. Ed25
 Where webhooks may go: :func:`target_problem` is the one check of a webhook URL (the API runs
 it at create/update, the deliverers before sending), :func:`address_problem` the one check of
 an address (the deliverers run it on every address a name resolves to, as they connect).
+What a subscriber may choose: :func:`secret_problem` checks a secret it brings,
+:func:`headers_problem` the custom headers of an endpoint (never one of ours:
+:func:`reserved_header`). What an operator configures: :func:`hmac_key_problem` checks the
+global secrets (``webhookHmacSecret``, ``webhookHmacPreviousSecrets``), :func:`parse_proxy_url`
+reads ``webhookProxyUrl`` (the settings' check and the proxy transport's reading of it).
 
 Pure functions, no I/O. Errors: a bad key or secret is a ``ValueError``; a request that fails
 verification raises :class:`WebhookVerificationError` (also a ``ValueError``).
@@ -39,9 +47,10 @@ import secrets as _secrets
 import time
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -51,7 +60,10 @@ __all__ = [
     "WebhookVerificationError",
     "generate_secret",
     "generate_signing_key",
+    "headers_problem",
     "key_bytes",
+    "public_key_of",
+    "secret_problem",
     "sign",
     "target_problem",
     "verify",
@@ -76,6 +88,45 @@ _SIX_TO_FOUR = ipaddress.ip_network("2002::/16")
 _TEREDO = ipaddress.ip_network("2001::/32")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _LOCALHOST = (ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1"))
+
+#: A secret a subscriber brings: ``whsec_`` + base64 of this many bytes (Standard Webhooks).
+MIN_SECRET_BYTES: Final = 24
+MAX_SECRET_BYTES: Final = 64
+
+#: Custom headers of an endpoint: how many, and how long names, values and all of them may be.
+MAX_HEADERS: Final = 20
+MAX_HEADER_NAME: Final = 128
+MAX_HEADER_VALUE: Final = 2048
+MAX_HEADERS_BYTES: Final = 8192
+#: An RFC 9110 token: what a header name is (also the sender's check of every name it writes).
+HEADER_NAME: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+# A value is printable ASCII, spaces and tabs inside.
+_HEADER_VALUE = re.compile(r"[\x21-\x7e](?:[\x20-\x7e\t]*[\x21-\x7e])?")
+# Headers codeQ writes itself (the signature, the message's framing, the attempt, the trace)
+# or that change how the request travels: a custom header may not set, repeat or shadow them.
+_RESERVED_HEADERS: Final = frozenset(
+    {
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+        "host",
+        "content-length",
+        "content-type",
+        "content-encoding",  # the body is sent as it is: a receiver would try to decode it
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "upgrade",
+        "expect",
+        "proxy-connection",
+        "user-agent",
+        "traceparent",
+        "tracestate",
+    }
+)
+_RESERVED_PREFIX = "x-codeq-"
 
 
 class WebhookVerificationError(ValueError):
@@ -228,6 +279,50 @@ def target_problem(
     return None
 
 
+@dataclass(frozen=True, slots=True, repr=False)
+class ProxyURL:
+    """``webhookProxyUrl`` read: where the proxy listens and its user info, percent-decoded
+    (never shown: ``repr`` masks it)."""
+
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+
+    def __repr__(self) -> str:
+        shown = "***@" if self.username is not None else ""
+        return f"ProxyURL(http://{shown}{self.host}:{self.port})"
+
+
+_PROXY_FORMS: Final = "expected http://host:port or http://user:password@host:port"
+
+
+def parse_proxy_url(url: str) -> ProxyURL:
+    """``webhookProxyUrl`` read: ``http://[user[:password]@]host:port`` and no more (no TLS to
+    the proxy: TLS to the target goes through its tunnel; no path, query or fragment). The
+    one reading of it: the settings check it with this at load, the proxy transport connects
+    with what it returns. ``ValueError`` with an "expected ..." phrase that never holds the
+    user info."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises ValueError on a bad port
+    except ValueError:
+        raise ValueError(_PROXY_FORMS) from None
+    if not url.lower().startswith("http://"):
+        raise ValueError(
+            f"{_PROXY_FORMS} (an http:// proxy: TLS to the target goes through its tunnel)"
+        )
+    if any(c.isspace() or not c.isprintable() for c in url):
+        raise ValueError(_PROXY_FORMS)
+    if not parts.hostname or port is None or not 1 <= port <= 65535:
+        raise ValueError(_PROXY_FORMS)
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(_PROXY_FORMS)
+    username = None if parts.username is None else unquote(parts.username)
+    password = None if parts.password is None else unquote(parts.password)
+    return ProxyURL(host=parts.hostname, port=port, username=username, password=password)
+
+
 @functools.lru_cache(maxsize=1024)  # a deliverer signs with the same few secrets all day
 def key_bytes(secret: str) -> bytes:
     """The HMAC key of ``secret``: base64-decoded for ``whsec_``, else its UTF-8 bytes."""
@@ -261,6 +356,102 @@ def _public_key(key: str) -> Ed25519PublicKey:
 def generate_secret() -> str:
     """A new signing secret: ``whsec_`` + base64 of 32 random bytes."""
     return _SECRET_PREFIX + base64.b64encode(_secrets.token_bytes(32)).decode()
+
+
+def secret_problem(secret: str) -> str | None:
+    """Why ``secret`` cannot be a secret a subscriber brings, or None: it must be ``whsec_``
+    followed by the base64 (padding optional) of 24 to 64 bytes. The answer completes
+    "secret ...", e.g. ``"must start with whsec_"``."""
+    if not secret.startswith(_SECRET_PREFIX):
+        return "must start with whsec_ (whsec_ + base64 of 24 to 64 random bytes)"
+    try:
+        key = _b64decode(secret[len(_SECRET_PREFIX) :], "a whsec_ secret")
+    except ValueError:
+        return "must be whsec_ followed by base64"
+    if not MIN_SECRET_BYTES <= len(key) <= MAX_SECRET_BYTES:
+        return (
+            f"must hold {MIN_SECRET_BYTES} to {MAX_SECRET_BYTES} bytes after whsec_ "
+            f"(it holds {len(key)})"
+        )
+    return None
+
+
+def hmac_key_problem(secret: str) -> str | None:
+    """Why ``secret`` cannot sign with HMAC, or None: the check of the global secrets
+    (``webhookHmacSecret``, ``webhookHmacPreviousSecrets``) as :func:`sign` will read them
+    (:func:`key_bytes`), so a bad one stops the start rather than every attempt. Any text
+    signs with its UTF-8 bytes; a ``whsec_`` secret must hold base64; an ed25519 signing key
+    (``whsk_``) is not an HMAC secret. The answer completes "... but it ...", and never holds
+    the secret."""
+    if is_signing_key(secret):
+        return "is an ed25519 signing key (whsk_...)"
+    try:
+        key_bytes(secret)
+    except ValueError:
+        return "starts with whsec_ and holds no base64 key after it"
+    return None
+
+
+def reserved_header(name: str) -> bool:
+    """Whether ``name`` is a header codeQ sets itself (the signature headers, ``X-CodeQ-*``,
+    the message's framing, ``User-Agent``, the trace context): a custom header may not."""
+    lower = name.lower()
+    return lower in _RESERVED_HEADERS or lower.startswith(_RESERVED_PREFIX)
+
+
+def has_user_info(url: str) -> bool:
+    """Whether ``url`` carries user info (``user:password@host``): the sender sends it as
+    ``Authorization: Basic`` (deliverers/http1.py), so a custom ``Authorization`` never goes
+    with it."""
+    try:
+        return urlsplit(url).username is not None
+    except ValueError:  # no URL anything is sent to
+        return False
+
+
+def headers_problem(headers: Mapping[str, str], *, url: str | None = None) -> str | None:
+    """Why ``headers`` cannot be an endpoint's custom headers, or None: the one check of them.
+
+    At most :data:`MAX_HEADERS`; each name an RFC 9110 token of at most
+    :data:`MAX_HEADER_NAME` characters, not :func:`reserved_header` and not repeated in
+    another case; each value printable ASCII (spaces and tabs inside, never CR, LF, NUL or
+    another control character), at most :data:`MAX_HEADER_VALUE` characters; all of them at
+    most :data:`MAX_HEADERS_BYTES`. With ``url`` (given in the same request): no
+    ``Authorization`` when it has user info (:func:`has_user_info`; set apart, the sender drops
+    the header instead). The answer completes "headers ...".
+    """
+    if len(headers) > MAX_HEADERS:
+        return f"must be at most {MAX_HEADERS} headers"
+    seen: set[str] = set()
+    size = 0
+    for name, value in headers.items():
+        shown = repr(name[:64])
+        if not HEADER_NAME.fullmatch(name) or len(name) > MAX_HEADER_NAME:
+            return (
+                f"{shown} is not a header name (an RFC 9110 token of at most "
+                f"{MAX_HEADER_NAME} characters)"
+            )
+        if reserved_header(name):
+            return f"{shown} is set by codeQ and cannot be a custom header"
+        if name.lower() in seen:
+            return f"{shown} is given twice"
+        seen.add(name.lower())
+        if len(value) > MAX_HEADER_VALUE:
+            return f"the value of {shown} must be at most {MAX_HEADER_VALUE} characters"
+        if value and not _HEADER_VALUE.fullmatch(value):
+            return (
+                f"the value of {shown} must be printable ASCII without control characters "
+                "(no CR, LF or NUL) nor spaces at either end"
+            )
+        size += len(name) + len(value) + 4  # "Name: value\r\n"
+    if size > MAX_HEADERS_BYTES:
+        return f"must be at most {MAX_HEADERS_BYTES} bytes in all"
+    if url is not None and "authorization" in seen and has_user_info(url):
+        return (
+            "'Authorization' cannot go with a url that has user info (user:password@): "
+            "the url's credentials are sent as Authorization"
+        )
+    return None
 
 
 #: the development signing secret's file in ``dataDir``
@@ -303,16 +494,20 @@ def signing_secret(hmac_secret: str | None, *, unsigned: bool, data_dir: str) ->
 
 def generate_signing_key() -> tuple[str, str]:
     """A new ed25519 key pair: (``whsk_<base64 seed>``, ``whpk_<base64 public key>``)."""
-    seed = _secrets.token_bytes(32)
-    public = (
-        Ed25519PrivateKey.from_private_bytes(seed)
-        .public_key()
-        .public_bytes(Encoding.Raw, PublicFormat.Raw)
-    )
-    return (
-        _SIGNING_KEY_PREFIX + base64.b64encode(seed).decode(),
-        _PUBLIC_KEY_PREFIX + base64.b64encode(public).decode(),
-    )
+    private = _SIGNING_KEY_PREFIX + base64.b64encode(_secrets.token_bytes(32)).decode()
+    return private, public_key_of(private)
+
+
+def public_key_of(signing_key: str) -> str:
+    """The public key (``whpk_...``) of an ed25519 signing key (``whsk_...``): what a receiver
+    verifies ``v1a`` entries with. ``ValueError`` for anything but a signing key."""
+    public = _signing_key(signing_key).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return _PUBLIC_KEY_PREFIX + base64.b64encode(public).decode()
+
+
+def is_signing_key(key: str) -> bool:
+    """Whether ``key`` is an ed25519 signing key (``whsk_``) rather than an HMAC secret."""
+    return key.startswith(_SIGNING_KEY_PREFIX)
 
 
 def _signed_content(msg_id: str, ts: int, body: bytes) -> bytes:
@@ -333,32 +528,46 @@ def sign(
     secrets: Sequence[str],
     msg_id: str,
     timestamp: int | None = None,
-    ed25519_key: str | None = None,
+    ed25519_key: str | Sequence[str] | None = None,
 ) -> dict[str, str]:
     """Every signature header for ``body``, the exact bytes sent.
 
-    ``secrets`` gives one ``v1,`` entry each, in order; the first is the current one and also
-    keys ``X-CodeQ-Signature``. ``ed25519_key`` (``whsk_...``) adds a ``v1a,`` entry.
-    ``timestamp`` defaults to now, in unix seconds.
+    ``secrets`` gives one ``v1,`` entry each, in order: the current one first, then rotated
+    ones in their overlap window, so a receiver holding any of them verifies. Only the first
+    (the newest) keys ``X-CodeQ-Signature``: the original's header carries one signature.
+    ``ed25519_key`` (one ``whsk_...`` key or several, during a rotation) adds one ``v1a,``
+    entry each; with keys and no secrets the message is signed with ed25519 alone and has no
+    ``X-CodeQ-*`` pair. ``timestamp`` defaults to now, in unix seconds.
     """
     if isinstance(secrets, str):
         raise TypeError("secrets is a sequence of secrets, not one string")
-    if not secrets:
-        raise ValueError("at least one secret is needed to sign")
+    signing_keys = [ed25519_key] if isinstance(ed25519_key, str) else list(ed25519_key or ())
+    if not secrets and not signing_keys:
+        raise ValueError("at least one secret (or an ed25519 signing key) is needed to sign")
     ts = int(time.time()) if timestamp is None else timestamp
     keys = [key_bytes(s) for s in secrets]
     content = _signed_content(msg_id, ts, body)
     entries = [f"v1,{base64.b64encode(_v1(k, content)).decode()}" for k in keys]
-    if ed25519_key is not None:
-        signature = _signing_key(ed25519_key).sign(content)
+    for private in signing_keys:
+        signature = _signing_key(private).sign(content)
         entries.append(f"v1a,{base64.b64encode(signature).decode()}")
-    return {
+    headers = {
         "webhook-id": msg_id,
         "webhook-timestamp": str(ts),
         "webhook-signature": " ".join(entries),
-        "X-CodeQ-Timestamp": str(ts),
-        "X-CodeQ-Signature": _legacy(keys[0], ts, body).hex(),
     }
+    if keys:
+        headers["X-CodeQ-Timestamp"] = str(ts)
+        headers["X-CodeQ-Signature"] = _legacy(keys[0], ts, body).hex()
+    return headers
+
+
+def _ed25519_valid(verifier: Ed25519PublicKey, signature: bytes, content: bytes) -> bool:
+    try:
+        verifier.verify(signature, content)
+    except InvalidSignature:
+        return False
+    return True
 
 
 def _decode_b64(text: str) -> bytes | None:
@@ -398,20 +607,22 @@ def verify(
     *,
     tolerance: int = 300,
     now: float | None = None,
-    public_key: str | None = None,
+    public_key: str | Sequence[str] | None = None,
 ) -> None:
     """Check a received webhook, or raise :class:`WebhookVerificationError`.
 
     Uses the Standard Webhooks headers when ``webhook-signature`` is present, else the
     original's ``X-CodeQ-Timestamp``/``X-CodeQ-Signature`` pair; names are case-insensitive.
     Passes when any ``v1`` entry matches any of ``secret`` (one secret or several, e.g. during
-    rotation) or, with ``public_key`` (``whpk_...``), any ``v1a`` entry verifies. The timestamp
-    must be within ``tolerance`` seconds of ``now`` (default: the current time), either way.
+    rotation) or, with ``public_key`` (``whpk_...``, one or several), any ``v1a`` entry
+    verifies. The timestamp must be within ``tolerance`` seconds of ``now`` (default: the
+    current time), either way.
     """
     h = {k.lower(): v for k, v in headers.items()}
     keys = [key_bytes(s) for s in ([secret] if isinstance(secret, str) else secret)]
-    verifier = _public_key(public_key) if public_key is not None else None
-    if not keys and verifier is None:
+    publics = [public_key] if isinstance(public_key, str) else list(public_key or ())
+    verifiers = [_public_key(p) for p in publics]
+    if not keys and not verifiers:
         raise ValueError("verify needs a secret or a public key")
 
     if "webhook-signature" in h:
@@ -430,11 +641,7 @@ def verify(
             # Every expected MAC is compared, so timing does not tell which secret matched.
             if version == "v1" and any([hmac.compare_digest(e, given) for e in expected]):
                 return
-            if version == "v1a" and verifier is not None:
-                try:
-                    verifier.verify(given, content)
-                except InvalidSignature:
-                    continue
+            if version == "v1a" and any(_ed25519_valid(v, given, content) for v in verifiers):
                 return
         raise WebhookVerificationError("no matching signature in webhook-signature")
 

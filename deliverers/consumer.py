@@ -8,6 +8,9 @@ dead-letter record with the reason, acknowledged with its batch): the rest of th
 delivered. An entry that fails for another reason stays pending and is handled again after a
 pause (:mod:`deliverers.recovery`, which also takes over what dead consumers hold). A group
 that vanished (a store restarted without its data) is created again, with a log line.
+
+:class:`HookConsumer` reads the ``{hooks}`` stream (the endpoints' operational events) the
+same way; only its write and acknowledgement differ (two steps: see the class).
 """
 
 from __future__ import annotations
@@ -15,13 +18,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Mapping
 
 import msgspec
 
 from codeq.errors import CodeQError, StoreUnavailable
 from codeq.metrics import Metrics
-from codeq.store.protocol import ConsumerGroups, Deliveries, Endpoints
+from codeq.store.protocol import ConsumerGroups, Deliveries, Endpoints, HookEvents
 from codeq.store.streams import StreamEntry
 from deliverers import records
 from deliverers.events import Handled
@@ -30,7 +34,7 @@ from deliverers.records import Delivery
 from deliverers.recovery import Recovery
 from deliverers.stopping import Stopping
 
-__all__ = ["READ_COUNT", "GroupConsumer"]
+__all__ = ["READ_COUNT", "GroupConsumer", "HookConsumer"]
 
 log = logging.getLogger("codeq.deliverers")
 
@@ -205,17 +209,9 @@ class GroupConsumer:
         """Write the deliveries, the quarantined entries' dead-letter records and the
         acknowledgement of ``entry_ids`` in one step (``dlv_enqueue``), then attempt the new
         deliveries at once."""
-        deliveries = handled.deliveries
-        for d in deliveries:
+        for d in handled.deliveries:
             d.started = 1  # attempted at once: the first attempt is begun as it is written
-        written = await self._deliveries.enqueue(
-            partition,
-            group,
-            entry_ids,
-            self._lease_ms,
-            [(d.id, records.encode(d)) for d in deliveries],
-            quarantined=handled.quarantined,
-        )
+        fresh = await self._write(partition, group, entry_ids, handled)
         for entry_id, reason in handled.quarantined:
             self._metrics.child(self._metrics.events_set_aside, group, "quarantined").inc()
             log.error(
@@ -223,10 +219,93 @@ class GroupConsumer:
                 extra={"group": group, "partition": partition, "entry": entry_id,
                        "reason": reason},
             )  # fmt: skip
-        fresh = set(written)
-        for d in deliveries:
-            if d.id in fresh:
-                if d.endpoint_id is not None:
-                    with contextlib.suppress(StoreUnavailable):
-                        await self._endpoints.remember(d.endpoint_id, d.id)
-                self._attempt(partition, d)
+        for p, d in fresh:
+            if d.endpoint_id is not None:
+                with contextlib.suppress(StoreUnavailable):
+                    await self._endpoints.remember(d.endpoint_id, d.id)
+            self._attempt(p, d)
+
+    async def _write(
+        self, partition: int, group: str, entry_ids: list[str], handled: Handled
+    ) -> list[tuple[int, Delivery]]:
+        """One ``dlv_enqueue``: the deliveries, the dead-letter records and the
+        acknowledgement. The deliveries written now (a repeated entry's are not), with their
+        partition."""
+        written = set(
+            await self._deliveries.enqueue(
+                partition,
+                group,
+                entry_ids,
+                self._lease_ms,
+                [(d.id, records.encode(d)) for d in handled.deliveries],
+                quarantined=handled.quarantined,
+            )
+        )
+        return [(partition, d) for d in handled.deliveries if d.id in written]
+
+
+class HookConsumer(GroupConsumer):
+    """The consumer of the ``{hooks}`` stream (:mod:`codeq.store.hook_events`), read, recovered
+    and kept alive as a partition stream is; ``hooks`` is its consumer groups (the
+    ``partition`` they take means nothing: :meth:`run` it as partition 0).
+
+    Its entries' deliveries live in partitions, another slot than the stream's, so they are
+    written and the entries acknowledged in two steps: the deliveries first, one
+    ``dlv_enqueue`` per partition that acknowledges nothing, then the entries (``ep_ack``, which
+    also sets aside the quarantined ones and trims the stream to ``retention_seconds``). A
+    crash between the two repeats the entries: their deliveries' ids are the same, so the
+    repeat writes nothing new, and the deliveries written before are attempted when their
+    lease in the schedule ends."""
+
+    def __init__(
+        self,
+        hooks: HookEvents,
+        deliveries: Deliveries,
+        endpoints: Endpoints,
+        handlers: Mapping[str, Handler],
+        *,
+        partitions: int,
+        retention_seconds: int,
+        consumer: str,
+        attempt: Callable[[int, Delivery], None],
+        lease_ms: int,
+        consumer_ttl_seconds: int,
+        max_receives: int,
+        metrics: Metrics,
+        block_ms: int,
+        stopping: Stopping,
+    ) -> None:
+        super().__init__(
+            hooks, deliveries, endpoints, handlers, consumer=consumer, attempt=attempt,
+            lease_ms=lease_ms, consumer_ttl_seconds=consumer_ttl_seconds,
+            max_receives=max_receives, metrics=metrics, block_ms=block_ms, stopping=stopping,
+        )  # fmt: skip
+        self._hooks = hooks
+        self._partitions = partitions
+        self._retention_ms = retention_seconds * 1000
+
+    async def _write(
+        self, partition: int, group: str, entry_ids: list[str], handled: Handled
+    ) -> list[tuple[int, Delivery]]:
+        by_partition: dict[int, list[Delivery]] = {}
+        for d in handled.deliveries:
+            p = records.partition_of(d.id, self._partitions)
+            if p is None:  # not an id of ours: a bug, never a delivery to lose silently
+                raise ValueError("a delivery id that names no partition")
+            by_partition.setdefault(p, []).append(d)
+        fresh: list[tuple[int, Delivery]] = []
+        for p, ds in by_partition.items():
+            written = set(
+                await self._deliveries.enqueue(
+                    p, group, [], self._lease_ms, [(d.id, records.encode(d)) for d in ds]
+                )
+            )
+            fresh += [(p, d) for d in ds if d.id in written]
+        set_aside = {entry_id for entry_id, _ in handled.quarantined}
+        await self._hooks.acknowledge(
+            group,
+            [i for i in entry_ids if i not in set_aside],
+            set_aside=handled.quarantined,
+            floor_ms=int(time.time() * 1000) - self._retention_ms,
+        )
+        return fresh

@@ -4,11 +4,14 @@
 - ``notifier``: ``task.ready`` → "work available" to the worker subscriptions picked for the
   queue (one ``sub_pick`` per queue that became ready in the batch: a batch is one signal);
 - ``endpoints``: any event of a tenant → each of its endpoints that wants that event type and
-  command.
+  command; on the ``{hooks}`` stream (:meth:`Handlers.hook_events`), an endpoint's
+  ``endpoint.disabled`` / ``endpoint.enabled`` → each endpoint of the tenant that names it.
 
 A handler picks the entries it has a use for by their type before decoding anything else, and
-reads the tasks of all of them in one call (``get_many``). An entry it cannot decode is
-quarantined (:class:`~deliverers.events.Handled`); the rest of the batch goes on.
+reads the tasks of all of them in one call (``get_many``). An operational event
+(``delivery.exhausted`` on a partition stream, the ``{hooks}`` stream's) carries all its body
+says: no task is read for it. An entry it cannot decode is quarantined
+(:class:`~deliverers.events.Handled`); the rest of the batch goes on.
 """
 
 from __future__ import annotations
@@ -21,13 +24,20 @@ from typing import Any
 
 import msgspec
 
+from codeq.bodies import (
+    DeliveryExhaustedEvent,
+    EndpointDisabledEvent,
+    OperationalEvent,
+    decode_operational,
+    operational_body,
+)
 from codeq.metrics import Metrics
 from codeq.settings import Settings
 from codeq.store.protocol import GetReply, Subscriptions, TaskReads
 from codeq.store.records import decode_result
-from codeq.store.streams import StreamEntry
+from codeq.store.streams import StreamEntry, event_fields
 from deliverers import bodies, records
-from deliverers.endpoints import EndpointDirectory, endpoint_matches
+from deliverers.endpoints import OPERATIONAL_TYPES, EndpointDirectory, endpoint_matches
 from deliverers.events import Event, Handled, raw_field, text_or_none
 from deliverers.records import Delivery
 
@@ -45,7 +55,9 @@ CALLBACKS = "callbacks"
 NOTIFIER = "notifier"
 ENDPOINTS = "endpoints"
 GROUPS = (CALLBACKS, NOTIFIER, ENDPOINTS)
-TERMINAL_EVENTS = frozenset({"task.completed", "task.failed", "task.dead_lettered"})
+TERMINAL_EVENTS = frozenset(
+    {"task.completed", "task.failed", "task.dead_lettered", "task.cancelled"}
+)
 CALLBACK_EVENTS = TERMINAL_EVENTS
 NOTIFY_SCHEDULE = [0.5, 1.5]  # notifications are advisory: one try plus two quick retries
 HASH_BUCKET_SECONDS = 60
@@ -58,8 +70,29 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _operational(out: Handled, entry_id: str, fields: list[Any]) -> OperationalEvent | None:
+    """An operational entry's event, or None after quarantining it (the reason names the
+    field, never its value)."""
+    try:
+        return decode_operational(event_fields(fields))
+    except UnicodeDecodeError:
+        out.quarantined.append((entry_id, "a field is not UTF-8 text"))
+    except msgspec.ValidationError as exc:
+        out.quarantined.append((entry_id, str(exc)))
+    return None
+
+
+def _subject(event: OperationalEvent) -> str:
+    """The id an operational event is about: its endpoint's, else its delivery's."""
+    if isinstance(event, DeliveryExhaustedEvent):
+        return event.endpoint_id or event.delivery_id
+    return event.endpoint_id
+
+
 class Handlers:
-    """The three groups' handlers, over the tasks, subscriptions and endpoints they read."""
+    """The three groups' handlers, over the tasks, subscriptions and endpoints they read.
+    ``partition_of``: the partition of an id (``KeySchema.partition_of``), where the deliveries
+    of a ``{hooks}`` event are written."""
 
     def __init__(
         self,
@@ -68,12 +101,15 @@ class Handlers:
         endpoints: EndpointDirectory,
         settings: Settings,
         metrics: Metrics,
+        *,
+        partition_of: Callable[[str], int],
     ) -> None:
         self._tasks = tasks
         self._subscriptions = subscriptions
         self._endpoints = endpoints
         self._settings = settings
         self._metrics = metrics
+        self._partition_of = partition_of
         self._callback_schedule = records.schedule_from(
             settings.webhook_retry_schedule,
             max_attempts=settings.result_webhook_max_attempts,
@@ -101,6 +137,18 @@ class Handlers:
                 by_tenant[tenant_raw] = await self._endpoints.of(tenant) if tenant else []
             endpoints = by_tenant[tenant_raw]
             if not endpoints:  # most tenants have no endpoints: nothing to decode
+                continue
+            kind = out.kind(eid, raw)
+            if kind is None:  # quarantined
+                continue
+            if kind in OPERATIONAL_TYPES:  # delivery.exhausted: no task to read
+                if not any(endpoint_matches(e, kind, "") for e in endpoints):
+                    continue  # nobody named it: nothing to decode
+                found = _operational(out, eid, raw)
+                if found is not None:
+                    out.deliveries += self._operational_messages(
+                        partition, "endpoint", eid, found, endpoints
+                    )
                 continue
             event = out.decode(eid, raw)
             if event is None:
@@ -149,6 +197,59 @@ class Handlers:
                 )
             )
         return out
+
+    # -- operational events ---------------------------------------------------------------
+
+    async def hook_events(self, partition: int, entries: list[StreamEntry]) -> Handled:
+        """The ``{hooks}`` stream's batch (``partition`` means nothing there): each
+        endpoint's ``endpoint.disabled`` / ``endpoint.enabled``, to the tenant's endpoints as
+        they are now (read fresh: such events are rare, and an endpoint enabled a moment ago
+        counts). The deliveries of an event go to the partition of the endpoint it is about,
+        and their ids come from the entry, so a repeated entry makes the same ones."""
+        out = Handled()
+        endpoints: dict[str, list[dict[str, Any]]] = {}
+        for eid, raw in entries:
+            event = _operational(out, eid, raw)
+            if event is None:
+                continue
+            if event.tenant not in endpoints:
+                endpoints[event.tenant] = await self._endpoints.of(event.tenant, fresh=True)
+            out.deliveries += self._operational_messages(
+                self._partition_of(_subject(event)), "hooks:endpoint", eid, event,
+                endpoints[event.tenant],
+            )  # fmt: skip
+        return out
+
+    def _operational_messages(
+        self, partition: int, source: str, entry_id: str, event: OperationalEvent,
+        endpoints: list[dict[str, Any]],
+    ) -> list[Delivery]:  # fmt: skip
+        """An operational event to each endpoint that names its type (``*`` does not include
+        it), signed and retried like any endpoint delivery; never to the endpoint an
+        ``endpoint.disabled`` is about (it is disabled). ``source`` keeps the ids of the two
+        streams' deliveries apart."""
+        message = operational_body(event)
+        kind = message.type
+        about = event.endpoint_id if isinstance(event, EndpointDisabledEvent) else None
+        targets = [e for e in endpoints if endpoint_matches(e, kind, "") and e.get("id") != about]
+        if not targets:
+            return []
+        body = bodies.encode(message)
+        now = _now_ms()
+        return [
+            Delivery(
+                id=records.delivery_id(partition, f"{source}:{e['id']}", entry_id, e["url"]),
+                kind="endpoint",
+                tenant=event.tenant,
+                url=str(e["url"]),
+                body=body,
+                event_type=kind,
+                created_at=now,
+                schedule=list(self._settings.webhook_retry_schedule),
+                endpoint_id=str(e["id"]),
+            )
+            for e in targets
+        ]
 
     # -- result callbacks ---------------------------------------------------------------
 
@@ -236,6 +337,7 @@ class Handlers:
                     created_at=now,
                     schedule=NOTIFY_SCHEDULE,
                     command=command,
+                    subscription_id=str(sub["id"]),
                 )
             )
         return out

@@ -10,7 +10,10 @@ headers and read the status, the headers and the first bytes of the answer — t
 
 - connections are opened to addresses the caller's ``connect`` hook returns (the SSRF check:
   the address checked is the address connected to), TLS with the URL's host name for SNI and the
-  certificate check, ``Host`` kept;
+  certificate check, ``Host`` kept. How a connection to such an address is made is the pool's
+  :data:`Dial` (:func:`dial_direct` by default; :mod:`deliverers.proxy` tunnels through an
+  egress proxy): everything else here (the request, the answer, keep-alive, the bounds) is the
+  same either way;
 - idle keep-alive connections are reused, newest first, and dropped after ``idle_seconds`` or
   as soon as the server closes them; a request that fails on a reused connection before any
   byte of an answer (the server closed it as we wrote) is sent once more on a new connection —
@@ -29,17 +32,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import re
 import ssl
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 import httptools
 
-from codeq.webhooks import target_problem
+from codeq.webhooks import HEADER_NAME, target_problem
 from deliverers.transport import (
     Connect,
     ConnectError,
@@ -53,9 +55,12 @@ from deliverers.transport import (
 __all__ = [
     "HOST_QUEUE_FACTOR",
     "HOST_QUEUE_SECONDS",
+    "MAX_HEAD",
+    "Dial",
     "HTTP1Pool",
     "HostBusy",
     "Target",
+    "dial_direct",
     "header_block",
 ]
 
@@ -113,7 +118,6 @@ class Target:
         return cls(scheme=scheme, host=host, port=port, head=head.encode())
 
 
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _names_ok: set[str] = set()
 
 
@@ -123,7 +127,7 @@ def header_block(headers: Mapping[str, str]) -> bytes:
     out = []
     for name, value in headers.items():
         if name not in _names_ok:
-            if not _TOKEN.fullmatch(name):
+            if not HEADER_NAME.fullmatch(name):
                 raise InvalidRequest(f"header {name!r} cannot be sent")
             if len(_names_ok) < 1024:
                 _names_ok.add(name)
@@ -273,6 +277,28 @@ def _expire(fut: asyncio.Future[Any]) -> None:
         fut.set_exception(TimeoutError())
 
 
+Dial = Callable[[asyncio.Protocol, Target, str, ssl.SSLContext | None], Awaitable[None]]
+"""``dial(protocol, target, address, tls)``: connect ``protocol`` (it gets
+``connection_made``) to ``address:target.port``, one of the addresses ``connect`` returned for
+``target``; with ``tls``, TLS over it for ``target.host`` (SNI and the certificate check). An
+:class:`OSError` (refused, unreachable, TLS handshake) lets the pool try the next address; a
+:class:`ConnectError` ends the attempt to connect at once (no other address can help)."""
+
+
+async def dial_direct(
+    protocol: asyncio.Protocol, target: Target, address: str, tls: ssl.SSLContext | None
+) -> None:
+    """The default :data:`Dial`: a TCP connection straight to the address."""
+    loop = asyncio.get_running_loop()
+    await loop.create_connection(
+        lambda: protocol,
+        address,
+        target.port,
+        ssl=tls,
+        server_hostname=target.host if tls is not None else None,
+    )
+
+
 class _Slots:
     """A counting limit whose waiters give up at a deadline: what ``asyncio.Semaphore`` under
     ``asyncio.timeout_at`` does, without a timeout context per wait (a backlog to one host
@@ -333,11 +359,14 @@ class HTTP1Pool:
         ssl_context: ssl.SSLContext | None = None,
         queue_seconds: float = HOST_QUEUE_SECONDS,
         queue_limit: int | None = None,
+        dial: Dial = dial_direct,
     ) -> None:
         """``idle_seconds``: how long an unused connection is kept; below the usual server
         keep-alive timeouts (5 s for Node.js and uvicorn), so the server rarely closes one
         first. ``queue_seconds``: the longest wait for a slot; ``queue_limit``: the most
-        requests waiting for one origin (default ``per_host * 64``)."""
+        requests waiting for one origin (default ``per_host * 64``). ``dial``: how a new
+        connection to a checked address is made (:data:`Dial`)."""
+        self._dial = dial
         self._slots = _Slots(limit)
         self._per_host = per_host
         self.queue_seconds = queue_seconds
@@ -453,15 +482,10 @@ class HTTP1Pool:
             # each address gets an equal share of the time left, so one that never answers
             # (a black-holed IPv6 route) does not use it all
             share = (deadline - loop.time()) / (len(addresses) - i)
+            conn = _Connection()
             try:
                 async with asyncio.timeout(share if i < len(addresses) - 1 else None):
-                    _, conn = await loop.create_connection(
-                        _Connection,
-                        address,
-                        target.port,
-                        ssl=tls,
-                        server_hostname=target.host if tls is not None else None,
-                    )
+                    await self._dial(conn, target, address, tls)
                 return conn
             except TimeoutError as exc:
                 failure = OSError(f"connect to {address} timed out")

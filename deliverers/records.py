@@ -8,23 +8,82 @@ scripts; the field names are the ones those scripts read (``attempts``, ``starte
 ``dlv_enqueue`` for the first, by ``dlv_claim`` when the schedule leases the next): a deliverer
 that dies mid-attempt leaves it behind, so the next attempt says it is the next one.
 ``attempts`` counts the attempts recorded, and one begun whose outcome was lost.
+
+``request`` is what the last attempt sent besides the body (which every attempt sends as
+``body``): its headers, signatures included, with credentials redacted (:func:`redacted`: the
+usual credential headers, and every custom header of the endpoint). One per record, replaced
+by each attempt (``dlv_outcome``), so a record's size stays bounded.
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Sequence
+from enum import StrEnum
 
 import msgspec
 
 __all__ = [
     "AttemptLog",
     "Delivery",
+    "DeliveryStatus",
+    "SentRequest",
     "delivery_id",
     "next_step",
     "partition_of",
+    "redacted",
 ]
+
+
+class DeliveryStatus(StrEnum):
+    """A delivery record's ``status``: ``pending`` (not attempted yet, or replayed),
+    ``retrying`` (failed, another attempt is scheduled), ``succeeded`` (a 2xx), ``dead`` (out
+    of attempts, or refused for good: the delivery DLQ) and ``gone`` (the receiver answered
+    410)."""
+
+    PENDING = "pending"
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    DEAD = "dead"
+    GONE = "gone"
+
+
+#: headers whose value is a credential: kept by name, never by value
+_SECRET_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "cookie", "x-api-key", "api-key"}
+)
+REDACTED = "[redacted]"
+MAX_HEADERS_KEPT = 64
+MAX_HEADER_VALUE_KEPT = 1024
+
+
+def redacted(
+    headers: Iterable[tuple[str, str]], hide: Collection[str] = ()
+) -> list[tuple[str, str]]:
+    """Headers as a record keeps them: a credential's value (``Authorization``, ``Cookie``,
+    API keys, any bearer token) and the value of every header named in ``hide`` (any case:
+    an endpoint's custom headers, which only its producers may read) replaced by
+    ``[redacted]``; signatures stay (they are no secret). Bounded: at most 64 headers of at
+    most 1024 characters."""
+    hidden = {h.lower() for h in hide}
+    out: list[tuple[str, str]] = []
+    for name, value in headers:
+        if len(out) >= MAX_HEADERS_KEPT:
+            break
+        lower = name.lower()
+        if lower in _SECRET_HEADERS or lower in hidden or value[:7].lower() == "bearer ":
+            value = REDACTED
+        out.append((name, value[:MAX_HEADER_VALUE_KEPT]))
+    return out
+
+
+class SentRequest(msgspec.Struct, kw_only=True, rename="camel"):
+    """An attempt's request besides its body: when it began (ms) and its headers in the order
+    they were sent (pairs: a list keeps the order the scripts' JSON objects would not)."""
+
+    at: int
+    headers: list[tuple[str, str]]
 
 
 class AttemptLog(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
@@ -33,6 +92,8 @@ class AttemptLog(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=Tru
     status_code: int | None = None
     error: str | None = None
     response: str | None = None  # the first bytes of the response body
+    # On the way to dlv_outcome only: it becomes the record's ``request``, never a log entry's.
+    request: SentRequest | None = None
 
 
 class Delivery(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
@@ -49,6 +110,7 @@ class Delivery(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True)
     task_id: str | None = None
     command: str | None = None  # the task's (the metrics' label)
     endpoint_id: str | None = None
+    subscription_id: str | None = None  # the worker subscription a notification is for
     trace_parent: str | None = None
     trace_state: str | None = None
     attempts: int = 0
@@ -59,6 +121,7 @@ class Delivery(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True)
     dead_at: int | None = None
     replays: int = 0
     log: list[AttemptLog] = msgspec.field(default_factory=list)
+    request: SentRequest | None = None  # the last attempt's (dlv_outcome)
 
     @property
     def max_attempts(self) -> int:

@@ -2,16 +2,20 @@
 
 A transport sends one POST and reads the answer's status, headers and first bytes. The sender
 (:mod:`deliverers.sender`) owns everything around it (the target policy, signing, what an
-answer means for the delivery); the transport owns connections. Today's transport is
-:class:`deliverers.http1.HTTP1Pool`; another (an egress proxy, HTTP/2) implements this protocol
-and passes ``tests/test_transport_contract.py``, and the sender does not change.
+answer means for the delivery); the transport owns connections. There are two, both passing
+``tests/test_transport_contract.py``: :class:`deliverers.http1.HTTP1Pool` (straight to the
+target) and :class:`deliverers.proxy.ProxyTransport` (through an egress proxy, a tunnel to each
+pinned address); :func:`deliverers.proxy.webhook_transport` picks one from the settings.
+Another (HTTP/2, say) implements this protocol and passes that suite, and the sender does not
+change.
 
 The contract:
 
 - **Pinned addresses.** Every new connection goes to an address that ``connect(host, port)``
-  returned (the sender's SSRF check: the addresses checked are the addresses used), while the
-  ``Host`` header, TLS SNI and the certificate check keep the URL's name. An :class:`OSError`
-  from ``connect`` is a :class:`ConnectError`; anything else it raises propagates unchanged.
+  returned (the sender's SSRF check: the addresses checked are the addresses used; through a
+  proxy, the address the tunnel is asked for), while the ``Host`` header, TLS SNI and the
+  certificate check keep the URL's name. An :class:`OSError` from ``connect`` is a
+  :class:`ConnectError`; anything else it raises propagates unchanged, and nothing is sent.
 - **The time limit** covers the connect and the exchange, not the wait for a connection slot.
   That wait is bounded on its own (``queue_seconds``); a request that gets no slot in time
   fails with :class:`HostBusy` having sent nothing.

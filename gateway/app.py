@@ -34,7 +34,12 @@ from gateway.middleware import BodyLimits, RequestIdMiddleware
 from gateway.openapi_errors import complete_document
 from gateway.routes import health
 from gateway.routes.admin import AdminController
-from gateway.routes.deliveries import AdminDeliveryController, DeliveryController
+from gateway.routes.catalog import EventTypeController
+from gateway.routes.deliveries import (
+    AdminDeliveryController,
+    DeliveryController,
+    EndpointStatsController,
+)
 from gateway.routes.endpoints import EndpointController
 from gateway.routes.session import whoami
 from gateway.routes.subscriptions import SubscriptionController
@@ -99,7 +104,15 @@ def create_app(
         # collector's generations, so full collections stay short under load (p99).
         gc.collect()
         gc.freeze()
-        sweeper = Sweeper(engine) if run_sweeper else None
+        sweeper = (
+            Sweeper(
+                engine,
+                deliveries=the_store.deliveries,
+                delivery_retention_seconds=settings.webhook_delivery_retention_seconds,
+            )
+            if run_sweeper
+            else None
+        )
         sweeping = asyncio.create_task(sweeper.run()) if sweeper else None
         deliverer = None
         if run_deliverers:
@@ -142,6 +155,8 @@ def create_app(
             DeliveryController,
             SubscriptionController,
             EndpointController,
+            EndpointStatsController,
+            EventTypeController,
             AdminDeliveryController,
             health.healthz,
             health.readyz,

@@ -23,6 +23,7 @@ import yaml
 
 from codeq.auth import AuthConfigError, JwksAuthenticator, build_auth
 from codeq.settings import MASK, Settings
+from deliverers.proxy import ProxyTransport, webhook_transport
 from tests.helm_tool import RELEASE, helm_binary, helm_template
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -442,6 +443,58 @@ def test_the_in_chart_kvrocks() -> None:
     assert c["args"] == ["-c", "/etc/kvrocks/kvrocks.conf"]
     assert "env" not in c
     assert "REDIS_PASSWORD" not in secret_env(named(without_auth, "Secret", full("secrets")))
+
+
+PROXY_PASSWORD = "proxy-pw-5c2e91"
+PROXY_URL = f"http://egress-user:{PROXY_PASSWORD}@egress.internal:3128"
+
+
+def test_an_egress_proxy_for_the_webhooks(tmp_path: Path) -> None:
+    """``secrets.webhookProxyUrl``: in the Secret only (it may hold credentials), given to both
+    workloads, read by the settings loader, and the deliverers' transport goes through it."""
+    assert "WEBHOOK_PROXY_URL" not in secret_env(named(render(None), "Secret", full("secrets")))
+    docs = render(None, "--set-string", f"secrets.webhookProxyUrl={PROXY_URL}")
+    secret = named(docs, "Secret", full("secrets"))
+    assert secret_env(secret)["WEBHOOK_PROXY_URL"] == PROXY_URL
+    for doc in docs:
+        if doc["kind"] != "Secret":
+            assert PROXY_PASSWORD not in json.dumps(doc), f"{doc['kind']} {doc['metadata']['name']}"
+    for deployment in of_kind(docs, "Deployment"):
+        assert container(deployment)["envFrom"] == [
+            {"secretRef": {"name": secret["metadata"]["name"]}}
+        ]
+
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(named(docs, "ConfigMap", full("config"))["data"]["config.yaml"])
+    pod_env = pod_environment(docs, None)
+    done = run_config_show(config_file, pod_env)
+    assert done.returncode == 0, done.stderr
+    shown = json.loads(done.stdout)["webhookProxyUrl"]
+    assert shown == f"http://egress-user:{MASK}@egress.internal:3128"
+    assert PROXY_PASSWORD not in done.stdout + done.stderr
+    settings = Settings.load(
+        config_file, environ={**pod_env, "CODEQ_CONFIG_PATH": str(config_file)}
+    )
+    transport = webhook_transport(settings)
+    assert isinstance(transport, ProxyTransport)
+    assert (transport.proxy.host, transport.proxy.port) == ("egress.internal", 3128)
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        "config.webhookProxyUrl=http://egress.internal:3128",  # in the ConfigMap: refused
+        "secrets.webhookProxyUrl=https://egress.internal:3128",
+        "secrets.webhookProxyUrl=http://egress.internal",
+        "secrets.webhookProxyUrl=egress.internal:3128",
+    ],
+)
+def test_the_values_schema_rejects_a_proxy_url(setting: str) -> None:
+    for command in ("template", "lint"):
+        args = [RELEASE] if command == "template" else []
+        done = run_helm(command, *args, str(CHART), "--set-string", setting)
+        assert done.returncode != 0, f"{setting} passed helm {command}"
+        assert "webhookProxyUrl" in done.stdout + done.stderr
 
 
 def test_generated_secrets_when_none_are_given() -> None:

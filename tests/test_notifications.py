@@ -1,5 +1,6 @@
 """Worker availability notifications (spec 03): empty → non-empty within milliseconds, bounded
-per subscription under a burst, one member per group, delayed tasks count. Real receivers."""
+per subscription under a burst, one member per group, delayed tasks count, each signed with
+its subscription's own secret (found by id). Real receivers."""
 
 from __future__ import annotations
 
@@ -11,27 +12,33 @@ from typing import Any
 
 import msgspec
 import pytest
+from standardwebhooks.webhooks import Webhook
 
 from codeq.domain import NewTask
 from codeq.engine import Engine, EngineConfig
 from codeq.store.redis_store import RedisStore
 from codeq.store.subscriptions import SubscriptionStore
+from codeq.webhooks import WebhookVerificationError, generate_secret, verify
 from deliverers.runner import Deliverer
 from tests.conftest import eventually
 from tests.receivers import Receiver, receiver
-from tests.test_deliveries import settings
+from tests.test_deliveries import SECRET, settings
 from tests.test_deliveries import store as store
 
 
 async def subscribe(
     store: RedisStore, url: str, *, tenant: str = "acme", types: tuple[str, ...] = ("render",),
     mode: str = "fanout", group: str | None = None, interval: float = 5.0,
+    secret: str | None = None,
 ) -> str:  # fmt: skip
     sub_id = "sub_" + uuid.uuid4().hex[:12]
-    record = msgspec.json.encode(
-        {"id": sub_id, "tenant": tenant, "callbackUrl": url, "eventTypes": list(types),
-         "deliveryMode": mode, "groupId": group, "minIntervalSeconds": interval, "expiresAt": 0}
-    )  # fmt: skip
+    fields: dict[str, Any] = {
+        "id": sub_id, "tenant": tenant, "callbackUrl": url, "eventTypes": list(types),
+        "deliveryMode": mode, "groupId": group, "minIntervalSeconds": interval, "expiresAt": 0,
+    }  # fmt: skip
+    if secret is not None:
+        fields["secrets"] = [{"secret": secret}]
+    record = msgspec.json.encode(fields)
     assert await SubscriptionStore(store).put(sub_id, tenant, record, 60_000) is not None
     return sub_id
 
@@ -144,3 +151,50 @@ async def test_a_delayed_task_becoming_ready_notifies(
         await eventually(swept_and_notified, timeout=5, interval=0.05)
         assert r.received[0].at >= ready_at - 0.05
         assert json.loads(r.received[0].body)["eventType"] == "render"
+
+
+async def test_each_subscription_of_a_fanout_signs_with_its_own_secret(
+    store: RedisStore, system: tuple[Engine, Deliverer]
+) -> None:
+    """Every notification is signed with its own subscription's secret, found by the
+    subscription's id (one read per notification, not a listing of the tenant's)."""
+    engine, _ = system
+    with receiver() as r:
+        own: dict[str, str] = {}
+        for _ in range(5):
+            secret = generate_secret()
+            own[await subscribe(store, r.url, interval=60, secret=secret)] = secret
+        await subscribe(store, r.url, interval=60)  # none of its own: the global secret
+        await engine.create("acme", NewTask(command="render", payload="1"))
+        await count_at_least(r, 6)
+    by_secret = 0
+    for got in r.received:
+        matching = [s for s in own.values() if _verifies(got.headers, got.body, s)]
+        if matching:
+            (secret,) = matching  # one subscription's secret, no other
+            Webhook(secret).verify(got.body, got.headers)
+            with pytest.raises(WebhookVerificationError):
+                verify(got.headers, got.body, SECRET)
+            by_secret += 1
+        else:
+            verify(got.headers, got.body, SECRET)
+    assert by_secret == 5 and r.count() == 6
+
+
+def _verifies(headers: dict[str, str], body: bytes, secret: str) -> bool:
+    try:
+        verify(headers, body, secret)
+    except WebhookVerificationError:
+        return False
+    return True
+
+
+async def test_a_subscription_is_read_by_id_within_its_tenant(store: RedisStore) -> None:
+    subs = SubscriptionStore(store)
+    sub_id = await subscribe(store, "http://127.0.0.1:9/hook", secret=generate_secret())
+    raw = await subs.get(sub_id, "acme")
+    assert raw is not None and json.loads(raw)["id"] == sub_id
+    assert await subs.get(sub_id, "globex") is None  # another tenant's: not found
+    assert await subs.get("sub_unknown", "acme") is None
+    assert await subs.delete(sub_id, "acme")
+    assert await subs.get(sub_id, "acme") is None

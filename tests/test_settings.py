@@ -811,3 +811,79 @@ def test_errors_do_not_print_secrets(tmp_path: Path) -> None:
     message = assert_one_line(load_error(path))
     assert "webhookHmacSecret" in message
     assert HIDDEN_HMAC not in message
+
+
+# ---- the global signing secrets are checked as they will sign ------------------------------
+
+GOOD_WHSEC = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+BAD_WHSEC = "whsec_S3CRET!not*base64"
+SIGNING_KEY = "whsk_" + "S3CRETS3CRETS3CRETS3CRETS3CRETS3CRETS3CRETA="
+LATER = "2999-01-01T00:00:00Z"
+
+
+def test_global_secrets_that_sign_are_taken() -> None:
+    s = Settings.from_mapping(
+        {
+            "webhookHmacSecret": "any text signs with its UTF-8 bytes",
+            "webhookHmacPreviousSecrets": [
+                {"secret": GOOD_WHSEC, "expiresAt": LATER},
+                {"secret": "older plain text", "expiresAt": LATER},
+            ],
+        }
+    )
+    assert [p.secret for p in s.webhook_hmac_previous_secrets] == [GOOD_WHSEC, "older plain text"]
+
+
+@pytest.mark.parametrize(
+    ("data", "key", "why"),
+    [
+        ({"webhookHmacSecret": BAD_WHSEC}, "webhookHmacSecret", "no base64 key"),
+        ({"webhookHmacSecret": "whsec_"}, "webhookHmacSecret", "no base64 key"),
+        ({"webhookHmacSecret": SIGNING_KEY}, "webhookHmacSecret", "ed25519 signing key"),
+        (
+            {
+                "webhookHmacSecret": GOOD_WHSEC,
+                "webhookHmacPreviousSecrets": [
+                    {"secret": GOOD_WHSEC, "expiresAt": LATER},
+                    {"secret": BAD_WHSEC, "expiresAt": LATER},
+                ],
+            },
+            "webhookHmacPreviousSecrets[1].secret",
+            "no base64 key",
+        ),
+        (
+            {
+                "webhookHmacSecret": GOOD_WHSEC,
+                "webhookHmacPreviousSecrets": [{"secret": SIGNING_KEY, "expiresAt": LATER}],
+            },
+            "webhookHmacPreviousSecrets[0].secret",
+            "ed25519 signing key",
+        ),
+    ],
+)
+def test_a_global_secret_that_cannot_sign_stops_the_start(
+    data: dict[str, Any], key: str, why: str
+) -> None:
+    """Refused at load, naming the exact field, rather than failing inside every attempt."""
+    error = mapping_error(data)
+    message = assert_one_line(error)
+    assert error.key == key
+    assert message.startswith(f"invalid setting '{key}' (env {error.env}): expected an HMAC")
+    assert why in message
+    assert "S3CRET" not in message
+
+
+def test_a_global_secret_from_the_environment_is_checked_too() -> None:
+    error = load_error(
+        None,
+        {
+            "WEBHOOK_HMAC_SECRET": GOOD_WHSEC,
+            "WEBHOOK_HMAC_PREVIOUS_SECRETS": (
+                f'[{{"secret": "{GOOD_WHSEC}", "expiresAt": "{LATER}"}},'
+                f' {{"secret": "{BAD_WHSEC}", "expiresAt": "{LATER}"}}]'
+            ),
+        },
+    )
+    assert error.key == "webhookHmacPreviousSecrets[1].secret"
+    assert error.env == "WEBHOOK_HMAC_PREVIOUS_SECRETS"
+    assert "S3CRET" not in str(error)

@@ -26,7 +26,9 @@ from codeq.engine import Engine, EngineConfig
 from codeq.errors import Conflict, Forbidden
 from codeq.store.deliveries import DeliveryStore
 from codeq.store.endpoints import EndpointStore
+from codeq.store.hook_events import HookEventStore
 from codeq.store.keys import KeySchema, queue_segment
+from codeq.store.protocol import DeliveryQuery
 from codeq.store.rate_limits import RateLimiter
 from codeq.store.redis_store import RedisStore, StoreError
 from codeq.store.scripts import SCRIPT_NAMES, Script, load_scripts
@@ -414,6 +416,15 @@ async def exercise_expiry(engine: Engine, store: RedisStore) -> None:
     leased = await engine.claim(ACME, "w4", ["soon"])
     assert leased is not None and leased.id == soon.id
     await engine.abandon(ACME, soon.id, "w4")
+    # cancel: a ready task (twice: the second answers the first), a delayed one, a refused one;
+    # and a history read
+    await engine.cancel(ACME, soon.id, reason="withdrawn")
+    await engine.cancel(ACME, soon.id)
+    later = (
+        await engine.create(ACME, NewTask(command="soon", payload="{}", delay_seconds=60))
+    ).task
+    await engine.cancel(ACME, later.id)
+    assert len(await engine.task_history(ACME, soon.id)) >= 3
 
 
 async def exercise_deliveries(engine: Engine, store: RedisStore) -> None:
@@ -465,6 +476,17 @@ async def exercise_deliveries(engine: Engine, store: RedisStore) -> None:
     assert await ds.replay(0, tenant=None) == ["msg_dead"]
     await ds.poison(0, "callbacks", "0-2", 5)
     assert await store.client.llen(store.keys.delivery(0).poison) == 1
+    # the listing index (ranges of the index, a task's range), then retention: a record written
+    # before the index (indexed by the prune step first), pruning, and a lock held by another
+    page = await ds.search(0, DeliveryQuery(tenant=ACME, size=10, bound=100, statuses=("gone",)))
+    assert [records.decode(r).id for r in page.records] == ["msg_gone"]
+    page = await ds.search(0, DeliveryQuery(tenant=ACME, size=10, bound=100, task_id=task_id))
+    assert [records.decode(r).id for r in page.records] == [made[0].id]
+    old = msgspec.structs.replace(delivery("old"), status="succeeded", task_id=task_id)
+    await store.client.hset(store.keys.delivery(0).records, old.id, records.encode(old))
+    pruned = await ds.prune(0, token="sweeper", lock_ms=60_000, limit=100, retention_ms=0)
+    assert pruned is not None and pruned.pruned == 2 and pruned.indexed >= 1  # gone, old
+    assert await ds.prune(0, token="other", lock_ms=1, limit=100, retention_ms=0) is None
 
 
 def subscription(sub_id: str, mode: str, group: str | None = None) -> bytes:
@@ -512,8 +534,28 @@ async def exercise_endpoints(store: RedisStore) -> None:
     await eps.mark("ep_none", ACME, "ok", 0)
     (listed,) = await eps.all_of(ACME)
     assert json.loads(listed)["disabledReason"] == "410 Gone"
+    await exercise_hook_events(store, eps)
     assert await eps.delete("ep_1", ACME)
     assert not await eps.delete("ep_1", ACME)
+
+
+async def exercise_hook_events(store: RedisStore, eps: EndpointStore) -> None:
+    """The {hooks} stream (issue 18 item 9): patch enabled (true and false, and to what it
+    was), then its entries read, acknowledged, set aside (quarantined and poison) and trimmed
+    (ep_ack)."""
+    assert await eps.patch("ep_1", ACME, {"enabled": True})  # endpoint.enabled
+    assert await eps.patch("ep_1", ACME, {"enabled": True})  # no change: no event
+    assert await eps.patch("ep_1", ACME, {"enabled": False})  # endpoint.disabled (manual)
+    hooks = HookEventStore(store)
+    await hooks.ensure_group(0, "endpoints")
+    read = await hooks.read_group(0, "endpoints", "c1", count=10, block_ms=1)
+    kinds = [dict(zip(f[::2], f[1::2], strict=True))[b"type"] for _, f in read]
+    # ep_mark's automatic disable (the failing streak of 0 ms), then the patches
+    assert kinds == [b"endpoint.disabled", b"endpoint.enabled", b"endpoint.disabled"]
+    (first, _), (second, _), (third, _) = read
+    await hooks.acknowledge("endpoints", [first], set_aside=[(second, "bad")], floor_ms=now_ms())
+    await hooks.poison(0, "endpoints", third, 5)
+    assert [r["entry"] for r in await hooks.set_aside_records()] == [second, third]
 
 
 async def exercise_rate_limits(store: RedisStore) -> None:

@@ -1,12 +1,15 @@
 """The transport contract (deliverers/transport.py): what the webhook sender relies on of the
 client that sends its requests, run against every transport in ``TRANSPORTS`` and real servers
 on loopback. Raw asyncio servers answer in the shapes a receiver may use, broken ones included;
-TLS uses a certificate made here. A new transport (an egress proxy, HTTP/2) joins ``TRANSPORTS``
-and passes this file; the sender does not change."""
+TLS uses a certificate made here. A new transport (HTTP/2, say) joins ``TRANSPORTS`` and passes
+this file; the sender does not change. ``proxy`` is :class:`deliverers.proxy.ProxyTransport`
+through a real CONNECT proxy on loopback (tests/test_proxy.py), which must be asked for exactly
+the pinned addresses."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import ssl
 import time
@@ -23,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from deliverers.http1 import HTTP1Pool
+from deliverers.proxy import ProxyTransport
 from deliverers.sender import Attempt, TargetPolicy, WebhookSender
 from deliverers.transport import (
     Connect,
@@ -36,6 +40,7 @@ from deliverers.transport import (
     TransportTimeout,
 )
 from tests.conftest import eventually
+from tests.test_proxy import ConnectProxy, connect_proxy
 
 # -- servers ------------------------------------------------------------------------------
 
@@ -125,46 +130,73 @@ async def loopback(host: str, port: int) -> list[str]:
 # -- transports ---------------------------------------------------------------------------
 
 
-class Make(Protocol):
+class New(Protocol):
+    def __call__(
+        self, *, per_host: int, queue_seconds: float, ssl_context: ssl.SSLContext | None
+    ) -> Transport: ...
+
+
+class Kind(Protocol):
+    """How to get transports of one kind: what they need running (a proxy) for the test."""
+
+    def __call__(
+        self, stack: contextlib.AsyncExitStack
+    ) -> Awaitable[tuple[New, ConnectProxy | None]]: ...
+
+
+async def _http1(stack: contextlib.AsyncExitStack) -> tuple[New, ConnectProxy | None]:
+    return HTTP1Pool, None
+
+
+async def _proxy(stack: contextlib.AsyncExitStack) -> tuple[New, ConnectProxy | None]:
+    proxy = await stack.enter_async_context(connect_proxy())
+
+    def new(
+        *, per_host: int, queue_seconds: float, ssl_context: ssl.SSLContext | None
+    ) -> Transport:
+        return ProxyTransport(
+            proxy.url, per_host=per_host, queue_seconds=queue_seconds, ssl_context=ssl_context
+        )
+
+    return new, proxy
+
+
+TRANSPORTS: dict[str, Kind] = {"http1": _http1, "proxy": _proxy}
+
+
+class Make:
+    """Builds transports of one kind (per-host slots, the wait for one, TLS trust); ``proxy``:
+    the proxy they go through, if any."""
+
+    def __init__(self, new: New, proxy: ConnectProxy | None) -> None:
+        self._new = new
+        self.proxy = proxy
+        self.made: list[Transport] = []
+
     def __call__(
         self,
         *,
         per_host: int = 16,
         queue_seconds: float = 5.0,
         ssl_context: ssl.SSLContext | None = None,
-    ) -> Transport: ...
+    ) -> Transport:
+        t = self._new(per_host=per_host, queue_seconds=queue_seconds, ssl_context=ssl_context)
+        self.made.append(t)
+        return t
 
-
-def _http1(
-    *, per_host: int = 16, queue_seconds: float = 5.0, ssl_context: ssl.SSLContext | None = None
-) -> Transport:
-    return HTTP1Pool(per_host=per_host, queue_seconds=queue_seconds, ssl_context=ssl_context)
-
-
-TRANSPORTS: dict[str, Make] = {"http1": _http1}
+    def connected_to(self) -> list[str] | None:
+        """What the proxy was asked to CONNECT to (None without a proxy)."""
+        return None if self.proxy is None else [a.authority for a in self.proxy.asked]
 
 
 @pytest.fixture(params=sorted(TRANSPORTS))
 async def make(request: pytest.FixtureRequest) -> AsyncIterator[Make]:
-    """Builds transports of one kind (per-host slots, the wait for one, TLS trust); closes
-    them after the test."""
-    made: list[Transport] = []
-
-    def build(
-        *,
-        per_host: int = 16,
-        queue_seconds: float = 5.0,
-        ssl_context: ssl.SSLContext | None = None,
-    ) -> Transport:
-        t = TRANSPORTS[request.param](
-            per_host=per_host, queue_seconds=queue_seconds, ssl_context=ssl_context
-        )
-        made.append(t)
-        return t
-
-    yield build
-    for t in made:
-        await t.aclose()
+    """Transports of one kind, closed after the test (before what they needed running)."""
+    async with contextlib.AsyncExitStack() as stack:
+        build = Make(*await TRANSPORTS[request.param](stack))
+        yield build
+        for t in build.made:
+            await t.aclose()
 
 
 async def send(
@@ -209,6 +241,8 @@ async def test_the_request_goes_to_the_pinned_address_under_the_urls_name(make: 
         assert req.header("host") == f"hooks.example.test:{s.port}"
         assert req.header("x-a") == "1" and req.header("webhook-id") == "msg_1"
         assert req.header("content-length") == str(len(body)) and req.body == body
+        assert req.header("proxy-authorization") is None
+        assert make.connected_to() in (None, [f"127.0.0.2:{s.port}"])
 
 
 async def test_every_new_connection_asks_connect_again(make: Make) -> None:
@@ -234,6 +268,7 @@ async def test_the_addresses_are_tried_in_order(make: Make) -> None:
     t = make()
     async with raw_server(ok, host="127.0.0.2") as s:
         assert (await send(t, s.url, connect=two)).status == 200
+        assert make.connected_to() in (None, [f"127.0.0.3:{s.port}", f"127.0.0.2:{s.port}"])
 
 
 # -- answers ------------------------------------------------------------------------------
@@ -449,6 +484,7 @@ async def test_what_connect_raises_otherwise_comes_through_unchanged(make: Make)
         with pytest.raises(Refused):
             await send(t, s.url, connect=refuse)
         assert s.connections == 0
+        assert make.connected_to() in (None, [])
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,8 @@
 """One list of event types (issue 15 item 12): ``codeq.domain.EventType`` is what the Lua
-scripts emit, what endpoints may subscribe to and what the docs list; a name outside it, or a
-field a route does not know (a replay filter above all), is a 400 naming it, never ignored."""
+scripts emit (all but ``webhook.test``, which a test send delivers and no script writes; the
+operational types included, issue 18 item 9), what endpoints may subscribe to and what the
+docs list; a name outside it, or a field a route does not know (a replay filter above all), is
+a 400 naming it, never ignored."""
 
 from __future__ import annotations
 
@@ -37,23 +39,47 @@ def emitted_by_scripts() -> set[str]:
     return found
 
 
+#: The event types no script writes: sent on request, never by a change of a task.
+NOT_FROM_SCRIPTS = {EventType.WEBHOOK_TEST.value}
+
+
 def test_the_scripts_emit_exactly_the_domain_event_types() -> None:
     emitted = emitted_by_scripts()
     assert emitted, "no emit(...) found: the scan no longer matches the scripts"
-    assert emitted == EVENT_TYPES
+    assert emitted == EVENT_TYPES - NOT_FROM_SCRIPTS
+    assert NOT_FROM_SCRIPTS <= EVENT_TYPES
     assert {e.value for e in EventType} == EVENT_TYPES
 
 
-def test_emit_is_the_only_writer_of_events() -> None:
-    """An XADD with a computed type would escape the scan above: there is one, in emit()."""
+LITERAL_TYPE = re.compile(r"""['"]XADD['"][^\n]*?['"]type['"],\s*['"]([a-z_.]+)['"]""")
+
+
+def test_every_writer_of_events_is_seen_by_the_scan() -> None:
+    """An XADD with a computed type would escape the scan above: there is one, in emit() (the
+    task events); every other names its type on its own line: the operational events, each
+    written by the script that makes its change, to the stream its consumers read."""
     xadds = [
         (path.name, line.strip())
         for path in sorted(LUA.glob("*.lua"))
         for line in re.sub(r"--[^\n]*", "", path.read_text()).splitlines()
         if "'XADD'" in line or '"XADD"' in line
     ]
-    assert [name for name, _ in xadds] == ["lib.lua"], xadds
-    assert "'type', kind," in xadds[0][1]  # emit(kind, ...)
+    computed = [(name, line) for name, line in xadds if not LITERAL_TYPE.search(line)]
+    assert [name for name, _ in computed] == ["lib.lua"], xadds
+    assert "'type', kind," in computed[0][1]  # emit(kind, ...)
+    literal = sorted(
+        (name, LITERAL_TYPE.findall(line)[0], line.split(",")[1].strip())
+        for name, line in xadds
+        if LITERAL_TYPE.search(line)
+    )
+    assert literal == [
+        ("dlv_outcome.lua", "delivery.exhausted", "D.events"),  # the partition stream
+        ("ep_mark.lua", "endpoint.disabled", "KEYS[3]"),  # the {hooks} stream
+        ("ep_patch.lua", "endpoint.disabled", "KEYS[3]"),
+        ("ep_patch.lua", "endpoint.enabled", "KEYS[3]"),
+    ]
+    operational = {e.value for e in EventType if e.is_operational}
+    assert {kind for _, kind, _ in literal} == operational
 
 
 def test_the_docs_list_exactly_the_domain_event_types() -> None:
@@ -61,7 +87,7 @@ def test_the_docs_list_exactly_the_domain_event_types() -> None:
     block = text.split("<!-- event-types:", 1)[1].split("<!-- /event-types -->", 1)[0]
     listed = re.findall(r"^\| `([a-z_.]+)` \|", block, re.MULTILINE)
     assert sorted(listed) == sorted(EVENT_TYPES)
-    mentioned = set(re.findall(r"`(task\.[a-z_]+)`", text))
+    mentioned = set(re.findall(r"`((?:task|webhook|endpoint|delivery)\.[a-z_]+)`", text))
     assert mentioned <= EVENT_TYPES, mentioned - EVENT_TYPES
 
 
@@ -87,6 +113,9 @@ URL = "https://hooks.example.com/x"
     [
         ({"url": URL, "eventTypes": ["task.heartbeat"]}, "eventTypes"),  # never emitted
         ({"url": URL, "eventTypes": ["task.requeued"]}, "eventTypes"),
+        ({"url": URL, "eventTypes": ["endpoint.deleted"]}, "eventTypes"),
+        ({"url": URL, "eventTypes": ["delivery.failed", "delivery.exhausted"]}, "eventTypes"),
+        ({"url": URL, "eventTypes": ["endpoint.*"]}, "eventTypes"),
         ({"url": URL, "eventTypes": ["task.completed", "task.complete"]}, "eventTypes"),
         ({"url": URL, "eventTypes": ["TASK.COMPLETED"]}, "eventTypes"),
         ({"url": URL, "eventTypes": []}, "eventTypes"),

@@ -330,7 +330,11 @@ def deliver(args: ServerOptions) -> int:
     async def run() -> None:
         store = open_store(settings)
         deliverer = Deliverer(store, settings)
-        sweeper = Sweeper(Engine(store.tasks, EngineConfig.from_settings(settings)))
+        sweeper = Sweeper(
+            Engine(store.tasks, EngineConfig.from_settings(settings)),
+            deliveries=store.deliveries,
+            delivery_retention_seconds=settings.webhook_delivery_retention_seconds,
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -1,6 +1,7 @@
 """The delivery side of a store (spec 03): consumer groups on the partition streams
 (:class:`~codeq.store.protocol.ConsumerGroups`) and the durable delivery schedule
-(:class:`~codeq.store.protocol.Deliveries`), both over the delivery keys of a partition."""
+(:class:`~codeq.store.protocol.Deliveries`) with its listing index, counters, endpoint
+statistics and retention (issue 18), all over the delivery keys of a partition."""
 
 from __future__ import annotations
 
@@ -12,7 +13,15 @@ import msgspec
 from redis import exceptions as rexc
 
 from codeq.store.base import ScriptStore
-from codeq.store.errors import StoreError
+from codeq.store.errors import UNAVAILABLE, StoreError, unavailable
+from codeq.store.keys import escape
+from codeq.store.protocol import (
+    DeliveryIndexPage,
+    DeliveryQuery,
+    EndpointBuckets,
+    PruneReply,
+    StatsBucket,
+)
 from codeq.store.streams import (
     GROUP_POLL_CAP_S,
     StreamEntry,
@@ -27,20 +36,82 @@ __all__ = ["DeliveryStore"]
 
 
 class _About(msgspec.Struct, rename="camel"):
-    """The one field of a delivery record the store reads: the task it is about (the task
-    index, ``dlv_task.lua``); the rest of the record, body included, is never decoded here."""
+    """The fields of a new delivery record its indexes need (``dlv_enqueue.lua``): the rest
+    of the record, body included, is never decoded here nor by the script."""
 
     task_id: str | None = None
+    tenant: str = ""
+    created_at: int = 0
+    endpoint_id: str | None = None
+    event_type: str | None = None
+    status: str = "pending"
 
 
 _about = msgspec.json.Decoder(_About)
 
 
-def _task_of(record: bytes) -> str:
+def _index_fields(record: bytes) -> tuple[str, str, int, str, str, str]:
+    """(task id, tenant, createdAt, endpoint id, event type, status) of a record, '' where it
+    has none."""
     try:
-        return _about.decode(record).task_id or ""
+        a = _about.decode(record)
     except (msgspec.DecodeError, msgspec.ValidationError):
-        return ""
+        a = _About()
+    return (
+        a.task_id or "",
+        a.tenant,
+        a.created_at,
+        a.endpoint_id or "",
+        a.event_type or "",
+        a.status,
+    )
+
+
+#: record status -> its code in the counters and the listing index (dlv_lib.lua ``CODES``)
+STATUS_CODES = {"pending": "P", "retrying": "R", "succeeded": "S", "dead": "D", "gone": "G"}
+#: the statuses with ranges of their own in the listing index (dlv_lib.lua ``LISTED``): the
+#: few; a listing of the others reads the ranges of any status and checks the records
+_LISTED = frozenset({"retrying", "dead", "gone"})
+#: statistics rings (dlv_lib.lua ``stats_note``): minute buckets of the last hour, hour
+#: buckets of the last day, and latency buckets per bucket
+MINUTE_SLOTS, HOUR_SLOTS, LATENCY_BUCKETS = 60, 24, 64
+
+
+def _plan(q: DeliveryQuery) -> tuple[str, list[str], tuple[str, ...], str, str, str]:
+    """(index, range prefixes, then what the records must be checked for: statuses, endpoint,
+    event type, task) of a search: the range that covers the most filters exactly. Without a
+    status of its own range (``pending``, ``succeeded``), the ranges of any status ("a"), whose
+    members never move, with the status checked on the records."""
+    t = escape(q.tenant)
+    listed = bool(q.statuses) and _LISTED.issuperset(q.statuses)
+    codes = [STATUS_CODES[s] for s in q.statuses] if listed else []
+    unchecked = () if listed else q.statuses
+    ep, kind, task = q.endpoint_id or "", q.event_type or "", q.task_id or ""
+    if task:  # a task causes few deliveries: its own range, everything else checked
+        return "task", [task], q.statuses, ep, kind, ""
+    if ep:
+        e = escape(ep)
+        return "index", [f"{t}!e!{e}!{c}" for c in codes or ["a"]], unchecked, "", kind, ""
+    if kind and not codes:
+        return "index", [f"{t}!v!{escape(kind)}"], q.statuses, "", "", ""
+    if codes:
+        return "index", [f"{t}!s!{c}" for c in codes], (), "", kind, ""
+    return "index", [f"{t}!a"], unchecked, "", kind, ""
+
+
+def _bucket(raw: Any) -> StatsBucket | None:
+    """A bucket as ``stats_note`` writes it: "<epoch>,<ok>,<failed>,<i>=<n>,..."."""
+    if raw is None:
+        return None
+    try:
+        epoch, ok, failed, *rest = text(raw).split(",")
+        latency = [0] * LATENCY_BUCKETS
+        for part in rest:
+            i, n = part.split("=")
+            latency[int(i)] = int(n)
+        return StatsBucket(epoch=int(epoch), ok=int(ok), failed=int(failed), latency=tuple(latency))
+    except (ValueError, IndexError):
+        return None  # not a bucket this version writes: nothing counted
 
 
 class DeliveryStore:
@@ -163,7 +234,7 @@ class DeliveryStore:
         for entry_id, reason in quarantined:
             args.extend((entry_id, reason))
         for delivery_id, record in deliveries:
-            args.extend((delivery_id, record, _task_of(record)))
+            args.extend((delivery_id, record, *_index_fields(record)))
         return [text(x) for x in await self._call("dlv_enqueue", partition, args)]
 
     async def claim_due(self, partition: int, *, lease_ms: int, limit: int) -> list[bytes]:
@@ -234,6 +305,72 @@ class DeliveryStore:
             return []
         raws = await self._cmd("hmget", k.records, ids)
         return [bytes(r) for r in raws if r is not None]
+
+    async def search(self, partition: int, query: DeliveryQuery) -> DeliveryIndexPage:
+        """One page of a tenant's deliveries in one partition (``dlv_search.lua``)."""
+        index, prefixes, statuses, ep, kind, task = _plan(query)
+        args = [
+            query.tenant,
+            index,
+            ",".join(prefixes),
+            "" if query.created_from_ms is None else query.created_from_ms,
+            "" if query.created_before_ms is None else query.created_before_ms,
+            query.after or "",
+            query.size,
+            query.bound,
+            ",".join(statuses),
+            ep,
+            kind,
+            task,
+        ]
+        reply = await self._call("dlv_search", partition, args)
+        reached = text(reply[0]) or None
+        return DeliveryIndexPage(records=tuple(bytes(r) for r in reply[1:]), reached=reached)
+
+    async def counts(
+        self, partition: int, tenant: str, *, endpoint_id: str | None = None
+    ) -> dict[str, int]:
+        """The counters ``dlv_lib.lua`` keeps (``counts``), one HMGET."""
+        t = escape(tenant)
+        head = f"{t}!s!" if endpoint_id is None else f"{t}!e!{escape(endpoint_id)}!"
+        fields = [head + code for code in STATUS_CODES.values()]
+        values = await self._cmd("hmget", self.keys.delivery(partition).counts, fields)
+        return {status: int(v or 0) for status, v in zip(STATUS_CODES, values or (), strict=True)}
+
+    async def endpoint_buckets(self, partition: int, endpoint_id: str) -> EndpointBuckets:
+        """The endpoint's statistics rings in this partition, one HMGET."""
+        e = escape(endpoint_id)
+        fields = [f"{e}!m!{i}" for i in range(MINUTE_SLOTS)]
+        fields += [f"{e}!h!{i}" for i in range(HOUR_SLOTS)]
+        values = await self._cmd("hmget", self.keys.delivery(partition).stats, fields)
+        buckets = [_bucket(v) for v in values or ()]
+        return EndpointBuckets(
+            minutes=tuple(b for b in buckets[:MINUTE_SLOTS] if b is not None),
+            hours=tuple(b for b in buckets[MINUTE_SLOTS:] if b is not None),
+        )
+
+    async def prune(
+        self, partition: int, *, token: str, lock_ms: int, limit: int, retention_ms: int
+    ) -> PruneReply | None:
+        """One retention step (``dlv_prune.lua``), then the pruned deliveries leave their
+        endpoints' recent lists (``{hooks}`` keys, which no partition script may touch: a
+        crash in between leaves ids there that name nothing, which readers skip)."""
+        reply = await self._call("dlv_prune", partition, [token, lock_ms, limit, retention_ms])
+        if text(reply[0]) == "LOCKED":
+            return None
+        pairs = reply[4:]
+        if pairs:
+            try:
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for i in range(0, len(pairs), 2):
+                        key = self.keys.endpoint_deliveries(text(pairs[i]))
+                        pipe.lrem(key, 0, text(pairs[i + 1]))
+                    await pipe.execute()
+            except UNAVAILABLE as exc:
+                raise unavailable(exc) from exc
+            except rexc.RedisError as exc:
+                raise StoreError(f"store error pruning recent lists: {exc}") from exc
+        return PruneReply(pruned=int(reply[1]), more=bool(int(reply[2])), indexed=int(reply[3]))
 
     async def depth(self, partition: int) -> tuple[int, int]:
         """(scheduled, dead) deliveries of a partition."""

@@ -2,6 +2,9 @@
 
 Every change is made by its script on the stored record (create, patch, rotate-secret, mark,
 delete), never read here, changed and written back: concurrent changes cannot lose each other.
+A change of ``enabled`` (``ep_mark`` disabling a gone or failing endpoint, ``ep_patch``) appends
+its operational event to the ``{hooks}`` stream in the same step (read by the deliverers:
+:mod:`codeq.store.hook_events`).
 """
 
 from __future__ import annotations
@@ -19,7 +22,19 @@ from codeq.store.streams import text
 __all__ = ["EndpointStore"]
 
 #: The fields a patch may set (ep_patch.lua applies exactly these).
-PATCHABLE = frozenset({"url", "eventTypes", "commands", "description", "enabled"})
+PATCHABLE = frozenset(
+    {
+        "url",
+        "eventTypes",
+        "commands",
+        "description",
+        "enabled",
+        "headers",
+        "rateLimit",
+        "channels",
+        "metadata",
+    }
+)
 
 
 class EndpointStore:
@@ -29,8 +44,13 @@ class EndpointStore:
         self._store = store
         self.keys = store.keys
 
-    async def _call(self, name: str, tenant: str, args: Sequence[Any]) -> Any:
-        keys = self.keys.endpoints(tenant)
+    async def _call(
+        self, name: str, tenant: str, args: Sequence[Any], *, appends: bool = False
+    ) -> Any:
+        """Script ``name`` on the tenant's keys; ``appends``: and the ``{hooks}`` stream."""
+        keys: tuple[str, ...] = self.keys.endpoints(tenant)
+        if appends:
+            keys = (*keys, self.keys.hook_events()[0])
         return await self._store._eval(self._store._scripts[name], keys, args)
 
     async def create(self, endpoint_id: str, tenant: str, record: bytes) -> None:
@@ -41,21 +61,23 @@ class EndpointStore:
         self, endpoint_id: str, tenant: str, changes: Mapping[str, Any]
     ) -> bytes | None:
         """Set the named fields (of :data:`PATCHABLE`) of one endpoint of ``tenant``, leaving
-        every other field as stored; the record after the change, None when there is none."""
+        every other field as stored (an empty list or mapping, or a ``rateLimit`` of 0,
+        removes the field); the record after the change, None when there is none."""
         unknown = set(changes) - PATCHABLE
         if unknown:
             raise ValueError(f"not fields an endpoint patch sets: {sorted(unknown)}")
         reply = await self._call(
-            "ep_patch", tenant, [endpoint_id, tenant, msgspec.json.encode(changes)]
+            "ep_patch", tenant, [endpoint_id, tenant, msgspec.json.encode(changes)], appends=True
         )
         return bytes(reply) if reply else None
 
     async def rotate(
         self, endpoint_id: str, tenant: str, new_secret: str, grace_ms: int
     ) -> int | None:
-        """Make ``new_secret`` the endpoint's current secret; the secrets in force keep
-        signing for ``grace_ms`` more (rotated ones: until their own expiry). The expiry given
-        to the previous current secret (ms), None when the endpoint is unknown or foreign."""
+        """Make ``new_secret`` the endpoint's current secret (an ed25519 endpoint's: a new
+        ``whsk_`` signing key); the secrets in force keep signing for ``grace_ms`` more
+        (rotated ones: until their own expiry). The expiry given to the previous current
+        secret (ms), None when the endpoint is unknown, foreign, or of the other scheme."""
         reply = await self._call("ep_rotate", tenant, [endpoint_id, tenant, new_secret, grace_ms])
         return int(text(reply[0])) if reply else None
 
@@ -68,7 +90,7 @@ class EndpointStore:
     async def mark(
         self, endpoint_id: str, tenant: str, outcome: str, disable_after_ms: int
     ) -> None:
-        await self._call("ep_mark", tenant, [endpoint_id, outcome, disable_after_ms])
+        await self._call("ep_mark", tenant, [endpoint_id, outcome, disable_after_ms], appends=True)
 
     async def remember(self, endpoint_id: str, delivery_id: str, keep: int = 100) -> None:
         """Index a delivery under its endpoint (newest first); an index only, not state."""

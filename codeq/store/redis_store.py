@@ -26,11 +26,13 @@ from codeq.store.deliveries import DeliveryStore
 from codeq.store.endpoints import EndpointStore
 from codeq.store.errors import StoreError
 from codeq.store.gauges import StoreGauges
+from codeq.store.hook_events import HookEventStore
 from codeq.store.protocol import (
     ConsumerGroups,
     Deliveries,
     Endpoints,
     EventStreams,
+    HookEvents,
     Meters,
     RateBuckets,
     Subscriptions,
@@ -69,6 +71,10 @@ class RedisStore(TaskTransitions, TaskUpkeep, StoreGauges, StreamTail):
     @property
     def groups(self) -> ConsumerGroups:
         return self._deliveries
+
+    @cached_property
+    def hook_events(self) -> HookEvents:
+        return HookEventStore(self)
 
     @property
     def deliveries(self) -> Deliveries:

@@ -1,9 +1,12 @@
-"""Subscriptions ("work available" notifications): one script per change (``sub_*.lua``)."""
+"""Subscriptions ("work available" notifications): one script per change (``sub_*.lua``), and
+one read by id (:meth:`SubscriptionStore.get`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+
+import msgspec
 
 from codeq.store.base import ScriptStore
 from codeq.store.streams import text
@@ -29,6 +32,21 @@ class SubscriptionStore:
 
     async def delete(self, sub_id: str, tenant: str) -> bool:
         return bool(await self._call("sub_del", tenant, [sub_id, tenant]))
+
+    async def get(self, sub_id: str, tenant: str) -> bytes | None:
+        """The record of one subscription of ``tenant`` (one ``HGET``: read-only, no script),
+        None when unknown or another tenant's. One not swept yet after its expiry is
+        returned (its ``expiresAt`` says so): a notification picked while it was live is
+        still signed with its own secret."""
+        raw = await self._store._command("hget", self.keys.subscriptions(tenant)[0], sub_id)
+        if raw is None:
+            return None
+        record = bytes(raw)
+        try:
+            owner = msgspec.json.decode(record).get("tenant")
+        except (msgspec.DecodeError, AttributeError):  # not a record sub_put wrote
+            return None
+        return record if owner == tenant else None
 
     async def live(self, tenant: str) -> list[bytes]:
         return [bytes(r) for r in await self._call("sub_list", tenant, [])]

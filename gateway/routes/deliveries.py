@@ -1,10 +1,16 @@
-"""Delivery routes (spec 02 "Deliveries"): a delivery with its attempts, retry now, and the
-admin delivery DLQ (list, replay). Deliveries belong to a tenant: another tenant's is a 404."""
+"""Delivery routes (spec 02 "Deliveries"): a delivery with its attempts and the request it
+sent, retry now, the tenant's deliveries a page at a time with filters and their counts by
+status (issue 18), an endpoint's statistics, and the admin delivery DLQ (list, replay).
+Deliveries belong to a tenant: another tenant's is a 404, and never in a listing."""
 
 from __future__ import annotations
 
-from datetime import datetime
+import asyncio
+import re
+import time
+from datetime import UTC, datetime
 from typing import Annotated, Any
+from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 from litestar import Controller, Request, get, post
@@ -13,14 +19,27 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from msgspec import Meta
 
 from codeq.errors import InvalidRequest, NotFound
+from codeq.ids import is_task_id
+from codeq.listing import MAX_LIST_LIMIT, SCAN_BOUND, Cursors, newest_first, refuse_unknown
+from codeq.store.protocol import Deliveries, DeliveryQuery
 from deliverers import records
+from deliverers.outcomes import WindowStats, endpoint_stats
 from gateway.openapi_errors import errors
 from gateway.schemas import rfc3339
-from gateway.state import gateway_for
+from gateway.state import Gateway, gateway_for
 
-__all__ = ["AdminDeliveryController", "DeliveryController"]
+__all__ = [
+    "AdminDeliveryController",
+    "DeliveryController",
+    "DeliveryFilter",
+    "DeliveryLister",
+    "EndpointStatsController",
+    "find_endpoint",
+]
 
 AnyRequest = Request[Any, Any, State]
+#: the body a delivery's ``request`` shows, at most (UTF-8 bytes); ``bodyTruncated`` says so
+MAX_BODY_SHOWN = 64 * 1024
 
 
 class AttemptOut(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
@@ -29,6 +48,45 @@ class AttemptOut(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=Tru
     status_code: int | None = None
     error: str | None = None
     response: str | None = None
+
+
+class RequestOut(msgspec.Struct, kw_only=True, rename="camel"):
+    """The request of a delivery's last attempt as it was sent: method, URL (a password in it
+    redacted), every header (signatures included; credentials redacted) and the body, the
+    first 64 KiB of it (``bodyTruncated`` when there was more; ``bodyBytes`` its whole size).
+    Listings leave the body out (``body`` null): the delivery's own route has it."""
+
+    method: str
+    url: str
+    sent_at: str
+    headers: dict[str, str]
+    body_bytes: int
+    body_truncated: bool
+    body: str | None = None
+
+    @classmethod
+    def of(cls, d: records.Delivery, sent: records.SentRequest, *, body: bool) -> RequestOut:
+        raw = d.body.encode()
+        shown = raw[:MAX_BODY_SHOWN].decode("utf-8", "ignore") if body else None
+        return cls(
+            method="POST",
+            url=_safe_url(d.url),
+            sent_at=rfc3339(sent.at) or "",
+            headers=dict(sent.headers),
+            body_bytes=len(raw),
+            body_truncated=len(raw) > MAX_BODY_SHOWN,
+            body=shown,
+        )
+
+
+def _safe_url(url: str) -> str:
+    """``url`` with its user info, if any, redacted (a token may be the user name alone)."""
+    parts = urlsplit(url)
+    if parts.username is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    netloc = f"{records.REDACTED}@{host}"
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class DeliveryOut(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
@@ -45,14 +103,15 @@ class DeliveryOut(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=Tr
     next_attempt_at: str | None = None
     dead_at: str | None = None
     attempt_log: list[AttemptOut] = msgspec.field(default_factory=list)
+    request: RequestOut | None = None  # once an attempt was made: what it sent
 
     @classmethod
-    def of(cls, d: records.Delivery) -> DeliveryOut:
+    def of(cls, d: records.Delivery, *, body: bool = True) -> DeliveryOut:
         return cls(
             id=d.id,
             kind=d.kind,
             event_type=d.event_type,
-            url=d.url,
+            url=_safe_url(d.url),
             status=d.status,
             attempts=d.attempts,
             max_attempts=d.max_attempts,
@@ -71,11 +130,137 @@ class DeliveryOut(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=Tr
                 )
                 for a in d.log
             ],
+            request=None if d.request is None else RequestOut.of(d, d.request, body=body),
         )
 
 
 class DeliveriesOut(msgspec.Struct, kw_only=True):
     deliveries: list[DeliveryOut]
+
+
+class DeliveryPageOut(msgspec.Struct, kw_only=True, rename="camel"):
+    """A page of ``GET /v1/codeq/deliveries``, newest first; ``nextCursor`` null: nothing
+    after it."""
+
+    deliveries: list[DeliveryOut]
+    next_cursor: str | None
+
+
+class DeliveryCountsOut(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
+    """How many deliveries the tenant (one endpoint of it) has, by status, and in all."""
+
+    counts: dict[str, int]
+    total: int
+    endpoint_id: str | None = None
+
+
+class EndpointStatsOut(msgspec.Struct, kw_only=True, rename="camel"):
+    """An endpoint's attempts over the last hour and the last day: counts, success rate and
+    latency percentiles (ms, from a histogram: within 19 %)."""
+
+    endpoint_id: str
+    at: str
+    last_hour: WindowStats
+    last_day: WindowStats
+
+
+class DeliveryFilter(msgspec.Struct, frozen=True, kw_only=True):
+    """What a delivery listing keeps (every field set must match); a cursor is bound to it."""
+
+    status: records.DeliveryStatus | None = None
+    endpoint_id: str | None = None
+    event_type: str | None = None
+    task_id: str | None = None
+    created_from_ms: int | None = None
+    created_before_ms: int | None = None
+
+
+#: the query parameters of the delivery listing; any other is a 400 naming it
+_LIST_PARAMS = frozenset(
+    {"status", "endpointId", "eventType", "taskId", "createdAfter", "createdBefore"}
+    | {"limit", "cursor"}
+)
+_COUNT_PARAMS = frozenset({"endpointId"})
+_POSITION = re.compile(r"[0-9]{13}!msg_[A-Za-z0-9_]{1,80}")
+_MAX_MS = 10**13  # positions hold 13 digits of ms (until the year 2286)
+
+
+def _position(d: records.Delivery) -> str:
+    """Where a delivery sorts (dlv_lib.lua ``dlv_pos``)."""
+    at = d.created_at if 0 <= d.created_at < _MAX_MS else 0
+    return f"{at:013d}!{d.id}"
+
+
+def _ms(at: datetime | None, field: str) -> int | None:
+    if at is None:
+        return None
+    ms = int((at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp() * 1000)
+    if not 0 <= ms < _MAX_MS:
+        raise InvalidRequest(f"{field}: must be from 1970 to 2286", field=field)
+    return ms
+
+
+class DeliveryLister:
+    """Pages of a tenant's deliveries: one ``dlv_search`` call per partition, concurrently,
+    merged newest first behind a cursor bound to the tenant and the filters (the task
+    listing's cursors, codeq/listing.py, with a purpose of their own). ``cursor_key`` keys the
+    cursors' tags (the deployment's secret, as for tasks)."""
+
+    def __init__(
+        self,
+        deliveries: Deliveries,
+        partitions: int,
+        *,
+        cursor_key: bytes,
+        scan_bound: int = SCAN_BOUND,
+    ) -> None:
+        self._deliveries = deliveries
+        self._partitions = partitions
+        self.scan_bound = scan_bound
+        self.cursors = Cursors(
+            cursor_key,
+            purpose=b"codeq delivery listing cursor",
+            position=lambda at: _POSITION.fullmatch(at) is not None,
+        )
+
+    @classmethod
+    def of(cls, gw: Gateway) -> DeliveryLister:
+        return cls(
+            gw.store.deliveries, gw.store.keys.partitions, cursor_key=gw.engine.config.cursor_key
+        )
+
+    async def page(
+        self, tenant: str, flt: DeliveryFilter, *, limit: int, cursor: str | None
+    ) -> tuple[list[records.Delivery], str | None]:
+        after = None if cursor is None else self.cursors.decode(tenant, flt, cursor)
+        query = DeliveryQuery(
+            tenant=tenant,
+            size=limit,
+            bound=self.scan_bound,
+            statuses=() if flt.status is None else (flt.status.value,),
+            endpoint_id=flt.endpoint_id,
+            event_type=flt.event_type,
+            task_id=flt.task_id,
+            created_from_ms=flt.created_from_ms,
+            created_before_ms=flt.created_before_ms,
+            after=after,
+        )
+        pages = await asyncio.gather(
+            *(self._deliveries.search(p, query) for p in range(self._partitions))
+        )
+        found, nxt = newest_first(
+            ((_decodable(list(pg.records)), pg.reached) for pg in pages), _position, limit
+        )
+        return found, None if nxt is None else self.cursors.encode(tenant, flt, nxt)
+
+
+async def find_endpoint(gw: Gateway, tenant: str, endpoint_id: str) -> dict[str, Any]:
+    """One of the tenant's endpoints; 404 for another tenant's or an unknown one."""
+    for raw in await gw.store.endpoints.all_of(tenant):
+        e: dict[str, Any] = msgspec.json.decode(raw)
+        if e.get("id") == endpoint_id:
+            return e
+    raise NotFound(f"endpoint {endpoint_id[:64]} not found")
 
 
 MAX_REPLAY = 10_000
@@ -112,7 +297,7 @@ class ReplayOut(msgspec.Struct, kw_only=True):
 
 def _decodable(raws: list[bytes]) -> list[records.Delivery]:
     """The records that decode: one written by hand or by an older version is left where it
-    is (the dead-delivery list shows it) rather than failing the whole replay."""
+    is (the dead-delivery list shows it) rather than failing a whole replay or page."""
     out = []
     for raw in raws:
         try:
@@ -136,6 +321,92 @@ async def _load(request: AnyRequest, delivery_id: str, tenant: str) -> tuple[int
 class DeliveryController(Controller):
     path = "/v1/codeq/deliveries"
     tags = ["deliveries"]  # noqa: RUF012
+
+    @get(
+        "/",
+        summary="The tenant's deliveries, newest first, filtered, a page at a time",
+        description=(
+            "Every filter given must match. `status`: pending, retrying, succeeded, dead or "
+            "gone. Creation times: from `createdAfter` (inclusive) to `createdBefore` "
+            "(exclusive); a reversed range is a 400. Each delivery comes with its attempts "
+            "and the request its last attempt sent, without the body (GET the delivery for "
+            "it). A page may hold fewer than `limit` deliveries, even none, and still have a "
+            "`nextCursor`: what no index holds exactly (`status` pending or succeeded, event "
+            "type with status or endpoint, a task's deliveries with other filters) is checked "
+            "on the deliveries, looking at a bounded number of index entries per partition "
+            "and page. `nextCursor` null: there is nothing after this page. An unknown "
+            "parameter, a bad value or a cursor given out for another tenant or other filters "
+            "is a 400."
+        ),
+        responses=errors(400),
+    )
+    async def list_deliveries(
+        self,
+        request: AnyRequest,
+        status: Annotated[records.DeliveryStatus | None, QueryParameter()] = None,
+        # named as in the query: Litestar's validation errors name the parameter
+        endpointId: Annotated[str | None, QueryParameter(min_length=1, max_length=128)] = None,
+        eventType: Annotated[str | None, QueryParameter(min_length=1, max_length=128)] = None,
+        taskId: Annotated[str | None, QueryParameter(min_length=1, max_length=64)] = None,
+        createdAfter: Annotated[datetime | None, QueryParameter()] = None,
+        createdBefore: Annotated[datetime | None, QueryParameter()] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=MAX_LIST_LIMIT)] = 50,
+        cursor: Annotated[str | None, QueryParameter(min_length=1, max_length=256)] = None,
+    ) -> DeliveryPageOut:
+        gw = gateway_for(request)
+        identity = await gw.anyone(request)
+        refuse_unknown(request.query_params, _LIST_PARAMS)
+        if taskId is not None and not is_task_id(taskId):
+            raise InvalidRequest("taskId: not a task id", field="taskId")
+        after, before = _ms(createdAfter, "createdAfter"), _ms(createdBefore, "createdBefore")
+        if after is not None and before is not None and before < after:
+            raise InvalidRequest(
+                "createdBefore: must not be before createdAfter", field="createdBefore"
+            )
+        flt = DeliveryFilter(
+            status=status,
+            endpoint_id=endpointId,
+            event_type=eventType,
+            task_id=taskId,
+            created_from_ms=after,
+            created_before_ms=before,
+        )
+        lister = DeliveryLister.of(gw)
+        found, nxt = await lister.page(identity.tenant, flt, limit=limit, cursor=cursor)
+        return DeliveryPageOut(
+            deliveries=[DeliveryOut.of(d, body=False) for d in found], next_cursor=nxt
+        )
+
+    @get(
+        "/counts",
+        summary="How many deliveries the tenant (or one endpoint) has, by status",
+        description=(
+            "Counters the delivery scripts keep with every change of status (constant time at "
+            "any number of deliveries), so they agree with the listing: pruned deliveries "
+            "(`webhookDeliveryRetentionSeconds`) are no longer counted. With `endpointId`: that "
+            "endpoint's (all zero for an id that is not one of the tenant's)."
+        ),
+        responses=errors(400),
+    )
+    async def counts(
+        self,
+        request: AnyRequest,
+        endpointId: Annotated[str | None, QueryParameter(min_length=1, max_length=128)] = None,
+    ) -> DeliveryCountsOut:
+        gw = gateway_for(request)
+        identity = await gw.anyone(request)
+        refuse_unknown(request.query_params, _COUNT_PARAMS)
+        ds = gw.store.deliveries
+        parts = await asyncio.gather(
+            *(
+                ds.counts(p, identity.tenant, endpoint_id=endpointId)
+                for p in range(gw.store.keys.partitions)
+            )
+        )
+        counts = {
+            s.value: sum(part.get(s.value, 0) for part in parts) for s in records.DeliveryStatus
+        }
+        return DeliveryCountsOut(counts=counts, total=sum(counts.values()), endpoint_id=endpointId)
 
     @get("/{delivery_id:str}", summary="A delivery with its attempts", responses=errors(400, 404))
     async def get_delivery(self, request: AnyRequest, delivery_id: FromPath[str]) -> DeliveryOut:
@@ -228,3 +499,41 @@ class AdminDeliveryController(Controller):
                 if len(done) >= body.limit:
                     break
         return ReplayOut(replayed=len(done), ids=done)
+
+
+class EndpointStatsController(Controller):
+    """An endpoint's statistics: its own controller beside the endpoint routes' (the routes
+    about deliveries live here)."""
+
+    path = "/v1/codeq/webhooks/endpoints"
+    tags = ["webhook endpoints"]  # noqa: RUF012
+
+    @get(
+        "/{endpoint_id:str}/stats",
+        summary="Attempts, success rate and latency percentiles over the last hour and day",
+        description=(
+            "Kept by the delivery scripts as each attempt is recorded: per minute for the last "
+            "hour, per hour for the last day (the current hour counts, the oldest one partly), "
+            "each with a latency histogram of 64 log-spaced buckets; p50/p90/p99 are read off "
+            "it (within 19 %) and null without a measured attempt. An attempt that could not "
+            "be sent (a refused target) counts as failed without a latency. 404 for an "
+            "endpoint that is not the tenant's (producer)."
+        ),
+        responses=errors(400, 404),
+    )
+    async def stats(self, request: AnyRequest, endpoint_id: FromPath[str]) -> EndpointStatsOut:
+        gw = gateway_for(request)
+        identity = await gw.producer(request)
+        await find_endpoint(gw, identity.tenant, endpoint_id)
+        ds = gw.store.deliveries
+        parts = await asyncio.gather(
+            *(ds.endpoint_buckets(p, endpoint_id) for p in range(gw.store.keys.partitions))
+        )
+        now = int(time.time() * 1000)
+        stats = endpoint_stats(parts, now)
+        return EndpointStatsOut(
+            endpoint_id=endpoint_id,
+            at=rfc3339(now) or "",
+            last_hour=stats.last_hour,
+            last_day=stats.last_day,
+        )

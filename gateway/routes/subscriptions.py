@@ -1,6 +1,9 @@
 """Worker availability subscriptions (spec 02/03): create, renew, list, delete.
 
 A subscription belongs to the caller's tenant; its event types must be allowed by the token.
+Each has its own signing secret, which signs its notifications instead of the global one:
+made at create (or brought by the caller, ``whsec_`` + base64 of 24 to 64 bytes) and shown in
+the answer to create only.
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ from msgspec import Meta
 
 from codeq.engine import validate_command
 from codeq.errors import Forbidden, InvalidRequest, NotFound
+from codeq.webhooks import generate_secret
 from gateway.bodies import decode_body, documents, optional_body
 from gateway.openapi_errors import errors
-from gateway.routes.endpoints import MAX_LIST, check_target
+from gateway.routes.endpoints import MAX_LIST, Secret, check_secret, check_target
 from gateway.schemas import rfc3339
 from gateway.state import gateway_for
 
@@ -36,6 +40,8 @@ class SubscriptionBody(msgspec.Struct, kw_only=True, rename="camel", forbid_unkn
     delivery_mode: Literal["fanout", "group", "hash"] | None = None
     group_id: Annotated[str, Meta(min_length=1, max_length=128)] | None = None
     min_interval_seconds: Annotated[float, Meta(ge=0, le=86_400)] = 5.0
+    # Signs this subscription's notifications; made here when absent.
+    secret: Secret | None = None
 
 
 class RenewBody(msgspec.Struct, kw_only=True, rename="camel", forbid_unknown_fields=True):
@@ -47,9 +53,10 @@ _subscription_decoder = msgspec.json.Decoder(SubscriptionBody)
 _renew_decoder = msgspec.json.Decoder(RenewBody | None)
 
 
-class SubscriptionOut(msgspec.Struct, kw_only=True, rename="camel"):
+class SubscriptionOut(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
     subscription_id: str
     expires_at: str
+    secret: str | None = None  # only in the answer to create
 
 
 class SubscriptionInfo(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
@@ -79,7 +86,8 @@ class SubscriptionController(Controller):
     @post(
         "/",
         status_code=200,
-        summary="Subscribe to 'work available' notifications (worker, codeq:subscribe)",
+        summary="Subscribe to 'work available' notifications; the answer carries the "
+        "subscription's signing secret (worker, codeq:subscribe)",
         responses=errors(400, 403, 413),
         dependencies=documents(SubscriptionBody),
     )
@@ -109,6 +117,9 @@ class SubscriptionController(Controller):
                 "minIntervalSeconds: must be between 0 and 3600", field="minIntervalSeconds"
             )
         ttl = _ttl(data.ttl_seconds)
+        if data.secret is not None:
+            check_secret(data.secret)
+        secret = data.secret or generate_secret()
         sub_id = "sub_" + secrets.token_hex(12)
         record = msgspec.json.encode(
             {
@@ -121,11 +132,14 @@ class SubscriptionController(Controller):
                 "groupId": group_id,
                 "minIntervalSeconds": data.min_interval_seconds,
                 "expiresAt": 0,
+                "secrets": [{"secret": secret}],
             }
         )
         expires = await gw.store.subscriptions.put(sub_id, identity.tenant, record, ttl * 1000)
         assert expires is not None  # a create always writes
-        return SubscriptionOut(subscription_id=sub_id, expires_at=rfc3339(expires) or "")
+        return SubscriptionOut(
+            subscription_id=sub_id, expires_at=rfc3339(expires) or "", secret=secret
+        )
 
     @post(
         "/{sub_id:str}/heartbeat",

@@ -1,5 +1,5 @@
 -- dlv_claim.lua: lease the deliveries whose next attempt is due.
--- KEYS[1..8] delivery keys (dlv_lib.lua).
+-- KEYS[1..13] delivery keys (dlv_lib.lua).
 -- ARGV[1] lease ms, ARGV[2] limit.
 -- Each due delivery's score moves to now + lease, so no other deliverer takes it while this
 -- one attempts it; a deliverer that dies mid-attempt leaves it due again when the lease ends.

@@ -1,6 +1,6 @@
 -- dlv_defer.lua: put off a delivery's attempt without making one (its target's rate limit, or
 -- no connection slot for its host in time).
--- KEYS[1..8] delivery keys (dlv_lib.lua).
+-- KEYS[1..13] delivery keys (dlv_lib.lua).
 -- ARGV[1] delivery id, ARGV[2] delay ms.
 -- No attempt is counted or logged and the retry schedule does not move: the attempt counted
 -- as begun when the delivery was leased (`started`) is taken back, and the delivery's place in

@@ -1,5 +1,5 @@
 -- dlv_poison.lua: set aside a stream entry that keeps failing its consumers.
--- KEYS[1..8] delivery keys (dlv_lib.lua).
+-- KEYS[1..13] delivery keys (dlv_lib.lua).
 -- ARGV[1] group, ARGV[2] stream entry id, ARGV[3] receives so far, ARGV[4] reason (optional).
 -- The entry is copied (by id) to the poison list, a dead-letter record with the reason, and
 -- acknowledged, so the group moves on.

@@ -1,11 +1,13 @@
 -- dlv_replay.lua: attempt deliveries again now (retry of one, or replay of dead ones).
--- KEYS[1..8] delivery keys (dlv_lib.lua).
+-- KEYS[1..13] delivery keys (dlv_lib.lua).
 -- ARGV[1] tenant ('' = any, super-admin), ARGV[2] limit, ARGV[3..] delivery ids (none = the
 -- oldest dead deliveries, up to the limit). Deliveries of another tenant are skipped; a
--- succeeded delivery is sent again only when named.
+-- succeeded delivery is sent again only when named. A replayed delivery is pending again: its
+-- index entries and counters move, and it leaves `ended` (retention never prunes it while due).
 -- Returns {count, id, ...}.
 local now = now_ms()
 local tenant, limit = ARGV[1], tonumber(ARGV[2])
+ix_check_indexed()
 local ids = {}
 if #ARGV >= 3 then
   for i = 3, #ARGV do ids[#ids + 1] = ARGV[i] end
@@ -18,6 +20,7 @@ for _, id in ipairs(ids) do
   if raw then
     local rec = cjson.decode(raw)
     if tenant == '' or rec.tenant == tenant then
+      local was = status_of(rec)
       rec.status = 'pending'
       rec.nextAt = now
       rec.deadAt = nil
@@ -25,9 +28,12 @@ for _, id in ipairs(ids) do
       redis.call('HSET', D.records, id, cjson.encode(rec))
       redis.call('ZREM', D.dead, id)
       redis.call('ZADD', D.due, now, id)
+      ix_move(rec, id, was, 'pending')
+      ended_move(id, was, 'pending')
       out[1] = out[1] + 1
       out[#out + 1] = id
     end
   end
 end
+ix_flush(now)
 return out
