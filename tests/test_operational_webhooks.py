@@ -19,7 +19,7 @@ import msgspec
 import pytest
 
 from codeq.settings import Settings
-from codeq.store.hook_events import HookEventStore, hook_events
+from codeq.store.hook_events import HookEventStore
 from codeq.store.redis_store import RedisStore
 from codeq.webhooks import verify
 from deliverers import records
@@ -447,7 +447,7 @@ async def test_the_hooks_stream_is_trimmed_like_the_partition_streams(
     """Never past an entry a group has not acknowledged, nor past the retention floor."""
     store = make_store(request, backend)
     try:
-        hooks = hook_events(store)
+        hooks = store.hook_events
         stream = store.keys.hook_events()[0]
         record = {"id": "ep_1", "tenant": "acme", "url": "http://127.0.0.1:9/x", "enabled": True}
         await store.endpoints.create("ep_1", "acme", msgspec.json.encode(record))
