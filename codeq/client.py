@@ -163,6 +163,10 @@ def error_of(response: httpx.Response) -> CodeQError:
 # -- calls: what each method sends and how its answer is read -------------------------------
 
 
+#: the statuses a replay job ends in
+REPLAY_ENDED = frozenset({"done", "failed", "cancelled"})
+
+
 @dataclass(frozen=True, slots=True)
 class _Call(Generic[T]):
     method: str
@@ -588,6 +592,40 @@ class _Core:
         body = {"ids": list(ids)} if ids is not None else _drop_none({"limit": limit})
         return self.send("POST", "/admin/deliveries/dlq/replay", "admin", body)
 
+    def create_replay(
+        self,
+        *,
+        created_after: datetime | str,
+        created_before: datetime | str | None = None,
+        status: str | None = None,
+        endpoint_id: str | None = None,
+        event_type: str | None = None,
+    ) -> _Call[Any]:
+        body = _drop_none(
+            _camel(
+                {
+                    "created_after": _iso(created_after),
+                    "created_before": _iso(created_before),
+                    "status": status,
+                    "endpoint_id": endpoint_id,
+                    "event_type": event_type,
+                }
+            )
+        )
+        return self.send("POST", "/webhooks/replays", "producer", body)
+
+    def recover_endpoint(
+        self, endpoint_id: str, since: datetime | str, until: datetime | str | None = None
+    ) -> _Call[Any]:
+        body = _drop_none({"since": _iso(since), "until": _iso(until)})
+        return self.send("POST", f"/webhooks/endpoints/{endpoint_id}/recover", "producer", body)
+
+    def replay_job(self, job_id: str) -> _Call[Any]:
+        return self.send("GET", f"/webhooks/replays/{job_id}", "producer")
+
+    def replay_jobs(self) -> _Call[Any]:
+        return self.send("GET", "/webhooks/replays", "producer")
+
     def list_deliveries(
         self,
         *,
@@ -897,6 +935,41 @@ class CodeQClient(_Methods):
     ) -> Any:
         return self._run(_bind(self._core.replay_deliveries, ids, limit))
 
+    def create_replay(self, **filters: Any) -> Any:
+        """Start a replay job: created_after (required), created_before, status (dead by
+        default; succeeded sends delivered ones again), endpoint_id, event_type. The job."""
+        return self._run(_bind(self._core.create_replay, **filters))
+
+    def recover_endpoint(
+        self, endpoint_id: str, since: datetime | str, until: datetime | str | None = None
+    ) -> Any:
+        """Replay what the endpoint missed (dead and gone deliveries) since ``since``, as a
+        job. The endpoint is not re-enabled."""
+        return self._run(_bind(self._core.recover_endpoint, endpoint_id, since, until))
+
+    def replay_job(self, job_id: str) -> Any:
+        return self._run(_bind(self._core.replay_job, job_id))
+
+    def replay_jobs(self) -> Any:
+        return self._run(_bind(self._core.replay_jobs))
+
+    def wait_replay(
+        self,
+        job_id: str,
+        on_progress: Callable[[Any], None] | None = None,
+        *,
+        interval: float = 0.5,
+    ) -> Any:
+        """Poll the job until it is done, failed or cancelled; ``on_progress(job)`` after each
+        poll. The job as it ended."""
+        while True:
+            job = self.replay_job(job_id)
+            if on_progress is not None:
+                on_progress(job)
+            if job["status"] in REPLAY_ENDED:
+                return job
+            time.sleep(interval)
+
     def list_deliveries(self, **filters: Any) -> Any:
         """One page of the tenant's deliveries, newest first: ``{"deliveries": [...],
         "nextCursor": ...}``, each with its attempts and the request its last attempt sent
@@ -1115,6 +1188,37 @@ class AsyncCodeQClient(_Methods):
         self, *, ids: Iterable[str] | None = None, limit: int | None = None
     ) -> Any:
         return await self._run(_bind(self._core.replay_deliveries, ids, limit))
+
+    async def create_replay(self, **filters: Any) -> Any:
+        return await self._run(_bind(self._core.create_replay, **filters))
+
+    async def recover_endpoint(
+        self, endpoint_id: str, since: datetime | str, until: datetime | str | None = None
+    ) -> Any:
+        return await self._run(_bind(self._core.recover_endpoint, endpoint_id, since, until))
+
+    async def replay_job(self, job_id: str) -> Any:
+        return await self._run(_bind(self._core.replay_job, job_id))
+
+    async def replay_jobs(self) -> Any:
+        return await self._run(_bind(self._core.replay_jobs))
+
+    async def wait_replay(
+        self,
+        job_id: str,
+        on_progress: Callable[[Any], None] | None = None,
+        *,
+        interval: float = 0.5,
+    ) -> Any:
+        """Poll the job until it is done, failed or cancelled (see
+        :meth:`CodeQClient.wait_replay`)."""
+        while True:
+            job = await self.replay_job(job_id)
+            if on_progress is not None:
+                on_progress(job)
+            if job["status"] in REPLAY_ENDED:
+                return job
+            await asyncio.sleep(interval)
 
     async def list_deliveries(self, **filters: Any) -> Any:
         """One page of the tenant's deliveries (see :meth:`CodeQClient.list_deliveries`)."""

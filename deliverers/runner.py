@@ -40,6 +40,7 @@ from deliverers.consumer import GroupConsumer, HookConsumer
 from deliverers.dispatch import Dispatcher
 from deliverers.endpoints import EndpointDirectory
 from deliverers.handlers import CALLBACK_EVENTS, CALLBACKS, ENDPOINTS, GROUPS, Handlers
+from deliverers.jobs import ReplayJobs
 from deliverers.outcomes import Outcomes
 from deliverers.proxy import webhook_transport
 from deliverers.sender import TargetPolicy, WebhookSender
@@ -192,6 +193,10 @@ class Deliverer:
             await self.hooks.ensure_group(0, ENDPOINTS)
         self._spawn(hooks.run(0, ENDPOINTS), f"codeq-dlv-hooks-{ENDPOINTS}")
         self._spawn(hooks.keep_alive(0, ENDPOINTS), f"codeq-dlv-alive-hooks-{ENDPOINTS}")
+        jobs = ReplayJobs(
+            self._store.deliveries, self.partitions, self.consumer, stopping=self._stopping
+        )
+        self._spawn(jobs.run(), "codeq-dlv-replay-jobs")
 
     def _spawn(self, coro: Awaitable[None], name: str) -> None:
         self._tasks.append(asyncio.create_task(coro, name=name))  # type: ignore[arg-type]

@@ -256,6 +256,7 @@ NO_BODY_POSTS = frozenset(
     {
         "/v1/codeq/deliveries/{delivery_id}/retry",
         "/v1/codeq/webhooks/endpoints/{endpoint_id}/test",
+        "/v1/codeq/webhooks/replays/{job_id}/cancel",
     }
 )
 

@@ -265,6 +265,7 @@ async def test_every_script_keeps_to_its_declared_keys(
         await exercise_tasks(engine, store)
         await exercise_expiry(engine, store)
         await exercise_deliveries(engine, store)
+        await exercise_replay_jobs(store)
         await exercise_subscriptions(store)
         await exercise_endpoints(store)
         await exercise_rate_limits(store)
@@ -487,6 +488,42 @@ async def exercise_deliveries(engine: Engine, store: RedisStore) -> None:
     pruned = await ds.prune(0, token="sweeper", lock_ms=60_000, limit=100, retention_ms=0)
     assert pruned is not None and pruned.pruned == 2 and pruned.indexed >= 1  # gone, old
     assert await ds.prune(0, token="other", lock_ms=1, limit=100, retention_ms=0) is None
+
+
+async def exercise_replay_jobs(store: RedisStore) -> None:
+    """Replay jobs (issue 18 item 3): put (new, exists), lease (none, one), a step that
+    replays and ends the part, a step refused (not leased), cancel (ended, queued, foreign)."""
+    ds = DeliveryStore(store)
+    dead = records.Delivery(
+        id="msg_jobdead", kind="callback", tenant=ACME, url=HOOK, body="{}",
+        event_type="task.completed", created_at=now_ms(), schedule=[1],
+    )  # fmt: skip
+    attempt = json.dumps({"at": 1, "latencyMs": 1.0, "statusCode": 500}).encode()
+    for p in range(store.keys.partitions):
+        assert await ds.lease_job(p, "d1", lease_ms=60_000) is None
+    await ds.enqueue(0, "callbacks", [], 60_000, [(dead.id, records.encode(dead))])
+    assert (await ds.outcomes(0, [(dead.id, "dead", 0, attempt)], kept=1))[0][0] == "dead"
+    part = msgspec.json.encode({"statuses": ["dead"], "createdFromMs": 0})
+    assert await ds.create_job(0, "rpl_one", ACME, part)
+    assert not await ds.create_job(0, "rpl_one", ACME, part)
+    raw = await ds.lease_job(0, "d1", lease_ms=60_000)
+    assert raw is not None and json.loads(raw)["status"] == "running"
+    refused = await ds.job_step(
+        0, "rpl_one", "d2", lease_ms=1, cursor="", reached=None, statuses=["dead"], ids=[dead.id]
+    )
+    assert refused.outcome == "LOST"
+    step = await ds.job_step(
+        0, "rpl_one", "d1", lease_ms=60_000, cursor="", reached=None, statuses=["dead"],
+        ids=[dead.id, "msg_none"],
+    )  # fmt: skip
+    assert (step.outcome, step.replayed, step.skipped, step.status) == ("OK", 1, 1, "done")
+    assert await ds.cancel_job(0, "rpl_one", ACME) == "done"
+    assert await ds.create_job(0, "rpl_two", ACME, part)
+    assert await ds.cancel_job(0, "rpl_two", GLOBEX) == "missing"
+    assert await ds.cancel_job(0, "rpl_two", ACME) == "cancelled"
+    assert [json.loads(r)["id"] for r in await ds.recent_jobs(0, ACME, limit=5)] == [
+        "rpl_two", "rpl_one"
+    ]  # fmt: skip
 
 
 def subscription(sub_id: str, mode: str, group: str | None = None) -> bytes:

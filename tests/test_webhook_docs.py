@@ -22,6 +22,7 @@ SECTIONS = (
     "## Secrets and rotation",
     "## Finding deliveries",  # before ed25519: its test send is the last
     "## Endpoint statistics",
+    "## Replaying and recovering",
     "## Ed25519 signatures",
     "## Operational webhooks",
 )

@@ -1,13 +1,15 @@
 """``codeq deliveries ...``: webhook deliveries: find them (``list``, ``counts``), one with
-what it sent (``get``), an endpoint's statistics (``stats``), retry and the dead ones."""
+what it sent (``get``), an endpoint's statistics (``stats``), retry, the dead ones, and replay
+jobs (``replay --since ...``, ``recover``) followed with a progress bar."""
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 import typer
 
-from codeq.cli.common import JsonFlag, Out, progress, state_of
+from codeq.cli.common import JsonFlag, Out, fail, progress, state_of
 
 deliveries_app = typer.Typer(help="Webhook deliveries.", no_args_is_help=True)
 REPLAY_CHUNK = 100
@@ -139,11 +141,49 @@ def deliveries_replay(
     limit: Annotated[
         int | None, typer.Option(help="Without --id: at most this many (default: every one).")
     ] = None,
+    endpoint: Annotated[
+        str | None, typer.Option(help="A replay job: deliveries to this endpoint (its id).")
+    ] = None,
+    event_type: Annotated[
+        str | None, typer.Option(help="A replay job: of this event type.")
+    ] = None,
+    status: Annotated[
+        str | None,
+        typer.Option(
+            help="A replay job: dead (default), gone, retrying or succeeded (sent again)."
+        ),
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="A replay job: created from (RFC 3339; required for one).")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="A replay job: created before (RFC 3339; default now).")
+    ] = None,
     json_out: JsonFlag = False,
 ) -> None:
-    """Attempt dead deliveries again with a fresh schedule (admin token), REPLAY_CHUNK per call,
-    with a progress bar on the terminal (named ids that were not dead count as failed)."""
+    """Attempt deliveries again with a fresh schedule, with a progress bar on the terminal.
+    With --since (and --endpoint, --event-type, --status, --until): a replay job of your
+    tenant's deliveries, worked through by the deliverers, its progress polled. With --id: the
+    named ones; with neither: the oldest dead ones (admin token, REPLAY_CHUNK per call; named
+    ids that were not dead count as failed)."""
     out = Out(ctx, json_out)
+    job_flags = (endpoint, event_type, status, until)
+    if since is not None or any(f is not None for f in job_flags):
+        if delivery_id or limit is not None:
+            fail("--id/--limit and the job filters (--since, ...) do not mix", usage=True)
+        if since is None:
+            fail("a replay job needs --since (a bounded time range)", usage=True)
+        with state_of(ctx).client(retries=0) as cq:
+            job = cq.create_replay(
+                created_after=since,
+                created_before=until,
+                status=status,
+                endpoint_id=endpoint,
+                event_type=event_type,
+            )
+            answer = _follow(out, cq, job, "replaying")
+        out.data(answer, _job_line)
+        return
     replayed: list[str] = []
     with state_of(ctx).client(retries=0) as cq:
         if delivery_id:
@@ -165,3 +205,45 @@ def deliveries_replay(
                         break
     answer = {"replayed": len(replayed), "ids": replayed}
     out.data(answer, lambda d: print(f"replayed {d['replayed']}"))
+
+
+@deliveries_app.command("recover")
+def deliveries_recover(
+    ctx: typer.Context,
+    endpoint_id: str,
+    since: Annotated[str, typer.Option(help="From this time (RFC 3339).")],
+    until: Annotated[str | None, typer.Option(help="Before this time (default now).")] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Replay what an endpoint missed since a time (its dead and gone deliveries) as a replay
+    job, with a progress bar. It does not re-enable the endpoint (PATCH it for that)."""
+    out = Out(ctx, json_out)
+    with state_of(ctx).client(retries=0) as cq:
+        job = cq.recover_endpoint(endpoint_id, since, until)
+        answer = _follow(out, cq, job, "recovering")
+    out.data(answer, _job_line)
+
+
+JOB_POLL_SECONDS = 0.5
+
+
+def _follow(out: Out, cq: Any, job: dict[str, Any], label: str) -> dict[str, Any]:
+    """Poll a replay job until it ends, its replayed deliveries on a bar (skipped: failed)."""
+    from codeq.client import REPLAY_ENDED  # here: the CLI starts without the SDK
+
+    shown = 0
+    with progress(out, label) as bar:
+        while True:
+            done = int(job["replayed"]) + int(job["skipped"])
+            bar.advance(done - shown, failed=int(job["skipped"]))
+            shown = done
+            if job["status"] in REPLAY_ENDED:
+                bar.total(done)
+                return job
+            time.sleep(JOB_POLL_SECONDS)
+            job = cq.replay_job(job["id"])
+
+
+def _job_line(job: Any) -> None:
+    counts = f"replayed {job['replayed']}, skipped {job['skipped']}"
+    print(f"replay job {job['id']} {job['status']}: {counts}")

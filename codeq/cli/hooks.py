@@ -570,3 +570,14 @@ def endpoints_secret(
     with state_of(ctx).client() as cq:
         answer = cq.endpoint_secret(endpoint_id)
     out.data(answer, lambda d: print(d.get("secret") or d.get("publicKey")))
+
+
+def _aliases() -> None:
+    """`codeq webhook replay|recover`: the same commands as `codeq deliveries replay|recover`."""
+    from codeq.cli.deliveries import deliveries_recover, deliveries_replay
+
+    webhook_app.command("replay", help="Same as `codeq deliveries replay`.")(deliveries_replay)
+    webhook_app.command("recover", help="Same as `codeq deliveries recover`.")(deliveries_recover)
+
+
+_aliases()

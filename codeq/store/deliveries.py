@@ -19,6 +19,7 @@ from codeq.store.protocol import (
     DeliveryIndexPage,
     DeliveryQuery,
     EndpointBuckets,
+    JobStep,
     PruneReply,
     StatsBucket,
 )
@@ -326,6 +327,56 @@ class DeliveryStore:
         reply = await self._call("dlv_search", partition, args)
         reached = text(reply[0]) or None
         return DeliveryIndexPage(records=tuple(bytes(r) for r in reply[1:]), reached=reached)
+
+    async def _job_call(self, name: str, partition: int, args: Sequence[Any]) -> Any:
+        keys = (*self.keys.delivery(partition).all, *self.keys.replay_jobs(partition))
+        return await self._store._eval(self._store._scripts[name], keys, args)
+
+    async def create_job(self, partition: int, job_id: str, tenant: str, part: bytes) -> bool:
+        """Write this partition's part of a replay job, queued (``dlv_job_put.lua``); False
+        when a part of that id exists."""
+        reply = await self._job_call("dlv_job_put", partition, [job_id, tenant, part])
+        return text(reply[0]) == "OK"
+
+    async def lease_job(self, partition: int, owner: str, *, lease_ms: int) -> bytes | None:
+        """Lease a runnable part of a replay job (``dlv_job_lease.lua``): its JSON, or None."""
+        reply = await self._job_call("dlv_job_lease", partition, [owner, lease_ms])
+        return None if not reply else bytes(reply)
+
+    async def job_step(
+        self, partition: int, job_id: str, owner: str, *, lease_ms: int, cursor: str,
+        reached: str | None, statuses: Sequence[str], ids: Sequence[str],
+    ) -> JobStep:  # fmt: skip
+        """Replay ``ids`` (a page read from ``cursor``) and move the part's cursor to
+        ``reached`` in one step (``dlv_job_step.lua``)."""
+        args = [job_id, owner, lease_ms, cursor, reached or "", ",".join(statuses), *ids]
+        reply = await self._job_call("dlv_job_step", partition, args)
+        return JobStep(
+            outcome=text(reply[0]),
+            replayed=int(reply[1]),
+            skipped=int(reply[2]),
+            status=text(reply[3]),
+        )
+
+    async def cancel_job(self, partition: int, job_id: str, tenant: str) -> str:
+        """Cancel the part (``dlv_job_cancel.lua``): 'cancelled', the status it had ended in,
+        or 'missing'."""
+        return text((await self._job_call("dlv_job_cancel", partition, [job_id, tenant]))[0])
+
+    async def job(self, partition: int, job_id: str) -> bytes | None:
+        """This partition's part of a replay job (any tenant's: the caller checks)."""
+        raw = await self._cmd("hget", self.keys.replay_jobs(partition)[0], job_id)
+        return None if raw is None else bytes(raw)
+
+    async def recent_jobs(self, partition: int, tenant: str, *, limit: int) -> list[bytes]:
+        """The tenant's newest replay jobs' parts in this partition, newest first."""
+        jobs, recent, _ = self.keys.replay_jobs(partition)
+        t = escape(tenant)
+        members = await self._cmd("zrevrangebylex", recent, f'({t}"', f"[{t}!", start=0, num=limit)
+        ids = [text(m).rsplit("!", 1)[1] for m in members or ()]
+        if not ids:
+            return []
+        return [bytes(r) for r in await self._cmd("hmget", jobs, ids) if r is not None]
 
     async def counts(
         self, partition: int, tenant: str, *, endpoint_id: str | None = None

@@ -52,6 +52,7 @@ __all__ = [
     "HookEvents",
     "IndexPage",
     "IndexQuery",
+    "JobStep",
     "Meters",
     "NackReply",
     "PartitionGauges",
@@ -434,6 +435,17 @@ class DeliveryIndexPage(msgspec.Struct, frozen=True, kw_only=True):
     reached: str | None = None
 
 
+class JobStep(msgspec.Struct, frozen=True, kw_only=True):
+    """What one step of a replay job's part did (``dlv_job_step.lua``): ``outcome`` 'OK', 'LOST'
+    (the lease ran out or the cursor moved: nothing done), or the status the part had ended in
+    (cancelled, done); deliveries ``replayed`` and ``skipped``; the part's ``status`` after."""
+
+    outcome: str
+    replayed: int
+    skipped: int
+    status: str
+
+
 class StatsBucket(msgspec.Struct, frozen=True, kw_only=True):
     """One minute's or hour's attempts to an endpoint in one partition: ``epoch`` the minute
     (hour) since 1970, attempts ``ok`` (2xx) and ``failed``, and ``latency[i]`` the attempts of
@@ -513,6 +525,34 @@ class Deliveries(Protocol):
 
     async def search(self, partition: int, query: DeliveryQuery) -> DeliveryIndexPage:
         """One page of a tenant's deliveries in one partition, from the listing index."""
+        ...
+
+    async def create_job(self, partition: int, job_id: str, tenant: str, part: bytes) -> bool:
+        """Write this partition's part of a replay job, queued; False when it exists."""
+        ...
+
+    async def lease_job(self, partition: int, owner: str, *, lease_ms: int) -> bytes | None:
+        """Lease a queued part of a replay job, or one whose lease ran out: its JSON."""
+        ...
+
+    async def job_step(
+        self, partition: int, job_id: str, owner: str, *, lease_ms: int, cursor: str,
+        reached: str | None, statuses: Sequence[str], ids: Sequence[str],
+    ) -> JobStep:  # fmt: skip
+        """Replay ``ids`` (a search page read from ``cursor``) still in ``statuses`` and move
+        the part's cursor to ``reached`` (None: done), atomically, under the owner's lease."""
+        ...
+
+    async def cancel_job(self, partition: int, job_id: str, tenant: str) -> str:
+        """Cancel the part: 'cancelled', the status it had ended in, or 'missing'."""
+        ...
+
+    async def job(self, partition: int, job_id: str) -> bytes | None:
+        """This partition's part of a replay job."""
+        ...
+
+    async def recent_jobs(self, partition: int, tenant: str, *, limit: int) -> list[bytes]:
+        """The tenant's newest replay jobs' parts in this partition, newest first."""
         ...
 
     async def counts(

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import re
+import secrets
 import time
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
@@ -22,9 +23,11 @@ from codeq.errors import InvalidRequest, NotFound
 from codeq.ids import is_task_id
 from codeq.listing import MAX_LIST_LIMIT, SCAN_BOUND, Cursors, newest_first, refuse_unknown
 from codeq.store.protocol import Deliveries, DeliveryQuery
-from deliverers import records
+from deliverers import jobs, records
 from deliverers.outcomes import WindowStats, endpoint_stats
+from gateway.bodies import decode_body, documents
 from gateway.openapi_errors import errors
+from gateway.routes.lookup import tenant_endpoint
 from gateway.schemas import rfc3339
 from gateway.state import Gateway, gateway_for
 
@@ -34,7 +37,8 @@ __all__ = [
     "DeliveryFilter",
     "DeliveryLister",
     "EndpointStatsController",
-    "find_endpoint",
+    "ReplayJobBody",
+    "ReplayJobOut",
 ]
 
 AnyRequest = Request[Any, Any, State]
@@ -252,15 +256,6 @@ class DeliveryLister:
             ((_decodable(list(pg.records)), pg.reached) for pg in pages), _position, limit
         )
         return found, None if nxt is None else self.cursors.encode(tenant, flt, nxt)
-
-
-async def find_endpoint(gw: Gateway, tenant: str, endpoint_id: str) -> dict[str, Any]:
-    """One of the tenant's endpoints; 404 for another tenant's or an unknown one."""
-    for raw in await gw.store.endpoints.all_of(tenant):
-        e: dict[str, Any] = msgspec.json.decode(raw)
-        if e.get("id") == endpoint_id:
-            return e
-    raise NotFound(f"endpoint {endpoint_id[:64]} not found")
 
 
 MAX_REPLAY = 10_000
@@ -501,15 +496,147 @@ class AdminDeliveryController(Controller):
         return ReplayOut(replayed=len(done), ids=done)
 
 
-class EndpointStatsController(Controller):
-    """An endpoint's statistics: its own controller beside the endpoint routes' (the routes
-    about deliveries live here)."""
+_JOB_ID = re.compile(r"rpl_[0-9a-f]{24}")
+#: statuses a replay job may be asked for (a pending delivery is due already)
+ReplayStatus = Literal["dead", "gone", "retrying", "succeeded"]
+#: what an endpoint missed (recover): deliveries that died, whether after their attempts or at
+#: once because the endpoint was disabled or deleted (dispatch records those dead without an
+#: attempt), and those the receiver answered 410 Gone (which disables the endpoint)
+MISSED = ("dead", "gone")
+RECENT_JOBS = 50
 
-    path = "/v1/codeq/webhooks/endpoints"
+
+class ReplayJobBody(msgspec.Struct, kw_only=True, rename="camel", forbid_unknown_fields=True):
+    """Which deliveries a replay job attempts again: those created in [``createdAfter``,
+    ``createdBefore``) (required from; to: now; at most the delivery retention apart), in
+    ``status`` (default dead; succeeded ones are sent again only when asked for by name), of one
+    endpoint and/or event type. A field this route does not know is a 400."""
+
+    created_after: Annotated[datetime, Meta(tz=True)]
+    created_before: Annotated[datetime, Meta(tz=True)] | None = None
+    status: ReplayStatus = "dead"
+    endpoint_id: Annotated[str, Meta(min_length=1, max_length=128)] | None = None
+    event_type: Annotated[str, Meta(min_length=1, max_length=128)] | None = None
+
+
+class RecoverBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """What an endpoint missed from ``since`` (to ``until``, default now)."""
+
+    since: Annotated[datetime, Meta(tz=True)]
+    until: Annotated[datetime, Meta(tz=True)] | None = None
+
+
+_replay_job_decoder = msgspec.json.Decoder(ReplayJobBody)
+_recover_decoder = msgspec.json.Decoder(RecoverBody)
+
+
+class ReplayFilterOut(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
+    statuses: list[str]
+    created_after: str
+    created_before: str
+    endpoint_id: str | None = None
+    event_type: str | None = None
+
+
+class ReplayJobOut(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
+    """A replay job: ``status`` queued, running, done, failed or cancelled; deliveries
+    ``replayed`` (scheduled again) and ``skipped`` (matched when read, but replayed, retried
+    or pruned by the time their step ran) so far."""
+
+    id: str
+    kind: str
+    status: str
+    filter: ReplayFilterOut
+    replayed: int
+    skipped: int
+    created_at: str
+    updated_at: str
+    finished_at: str | None = None
+    error: str | None = None
+
+    @classmethod
+    def of(cls, parts: list[jobs.ReplayPart]) -> ReplayJobOut:
+        first = parts[0]
+        ended = [p.finished_at for p in parts if p.finished_at is not None]
+        status = jobs.merge_status([p.status for p in parts])
+        return cls(
+            id=first.id,
+            kind=first.kind,
+            status=status,
+            filter=ReplayFilterOut(
+                statuses=first.statuses,
+                created_after=rfc3339(first.created_from_ms) or "",
+                created_before=rfc3339(first.created_before_ms) or "",
+                endpoint_id=first.endpoint_id,
+                event_type=first.event_type,
+            ),
+            replayed=sum(p.replayed for p in parts),
+            skipped=sum(p.skipped for p in parts),
+            created_at=rfc3339(first.created_at) or "",
+            updated_at=rfc3339(max(p.updated_at for p in parts)) or "",
+            finished_at=rfc3339(max(ended)) if ended and status in _ENDED else None,
+            error=next((p.error for p in parts if p.error), None),
+        )
+
+
+class ReplayJobsOut(msgspec.Struct, kw_only=True):
+    jobs: list[ReplayJobOut]
+
+
+_ENDED = frozenset({"done", "failed", "cancelled"})
+
+
+def _range(
+    gw: Gateway, after: datetime, before: datetime | None, fields: tuple[str, str]
+) -> tuple[int, int]:
+    """[from, to) in ms of a job: ordered, and no wider than the delivery retention (what is
+    older is pruned); ``to`` defaults to now."""
+    lo = _ms(after, fields[0])
+    hi = _ms(before, fields[1]) if before is not None else int(time.time() * 1000)
+    assert lo is not None and hi is not None  # both given
+    if hi < lo:
+        raise InvalidRequest(f"{fields[1]}: must not be before {fields[0]}", field=fields[1])
+    span = gw.settings.webhook_delivery_retention_seconds
+    if hi - lo > span * 1000:
+        raise InvalidRequest(
+            f"{fields[0]}: at most {span} s (the delivery retention) before {fields[1]}",
+            field=fields[0],
+        )
+    return lo, hi
+
+
+async def _start(gw: Gateway, part: jobs.ReplayPart) -> ReplayJobOut:
+    """Write the job's part into every partition (one script call each, concurrently)."""
+    part.id = f"rpl_{secrets.token_hex(12)}"
+    raw = msgspec.json.encode(part)
+    ds = gw.store.deliveries
+    await asyncio.gather(
+        *(ds.create_job(p, part.id, part.tenant, raw) for p in range(gw.store.keys.partitions))
+    )
+    return await _job(gw, part.tenant, part.id)
+
+
+async def _job(gw: Gateway, tenant: str, job_id: str) -> ReplayJobOut:
+    """A tenant's job from its parts; 404 for another tenant's or an unknown one."""
+    if not _JOB_ID.fullmatch(job_id):
+        raise NotFound(f"replay job {job_id[:64]} not found")
+    ds = gw.store.deliveries
+    raws = await asyncio.gather(*(ds.job(p, job_id) for p in range(gw.store.keys.partitions)))
+    parts = [jobs.decode_part(r) for r in raws if r is not None]
+    if not parts or any(p.tenant != tenant for p in parts):
+        raise NotFound(f"replay job {job_id[:64]} not found")
+    return ReplayJobOut.of(parts)
+
+
+class EndpointStatsController(Controller):
+    """Routes under ``/v1/codeq/webhooks`` about deliveries: an endpoint's statistics and what
+    it missed (``recover``), and replay jobs (beside the endpoint routes' own controller)."""
+
+    path = "/v1/codeq/webhooks"
     tags = ["webhook endpoints"]  # noqa: RUF012
 
     @get(
-        "/{endpoint_id:str}/stats",
+        "/endpoints/{endpoint_id:str}/stats",
         summary="Attempts, success rate and latency percentiles over the last hour and day",
         description=(
             "Kept by the delivery scripts as each attempt is recorded: per minute for the last "
@@ -524,7 +651,7 @@ class EndpointStatsController(Controller):
     async def stats(self, request: AnyRequest, endpoint_id: FromPath[str]) -> EndpointStatsOut:
         gw = gateway_for(request)
         identity = await gw.producer(request)
-        await find_endpoint(gw, identity.tenant, endpoint_id)
+        await tenant_endpoint(gw, identity.tenant, endpoint_id)
         ds = gw.store.deliveries
         parts = await asyncio.gather(
             *(ds.endpoint_buckets(p, endpoint_id) for p in range(gw.store.keys.partitions))
@@ -537,3 +664,105 @@ class EndpointStatsController(Controller):
             last_hour=stats.last_hour,
             last_day=stats.last_day,
         )
+
+    @post(
+        "/endpoints/{endpoint_id:str}/recover",
+        status_code=202,
+        summary="Replay what an endpoint missed since a time, as a replay job",
+        description=(
+            "Every delivery to the endpoint created from `since` to `until` (default now; at "
+            "most the delivery retention apart) that did not succeed: dead (after its "
+            "attempts, or at once because the endpoint was disabled or deleted) or gone (410). "
+            "The endpoint is not re-enabled by this (PATCH it): while it is disabled the "
+            "replayed deliveries die again at once. 404 for an endpoint that is not the "
+            "tenant's (producer)."
+        ),
+        responses=errors(400, 404, 413),
+        dependencies=documents(RecoverBody),
+    )
+    async def recover(self, request: AnyRequest, endpoint_id: FromPath[str]) -> ReplayJobOut:
+        gw = gateway_for(request)
+        identity = await gw.producer(request)
+        data: RecoverBody = decode_body(await request.body(), _recover_decoder)
+        await tenant_endpoint(gw, identity.tenant, endpoint_id)
+        lo, hi = _range(gw, data.since, data.until, ("since", "until"))
+        part = jobs.ReplayPart(
+            kind="recover", tenant=identity.tenant, statuses=list(MISSED),
+            endpoint_id=endpoint_id, created_from_ms=lo, created_before_ms=hi,
+        )  # fmt: skip
+        return await _start(gw, part)
+
+    @post(
+        "/replays",
+        status_code=202,
+        summary="Replay the deliveries a filter matches, as an asynchronous job",
+        description=(
+            "The tenant's deliveries created in [`createdAfter`, `createdBefore`) (`createdAfter` "
+            "required; `createdBefore` default now; at most the delivery retention apart) in "
+            "`status` (dead by default; gone, retrying, or succeeded — sent again — when asked "
+            "for), of `endpointId` and/or `eventType`, each attempted again with a fresh "
+            "schedule (same delivery id and body). The deliverers work through the job a page "
+            "at a time; GET it for its progress. An unknown field, a bad value or a reversed "
+            "or too wide range is a 400 naming the field; another tenant's endpoint a 404."
+        ),
+        tags=["deliveries"],
+        responses=errors(400, 404, 413),
+        dependencies=documents(ReplayJobBody),
+    )
+    async def create_replay(self, request: AnyRequest) -> ReplayJobOut:
+        gw = gateway_for(request)
+        identity = await gw.producer(request)
+        data: ReplayJobBody = decode_body(await request.body(), _replay_job_decoder)
+        if data.endpoint_id is not None:
+            await tenant_endpoint(gw, identity.tenant, data.endpoint_id)
+        lo, hi = _range(gw, data.created_after, data.created_before, _TIME_FIELDS)
+        part = jobs.ReplayPart(
+            tenant=identity.tenant, statuses=[data.status], endpoint_id=data.endpoint_id,
+            event_type=data.event_type, created_from_ms=lo, created_before_ms=hi,
+        )  # fmt: skip
+        return await _start(gw, part)
+
+    @get(
+        "/replays",
+        summary="The tenant's recent replay jobs, newest first",
+        tags=["deliveries"],
+        responses=errors(400),
+    )
+    async def replay_jobs(self, request: AnyRequest) -> ReplayJobsOut:
+        gw = gateway_for(request)
+        identity = await gw.producer(request)
+        recent = await gw.store.deliveries.recent_jobs(0, identity.tenant, limit=RECENT_JOBS)
+        ids = [jobs.decode_part(raw).id for raw in recent]
+        found = await asyncio.gather(*(_job(gw, identity.tenant, i) for i in ids))
+        return ReplayJobsOut(jobs=list(found))
+
+    @get(
+        "/replays/{job_id:str}",
+        summary="A replay job and its progress",
+        tags=["deliveries"],
+        responses=errors(400, 404),
+    )
+    async def replay_job(self, request: AnyRequest, job_id: FromPath[str]) -> ReplayJobOut:
+        gw = gateway_for(request)
+        identity = await gw.producer(request)
+        return await _job(gw, identity.tenant, job_id)
+
+    @post(
+        "/replays/{job_id:str}/cancel",
+        status_code=200,
+        summary="Cancel a replay job (what it replayed stays replayed)",
+        tags=["deliveries"],
+        responses=errors(400, 404),
+    )
+    async def cancel_replay(self, request: AnyRequest, job_id: FromPath[str]) -> ReplayJobOut:
+        gw = gateway_for(request)
+        identity = await gw.producer(request)
+        await _job(gw, identity.tenant, job_id)  # 404 unless the tenant's
+        ds = gw.store.deliveries
+        await asyncio.gather(
+            *(ds.cancel_job(p, job_id, identity.tenant) for p in range(gw.store.keys.partitions))
+        )
+        return await _job(gw, identity.tenant, job_id)
+
+
+_TIME_FIELDS = ("createdAfter", "createdBefore")

@@ -49,6 +49,7 @@ from deliverers.endpoints import webhook_test_delivery
 from gateway.bodies import decode_body, documents, optional_body
 from gateway.openapi_errors import errors
 from gateway.routes.deliveries import DeliveryOut
+from gateway.routes.lookup import tenant_endpoint
 from gateway.schemas import rfc3339
 from gateway.state import Gateway, gateway_for
 
@@ -274,14 +275,6 @@ def _public_key(e: dict[str, Any]) -> str | None:
         return None
 
 
-async def _find(gw: Gateway, tenant: str, endpoint_id: str) -> dict[str, Any]:
-    for raw in await gw.store.endpoints.all_of(tenant):
-        e: dict[str, Any] = msgspec.json.decode(raw)
-        if e.get("id") == endpoint_id:
-            return e
-    raise NotFound(f"endpoint {endpoint_id[:64]} not found")
-
-
 def _not_found(endpoint_id: str) -> NotFound:
     return NotFound(f"endpoint {endpoint_id[:64]} not found")
 
@@ -357,7 +350,7 @@ class EndpointController(Controller):
     async def get_endpoint(self, request: AnyRequest, endpoint_id: FromPath[str]) -> EndpointOut:
         gw = gateway_for(request)
         identity = await gw.producer(request)
-        return EndpointOut.of(await _find(gw, identity.tenant, endpoint_id))
+        return EndpointOut.of(await tenant_endpoint(gw, identity.tenant, endpoint_id))
 
     @patch(
         "/{endpoint_id:str}",
@@ -411,7 +404,7 @@ class EndpointController(Controller):
     async def secret(self, request: AnyRequest, endpoint_id: FromPath[str]) -> SecretOut:
         gw = gateway_for(request)
         identity = await gw.producer(request)
-        e = await _find(gw, identity.tenant, endpoint_id)
+        e = await tenant_endpoint(gw, identity.tenant, endpoint_id)
         scheme = str(e.get("signatureScheme") or HMAC)
         if scheme == ED25519:
             return SecretOut(signature_scheme=scheme, public_key=_public_key(e))
@@ -430,7 +423,7 @@ class EndpointController(Controller):
         data: RotateBody = await optional_body(request, _rotate_decoder) or RotateBody()
         # The scheme is fixed at create: which kind of secret to make is read first (the
         # script refuses a secret of the other kind all the same).
-        e = await _find(gw, identity.tenant, endpoint_id)
+        e = await tenant_endpoint(gw, identity.tenant, endpoint_id)
         public: str | None = None
         if e.get("signatureScheme") == ED25519:
             if data.secret is not None:
@@ -465,7 +458,7 @@ class EndpointController(Controller):
     async def send_test(self, request: AnyRequest, endpoint_id: FromPath[str]) -> DeliveryOut:
         gw = gateway_for(request)
         identity = await gw.producer(request)
-        endpoint = await _find(gw, identity.tenant, endpoint_id)
+        endpoint = await tenant_endpoint(gw, identity.tenant, endpoint_id)
         partition, d = webhook_test_delivery(
             endpoint,
             partitions=gw.store.keys.partitions,
@@ -504,7 +497,7 @@ class EndpointController(Controller):
     ) -> EndpointDeliveriesOut:
         gw = gateway_for(request)
         identity = await gw.producer(request)
-        await _find(gw, identity.tenant, endpoint_id)
+        await tenant_endpoint(gw, identity.tenant, endpoint_id)
         ds = gw.store.deliveries
         out = []
         for did in await gw.store.endpoints.recent(endpoint_id, 50):
