@@ -88,6 +88,8 @@ def settings() -> dict[str, Any]:
             }
         },
         "logFormat": "json",
+        # the webhook tests' receivers listen on loopback (tests/receivers.py)
+        "webhookAllowedCidrs": ["127.0.0.0/8"],
     }
 
 

@@ -5,11 +5,14 @@ tenant's ids answering the not-found page. Plus, without a browser: the shell, i
 the ``whoami`` route the page asks first.
 
 The task list (and the overview's rates) read ``GET /v1/codeq/tasks``; a task's deliveries
-``GET /v1/codeq/tasks/{id}/deliveries``.
+``GET /v1/codeq/tasks/{id}/deliveries``; the webhooks pages an endpoint's statistics
+``GET /v1/codeq/webhooks/endpoints/{id}/stats``, and *Send test event* posts to its ``/test``
+route (a real receiver on loopback answers: the server may reach ``127.0.0.0/8``).
 """
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -21,6 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
+from standardwebhooks.webhooks import Webhook
 
 from tests.browser import (
     ADMIN,
@@ -32,6 +36,7 @@ from tests.browser import (
     require_chromium,
     sign_in,
 )
+from tests.receivers import Receiver, Reply, receiver
 from tests.served import Served
 
 STATIC = resources.files("gateway.ui") / "static"
@@ -245,7 +250,8 @@ def test_the_overview_counts_what_completed_and_failed(page: Any, served: Served
     for outcome in ("COMPLETED", "COMPLETED", "FAILED"):
         claimed = api.call(WORKER, "POST", "/tasks/claim", {"commands": [cmd]})
         body: dict[str, Any] = {"status": outcome}
-        body.update({"result": {}} if outcome == "COMPLETED" else {"error": "no"})
+        extra: dict[str, Any] = {"result": {}} if outcome == "COMPLETED" else {"error": "no"}
+        body.update(extra)
         api.call(WORKER, "POST", f"/tasks/{claimed['id']}/result", body)
     stats = api.call(ADMIN, "GET", f"/admin/queues/{cmd}")
     assert stats["totals"]["completed"] == 2 and stats["totals"]["failed"] == 1
@@ -317,6 +323,103 @@ def test_a_delivery_is_replayed_from_the_deliveries_page(
     page.goto(f"{served.base}/ui#/deliveries?endpoint={endpoint}&eventType=task.completed")
     page.get_by_text("No delivery matches these filters.").wait_for()
     assert delivery not in page.get_by_test_id("deliveries").inner_text()
+
+
+def loopback_endpoint(api: Api, r: Receiver, name: str) -> dict[str, Any]:
+    """An endpoint of ``acme`` sending to ``r``; its command filter matches no task, so only
+    test sends reach it."""
+    body = {"url": r.url, "eventTypes": ["task.completed"], "commands": [command()]}
+    created: dict[str, Any] = api.call(
+        ADMIN, "POST", "/webhooks/endpoints", {**body, "description": name}
+    )
+    return created
+
+
+def stats_cells(s: dict[str, Any], window: str, rate: str) -> list[str]:
+    """A window's row of the endpoint page's statistics as the API's numbers read, with the
+    success rate (a fraction there) written as ``rate``."""
+    w = s["lastHour" if window == "last hour" else "lastDay"]
+    ms = [f"{v:g}" if v is not None else "—" for v in (w["p50Ms"], w["p90Ms"], w["p99Ms"])]
+    return [window, str(w["attempts"]), str(w["succeeded"]), str(w["failed"]), rate, *ms]
+
+
+def test_the_webhooks_pages_show_an_endpoints_attempt_statistics(
+    page: Any, served: Served, api: Api
+) -> None:
+    name = "stats-" + uuid.uuid4().hex[:8]
+    with receiver() as r:
+        r.script = [Reply(200), Reply(200, delay=0.05), Reply(410)]  # 410: final, no retry
+        ep = loopback_endpoint(api, r, name)
+        sent = [api.call(ADMIN, "POST", f"/webhooks/endpoints/{ep['id']}/test") for _ in range(3)]
+    assert [d["status"] for d in sent] == ["succeeded", "succeeded", "gone"]
+    stats = api.call(ADMIN, "GET", f"/webhooks/endpoints/{ep['id']}/stats")
+    hour = stats["lastHour"]
+    assert (hour["attempts"], hour["succeeded"], hour["failed"], hour["successRate"]) == (
+        3,
+        2,
+        1,
+        0.6667,
+    )
+    assert hour == stats["lastDay"]  # every attempt was just now: both windows hold them
+    assert 0 < hour["p50Ms"] <= hour["p99Ms"]
+
+    sign_in(page, served.base, ADMIN)
+    page.get_by_role("link", name="Webhooks").click()
+    listing = page.get_by_test_id("endpoints")
+    row = listing.locator("tr", has_text=name)
+    row.wait_for()
+    headers = listing.locator("th").all_inner_texts()
+    cells = row.locator("td").all_inner_texts()
+    assert cells[headers.index("attempts 1 h")] == "3"
+    assert cells[headers.index("success 1 h")] == "66.7%"
+    assert cells[headers.index("p50 / p99 ms 1 h")] == f"{hour['p50Ms']:g} / {hour['p99Ms']:g}"
+    assert "failure rate" not in headers
+    recent = row.get_by_role("link", name="3 deliveries")  # the recent-deliveries link
+    assert recent.get_attribute("href") == f"#/deliveries?endpoint={ep['id']}"
+
+    row.get_by_role("link", name=name).click()
+    card = page.get_by_test_id("endpoint-stats")
+    card.wait_for()
+    for window in ("last hour", "last day"):
+        line = card.locator("tr", has_text=window).locator("td").all_inner_texts()
+        assert line == stats_cells(stats, window, "66.7%")
+
+
+def test_send_test_event_sends_a_signed_webhook_and_shows_its_answer(
+    page: Any, served: Served, api: Api
+) -> None:
+    with receiver() as r:
+        ep = loopback_endpoint(api, r, "test-send-" + uuid.uuid4().hex[:8])
+        sign_in(page, served.base, ADMIN)
+        page.goto(f"{served.base}/ui#/webhooks/{ep['id']}")
+        card = page.get_by_test_id("endpoint-stats")
+        card.wait_for()
+        untried = card.locator("tr", has_text="last hour").locator("td").all_inner_texts()
+        assert untried == ["last hour", "0", "0", "0", "—", "—", "—", "—"]
+
+        page.get_by_role("button", name="Send test event").click()
+        shown = page.get_by_test_id("action-result").get_by_role("status")
+        shown.get_by_text("succeeded · HTTP 200").wait_for()
+        assert r.count() == 1
+        got = r.received[0]
+        Webhook(ep["secret"]).verify(got.body, got.headers)  # signed with the endpoint's secret
+        assert json.loads(got.body)["type"] == "webhook.test"
+        delivery = api.call(ADMIN, "GET", f"/deliveries/{got.headers['webhook-id']}")
+        (attempt,) = delivery["attemptLog"]
+        assert shown.inner_text() == (
+            f"Test event {delivery['id']}: succeeded · HTTP 200 · {attempt['latencyMs']:g} ms"
+        )
+        # the attempt counts in the statistics, drawn afresh
+        card.locator("tr", has_text="last hour").get_by_text("100%").wait_for()
+        stats = api.call(ADMIN, "GET", f"/webhooks/endpoints/{ep['id']}/stats")
+        line = card.locator("tr", has_text="last hour").locator("td").all_inner_texts()
+        assert line == stats_cells(stats, "last hour", "100%")
+
+        r.script = [Reply(410)]  # a failing answer shows as an error
+        page.get_by_role("button", name="Send test event").click()
+        alert = page.get_by_test_id("action-result").get_by_role("alert")
+        alert.get_by_text("gone · HTTP 410").wait_for()
+        assert r.count() == 2
 
 
 def test_a_worker_token_sees_no_admin_action(page: Any, served: Served, api: Api) -> None:

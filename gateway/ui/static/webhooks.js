@@ -1,15 +1,43 @@
-// Webhook endpoints (producer) and worker subscriptions: status, failure rate, recent
-// deliveries; enable/disable, rotate secret, replay dead deliveries (admin).
+// Webhook endpoints (producer) and worker subscriptions: status, attempt statistics (GET
+// .../stats: last hour, last day), recent deliveries; enable/disable, rotate secret, send a
+// test event, replay dead deliveries (admin).
 import { api, enc } from "./api.js";
 import { actionButton, badge, fields, fill, h, link, notice, outLink, table, when } from "./dom.js";
 import { deliveryCard } from "./deliveries.js";
 
-/** Share of the recent attempts that did not get a 2xx, as text ("—" without attempts). */
-function failureRate(deliveries) {
-  const attempts = deliveries.flatMap((d) => d.attemptLog ?? []);
-  if (!attempts.length) return "—";
-  const failed = attempts.filter((a) => !(a.statusCode >= 200 && a.statusCode < 300)).length;
-  return `${Math.round((100 * failed) / attempts.length)}% of ${attempts.length} attempts`;
+const stats = (id) => api("GET", `/webhooks/endpoints/${enc(id)}/stats`);
+
+/** A statistic as text: "—" when there is none (no attempt, or none with a latency). */
+const figure = (v) => (v === null || v === undefined ? "—" : String(v));
+const rate = (r) => (r === null || r === undefined ? "—" : `${Math.round(r * 1000) / 10}%`);
+
+const WINDOWS = [
+  ["last hour", "lastHour"],
+  ["last day", "lastDay"],
+];
+
+/** Both windows of an endpoint's statistics, one row each. */
+function statsTable(s) {
+  return [
+    h("h2", {}, "Attempt statistics"),
+    table(
+      ["window", "attempts", "succeeded", "failed", "success rate", "p50 ms", "p90 ms", "p99 ms"].map((title, i) => ({ title, num: i > 0 })),
+      WINDOWS.map(([name, key]) => {
+        const w = s[key];
+        return [name, w.attempts, w.succeeded, w.failed, rate(w.successRate), figure(w.p50Ms), figure(w.p90Ms), figure(w.p99Ms)];
+      }),
+    ),
+    h("div", { class: "muted" }, "as of ", when(s.at), " · latencies from a histogram (within 19 %)"),
+  ];
+}
+
+/** What a test send's delivery record says: its status, the answer's code and latency. */
+function testResult(d) {
+  const last = d.attemptLog?.at(-1);
+  const answer = !last
+    ? "no attempt"
+    : [last.statusCode ? `HTTP ${last.statusCode}` : last.error || "no answer", `${last.latencyMs} ms`].join(" · ");
+  return `Test event ${d.id}: ${d.status} · ${answer}`;
 }
 
 function endpointActions(e, ctx, out, redraw) {
@@ -70,7 +98,10 @@ export async function render(main, ctx) {
     return;
   }
   const endpoints = (await api("GET", "/webhooks/endpoints")).endpoints;
-  const recent = await Promise.all(endpoints.map((e) => api("GET", `/webhooks/endpoints/${enc(e.id)}/deliveries`)));
+  const [recent, hour] = await Promise.all([
+    Promise.all(endpoints.map((e) => api("GET", `/webhooks/endpoints/${enc(e.id)}/deliveries`))),
+    Promise.all(endpoints.map((e) => stats(e.id).then((s) => s.lastHour))),
+  ]);
   if (!ctx.alive()) return;
   const out = h("div", { "data-testid": "action-result" });
   const redraw = () => render(main, ctx);
@@ -80,12 +111,23 @@ export async function render(main, ctx) {
     out,
     endpoints.length
       ? table(
-          [{ title: "endpoint" }, { title: "events" }, { title: "status" }, { title: "failure rate" }, { title: "recent" }, { title: "" }],
+          [
+            { title: "endpoint" },
+            { title: "events" },
+            { title: "status" },
+            { title: "attempts 1 h", num: true },
+            { title: "success 1 h", num: true },
+            { title: "p50 / p99 ms 1 h", num: true },
+            { title: "recent" },
+            { title: "" },
+          ],
           endpoints.map((e, i) => [
             [link(`/webhooks/${enc(e.id)}`, e.description || e.id), h("br"), outLink(e.url)],
             e.eventTypes.join(", "),
             [badge(e.enabled ? "enabled" : "disabled"), e.disabledReason ? h("div", { class: "muted" }, e.disabledReason) : null],
-            failureRate(recent[i].deliveries),
+            hour[i].attempts,
+            rate(hour[i].successRate),
+            `${figure(hour[i].p50Ms)} / ${figure(hour[i].p99Ms)}`,
             link(`/deliveries?endpoint=${enc(e.id)}`, `${recent[i].deliveries.length} deliveries`),
             h("div", { class: "actions" }, endpointActions(e, ctx, out, redraw)),
           ]),
@@ -98,13 +140,28 @@ export async function render(main, ctx) {
 
 export async function renderEndpoint(main, ctx, id) {
   const e = await api("GET", `/webhooks/endpoints/${enc(id)}`); // 404: the not-found page
-  const deliveries = (await api("GET", `/webhooks/endpoints/${enc(id)}/deliveries`)).deliveries;
+  const [deliveries, first] = await Promise.all([
+    api("GET", `/webhooks/endpoints/${enc(id)}/deliveries`).then((r) => r.deliveries),
+    stats(id),
+  ]);
   if (!ctx.alive()) return;
   const out = h("div", { "data-testid": "action-result" });
+  const card = h("div", { class: "card", "data-testid": "endpoint-stats" }, statsTable(first));
+  const sendTest = actionButton(
+    "Send test event",
+    async () => {
+      const d = await api("POST", `/webhooks/endpoints/${enc(id)}/test`);
+      fill(out, notice(testResult(d), d.status === "succeeded" ? "ok" : "error"));
+      const now = await stats(id); // the attempt counts in them: shown afresh
+      if (ctx.alive()) fill(card, statsTable(now));
+      return null;
+    },
+    { out, attrs: { "data-action": "send-test" } },
+  );
   fill(
     main,
     h("h1", {}, "Endpoint ", h("span", { class: "mono" }, e.id)),
-    h("div", { class: "actions" }, endpointActions(e, ctx, out, () => renderEndpoint(main, ctx, id))),
+    h("div", { class: "actions" }, sendTest, endpointActions(e, ctx, out, () => renderEndpoint(main, ctx, id))),
     out,
     h(
       "div",
@@ -116,10 +173,10 @@ export async function renderEndpoint(main, ctx, id) {
         ["commands", e.commands?.join(", ")],
         ["status", badge(e.enabled ? "enabled" : "disabled")],
         ["disabled because", e.disabledReason],
-        ["failure rate", failureRate(deliveries)],
         ["created", when(e.createdAt)],
       ]),
     ),
+    card,
     h("h2", {}, "Recent deliveries"),
     deliveries.length ? deliveries.slice(0, 20).map((d) => deliveryCard(d, ctx)) : notice("No delivery yet."),
   );
