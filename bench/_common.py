@@ -52,3 +52,53 @@ def percentile(sorted_values: Sequence[float], p: float) -> float:
         return float("nan")
     k = min(len(sorted_values) - 1, max(0, round(p / 100 * (len(sorted_values) - 1))))
     return sorted_values[k]
+
+
+# -- CPU time of server processes, read from /proc ----------------------------------------
+
+_TICK = __import__("os").sysconf("SC_CLK_TCK")
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2 :].split()  # after "pid (comm) "
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and every process descended from it (a server's workers)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (fields := _stat(int(entry.name))) is not None:
+            parents[int(entry.name)] = int(fields[1])
+    tree, grew = {root}, True
+    while grew:
+        grew = False
+        for pid, parent in parents.items():
+            if parent in tree and pid not in tree:
+                tree.add(pid)
+                grew = True
+    return sorted(tree)
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """User + system CPU seconds the processes have used so far (gone ones count 0)."""
+    total = 0
+    for pid in pids:
+        if (fields := _stat(pid)) is not None:
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / _TICK
+
+
+def store_pid(url: str) -> int | None:
+    """The store server's process id (``INFO server``), when it runs on this machine."""
+    import redis
+
+    client = redis.Redis.from_url(url, protocol=2)
+    try:
+        pid = client.info("server").get("process_id")
+    finally:
+        client.close()
+    return int(pid) if pid is not None and Path(f"/proc/{pid}").exists() else None

@@ -96,7 +96,10 @@ def main() -> None:
     # payloads up to the whole body: the worst a deployment can allow
     os.environ["MAX_PAYLOAD_BYTES"] = str(MB)
     rows = []
-    with local_store(args.redis_url, args.store) as url, gateway(url, "uvicorn", 1, False) as base:
+    with (
+        local_store(args.redis_url, args.store) as url,
+        gateway(url, "uvicorn", 1, False) as (base, _),
+    ):
         for name, payload in shapes().items():
             raw = body(payload)
             took, worst, statuses = asyncio.run(measure(base, raw, args.rounds))

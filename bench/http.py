@@ -4,12 +4,16 @@ The gateway runs as its own process (``codeq gateway``) on a real redis-server, 
 with ``--store kvrocks`` (``KVROCKS_BIN``, ``../shared/bin/kvrocks`` or PATH); the load
 generator runs in separate processes (``--procs``) with keep-alive connections (aiohttp, the
 ``bench`` extra), each process driving its share of the concurrency. Per operation it prints
-req/s, p50/p95/p99 latency and the errors (any status other than the expected one).
+req/s, p50/p95/p99 latency and the errors (any status other than the expected one), and per
+unit of work (a create, a claim + result pair, a lifecycle) the CPU time the gateway's
+processes and the store's process spent, read from /proc around the cell. ``--rounds 3``
+runs every cell three times and ends with the medians.
 
     python bench/http.py                              # uvicorn, 1 worker, c = 10 50 100 200
     python bench/http.py --server granian --workers 2 --concurrency 50 --duration 10
     python bench/http.py --store kvrocks --concurrency 50  # the same on KVRocks
     python bench/http.py --default --concurrency 50    # `codeq serve` as a new user starts it
+    python bench/http.py --concurrency 50 --rounds 3 --scenarios wrk-create claim lifecycle
 
 Scenarios, each at every concurrency level:
   create     POST /tasks, one command
@@ -30,6 +34,7 @@ import json
 import multiprocessing as mp
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -46,7 +51,15 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
 
 import aiohttp  # noqa: E402
-from _common import STORES, free_port, local_store, percentile  # noqa: E402
+from _common import (  # noqa: E402
+    STORES,
+    cpu_seconds,
+    free_port,
+    local_store,
+    percentile,
+    process_tree,
+    store_pid,
+)
 
 # Set once in the parent; the spawned load processes inherit it through the environment.
 TOKEN = os.environ.setdefault("CODEQ_BENCH_TOKEN", "bench-" + uuid.uuid4().hex)
@@ -59,11 +72,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @contextmanager
 def gateway(
-    redis_url: str | None, server: str, workers: int, access_log: bool, data_dir: str = ""
-) -> Iterator[str]:
+    redis_url: str | None,
+    server: str,
+    workers: int,
+    access_log: bool,
+    data_dir: str = "",
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[tuple[str, int]]:
     """``codeq gateway`` on ``redis_url``; with none, ``codeq serve`` as a new user starts it:
     nothing configured, so it runs its own private store in ``data_dir`` (and its deliverers
-    and sweeper)."""
+    and sweeper). Yields its base URL and process id."""
     port = free_port()
     env = {
         **os.environ,
@@ -71,6 +89,7 @@ def gateway(
         "KEY_PREFIX": "bench" + uuid.uuid4().hex[:6],
         "LOG_FORMAT": "json",
         "LOG_LEVEL": "info" if access_log else "warning",
+        **(extra_env or {}),
     }
     for name in ("REDIS_URL", "REDIS_ADDR", "PERSISTENCE_PROVIDER"):
         env.pop(name, None)
@@ -100,7 +119,7 @@ def gateway(
             if time.monotonic() > deadline:
                 raise SystemExit("gateway did not become ready")
             time.sleep(0.05)
-        yield base
+        yield base, proc.pid
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -312,6 +331,57 @@ async def _until_waiting(s: aiohttp.ClientSession, n: int) -> None:
     raise SystemExit("the long poll never started waiting")
 
 
+def run_cell(
+    args: argparse.Namespace,
+    base: str,
+    meter: CpuMeter,
+    scenario: str,
+    conc: int,
+    lines: list[str],
+    cells: dict[tuple[str, int], list[tuple[float, float, float, float]]],
+) -> None:
+    """One scenario at one concurrency: its rows, and its figures for the medians."""
+    if scenario == "wrk-create":
+        started = meter.start()
+        n, rate, p50, p95, p99, bad = run_wrk(base, conc, args.duration)
+        cpu = meter.per_unit(started, n)
+        lines.append(
+            f"| create (wrk) | create | {conc} | {rate:,.0f} | {p50:.1f} | {p95:.1f} "
+            f"| {p99:.1f} | {bad} | {cpu_text(cpu)} |"
+        )
+        cells.setdefault((scenario, conc), []).append((rate, p99 / 1000, *cpu))
+        print(lines[-1], flush=True)
+        return
+    if scenario == "claim":
+        asyncio.run(prefill(base, args.prefill or int(4000 * args.duration)))
+    started = meter.start()
+    res = run_load(base, scenario, conc, args.duration, args.procs)
+    cpu = meter.per_unit(started, res["done"])
+    errors = sum(res["errors"].values())
+    for i, op in enumerate(OPS[scenario]):
+        op_rate = len(res["lat"][op]) / args.duration
+        lines.append(
+            row(
+                scenario,
+                op,
+                conc,
+                op_rate,
+                res["lat"][op],
+                errors,
+                cpu_text(cpu if i == 0 else None),
+            )
+        )
+    if res["errors"]:
+        lines.append(f"|  | errors: {res['errors']} |  |  |  |  |  |  |  |")
+    first = sorted(res["lat"][OPS[scenario][0]])
+    cells.setdefault((scenario, conc), []).append(
+        (res["done"] / args.duration, percentile(first, 99), *cpu)
+    )
+    print(lines[-1], flush=True)
+    if scenario == "claim":
+        asyncio.run(drain(base))
+
+
 # -- report -----------------------------------------------------------------------------
 
 
@@ -326,13 +396,55 @@ def ms(x: float) -> str:
     return f"{x * 1000:.1f}"
 
 
-def row(scenario: str, op: str, conc: int, rate: float, values: list[float], errors: int) -> str:
+def row(
+    scenario: str, op: str, conc: int, rate: float, values: list[float], errors: int, cpu: str
+) -> str:
     v = sorted(values)
     p50, p95, p99 = (percentile(v, p) for p in (50, 95, 99))
     return (
         f"| {scenario} | {op} | {conc} | {rate:,.0f} | {ms(p50)} | {ms(p95)} | {ms(p99)} "
-        f"| {errors} |"
+        f"| {errors} | {cpu} |"
     )
+
+
+STORE_NAMES = ("redis-server", "kvrocks")
+
+
+class CpuMeter:
+    """CPU seconds of the gateway (its process tree) and of the store, read from /proc around
+    a cell; per unit of work (a create, a claim + result pair, a lifecycle) in µs."""
+
+    def __init__(self, gateway_pid: int | None, store: int | None) -> None:
+        self.gateway_pid, self.store = gateway_pid, store
+
+    def _split(self) -> tuple[list[int], list[int]]:
+        if self.gateway_pid is None:
+            return [], [self.store] if self.store else []
+        tree = process_tree(self.gateway_pid)
+        # `codeq serve` with nothing configured runs its store as its own child
+        ours = [p for p in tree if _comm(p) not in STORE_NAMES]
+        stores = [p for p in tree if _comm(p) in STORE_NAMES] + ([self.store] if self.store else [])
+        return ours, stores
+
+    def start(self) -> tuple[float, float]:
+        self._pids = self._split()
+        return cpu_seconds(self._pids[0]), cpu_seconds(self._pids[1])
+
+    def per_unit(self, started: tuple[float, float], units: int) -> tuple[float, float]:
+        gw, store = cpu_seconds(self._pids[0]), cpu_seconds(self._pids[1])
+        n = max(1, units)
+        return (gw - started[0]) * 1e6 / n, (store - started[1]) * 1e6 / n
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def cpu_text(cpu: tuple[float, float] | None) -> str:
+    return "—" if cpu is None else f"{cpu[0]:,.0f} / {cpu[1]:,.0f}"
 
 
 WRK_SCRIPT = """
@@ -340,19 +452,23 @@ wrk.method = "POST"
 wrk.body = '{"command":"BENCH","payload":{"n":1}}'
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer " .. os.getenv("CODEQ_BENCH_TOKEN")
-local bad = 0
+bad = 0
+local threads = {}
+setup = function(thread) table.insert(threads, thread) end
 response = function(status, headers, body) if status ~= 202 then bad = bad + 1 end end
 done = function(summary, latency, requests)
   local e = summary.errors
+  local others = 0  -- answers other than 202, counted in each thread's own Lua state
+  for _, thread in ipairs(threads) do others = others + thread:get("bad") end
   io.write(string.format("RESULT %d %f %f %f %f %d\\n", summary.requests, summary.duration / 1e6,
     latency:percentile(50) / 1e3, latency:percentile(95) / 1e3, latency:percentile(99) / 1e3,
-    bad + e.connect + e.read + e.write + e.timeout))
+    others + e.connect + e.read + e.write + e.timeout))
 end
 """
 
 
-def run_wrk(base: str, conc: int, duration: float) -> tuple[float, float, float, float, int]:
-    """Creates from wrk: (per s, p50, p95, p99 ms, errors)."""
+def run_wrk(base: str, conc: int, duration: float) -> tuple[int, float, float, float, float, int]:
+    """Creates from wrk: (requests, per s, p50, p95, p99 ms, errors)."""
     import shutil
     import tempfile
 
@@ -368,7 +484,7 @@ def run_wrk(base: str, conc: int, duration: float) -> tuple[float, float, float,
         ).stdout  # fmt: skip
     fields = next(ln for ln in out.splitlines() if ln.startswith("RESULT")).split()[1:]
     n, secs, p50, p95, p99, errors = (float(x) for x in fields)
-    return n / secs, p50, p95, p99, int(errors)
+    return int(n), n / secs, p50, p95, p99, int(errors)
 
 
 def main() -> None:
@@ -389,6 +505,9 @@ def main() -> None:
     ap.add_argument("--scenarios", nargs="+", default=["create", "claim", "lifecycle", "wake"])
     ap.add_argument("--wake-samples", type=int, default=200)
     ap.add_argument(
+        "--rounds", type=int, default=1, help="run each cell this many times; medians at the end"
+    )
+    ap.add_argument(
         "--prefill",
         type=int,
         help="tasks queued before each claim cell (default: 4000 per second of --duration)",
@@ -402,44 +521,32 @@ def main() -> None:
     args = ap.parse_args()
 
     lines = [
-        "| scenario | op | conc | per s | p50 ms | p95 ms | p99 ms | errors |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| scenario | op | conc | per s | p50 ms | p95 ms | p99 ms | errors "
+        "| CPU µs gateway / store |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    # (scenario, conc) -> [(per s, p99 s, gateway µs, store µs)] over the rounds
+    cells: dict[tuple[str, int], list[tuple[float, float, float, float]]] = {}
     wake: list[float] = []
     with contextlib.ExitStack() as stack:
         if args.base_url:
-            base = args.base_url
+            base, meter = args.base_url, CpuMeter(None, None)
         elif args.default:
             data = stack.enter_context(tempfile.TemporaryDirectory(prefix="codeq-bench-"))
-            base = stack.enter_context(
+            base, pid = stack.enter_context(
                 gateway(None, args.server, args.workers, args.access_log, data)
             )
+            meter = CpuMeter(pid, None)
         else:
             url = stack.enter_context(local_store(args.redis_url, args.store))
-            base = stack.enter_context(gateway(url, args.server, args.workers, args.access_log))
-        for scenario in [s for s in args.scenarios if s != "wake"]:
-            for conc in args.concurrency:
-                if scenario == "wrk-create":
-                    rate, p50, p95, p99, bad = run_wrk(base, conc, args.duration)
-                    lines.append(
-                        f"| create (wrk) | create | {conc} | {rate:,.0f} | {p50:.1f} | {p95:.1f} "
-                        f"| {p99:.1f} | {bad} |"
-                    )
-                    print(lines[-1], flush=True)
-                    continue
-                if scenario == "claim":
-                    asyncio.run(prefill(base, args.prefill or int(4000 * args.duration)))
-                res = run_load(base, scenario, conc, args.duration, args.procs)
-                errors = sum(res["errors"].values())
-                ops = OPS[scenario]
-                for op in ops:
-                    op_rate = len(res["lat"][op]) / args.duration
-                    lines.append(row(scenario, op, conc, op_rate, res["lat"][op], errors))
-                if res["errors"]:
-                    lines.append(f"|  | errors: {res['errors']} |  |  |  |  |  |  |")
-                print(lines[-1], flush=True)
-                if scenario == "claim":
-                    asyncio.run(drain(base))
+            base, pid = stack.enter_context(
+                gateway(url, args.server, args.workers, args.access_log)
+            )
+            meter = CpuMeter(pid, store_pid(url))
+        for _round in range(args.rounds):
+            for scenario in [s for s in args.scenarios if s != "wake"]:
+                for conc in args.concurrency:
+                    run_cell(args, base, meter, scenario, conc, lines, cells)
         if "wake" in args.scenarios:
             wake = asyncio.run(wake_latency(base, args.wake_samples))
     print()
@@ -454,6 +561,16 @@ def main() -> None:
         f"access log {'on' if args.access_log else 'off'}"
     )
     print("\n".join(lines))
+    if args.rounds > 1:
+        print(f"\nmedians of {args.rounds} rounds (per s and CPU per create, pair or lifecycle):")
+        print("| scenario | conc | per s | p99 ms | CPU µs gateway | CPU µs store |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for (scenario, conc), runs in cells.items():
+            med = [statistics.median(r[i] for r in runs) for i in range(4)]
+            print(
+                f"| {scenario} | {conc} | {med[0]:,.0f} | {ms(med[1])} | {med[2]:,.0f} "
+                f"| {med[3]:,.0f} |"
+            )
     if wake:
         w = sorted(wake)
         print(

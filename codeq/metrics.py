@@ -93,6 +93,16 @@ class Metrics:
             "codeq_http_request_duration_seconds", "HTTP requests by route template",
             ["method", "route", "status"], buckets=HTTP_BUCKETS, registry=r,
         )  # fmt: skip
+        self.http_in_flight = Gauge(
+            "codeq_http_requests_in_flight",
+            "Requests this process is working on (parked long polls excluded; maxInFlightRequests)",
+            registry=r,
+        )  # fmt: skip
+        self.http_shed = Counter(
+            "codeq_http_shed_total",
+            "Requests answered 503 overloaded because maxInFlightRequests were in flight",
+            registry=r,
+        )  # fmt: skip
         self.long_polls_waiting = Gauge(
             "codeq_long_polls_waiting", "Claim requests of this process waiting in a long poll",
             registry=r,

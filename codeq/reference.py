@@ -73,6 +73,10 @@ DESCRIPTIONS: dict[str, str] = {
     "eventRetentionSeconds": "Event stream entries older than this are trimmed "
     "(never past a consumer group's progress).",
     "maxBodyBytes": "Largest request body (413 above).",
+    "maxInFlightRequests": "Requests one gateway process works on at once (long polls count "
+    "until they start to wait); a request beyond it is answered 503 `overloaded` with "
+    "`Retry-After: 1` at once, so latency stays bounded under overload. Probes and `/metrics` "
+    "are never shed.",
     "maxJsonDepth": "Deepest nesting of arrays and objects in a request body, the body itself "
     "counting as 1 (400 above).",
     "maxPayloadBytes": "Largest task payload or result; at most `maxBodyBytes`.",

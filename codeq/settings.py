@@ -244,6 +244,9 @@ class Settings(_Section, frozen=True, kw_only=True):
     # Under msgspec's decoder recursion limit (about 900 levels), so a body at the limit is
     # still decoded, and an answer, never a RecursionError.
     max_json_depth: Annotated[int, Meta(ge=2, le=512)] = 64
+    # Requests one gateway process works on at once; more are shed with 503 + Retry-After
+    # before their latency grows without bound (long polls count only until they park).
+    max_in_flight_requests: Annotated[int, Meta(ge=1, le=100000)] = 128
     max_payload_bytes: Count = 524288
     max_artifact_bytes: Count = 10485760
     local_artifacts_dir: Text = "./.codeq/artifacts"

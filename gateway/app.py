@@ -30,7 +30,7 @@ from codeq.tracing import Tracing
 from gateway import apidocs
 from gateway.errors import exception_handlers
 from gateway.metrics import Metrics, Scraper
-from gateway.middleware import BodyLimits, RequestIdMiddleware
+from gateway.middleware import BodyLimits, InFlight, RequestIdMiddleware
 from gateway.openapi_errors import complete_document
 from gateway.routes import health
 from gateway.routes.admin import AdminController
@@ -86,7 +86,8 @@ def create_app(
         rate=RateGuard(settings.rate_limit, limiter, metrics),
         tracing=tracing if tracing is not None else Tracing(settings),
     )
-    scraper = Scraper(metrics, the_store.meters, gateway.waker)
+    in_flight = InFlight(settings.max_in_flight_requests)
+    scraper = Scraper(metrics, the_store.meters, gateway.waker, in_flight=in_flight)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -179,8 +180,10 @@ def create_app(
         metrics=metrics,
         limits=BodyLimits.of(settings),
         tracing=gateway.tracing,
+        in_flight=in_flight,
     )
     app.state.gateway = gateway
+    app.state.in_flight = in_flight  # shed by the HTTP protocol too (gateway.http_protocol)
     app.state.scraper = scraper
     complete_document(app)  # security, every error, required bodies: gateway/openapi_errors.py
     return app

@@ -45,10 +45,11 @@ def _body(message: str, code: str, **extra: Any) -> dict[str, Any]:
 _encoder = msgspec.json.Encoder()
 
 
-def error_json(status: int, message: str) -> bytes:
-    """The encoded error body of ``status``, for answers sent before Litestar is involved
-    (the body limits in :mod:`gateway.middleware`)."""
-    return _encoder.encode(_body(message, _STATUS_CODES.get(status, "error")))
+def error_json(status: int, message: str, code: str | None = None) -> bytes:
+    """The encoded error body of ``status`` (its usual ``code`` unless one is given), for
+    answers sent before Litestar is involved (the body limits and the overload bound in
+    :mod:`gateway.middleware`)."""
+    return _encoder.encode(_body(message, code or _STATUS_CODES.get(status, "error")))
 
 
 def _json(

@@ -1,18 +1,49 @@
-"""uvicorn's HTTP/1.1 protocol (httptools), answering in the API's JSON error shape.
+"""uvicorn's HTTP/1.1 protocol (httptools), answering in the API's JSON error shape, and
+shedding load before it costs anything.
 
 A request the HTTP parser itself refuses (a negative or malformed ``Content-Length``, two
 different ones, a broken request line or header) never reaches the app: uvicorn answers it
 400 with a plain-text body. This subclass sends the same status with the JSON error every other
 400 has (``{"error", "code": "invalid_request"}``), so a client has one error shape to read.
+
+A request that arrives while the process works on ``maxInFlightRequests`` others
+(:class:`gateway.middleware.InFlight`, found on the app's state) is answered 503
+``overloaded`` here, from bytes made once, without the task, the request object and the
+middleware a request costs: shedding has to be much cheaper than serving, or at twice the
+load a process can take the shed requests alone would fill it. The middleware sheds the same
+way (same decision, same body) for a request that slips past this check in the same instant.
 """
 
 from __future__ import annotations
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+import os
+from typing import Any
+
+from uvicorn._types import ASGI3Application
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from gateway.errors import error_json
+from gateway.middleware import NEVER_SHED, OVERLOADED_BODY, InFlight
 
 __all__ = ["JsonErrorHttpToolsProtocol"]
+
+_SHED_HEAD = (
+    b"content-type: application/json\r\n"
+    + b"content-length: %d\r\n" % len(OVERLOADED_BODY)
+    + b"retry-after: 1\r\n"
+)
+
+
+def _in_flight_of(app: Any) -> InFlight | None:
+    """The app's in-flight count (``app.state.in_flight``), through any wrapper uvicorn put
+    around it."""
+    for _ in range(4):
+        found = getattr(getattr(app, "state", None), "in_flight", None)
+        if isinstance(found, InFlight):
+            return found
+        app = getattr(app, "app", None)
+    return None
+
 
 _MESSAGE = (
     "malformed HTTP request: the request line or a header (Content-Length, "
@@ -21,6 +52,29 @@ _MESSAGE = (
 
 
 class JsonErrorHttpToolsProtocol(HttpToolsProtocol):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._in_flight = _in_flight_of(self.app)
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        in_flight = self._in_flight
+        if in_flight is None or cycle.scope["path"] in NEVER_SHED or not in_flight.sheds():
+            super()._start_asgi_task(cycle, app)
+            return
+        head = [b"HTTP/1.1 503 Service Unavailable\r\n"]
+        for name, value in self.server_state.default_headers:
+            head += [name, b": ", value, b"\r\n"]
+        head += [_SHED_HEAD, b"x-request-id: ", os.urandom(16).hex().encode(), b"\r\n"]
+        if not cycle.keep_alive:
+            head.append(b"connection: close\r\n")
+        head += [b"\r\n", OVERLOADED_BODY]
+        cycle.response_complete = True  # the request's body, as it arrives, is dropped
+        self.transport.write(b"".join(head))
+        if cycle.keep_alive:
+            self.on_response_complete()  # the connection serves its next request
+        else:
+            self.transport.close()
+
     def send_400_response(self, msg: str) -> None:
         body = error_json(400, _MESSAGE)
         head = [b"HTTP/1.1 400 Bad Request\r\n"]

@@ -25,6 +25,7 @@ import msgspec
 from codeq.errors import CodeQError
 from codeq.metrics import CONTENT_TYPE, Metrics
 from codeq.store.protocol import Meters, PartitionGauges
+from gateway.middleware import InFlight
 from gateway.waker import Waker
 
 __all__ = ["CONTENT_TYPE", "Metrics", "Scraper", "StoreSnapshot", "render_store_gauges"]
@@ -126,11 +127,14 @@ class Scraper:
         waker: Waker | None = None,
         *,
         timeout: float = SCRAPE_TIMEOUT_SECONDS,
+        in_flight: InFlight | None = None,
     ) -> None:
         self.metrics = metrics
         self.store = store
         self.waker = waker
         self.timeout = timeout
+        self.in_flight = in_flight
+        self._shed_counted = 0
 
     async def read_store(self) -> StoreSnapshot:
         """One ``gauges.lua`` call per partition and one subscription count, concurrently."""
@@ -143,6 +147,10 @@ class Scraper:
     async def render(self) -> bytes:
         if self.waker is not None:
             self.metrics.long_polls_waiting.set(self.waker.waiting())
+        if self.in_flight is not None:  # counted where requests are shed; read here
+            self.metrics.http_in_flight.set(self.in_flight.count)
+            self.metrics.http_shed.inc(self.in_flight.shed - self._shed_counted)
+            self._shed_counted = self.in_flight.shed
         try:
             snap: StoreSnapshot | None = await asyncio.wait_for(
                 self.read_store(), timeout=self.timeout

@@ -15,6 +15,12 @@ Body limits (:class:`BodyLimits`), checked before any handler or decoder sees th
 * a body that is not UTF-8 → 400 (msgspec would skip the bytes of an ignored field unread);
 * arrays and objects nested deeper than ``maxJsonDepth`` → 400 (JSON decoders recurse per
   level: without a limit a deep body ends in a ``RecursionError``).
+
+Overload (:class:`InFlight`): a process works on at most ``maxInFlightRequests`` requests at
+once; one more is answered 503 ``overloaded`` with ``Retry-After: 1`` before its body is read,
+so under twice the load it can serve, latency stays bounded instead of every request queueing
+behind the others. A long poll counts until it starts to wait (:func:`release_in_flight`);
+probes and ``/metrics`` are never shed.
 The access line has method, route path, status, duration and request id (and the tenant and
 task id when known): never headers, tokens, query strings or bodies. The histogram's ``route``
 label is the route's template (``/v1/codeq/tasks/{task_id}/result``), never the raw path, so its
@@ -48,7 +54,17 @@ from codeq.tracing import Tracing
 from gateway.errors import error_json
 from gateway.json_depth import json_too_deep, too_deep
 
-__all__ = ["BodyLimits", "RequestIdMiddleware", "json_too_deep", "request_id_of", "route_template"]
+__all__ = [
+    "NEVER_SHED",
+    "OVERLOADED_BODY",
+    "BodyLimits",
+    "InFlight",
+    "RequestIdMiddleware",
+    "json_too_deep",
+    "release_in_flight",
+    "request_id_of",
+    "route_template",
+]
 
 access_log = logging.getLogger("codeq.access")
 
@@ -99,6 +115,46 @@ class BodyLimits(NamedTuple):
         return cls(max_bytes=settings.max_body_bytes, max_depth=settings.max_json_depth)
 
 
+class InFlight:
+    """How many requests this process is working on, how many it takes at once, and how
+    many it has shed. The middleware counts; the HTTP protocol (gateway.http_protocol) sheds
+    before a request costs a task when it can, the middleware otherwise."""
+
+    __slots__ = ("count", "limit", "shed")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.count = 0
+        self.shed = 0
+
+    def sheds(self) -> bool:
+        """Whether a request arriving now is shed (and counted as shed); never ask for a
+        path in :data:`NEVER_SHED`."""
+        if self.count < self.limit:
+            return False
+        self.shed += 1
+        return True
+
+
+#: answered however busy the process is: an orchestrator must not restart a loaded process
+NEVER_SHED = frozenset({"/healthz", "/readyz", "/metrics"})
+#: the body of a shed request's 503 (with ``Retry-After: 1``)
+OVERLOADED_BODY = error_json(
+    503,
+    "overloaded: this gateway process is working on as many requests as it takes "
+    "(maxInFlightRequests); retry after Retry-After seconds",
+    "overloaded",
+)
+
+
+def release_in_flight(scope: Scope) -> None:
+    """The request stops counting as in flight (a long poll about to wait: it costs nothing
+    while parked). Once per request; the middleware's own release is then a no-op."""
+    state = scope.get("state", {})
+    if state.pop("in_flight", None) is not None:
+        state["in_flight_slot"].count -= 1
+
+
 _DEFAULT_LIMITS = BodyLimits(max_bytes=1 << 20, max_depth=64)  # the settings' defaults
 
 
@@ -127,10 +183,12 @@ class RequestIdMiddleware(MiddlewareProtocol):
         metrics: Metrics | None = None,
         limits: BodyLimits | None = None,
         tracing: Tracing | None = None,
+        in_flight: InFlight | None = None,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.limits = limits if limits is not None else _DEFAULT_LIMITS
+        self.in_flight = in_flight
         # Tracing off (the default): one attribute check per request, nothing imported.
         self.tracing = tracing if tracing is not None and tracing.enabled else None
 
@@ -191,7 +249,15 @@ class RequestIdMiddleware(MiddlewareProtocol):
                 chunked = True
         if not rid:
             rid = os.urandom(16).hex().encode()
-        cast(dict[str, Any], scope).setdefault("state", {})["request_id"] = rid.decode()
+        state = cast(dict[str, Any], scope).setdefault("state", {})
+        state["request_id"] = rid.decode()
+        slot = self.in_flight
+        shed = False
+        if slot is not None and scope["path"] not in NEVER_SHED:  # probes neither shed nor count
+            shed = slot.sheds()
+            if not shed:
+                slot.count += 1
+                state["in_flight"], state["in_flight_slot"] = True, slot
         started = time.perf_counter()
         status = 0
 
@@ -203,17 +269,21 @@ class RequestIdMiddleware(MiddlewareProtocol):
             await send(message)
 
         try:
+            if shed:
+                await _send_json(send_with_id, 503, OVERLOADED_BODY, ((b"retry-after", b"1"),))
+                return
             body_receive = await _guard_body(
                 self.limits, receive, send_with_id, length, media_type, chunked, framing
             )
             if body_receive is not None:
                 await self.app(scope, body_receive, send_with_id)
         finally:
+            if slot is not None:
+                release_in_flight(scope)
             elapsed = time.perf_counter() - started
             if self.metrics is not None and status:  # 0: the client left before an answer
-                self.metrics.observe_http(
-                    scope.get("method", ""), route_template(scope), status, elapsed
-                )
+                route = "overloaded" if shed else route_template(scope)
+                self.metrics.observe_http(scope.get("method", ""), route, status, elapsed)
             if access_log.isEnabledFor(logging.INFO):
                 access_log.info(
                     "request",
@@ -229,7 +299,12 @@ class RequestIdMiddleware(MiddlewareProtocol):
 
 
 async def _answer(send: Send, status: int, message: str) -> None:
-    body = error_json(status, message)
+    await _send_json(send, status, error_json(status, message))
+
+
+async def _send_json(
+    send: Send, status: int, body: bytes, headers: tuple[tuple[bytes, bytes], ...] = ()
+) -> None:
     await send(
         {
             "type": "http.response.start",
@@ -237,6 +312,7 @@ async def _answer(send: Send, status: int, message: str) -> None:
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
+                *headers,
             ],
         }
     )

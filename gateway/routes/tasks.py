@@ -31,6 +31,7 @@ from codeq.store.keys import escape
 from deliverers import records
 from gateway.bodies import decode_body, documents, optional_body
 from gateway.errors import validation_message
+from gateway.middleware import release_in_flight
 from gateway.openapi_errors import errors
 from gateway.routes.deliveries import DeliveriesOut, DeliveryOut
 from gateway.schemas import (
@@ -535,6 +536,7 @@ async def _long_poll(
     deadline = loop.time() + body.wait_seconds
     waiter = gw.waker.register(identity.tenant, commands)
     disconnected = asyncio.ensure_future(_wait_for_disconnect(request))
+    release_in_flight(request.scope)  # parked, it costs nothing: not a request being worked on
     try:
         if gw.tail is not None:
             # The event tail follows only while somebody waits: make sure it reads from
