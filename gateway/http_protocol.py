@@ -6,6 +6,10 @@ different ones, a broken request line or header) never reaches the app: uvicorn 
 400 with a plain-text body. This subclass sends the same status with the JSON error every other
 400 has (``{"error", "code": "invalid_request"}``), so a client has one error shape to read.
 
+uvicorn writes a response's head and its body in two sends, two TCP segments: the head is
+held here and goes out with the body's first bytes, one send (about a tenth of the process's
+CPU per small request was the second send).
+
 A request that arrives while the process works on ``maxInFlightRequests`` others
 (:class:`gateway.middleware.InFlight`, found on the app's state) is answered 503
 ``overloaded`` here, from bytes made once, without the task, the request object and the
@@ -16,6 +20,7 @@ way (same decision, same body) for a request that slips past this check in the s
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any
 
@@ -32,6 +37,36 @@ _SHED_HEAD = (
     + b"content-length: %d\r\n" % len(OVERLOADED_BODY)
     + b"retry-after: 1\r\n"
 )
+
+
+class _HeadWithBody:
+    """A cycle's transport that holds the response head until the body's first bytes and
+    writes both at once. An interim ``100 Continue`` passes at once; closing flushes."""
+
+    __slots__ = ("_held", "_started", "_transport")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self._held: bytes | None = None
+        self._started = False
+
+    def write(self, data: bytes) -> None:
+        if not self._started and not data.startswith(b"HTTP/1.1 100 "):
+            self._started = True
+            self._held = data  # the head: it waits for the body
+            return
+        if self._held is not None:
+            data, self._held = self._held + data, None
+        self._transport.write(data)
+
+    def close(self) -> None:
+        if self._held is not None:
+            self._transport.write(self._held)
+            self._held = None
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:  # is_closing, get_extra_info, ...
+        return getattr(self._transport, name)
 
 
 def _in_flight_of(app: Any) -> InFlight | None:
@@ -59,6 +94,8 @@ class JsonErrorHttpToolsProtocol(HttpToolsProtocol):
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
         in_flight = self._in_flight
         if in_flight is None or cycle.scope["path"] in NEVER_SHED or not in_flight.sheds():
+            if cycle.scope["method"] != "HEAD":  # a HEAD answer has no body to wait for
+                cycle.transport = _HeadWithBody(self.transport)  # type: ignore[assignment]
             super()._start_asgi_task(cycle, app)
             return
         head = [b"HTTP/1.1 503 Service Unavailable\r\n"]

@@ -47,6 +47,7 @@ from litestar.types import (
     Scope,
     Send,
 )
+from litestar.utils.scope.state import ScopeState
 
 from codeq.ids import is_task_id
 from codeq.metrics import Metrics
@@ -60,6 +61,7 @@ __all__ = [
     "BodyLimits",
     "InFlight",
     "RequestIdMiddleware",
+    "header_of",
     "json_too_deep",
     "release_in_flight",
     "request_id_of",
@@ -97,10 +99,12 @@ def route_template(scope: Scope) -> str:
     return str(scope.get("path_template") or "unmatched")
 
 
-def _header(scope: HTTPScope, name: bytes) -> str | None:
+def header_of(scope: Scope, name: bytes) -> str | None:
+    """A request header straight from the ASGI scope (``name`` in lower case, as ASGI gives
+    names): cheaper than building Litestar's case-insensitive ``Headers`` for one or two."""
     for key, value in scope.get("headers", ()):
         if key == name:
-            return value.decode("latin-1")
+            return str(value.decode("latin-1"))
     return None
 
 
@@ -217,7 +221,7 @@ class RequestIdMiddleware(MiddlewareProtocol):
 
         with tracing.span(
             method,
-            parent=_header(scope, b"traceparent"),
+            parent=header_of(scope, b"traceparent"),
             kind="server",
             attributes={"http.request.method": method},
         ) as span:
@@ -273,7 +277,7 @@ class RequestIdMiddleware(MiddlewareProtocol):
                 await _send_json(send_with_id, 503, OVERLOADED_BODY, ((b"retry-after", b"1"),))
                 return
             body_receive = await _guard_body(
-                self.limits, receive, send_with_id, length, media_type, chunked, framing
+                scope, self.limits, receive, send_with_id, length, media_type, chunked, framing
             )
             if body_receive is not None:
                 await self.app(scope, body_receive, send_with_id)
@@ -320,6 +324,7 @@ async def _send_json(
 
 
 async def _guard_body(
+    scope: Scope,
     limits: BodyLimits,
     receive: Receive,
     send: Send,
@@ -338,7 +343,8 @@ async def _guard_body(
         await _answer(send, 413, "request body too large")
         return None
     if expected == 0 and not chunked:
-        return receive  # no body: nothing to check
+        ScopeState.from_scope(scope).body = b""  # no body: nothing to check, nothing to read
+        return receive
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -366,6 +372,8 @@ async def _guard_body(
                 send, 400, f"body: nested deeper than {limits.max_depth} levels (maxJsonDepth)"
             )
             return None
+    # What Request.body() answers, without streaming the body a second time
+    ScopeState.from_scope(scope).body = body
     replayed = False
 
     async def replay() -> ReceiveMessage:

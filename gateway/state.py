@@ -19,6 +19,7 @@ from codeq.settings import Settings
 from codeq.store.protocol import Backend
 from codeq.tracing import Tracing
 from gateway.metrics import Metrics
+from gateway.middleware import header_of
 from gateway.waker import Waker
 
 __all__ = ["Gateway", "gateway_for", "get_gateway", "note"]
@@ -38,24 +39,24 @@ class Gateway:
     tail: EventTail | None = None  # set by the lifespan while it runs
 
     async def producer(self, request: Request[object, object, State]) -> Identity:
-        identity = await self.auth.for_producer(request.headers.get("authorization"))
+        identity = await self.auth.for_producer(header_of(request.scope, b"authorization"))
         note(request, tenant=identity.tenant)
         return identity
 
     async def worker(self, request: Request[object, object, State], scope: str) -> Identity:
-        identity = await self.auth.for_worker(request.headers.get("authorization"))
+        identity = await self.auth.for_worker(header_of(request.scope, b"authorization"))
         note(request, tenant=identity.tenant)
         if not identity.has_scope(scope):
             raise Forbidden(f"the token lacks scope {scope}")
         return identity
 
     async def anyone(self, request: Request[object, object, State]) -> Identity:
-        identity = await self.auth.for_any(request.headers.get("authorization"))
+        identity = await self.auth.for_any(header_of(request.scope, b"authorization"))
         note(request, tenant=identity.tenant)
         return identity
 
     async def admin(self, request: Request[object, object, State]) -> Identity:
-        identity = await self.auth.for_any(request.headers.get("authorization"))
+        identity = await self.auth.for_any(header_of(request.scope, b"authorization"))
         note(request, tenant=identity.tenant)
         if not identity.is_admin:
             raise Forbidden("admin credentials required")

@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Request, get, post
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, QueryParameter
+from litestar.types import ASGIApp
 
 from codeq.auth import Identity
 from codeq.domain import Artifact, ListStatus, NewTask, Task, TaskFilter
@@ -29,9 +30,9 @@ from codeq.ids import is_task_id
 from codeq.listing import MAX_LIST_LIMIT, refuse_unknown
 from codeq.store.keys import escape
 from deliverers import records
-from gateway.bodies import decode_body, documents, optional_body
+from gateway.bodies import JsonAnswer, decode_body, documents, optional_body
 from gateway.errors import validation_message
-from gateway.middleware import release_in_flight
+from gateway.middleware import header_of, release_in_flight
 from gateway.openapi_errors import errors
 from gateway.routes.deliveries import DeliveriesOut, DeliveryOut
 from gateway.schemas import (
@@ -106,8 +107,8 @@ def _new_task(gw: Gateway, body: CreateTaskBody, request: AnyRequest) -> NewTask
         run_at_ms=run_at_ms,
         delay_seconds=body.delay_seconds,
         # With tracing on, the current span (in the caller's trace, if it sent one).
-        trace_parent=gw.tracing.traceparent() or request.headers.get("traceparent"),
-        trace_state=request.headers.get("tracestate"),
+        trace_parent=gw.tracing.traceparent() or header_of(request.scope, b"traceparent"),
+        trace_state=header_of(request.scope, b"tracestate"),
     )
 
 
@@ -121,14 +122,13 @@ _cancel_decoder = msgspec.json.Decoder(CancelBody | None)
 _nack_decoder = msgspec.json.Decoder(NackBody | None)
 
 
-def _json(
-    body: msgspec.Struct, status: int, headers: dict[str, str] | None = None
-) -> Response[bytes]:
-    """A response encoded here, once, with msgspec (Litestar's own response path costs more
-    than the whole store call on the hot routes)."""
-    return Response(
-        _encoder.encode(body), status_code=status, headers=headers, media_type="application/json"
-    )
+def _json(body: msgspec.Struct, status: int, replayed: bool = False) -> JsonAnswer:
+    """An answer encoded here, once, with msgspec and sent as it is (Litestar's own response
+    path costs more than the whole store call on the hot routes)."""
+    return JsonAnswer(_encoder.encode(body), status, _REPLAYED if replayed else ())
+
+
+_REPLAYED = ((b"idempotent-replay", b"true"),)
 
 
 def ok(model: type[Any], description: str) -> ResponseSpec:
@@ -175,7 +175,7 @@ class TaskController(Controller):
         responses={202: ok(TaskOut, "The task"), **errors(400, 409, 413, 429)},
         dependencies=documents(CreateTaskBody),
     )
-    async def create(self, request: AnyRequest) -> Response[bytes]:
+    async def create(self, request: AnyRequest) -> ASGIApp:
         gw = gateway_for(request)
         identity = await gw.producer(request)  # credentials before the body is looked at
         await gw.rate.check("producer", "create", identity.tenant, identity.subject)
@@ -183,10 +183,9 @@ class TaskController(Controller):
         with gw.tracing.span("codeq.create", attributes={"codeq.command": data.command[:128]}):
             out = await gw.engine.create(identity.tenant, _new_task(gw, data, request))
         note(request, task_id=out.task.id)
-        headers = {"Idempotent-Replay": "true"} if out.replayed else {}
         if not out.replayed:
             gw.metrics.created(out.task.command)
-        return _json(TaskOut.of(out.task), 202, headers)
+        return _json(TaskOut.of(out.task), 202, out.replayed)
 
     @post(
         "/batch",
@@ -240,7 +239,7 @@ class TaskController(Controller):
         },
         dependencies=documents(ClaimBody),
     )
-    async def claim(self, request: AnyRequest) -> Response[bytes]:
+    async def claim(self, request: AnyRequest) -> ASGIApp:
         gw = gateway_for(request)
         identity = await gw.worker(request, "codeq:claim")
         await gw.rate.check("worker", "claim", identity.tenant, identity.subject)
@@ -259,7 +258,7 @@ class TaskController(Controller):
                 identity.tenant, identity.subject, commands, lease_seconds=body.lease_seconds
             )
         if task is None:
-            return Response(b"", status_code=204)
+            return JsonAnswer(b"", 204)
         note(request, task_id=task.id)
         if gw.tracing.enabled:  # the transition, in the task's trace (not the poller's)
             with gw.tracing.span(
@@ -279,7 +278,7 @@ class TaskController(Controller):
         responses={200: ok(HeartbeatOut, "The new lease"), **errors(400, 403, 404, 409, 413)},
         dependencies=documents(HeartbeatBody),
     )
-    async def heartbeat(self, request: AnyRequest, task_id: FromPath[str]) -> Response[bytes]:
+    async def heartbeat(self, request: AnyRequest, task_id: FromPath[str]) -> ASGIApp:
         gw = gateway_for(request)
         identity = await gw.worker(request, "codeq:heartbeat")
         body = await optional_body(request, _heartbeat_decoder) or HeartbeatBody()
@@ -299,7 +298,7 @@ class TaskController(Controller):
         responses={200: ok(StatusOut, "Requeued"), **errors(400, 403, 404, 409, 413)},
         dependencies=documents(AbandonBody),
     )
-    async def abandon(self, request: AnyRequest, task_id: FromPath[str]) -> Response[bytes]:
+    async def abandon(self, request: AnyRequest, task_id: FromPath[str]) -> ASGIApp:
         gw = gateway_for(request)
         identity = await gw.worker(request, "codeq:abandon")
         body = await optional_body(request, _abandon_decoder) or AbandonBody()
@@ -320,7 +319,7 @@ class TaskController(Controller):
         responses={200: ok(TaskOut, "The cancelled task"), **errors(400, 403, 404, 409, 413)},
         dependencies=documents(CancelBody),
     )
-    async def cancel(self, request: AnyRequest, task_id: FromPath[str]) -> Response[bytes]:
+    async def cancel(self, request: AnyRequest, task_id: FromPath[str]) -> ASGIApp:
         gw = gateway_for(request)
         identity = await gw.producer(request)
         body = await optional_body(request, _cancel_decoder) or CancelBody()  # 400 before 404
@@ -350,7 +349,7 @@ class TaskController(Controller):
         },
         dependencies=documents(NackBody),
     )
-    async def nack(self, request: AnyRequest, task_id: FromPath[str]) -> Response[bytes]:
+    async def nack(self, request: AnyRequest, task_id: FromPath[str]) -> ASGIApp:
         gw = gateway_for(request)
         identity = await gw.worker(request, "codeq:nack")
         body = await optional_body(request, _nack_decoder) or NackBody()
@@ -371,7 +370,7 @@ class TaskController(Controller):
         responses={200: ok(ResultOut, "The stored result"), **errors(400, 403, 404, 409, 413)},
         dependencies=documents(ResultBody),
     )
-    async def result(self, request: AnyRequest, task_id: FromPath[str]) -> Response[bytes]:
+    async def result(self, request: AnyRequest, task_id: FromPath[str]) -> ASGIApp:
         gw = gateway_for(request)
         identity = await gw.worker(request, "codeq:result")
         data: ResultBody = decode_body(await request.body(), _result_decoder)
@@ -455,7 +454,7 @@ class TaskController(Controller):
         idempotencyKey: Annotated[str | None, QueryParameter(min_length=1, max_length=256)] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_LIST_LIMIT)] = 50,
         cursor: Annotated[str | None, QueryParameter(min_length=1, max_length=256)] = None,
-    ) -> Response[bytes]:
+    ) -> ASGIApp:
         gw = gateway_for(request)
         identity = await gw.anyone(request)
         refuse_unknown(request.query_params, _LIST_PARAMS)
