@@ -125,6 +125,9 @@ _encoder = msgspec.json.Encoder()
 _sorted_encoder = msgspec.json.Encoder(order="sorted")
 
 
+_QUEUE_CACHE = 4096
+
+
 def validate_command(command: str, field: str = "command") -> str:
     if not isinstance(command, str) or not COMMAND_PATTERN.fullmatch(command):
         raise InvalidRequest(f"{field} must be 1-128 characters of [A-Za-z0-9_.:-]", field=field)
@@ -158,6 +161,9 @@ class Engine:
         self.config = config or EngineConfig()
         self.keys = store.keys
         self._rng = rng or random.Random()
+        # (tenant, command) -> its queue segment and encoded registry entry: the same few
+        # pairs come back on every create (bounded: tenants and commands are the callers')
+        self._queues: dict[tuple[str, str], tuple[str, bytes]] = {}
         c = self.config
         self._delay_tables = [
             tuple(
@@ -188,6 +194,15 @@ class Engine:
         if not is_task_id(task_id):
             raise NotFound(f"task {task_id[:64]!r} not found", task_id=task_id[:64])
         return self.keys.partition_of(task_id)
+
+    def _queue(self, tenant: str, command: str) -> tuple[str, bytes]:
+        found = self._queues.get((tenant, command))
+        if found is None:
+            if len(self._queues) >= _QUEUE_CACHE:
+                self._queues.clear()
+            meta = _encoder.encode(_QueueMeta(tenant=tenant, command=command.lower()))
+            found = self._queues[(tenant, command)] = (queue_segment(tenant, command), meta)
+        return found
 
     def _prepare(self, tenant: str, new: NewTask) -> tuple[int, CreateItem]:
         validate_command(new.command)
@@ -228,10 +243,11 @@ class Engine:
             while self.keys.partition_of(task_id) != partition:
                 task_id = new_task_id()
             payload_hash = _payload_hash(new.payload)
+        queue = self._queue(tenant, new.command)
         record = _NewRecord(
             id=task_id,
             command=new.command,
-            q=queue_segment(tenant, new.command),
+            q=queue[0],
             tenant=tenant,
             priority=priority,
             max_attempts=max_attempts,
@@ -245,7 +261,7 @@ class Engine:
         item = CreateItem(
             record=_encoder.encode(record),
             payload=new.payload,
-            queue_meta=_encoder.encode(_QueueMeta(tenant=tenant, command=new.command.lower())),
+            queue_meta=queue[1],
             run_at_ms=new.run_at_ms,
             delay_ms=delay_ms,
             idempotency_key=key,

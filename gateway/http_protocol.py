@@ -21,12 +21,12 @@ way (same decision, same body) for a request that slips past this check in the s
 from __future__ import annotations
 
 import asyncio
-import os
 from typing import Any
 
 from uvicorn._types import ASGI3Application
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
+from codeq.ids import random_hex
 from gateway.errors import error_json
 from gateway.middleware import NEVER_SHED, OVERLOADED_BODY, InFlight
 
@@ -101,7 +101,7 @@ class JsonErrorHttpToolsProtocol(HttpToolsProtocol):
         head = [b"HTTP/1.1 503 Service Unavailable\r\n"]
         for name, value in self.server_state.default_headers:
             head += [name, b": ", value, b"\r\n"]
-        head += [_SHED_HEAD, b"x-request-id: ", os.urandom(16).hex().encode(), b"\r\n"]
+        head += [_SHED_HEAD, b"x-request-id: ", random_hex(16).encode(), b"\r\n"]
         if not cycle.keep_alive:
             head.append(b"connection: close\r\n")
         head += [b"\r\n", OVERLOADED_BODY]

@@ -30,7 +30,6 @@ series stay bounded; so are span names (``POST /v1/codeq/tasks/{task_id}/result`
 from __future__ import annotations
 
 import logging
-import os
 import re
 import time
 from typing import Any, NamedTuple, cast
@@ -49,7 +48,7 @@ from litestar.types import (
 )
 from litestar.utils.scope.state import ScopeState
 
-from codeq.ids import is_task_id
+from codeq.ids import is_task_id, random_hex
 from codeq.metrics import Metrics
 from codeq.tracing import Tracing
 from gateway.errors import error_json
@@ -252,7 +251,7 @@ class RequestIdMiddleware(MiddlewareProtocol):
             elif name == b"transfer-encoding":
                 chunked = True
         if not rid:
-            rid = os.urandom(16).hex().encode()
+            rid = random_hex(16).encode()
         state = cast(dict[str, Any], scope).setdefault("state", {})
         state["request_id"] = rid.decode()
         slot = self.in_flight

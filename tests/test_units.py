@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import random
 import re
 
@@ -96,3 +97,21 @@ def test_task_ids_are_uuid7_and_time_ordered() -> None:
     assert a < b
     assert not is_task_id("../../etc") and not is_task_id(a.upper())
     assert len(new_lease_id()) == 32 and new_lease_id() != new_lease_id()
+
+
+def test_ids_come_from_a_pool_a_forked_child_does_not_share() -> None:
+    """Ids and lease ids read the OS's random bytes 4 KiB at a time; after a fork the child
+    reads its own, never the rest of its parent's pool."""
+    leases = {new_lease_id() for _ in range(2000)}  # several pools' worth
+    tasks = {new_task_id() for _ in range(2000)}
+    assert len(leases) == 2000 and len(tasks) == 2000
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next lease id, then out
+        os.write(write, new_lease_id().encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    assert len(child) == 32 and child != new_lease_id()
