@@ -31,7 +31,7 @@ chromium:
 	  else echo "chromium is missing and this is not a Debian/Ubuntu machine: install Chromium" >&2; exit 1; fi; }
 
 test: install redis-server chromium
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=30
 
 lint: install
 	$(BIN)/ruff check .
