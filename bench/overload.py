@@ -1,7 +1,7 @@
 """Overload: what one gateway process does at twice the create rate it can sustain (issue 19).
 
     python bench/overload.py [--store redis|kvrocks] [--duration 8] [--connections 1000]
-                             [--factor 2] [--bound 256]
+                             [--factor 2] [--bound 128]
 
 1. ``codeq gateway`` (one uvicorn process) on a throwaway store; ``wrk`` at 50 connections
    measures the creates/s it sustains (R).
@@ -31,6 +31,9 @@ sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resol
 
 from bench._common import STORES, local_store  # noqa: E402
 from bench.http import TOKEN, gateway, run_wrk  # noqa: E402
+from codeq.settings import Settings  # noqa: E402
+
+DEFAULT_BOUND = Settings().max_in_flight_requests
 
 PACED = """
 wrk.method = "POST"
@@ -91,7 +94,9 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=8.0)
     ap.add_argument("--connections", type=int, default=1000)
     ap.add_argument("--factor", type=float, default=2.0, help="offered rate ÷ sustained rate")
-    ap.add_argument("--bound", type=int, default=256, help="maxInFlightRequests")
+    ap.add_argument(
+        "--bound", type=int, default=DEFAULT_BOUND, help="maxInFlightRequests (the default's)"
+    )
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("this bench needs wrk: apt-get install wrk")
