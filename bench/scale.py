@@ -69,6 +69,7 @@ async def one_depth(
         filled = await memory_bytes(store)
         held = 0
         for target in leased:
+            await fill(engine, command, target - held)  # the ones about to be held
             while held < target:  # held, never completed: the leased set has `target` members
                 assert await engine.claim(TENANT, "holder", [command]) is not None
                 held += 1
