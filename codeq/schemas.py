@@ -7,12 +7,15 @@ Field names and status values are the original codeQ's, so its clients keep work
 from __future__ import annotations
 
 import functools
+import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
 
 from codeq.domain import OutcomeCounts, QueueStats, RateWindow, Task, TaskEvent, TaskResult
+from codeq.errors import InvalidRequest
 from codeq.webhooks import MAX_URL_LENGTH
 
 __all__ = [
@@ -58,6 +61,9 @@ __all__ = [
     "TaskListOut",
     "TaskOut",
     "TaskWithResultOut",
+    "between",
+    "check_items",
+    "items_matching",
     "rfc3339",
 ]
 
@@ -114,18 +120,60 @@ PRIORITY_RANGE = (-(2**31), 2**31 - 1)
 #: msgspec checks patterns with Python's ``re``; the lookahead keeps ``"RENDER\\n"`` out. (It is
 #: valid and harmless in the ECMA dialect the OpenAPI document's readers use.)
 COMMAND_REGEX = "^[A-Za-z0-9_.:\\-]{1,128}$(?!\\n)"
+_COMMAND = re.compile(COMMAND_REGEX)
 _MAX_TEXT = 4096  # reasons and error messages
 
 
-def _range(ge: int, le: int, description: str | None = None) -> msgspec.Meta:
-    """``ge <= value <= le``. The bounds are repeated for the OpenAPI document: Litestar
-    drops a bound of 0 on an optional field when it reads the constraint itself."""
+def between(ge: int, le: int, description: str | None = None) -> msgspec.Meta:
+    """``ge <= value <= le``, for a number of any request body. The bounds are repeated for
+    the OpenAPI document: Litestar drops a bound of 0 on an optional field when it reads the
+    constraint itself."""
     return msgspec.Meta(
         ge=ge,
         le=le,
         description=description,
         extra_json_schema={"extra": {"minimum": ge, "maximum": le}},
     )
+
+
+def items_matching(
+    pattern: str,
+    *,
+    max_items: int,
+    min_items: int = 0,
+    max_length: int = 128,
+    description: str | None = None,
+) -> msgspec.Meta:
+    """A list of strings that must each match ``pattern``: the list's own bounds, and the
+    items' schema (pattern included) for the OpenAPI document. The decoder checks only the
+    items' length (their type says ``min_length=1, max_length=...``); the pattern is checked
+    by the Struct after decoding, with :func:`check_items`. A pattern per item made msgspec
+    match every item before it looked at the list's length: a 1 MiB body of 250,000
+    one-letter names held the event loop ~160 ms for a list that is refused anyway."""
+    item: dict[str, Any] = {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": max_length,
+        "pattern": pattern,
+    }
+    if description is not None:
+        item["description"] = description
+    return msgspec.Meta(
+        min_length=min_items or None,
+        max_length=max_items,
+        extra_json_schema={"extra": {"items": item}},
+    )
+
+
+def check_items(values: Sequence[str] | None, pattern: re.Pattern[str], field: str) -> None:
+    """400 naming ``field`` (and the item) unless every value matches ``pattern``: the
+    message msgspec gives for a pattern it checks itself. Call it only on a list whose length
+    is already checked (it is linear, at most a few hundred matches)."""
+    for i, value in enumerate(values or ()):
+        if pattern.search(value) is None:
+            raise InvalidRequest(
+                f"{field}[{i}]: Expected `str` matching regex {pattern.pattern!r}", field=field
+            )
 
 
 Command = Annotated[
@@ -137,6 +185,8 @@ Command = Annotated[
         description="1-128 characters of [A-Za-z0-9_.:-]; queues ignore case",
     ),
 ]
+#: A command in a list: the pattern is checked after decoding (see :func:`items_matching`).
+ListedCommand = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 Url = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_URL_LENGTH)]
 Text = Annotated[str, msgspec.Meta(max_length=_MAX_TEXT)]
 LeaseId = Annotated[str, msgspec.Meta(max_length=64, description="as the claim returned it")]
@@ -152,9 +202,9 @@ class CreateTaskBody(_Camel, forbid_unknown_fields=False):
     payload: msgspec.Raw
     priority: Annotated[
         int,
-        _range(*PRIORITY_RANGE, "0-9, higher first; other values are clamped into 0-9"),
+        between(*PRIORITY_RANGE, "0-9, higher first; other values are clamped into 0-9"),
     ] = 0
-    max_attempts: Annotated[int, _range(1, MAX_ATTEMPTS)] | None = None
+    max_attempts: Annotated[int, between(1, MAX_ATTEMPTS)] | None = None
     webhook: Url | None = None
     idempotency_key: Annotated[str, msgspec.Meta(min_length=1, max_length=256)] | None = None
     run_at: (
@@ -164,7 +214,7 @@ class CreateTaskBody(_Camel, forbid_unknown_fields=False):
         ]
         | None
     ) = None
-    delay_seconds: Annotated[int, _range(0, MAX_DELAY_SECONDS)] | None = None
+    delay_seconds: Annotated[int, between(0, MAX_DELAY_SECONDS)] | None = None
 
 
 class BatchCreateBody(_Camel):
@@ -175,14 +225,26 @@ class BatchCreateBody(_Camel):
 
 class ClaimBody(_Camel):
     commands: (
-        Annotated[list[Command], msgspec.Meta(min_length=1, max_length=MAX_CLAIM_COMMANDS)] | None
+        Annotated[
+            list[ListedCommand],
+            items_matching(
+                COMMAND_REGEX,
+                min_items=1,
+                max_items=MAX_CLAIM_COMMANDS,
+                description="1-128 characters of [A-Za-z0-9_.:-]; queues ignore case",
+            ),
+        ]
+        | None
     ) = None
-    lease_seconds: Annotated[int, _range(1, MAX_LEASE_SECONDS)] | None = None
-    wait_seconds: Annotated[float, _range(0, MAX_WAIT_SECONDS)] = 0
+    lease_seconds: Annotated[int, between(1, MAX_LEASE_SECONDS)] | None = None
+    wait_seconds: Annotated[float, between(0, MAX_WAIT_SECONDS)] = 0
+
+    def __post_init__(self) -> None:
+        check_items(self.commands, _COMMAND, "commands")
 
 
 class HeartbeatBody(_Camel):
-    extend_seconds: Annotated[int, _range(1, MAX_LEASE_SECONDS)] | None = None
+    extend_seconds: Annotated[int, between(1, MAX_LEASE_SECONDS)] | None = None
     lease_id: LeaseId | None = None
 
 
@@ -192,7 +254,7 @@ class AbandonBody(_Camel):
 
 class NackBody(_Camel):
     delay_seconds: (
-        Annotated[float, _range(0, MAX_DELAY_SECONDS, "capped at backoffMaxSeconds")] | None
+        Annotated[float, between(0, MAX_DELAY_SECONDS, "capped at backoffMaxSeconds")] | None
     ) = None
     reason: Text | None = None
     lease_id: LeaseId | None = None
@@ -239,7 +301,7 @@ class CleanupBody(_Camel):
     before: (
         Annotated[datetime, msgspec.Meta(description="RFC 3339, from 1970 to before 3000")] | None
     ) = None
-    limit: Annotated[int, _range(1, MAX_CLEANUP_LIMIT)] | None = None
+    limit: Annotated[int, between(1, MAX_CLEANUP_LIMIT)] | None = None
     #: where the previous call stopped (its answer's ``cursor``)
     cursor: Annotated[str, msgspec.Meta(min_length=1, max_length=512)] | None = None
 

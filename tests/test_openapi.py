@@ -462,3 +462,112 @@ async def test_a_body_that_refuses_unknown_fields_says_so(
         r = await client.request(op.method, op.url(), json=body, headers=dev())
         assert_error_body(r, 400, "invalid_request")
         assert "noSuchField" in r.json()["error"], r.text
+
+
+# --------------------------------------------------------------------------------------------
+# Every number a request carries has a documented range (issue 15)
+# --------------------------------------------------------------------------------------------
+
+_LOWER = ("minimum", "exclusiveMinimum")
+_UPPER = ("maximum", "exclusiveMaximum")
+_NUMERIC = frozenset({"integer", "number"})
+
+
+def unbounded_numbers(
+    document: dict[str, Any], schema: dict[str, Any], where: str, seen: frozenset[str]
+) -> tuple[list[str], int]:
+    """(the numbers under ``schema`` without both a lower and an upper bound, how many numbers
+    there are) — following ``$ref``s, ``oneOf``/``anyOf``/``allOf``, properties, items and map
+    values. A bound beside a ``oneOf`` holds for its branches (``X | null`` is documented so)."""
+    ref = schema.get("$ref")
+    if ref is not None:
+        name = ref.removeprefix("#/components/schemas/")
+        if name in seen:  # a recursive schema: its numbers are checked where it was entered
+            return [], 0
+        return unbounded_numbers(document, resolve(document, schema), name, seen | {name})
+    missing: list[str] = []
+    count = 0
+    inherited = {k: schema[k] for k in (*_LOWER, *_UPPER) if k in schema}
+    for key in ("oneOf", "anyOf", "allOf"):
+        for branch in schema.get(key, []):
+            m, n = unbounded_numbers(document, {**inherited, **branch}, where, seen)
+            missing += m
+            count += n
+    types = schema.get("type")
+    if _NUMERIC & set(types if isinstance(types, list) else [types]):
+        count += 1
+        if not (any(k in schema for k in _LOWER) and any(k in schema for k in _UPPER)):
+            missing.append(f"{where}: {schema}")
+    children = [(f"{where}.{name}", prop) for name, prop in schema.get("properties", {}).items()]
+    for key, suffix in (("items", "[]"), ("additionalProperties", "{}")):
+        if isinstance(schema.get(key), dict):
+            children.append((where + suffix, schema[key]))
+    for child_where, child in children:
+        m, n = unbounded_numbers(document, child, child_where, seen)
+        missing += m
+        count += n
+    return missing, count
+
+
+async def test_every_number_of_a_request_has_a_minimum_and_a_maximum(
+    document: dict[str, Any],
+) -> None:
+    """Request bodies (nested, referenced, in unions) and path and query parameters: a client
+    reading the document knows every number's range, as the API refuses what is outside it."""
+    missing: list[str] = []
+    counted: dict[str, int] = {}
+    for path, item in document["paths"].items():
+        for method, op in item.items():
+            where = f"{method.upper()} {path}"
+            for parameter in op.get("parameters", []):
+                m, n = unbounded_numbers(
+                    document,
+                    parameter["schema"],
+                    f"{where} {parameter['in']} {parameter['name']}",
+                    frozenset(),
+                )
+                missing += m
+                counted[f"{where} {parameter['name']}"] = n
+            for content in op.get("requestBody", {}).get("content", {}).values():
+                m, n = unbounded_numbers(document, content["schema"], f"{where} body", frozenset())
+                missing += m
+                counted[f"{where} body"] = n
+    assert missing == [], "numbers without a documented range:\n" + "\n".join(missing)
+    # the walk reached the numbers it is about (a walk that finds none proves nothing)
+    assert counted["GET /v1/codeq/tasks priority"] == 1
+    assert counted["GET /v1/codeq/tasks limit"] == 1
+    assert counted["POST /v1/codeq/tasks/claim body"] == 2  # leaseSeconds, waitSeconds
+    assert counted["POST /v1/codeq/webhooks/endpoints body"] == 1  # rateLimit
+    assert counted["PATCH /v1/codeq/webhooks/endpoints/{endpoint_id} body"] == 1
+    assert sum(counted.values()) >= 15, counted
+
+
+def test_the_range_walk_finds_what_is_missing() -> None:
+    """The walk itself: a bound missing on either side, behind a ``$ref``, in a union or an
+    array is found; a bound beside a ``oneOf`` counts for its branches."""
+    document: dict[str, Any] = {
+        "components": {
+            "schemas": {
+                "Inner": {"type": "object", "properties": {"n": {"type": "integer", "minimum": 0}}},
+                "Loop": {
+                    "type": "object",
+                    "properties": {"next": {"$ref": "#/components/schemas/Loop"}},
+                },
+            }
+        }
+    }
+    cases: list[tuple[dict[str, Any], int]] = [
+        ({"type": "integer", "minimum": 0, "maximum": 9}, 0),
+        ({"type": "number", "exclusiveMinimum": 0, "maximum": 9}, 0),
+        ({"type": "integer", "maximum": 9}, 1),
+        ({"oneOf": [{"type": "integer"}, {"type": "null"}], "minimum": 0, "maximum": 9}, 0),
+        ({"oneOf": [{"type": "integer"}, {"type": "null"}], "maximum": 9}, 1),
+        ({"anyOf": [{"type": ["integer", "null"], "minimum": 1}]}, 1),
+        ({"$ref": "#/components/schemas/Inner"}, 1),
+        ({"type": "array", "items": {"$ref": "#/components/schemas/Inner"}}, 1),
+        ({"type": "object", "additionalProperties": {"type": "number"}}, 1),
+        ({"$ref": "#/components/schemas/Loop"}, 0),
+    ]
+    for schema, expected in cases:
+        missing, _ = unbounded_numbers(document, schema, "x", frozenset())
+        assert len(missing) == expected, (schema, missing)

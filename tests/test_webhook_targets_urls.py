@@ -1,8 +1,8 @@
 """Where webhooks may go, decided in one place (issue 15 item 6): ``target_problem`` refuses
 URLs with spaces or control characters, applies ``webhookRequireHttps`` and refuses addresses
 that reach private networks, including through 6to4, Teredo and NAT64; endpoints and worker
-subscriptions run it at create/update (400 naming the field, nothing saved), the sender before
-every attempt."""
+subscriptions run it at create/update, task webhooks at create (400 naming the field, nothing
+saved), the sender before every attempt."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from tests.test_api import PRODUCER, WORKER, auth, error_of, make_settings
 
 ENDPOINTS = "/v1/codeq/webhooks/endpoints"
 SUBSCRIPTIONS = "/v1/codeq/workers/subscriptions"
+TASKS = "/v1/codeq/tasks"
 NONE = allowed_networks([])
 
 # --- the check itself ---------------------------------------------------------------------
@@ -271,7 +272,9 @@ async def test_allowed_cidrs_open_private_targets_at_create(open_api: Factory) -
         assert "private" in error_of(r, 400, "invalid_request")
 
 
-async def test_require_https_applies_to_endpoints_and_subscriptions(open_api: Factory) -> None:
+async def test_require_https_applies_to_endpoints_subscriptions_and_task_webhooks(
+    open_api: Factory,
+) -> None:
     async with open_api(webhookRequireHttps=True) as c:
         r = await c.post(ENDPOINTS, json={"url": "http://hooks.example.com/", "eventTypes": ["*"]},
                          headers=auth(PRODUCER))  # fmt: skip
@@ -287,3 +290,17 @@ async def test_require_https_applies_to_endpoints_and_subscriptions(open_api: Fa
         r = await c.patch(f"{ENDPOINTS}/{ok.json()['id']}", json={"url": "http://hooks.example.com/"},
                           headers=auth(PRODUCER))  # fmt: skip
         assert error_of(r, 400, "invalid_request").startswith("url: must be an https")
+        # a task's webhook, alone and in a batch (a per-item error): nothing is saved
+        plain = {"command": "RENDER", "payload": 1, "webhook": "http://hooks.example.com/"}
+        r = await c.post(TASKS, json=plain, headers=auth(PRODUCER))
+        assert error_of(r, 400, "invalid_request").startswith("webhook: must be an https URL")
+        r = await c.post(f"{TASKS}/batch", json={"tasks": [plain]}, headers=auth(PRODUCER))
+        assert r.status_code == 202, r.text
+        assert r.json()["tasks"] == [], r.text
+        [error] = r.json()["errors"]
+        assert error["index"] == 0 and error["code"] == "invalid_request", error
+        assert error["error"].startswith("webhook: must be an https URL"), error
+        assert (await c.get(TASKS, headers=auth(PRODUCER))).json()["tasks"] == []
+        secure = {**plain, "webhook": "https://hooks.example.com/"}
+        r = await c.post(TASKS, json=secure, headers=auth(PRODUCER))
+        assert r.status_code == 202, r.text

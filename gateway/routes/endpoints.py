@@ -20,6 +20,7 @@ deliverers' own attempt, and answers with its delivery record.
 
 from __future__ import annotations
 
+import re
 import secrets as _secrets
 import time
 import unicodedata
@@ -50,7 +51,7 @@ from gateway.bodies import decode_body, documents, optional_body
 from gateway.openapi_errors import errors
 from gateway.routes.deliveries import DeliveryOut
 from gateway.routes.lookup import tenant_endpoint
-from gateway.schemas import rfc3339
+from gateway.schemas import COMMAND_REGEX, between, check_items, items_matching, rfc3339
 from gateway.state import Gateway, gateway_for
 
 __all__ = ["EndpointController", "check_secret", "check_target"]
@@ -71,10 +72,17 @@ EventTypes = Annotated[list[str], Meta(max_length=MAX_LIST)]
 Commands = Annotated[list[str], Meta(max_length=MAX_LIST)]
 Description = Annotated[str, Meta(max_length=1024)]
 Scheme = Literal["hmac-sha256", "ed25519"]
-# Deliveries per second; 0 (in a patch) removes the limit.
-RateLimit = Annotated[int, Meta(ge=0, le=MAX_RATE_LIMIT)]
-Channel = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]
-Channels = Annotated[list[Channel], Meta(max_length=MAX_CHANNELS)]
+# Deliveries per second; 0 is no limit (at create nothing is kept; a patch removes the limit).
+RateLimit = Annotated[
+    int, between(0, MAX_RATE_LIMIT, "deliveries per second, at most; 0: no limit (removes it)")
+]
+# A label: the characters of a command. The pattern is checked after decoding (check_items).
+CHANNEL_REGEX: Final = COMMAND_REGEX
+_CHANNEL = re.compile(CHANNEL_REGEX)
+Channels = Annotated[
+    list[Annotated[str, Meta(min_length=1, max_length=128)]],
+    items_matching(CHANNEL_REGEX, max_items=MAX_CHANNELS),
+]
 Secret = Annotated[str, Meta(max_length=256)]
 
 
@@ -90,6 +98,9 @@ class EndpointBody(msgspec.Struct, kw_only=True, rename="camel", forbid_unknown_
     secret: Secret | None = None  # whsec_ + base64 of 24..64 bytes; made here when absent
     signature_scheme: Scheme = HMAC
 
+    def __post_init__(self) -> None:
+        check_items(self.channels, _CHANNEL, "channels")
+
 
 class EndpointPatch(msgspec.Struct, kw_only=True, rename="camel", forbid_unknown_fields=True):
     url: str | None = None
@@ -101,6 +112,9 @@ class EndpointPatch(msgspec.Struct, kw_only=True, rename="camel", forbid_unknown
     rate_limit: RateLimit | None = None
     channels: Channels | None = None
     metadata: dict[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        check_items(self.channels, _CHANNEL, "channels")
 
 
 class RotateBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -447,7 +447,10 @@ class TaskController(Controller):
         request: AnyRequest,
         status: Annotated[ListStatus | None, QueryParameter()] = None,
         command: Annotated[str | None, QueryParameter(min_length=1, max_length=128)] = None,
-        priority: Annotated[int | None, QueryParameter(ge=0, le=9)] = None,
+        # Litestar leaves a bound of 0 out of the OpenAPI document: it is repeated for it
+        priority: Annotated[
+            int | None, QueryParameter(ge=0, le=9, schema_extra={"minimum": 0, "maximum": 9})
+        ] = None,
         # named as in the query: Litestar's validation errors name the parameter
         createdAfter: Annotated[datetime | None, QueryParameter()] = None,
         createdBefore: Annotated[datetime | None, QueryParameter()] = None,
