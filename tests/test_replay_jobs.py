@@ -416,3 +416,41 @@ def test_the_cli_follows_a_replay_job_and_a_recovery_with_a_progress_bar(
     assert "replaying" in replay.stderr and "37/37" in replay.stderr  # the bar's last state
     assert recover.returncode == 0, recover.stderr
     assert "recovering" in recover.stderr and "replayed 0" in recover.stdout  # none dead now
+
+
+async def test_ended_jobs_are_pruned_with_the_deliveries_retention(api: ApiClient) -> None:
+    """A job that ended (done or cancelled) goes in the sweeper's retention step, from its
+    record, the tenant's listing and the ended index; a queued one stays."""
+    store = store_of(api)
+    await make(store, 3)
+    since = iso(now_ms() - HOUR_MS)
+    cancelled, done = await start(api, createdAfter=since), await start(api, createdAfter=since)
+    assert await store.deliveries.cancel_job(0, cancelled["id"], "acme") == "cancelled"
+    run = runner(api, "a")
+    while await run.run_part(0):
+        pass
+    assert (await job_of(api, done["id"]))["status"] == "done"
+    queued = await start(api, createdAfter=since, status="gone")
+
+    async def listed() -> list[str]:
+        return [j["id"] for j in (await api.get(REPLAYS, headers=auth(PRODUCER))).json()["jobs"]]
+
+    assert set(await listed()) == {cancelled["id"], done["id"], queued["id"]}
+    for p in range(store.keys.partitions):  # a week's retention: nothing has ended that long
+        await store.deliveries.prune(
+            p, token="t", lock_ms=10_000, limit=100, retention_ms=7 * 86_400_000
+        )
+    assert set(await listed()) == {cancelled["id"], done["id"], queued["id"]}
+    for p in range(store.keys.partitions):
+        reply = await store.deliveries.prune(
+            p, token="t", lock_ms=10_000, limit=100, retention_ms=0
+        )
+        assert reply is not None and not reply.more
+    assert await listed() == [queued["id"]]
+    for gone in (cancelled, done):
+        r = await api.get(f"{REPLAYS}/{gone['id']}", headers=auth(PRODUCER))
+        assert r.status_code == 404
+    for p in range(store.keys.partitions):
+        jobs_key, _, _, ended = store.keys.replay_jobs(p)
+        assert await store.client.zcard(ended) == 0
+        assert set(await store.client.hkeys(jobs_key)) <= {queued["id"].encode(), queued["id"]}

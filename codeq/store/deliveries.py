@@ -370,7 +370,7 @@ class DeliveryStore:
 
     async def recent_jobs(self, partition: int, tenant: str, *, limit: int) -> list[bytes]:
         """The tenant's newest replay jobs' parts in this partition, newest first."""
-        jobs, recent, _ = self.keys.replay_jobs(partition)
+        jobs, recent, _, _ = self.keys.replay_jobs(partition)
         t = escape(tenant)
         members = await self._cmd("zrevrangebylex", recent, f'({t}"', f"[{t}!", start=0, num=limit)
         ids = [text(m).rsplit("!", 1)[1] for m in members or ()]
@@ -406,7 +406,7 @@ class DeliveryStore:
         """One retention step (``dlv_prune.lua``), then the pruned deliveries leave their
         endpoints' recent lists (``{hooks}`` keys, which no partition script may touch: a
         crash in between leaves ids there that name nothing, which readers skip)."""
-        reply = await self._call("dlv_prune", partition, [token, lock_ms, limit, retention_ms])
+        reply = await self._job_call("dlv_prune", partition, [token, lock_ms, limit, retention_ms])
         if text(reply[0]) == "LOCKED":
             return None
         pairs = reply[4:]

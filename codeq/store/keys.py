@@ -195,13 +195,14 @@ class KeySchema:
             lock=k.sweep_lock,
         )
 
-    def replay_jobs(self, partition: int) -> tuple[str, str, str]:
-        """One partition's part of the replay jobs (issue 18 item 3), KEYS[14..16] of the
-        ``dlv_job_*.lua`` scripts (after :attr:`DeliveryKeys.all`): the records hash (job id ->
-        this partition's part), the tenants' recent jobs (zset, lex "<T>!<createdAt:13>!<id>")
-        and the runnable parts (zset, job id by the end of its lease; 0 = not leased)."""
+    def replay_jobs(self, partition: int) -> tuple[str, str, str, str]:
+        """One partition's part of the replay jobs (issue 18 item 3), KEYS[14..17] of the
+        ``dlv_job_*.lua`` scripts and of ``dlv_prune.lua`` (after :attr:`DeliveryKeys.all`):
+        the records hash (job id -> this partition's part), the tenants' recent jobs (zset, lex
+        "<T>!<createdAt:13>!<id>"), the runnable parts (zset, job id by the end of its lease;
+        0 = not leased) and the ended parts (zset, job id by when it ended: retention)."""
         t = self.tag(partition)
-        return f"{t}:dlv:jobs", f"{t}:dlv:jobs:recent", f"{t}:dlv:jobs:run"
+        return f"{t}:dlv:jobs", f"{t}:dlv:jobs:recent", f"{t}:dlv:jobs:run", f"{t}:dlv:jobs:ended"
 
     def subscriptions(self, tenant: str) -> tuple[str, str, str]:
         """Worker availability subscriptions (spec 03), under a tag of their own: the records

@@ -1,7 +1,7 @@
 -- dlv_job_lease.lua: lease one runnable part of a replay job in this partition: one that is
 -- queued, or running under a lease that ran out (its deliverer died), so that one deliverer
 -- at a time works on it.
--- KEYS[1..13] delivery keys (dlv_lib.lua); KEYS[14..16] jobs, recent, runnable
+-- KEYS[1..13] delivery keys (dlv_lib.lua); KEYS[14..17] jobs, recent, runnable, ended
 -- (dlv_job_put.lua).
 -- ARGV[1] owner (the deliverer), ARGV[2] lease ms.
 -- Returns the leased part's JSON, or false when none is runnable.

@@ -2,7 +2,7 @@
 -- index (dlv_search.lua, read by the deliverer from the part's cursor) are attempted again as
 -- dlv_replay.lua does it, and the cursor moves past the page, together: a crash before the
 -- step repeats the read, a crash after it loses nothing, and nothing is replayed twice.
--- KEYS[1..13] delivery keys (dlv_lib.lua); KEYS[14..16] jobs, recent, runnable
+-- KEYS[1..13] delivery keys (dlv_lib.lua); KEYS[14..17] jobs, recent, runnable, ended
 -- (dlv_job_put.lua).
 -- ARGV[1] job id, ARGV[2] owner, ARGV[3] lease ms, ARGV[4] the cursor the page was read from
 -- ('' = the start), ARGV[5] where the page reached ('' = the ranges ended: the part is done),
@@ -54,6 +54,7 @@ if reached == '' then
   job.status, job.finishedAt, job.owner, job.leaseUntil = 'done', now, nil, nil
   job.cursor = from
   redis.call('ZREM', KEYS[16], id)
+  redis.call('ZADD', KEYS[17], now, id)
 else
   job.cursor = reached
   job.leaseUntil = now + lease

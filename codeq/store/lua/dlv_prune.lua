@@ -1,6 +1,7 @@
 -- dlv_prune.lua: the sweeper's retention step over one partition's deliveries, under the
 -- partition's sweep lock (the lock of sweep.lua: re-entrant for its holder).
--- KEYS[1..13] delivery keys (dlv_lib.lua); KEYS[13] is the lock.
+-- KEYS[1..13] delivery keys (dlv_lib.lua); KEYS[13] is the lock; KEYS[14..17] the replay
+-- jobs' keys (dlv_job_put.lua): a job's part that ended the retention ago goes too.
 -- ARGV[1] lock token (the sweeping process), ARGV[2] lock ms, ARGV[3] bound per step,
 -- ARGV[4] retention ms: a delivery that ended (succeeded, dead or gone) that long ago or longer
 -- is pruned.
@@ -77,5 +78,17 @@ for _, id in ipairs(ids) do
   end
 end
 ix_flush(now)
+
+-- Replay jobs' parts that ended (done or cancelled) the retention ago: a bounded step too.
+local jobs = redis.call('ZRANGEBYSCORE', KEYS[17], '-inf', int(cutoff), 'LIMIT', 0, limit)
+if #jobs == limit then more = 1 end
+for _, id in ipairs(jobs) do
+  local job = decoded(redis.call('HGET', KEYS[14], id) or '')
+  if job and job.tenant and job.createdAt then
+    redis.call('ZREM', KEYS[15], esc(job.tenant) .. '!' .. string.format('%013d', job.createdAt) .. '!' .. id)
+  end
+  redis.call('HDEL', KEYS[14], id)
+  redis.call('ZREM', KEYS[17], id)
+end
 out[3] = more
 return out
