@@ -5,7 +5,6 @@ statistics and retention (issue 18), all over the delivery keys of a partition."
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,6 +13,7 @@ from redis import exceptions as rexc
 
 from codeq.store.base import ScriptStore
 from codeq.store.errors import UNAVAILABLE, StoreError, unavailable
+from codeq.store.groups import StreamGroups
 from codeq.store.keys import escape
 from codeq.store.protocol import (
     DeliveryIndexPage,
@@ -24,12 +24,6 @@ from codeq.store.protocol import (
     StatsBucket,
 )
 from codeq.store.streams import (
-    GROUP_POLL_CAP_S,
-    StreamEntry,
-    entries,
-    entry_list,
-    poll,
-    raw_reply,
     text,
 )
 
@@ -115,113 +109,19 @@ def _bucket(raw: Any) -> StatsBucket | None:
         return None  # not a bucket this version writes: nothing counted
 
 
-class DeliveryStore:
-    """The delivery side of a store (spec 03): consumer groups on the partition streams and the
-    durable delivery schedule. Stream reads and group bookkeeping are plain commands; every
-    change to deliveries is one script (``dlv_*.lua``)."""
+class DeliveryStore(StreamGroups):
+    """The delivery side of a store (spec 03): consumer groups on the partition streams
+    (:class:`StreamGroups`) and the durable delivery schedule; every change to deliveries is
+    one script (``dlv_*.lua``)."""
 
     def __init__(self, store: ScriptStore) -> None:
-        self._store = store
+        super().__init__(store, lambda p: store.keys.delivery(p).events, store.keys.consumer_alive)
         self._client = store.client
         self.keys = store.keys
-        # XREADGROUP replies are taken raw (redis-py's parsing into nested dicts cost ~10 % of
-        # a deliverer's CPU; _entries reads the RESP2 and RESP3 shapes itself). Only
-        # read_group sends XREADGROUP on this client.
-        with contextlib.suppress(AttributeError):
-            self._client.set_response_callback("XREADGROUP", raw_reply)
 
     async def _call(self, name: str, partition: int, args: Sequence[Any]) -> Any:
         keys = self.keys.delivery(partition).all
         return await self._store._eval(self._store._scripts[name], keys, args)
-
-    async def _cmd(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return await self._store._command(method, *args, **kwargs)
-
-    async def ensure_group(self, partition: int, group: str, start: str = "0") -> bool:
-        """Create ``group`` on the partition stream (and the stream); False if it existed."""
-        key = self.keys.delivery(partition).events
-        try:
-            await self._store._refusable("xgroup_create", key, group, id=start, mkstream=True)
-        except rexc.ResponseError as exc:
-            if "BUSYGROUP" in str(exc):
-                return False
-            raise StoreError(f"store error in xgroup_create: {exc}") from exc
-        return True
-
-    async def group_exists(self, partition: int, group: str) -> bool:
-        key = self.keys.delivery(partition).events
-        try:
-            groups = await self._store._refusable("xinfo_groups", key)
-        except rexc.ResponseError:
-            return False  # no stream yet
-        return any(text(g.get("name", g.get(b"name", b""))) == group for g in groups)
-
-    async def read_group(
-        self, partition: int, group: str, consumer: str, *, count: int, block_ms: int
-    ) -> list[StreamEntry]:
-        """New entries for ``consumer``; [] when none came in ``block_ms`` or the group is
-        missing (Redis refuses, KVRocks answers nothing: ``group_exists`` tells)."""
-        key = self.keys.delivery(partition).events
-
-        def read(block: int | None) -> Any:
-            return self._store._refusable("xreadgroup", group, consumer, {key: ">"}, count, block)
-
-        try:
-            if await self._store.on_kvrocks():  # no blocking reads there (see streams.poll)
-                reply = await poll(lambda: read(None), block_ms, GROUP_POLL_CAP_S)
-            else:
-                reply = await read(block_ms)
-        except rexc.ResponseError as exc:
-            if not await self.group_exists(partition, group):  # NOGROUP, or no stream at all
-                return []
-            raise StoreError(f"store error in xreadgroup: {exc}") from exc
-        return entries(reply)
-
-    async def pending_of(
-        self, partition: int, group: str, consumer: str, *, count: int = 100
-    ) -> list[tuple[str, int]]:
-        """(entry id, times delivered) of the entries ``consumer`` holds unacknowledged."""
-        key = self.keys.delivery(partition).events
-        reply = await self._cmd("xpending_range", key, group, "-", "+", count, consumer)
-        return [(text(item["message_id"]), int(item["times_delivered"])) for item in reply or ()]
-
-    async def consumers(self, partition: int, group: str) -> list[tuple[str, int]]:
-        """(consumer name, pending count) of a group."""
-        key = self.keys.delivery(partition).events
-        try:
-            reply = await self._store._refusable("xinfo_consumers", key, group)
-        except rexc.ResponseError:
-            return []
-        return [
-            (text(c.get("name", c.get(b"name", b""))), int(c.get("pending", c.get(b"pending", 0))))
-            for c in reply or ()
-        ]
-
-    async def take_over(
-        self, partition: int, group: str, consumer: str, ids: Sequence[str]
-    ) -> list[StreamEntry]:
-        """XCLAIM ``ids`` for ``consumer`` (min idle 0: the owner is known dead)."""
-        if not ids:
-            return []
-        key = self.keys.delivery(partition).events
-        reply = await self._cmd("xclaim", key, group, consumer, 0, list(ids))
-        return [(entry_id, fields) for entry_id, fields in entry_list(reply) if fields]
-
-    async def forget_consumer(self, partition: int, group: str, consumer: str) -> None:
-        key = self.keys.delivery(partition).events
-        with contextlib.suppress(rexc.ResponseError):
-            await self._store._refusable("xgroup_delconsumer", key, group, consumer)
-
-    async def heartbeat(self, partition: int, group: str, consumer: str, ttl_s: int) -> None:
-        await self._cmd("set", self.keys.consumer_alive(partition, group, consumer), 1, ex=ttl_s)
-
-    async def release(self, partition: int, group: str, consumer: str) -> None:
-        """A consumer that stops says so: it is dead to the others from now on."""
-        await self._cmd("delete", self.keys.consumer_alive(partition, group, consumer))
-
-    async def alive(self, partition: int, group: str, consumer: str) -> bool:
-        key = self.keys.consumer_alive(partition, group, consumer)
-        return bool(await self._cmd("exists", key))
 
     async def enqueue(
         self, partition: int, group: str, entry_ids: Sequence[str], lease_ms: int,
