@@ -1,6 +1,6 @@
 -- dlv_job_step.lua: one step of a replay job's part: the deliveries of one page of the search
 -- index (dlv_search.lua, read by the deliverer from the part's cursor) are attempted again as
--- dlv_replay.lua does it, and the cursor moves past the page, together: a crash before the
+-- dlv_replay.lua does it (replay_now), and the cursor moves past the page, together: a crash before the
 -- step repeats the read, a crash after it loses nothing, and nothing is replayed twice.
 -- KEYS[1..13] delivery keys (dlv_lib.lua); KEYS[14..17] jobs, recent, runnable, ended
 -- (dlv_job_put.lua).
@@ -32,15 +32,7 @@ for i = 7, #ARGV do
   local rec = rec_raw and cjson.decode(rec_raw)
   local was = rec and status_of(rec)
   if rec and rec.tenant == job.tenant and want[was] then
-    rec.status = 'pending'
-    rec.nextAt = now
-    rec.deadAt = nil
-    rec.replays = (rec.replays or 0) + 1
-    redis.call('HSET', D.records, did, cjson.encode(rec))
-    redis.call('ZREM', D.dead, did)
-    redis.call('ZADD', D.due, now, did)
-    ix_move(rec, did, was, 'pending')
-    ended_move(did, was, 'pending')
+    replay_now(did, rec, now)
     replayed = replayed + 1
   else
     skipped = skipped + 1

@@ -197,6 +197,22 @@ local function ended_move(id, was, status)
   end
 end
 
+-- A delivery attempted again now (a retry, a replay, a replay job's step): pending and due, out
+-- of the DLQ, its index entries, counters and retention place moved. The caller flushes
+-- (ix_flush) once after all of them.
+local function replay_now(id, rec, now)
+  local was = status_of(rec)
+  rec.status = 'pending'
+  rec.nextAt = now
+  rec.deadAt = nil
+  rec.replays = (rec.replays or 0) + 1
+  redis.call('HSET', D.records, id, cjson.encode(rec))
+  redis.call('ZREM', D.dead, id)
+  redis.call('ZADD', D.due, now, id)
+  ix_move(rec, id, was, 'pending')
+  ended_move(id, was, 'pending')
+end
+
 -- Endpoint statistics (GET /v1/codeq/webhooks/endpoints/{id}/stats): one bucket per minute
 -- (a ring of 60) and per hour (a ring of 24) per endpoint, each "<epoch>,<ok>,<failed>" then
 -- "<i>=<n>" for every latency bucket i that has attempts. Latency bucket i holds the attempts

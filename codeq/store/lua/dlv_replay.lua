@@ -20,16 +20,7 @@ for _, id in ipairs(ids) do
   if raw then
     local rec = cjson.decode(raw)
     if tenant == '' or rec.tenant == tenant then
-      local was = status_of(rec)
-      rec.status = 'pending'
-      rec.nextAt = now
-      rec.deadAt = nil
-      rec.replays = (rec.replays or 0) + 1
-      redis.call('HSET', D.records, id, cjson.encode(rec))
-      redis.call('ZREM', D.dead, id)
-      redis.call('ZADD', D.due, now, id)
-      ix_move(rec, id, was, 'pending')
-      ended_move(id, was, 'pending')
+      replay_now(id, rec, now)
       out[1] = out[1] + 1
       out[#out + 1] = id
     end
