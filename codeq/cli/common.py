@@ -274,6 +274,17 @@ class Out:
             table.add_row(*(Text(_cell(row.get(c))) for c in cols))  # values, not markup
         self.console.print(table)
 
+    def page(self, answer: Any, key: str, columns: Iterable[str], title: str) -> None:
+        """One page of a listing (``answer[key]``, ``nextCursor``): its table and, when there
+        is more, the option that goes on; or the answer as JSON."""
+
+        def human(d: Any) -> None:
+            self.table(d[key], columns, title)
+            if d.get("nextCursor"):
+                self.note(f"more: --cursor {d['nextCursor']}")
+
+        self.data(answer, human)
+
     def record(self, row: Mapping[str, Any], title: str | None = None) -> None:
         shown = [(key, value) for key, value in row.items() if value is not None]
         if self.format != "table":

@@ -58,13 +58,7 @@ def deliveries_list(
             answer: Any = {"deliveries": list(cq.iter_deliveries(**filters)), "nextCursor": None}
         else:
             answer = cq.list_deliveries(**filters)
-
-    def human(d: Any) -> None:
-        out.table(d["deliveries"], LIST_COLUMNS, title="deliveries")
-        if d["nextCursor"]:
-            out.note(f"more: --cursor {d['nextCursor']}")
-
-    out.data(answer, human)
+    out.page(answer, "deliveries", LIST_COLUMNS, "deliveries")
 
 
 @deliveries_app.command("counts")

@@ -189,13 +189,7 @@ def task_list(
             answer: Any = {"tasks": tasks, "nextCursor": None}
         else:
             answer = cq.list_tasks(**filters)
-
-    def human(d: Any) -> None:
-        out.table(d["tasks"], TASK_COLUMNS, title="tasks")
-        if d["nextCursor"]:
-            out.note(f"more: --cursor {d['nextCursor']}")
-
-    out.data(answer, human)
+    out.page(answer, "tasks", TASK_COLUMNS, "tasks")
 
 
 @task_app.command("deliveries")
@@ -388,13 +382,7 @@ def queue_dlq(
     out = Out(ctx, json_out)
     with state_of(ctx).client() as cq:
         answer = cq.dlq(command, limit=limit, cursor=cursor)
-
-    def human(d: Any) -> None:
-        out.table(d["tasks"], (*TASK_COLUMNS, "error"), f"DLQ of {command}")
-        if d.get("nextCursor"):
-            out.note(f"more: --cursor {d['nextCursor']}")
-
-    out.data(answer, human)
+    out.page(answer, "tasks", (*TASK_COLUMNS, "error"), f"DLQ of {command}")
 
 
 #: ids per requeue call when ids are given: the bar moves every this many
