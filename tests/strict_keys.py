@@ -174,16 +174,19 @@ def _arguments(source: str, code: str, start: int) -> tuple[str, ...]:
 def call_sites(script: Script) -> list[Site]:
     """Every call site of ``script``, in order (the order :func:`instrument` numbers them)."""
     code = code_only(script.source)
-    own = _OWN_FILE.search(script.source)
-    split = own.end() + 1 if own else 0
+    # the files the text is made of: the library first, then each after its "-- ==== " line
+    marks = [(m.end() + 1, m.group(1)) for m in _OWN_FILE.finditer(script.source)]
     lib = "dlv_lib.lua" if script.name.startswith("dlv_") else "lib.lua"
     sites: list[Site] = []
     for index, m in enumerate(_CALL_SITE.finditer(code), start=1):
         at = m.start()
-        if own is None:
+        if not marks:
             file, base = f"{script.name}.lua", 0
         else:
-            file, base = (own.group(1), split) if at >= split else (lib, 0)
+            file, base = lib, 0
+            for start, name in marks:
+                if at >= start:
+                    file, base = name, start
         line = _line(script.source, at) - _line(script.source, base) + 1
         args = _arguments(script.source, code, m.end())
         sites.append(Site(script.name, index, file, line, at - base, args))

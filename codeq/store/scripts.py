@@ -1,8 +1,9 @@
 """The Lua scripts, loaded from package files (``codeq/store/lua``) and identified by SHA.
 
 Each transition script is ``lib.lua`` (delivery scripts: ``dlv_lib.lua``; subscription,
-endpoint and rate-limit scripts: nothing) followed by the script's own file; the SHA is of that
-whole text, so what runs is exactly what ships in the wheel.
+endpoint and rate-limit scripts: nothing; the two listings also ``scan.lua``) followed by the
+script's own file; the SHA is of that whole text, so what runs is exactly what ships in the
+wheel.
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ SCRIPT_NAMES = (
 )
 # Scripts over keys of their own (not a partition's): no library is prepended.
 _STANDALONE = ("sub_", "ep_", "rate_")
+# Listings: scan.lua (a page merged over ranges of an index) follows their library.
+_SCANNING = ("list_tasks", "dlv_search")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +79,7 @@ def _read(name: str) -> str:
 @cache
 def load_scripts() -> dict[str, Script]:
     """Every script by name, with its library prepended."""
-    libs = {"task": _read("lib"), "dlv": _read("dlv_lib")}
+    libs = {"task": _read("lib"), "dlv": _read("dlv_lib"), "scan": _read("scan")}
     out: dict[str, Script] = {}
     for name in SCRIPT_NAMES:
         lib = (
@@ -84,6 +87,8 @@ def load_scripts() -> dict[str, Script]:
             if name.startswith(_STANDALONE)
             else libs["dlv" if name.startswith("dlv_") else "task"]
         )
+        if name in _SCANNING:
+            lib = f"{lib}\n-- ==== scan.lua ====\n{libs['scan']}"
         source = f"{lib}\n-- ==== {name}.lua ====\n{_read(name)}"
         sha = hashlib.sha1(source.encode("utf-8"), usedforsecurity=False).hexdigest()
         out[name] = Script(name=name, source=source, sha=sha)

@@ -39,76 +39,15 @@ local function wanted(rec)
   return want_task == '' or rec.taskId == want_task
 end
 
--- One range per prefix, read from the top down.
-local ranges = {}
-for prefix in string.gmatch(ARGV[3], '[^,]+') do
-  local hi = '(' .. prefix .. '"'
-  if before_ms then hi = '(' .. prefix .. '!' .. string.format('%013d', before_ms) end
-  if from ~= '' then
-    local at = '(' .. prefix .. '!' .. from
-    if at < hi then hi = at end
-  end
-  local lo = '[' .. prefix .. '!'
-  if after_ms then lo = '[' .. prefix .. '!' .. string.format('%013d', after_ms) end
-  ranges[#ranges + 1] = {prefix = prefix, hi = hi, lo = lo, page = {}, at = 1, done = false}
+-- ARGV[3]'s prefixes are ranges of the index (scan.lua); an entry is taken when its record
+-- is still at that position and wanted.
+local function accept(raw, e)
+  local ok, rec = pcall(cjson.decode, raw)
+  return ok and type(rec) == 'table' and dlv_pos(rec, e.id) == e.pos and wanted(rec)
 end
 
-local chunk = size + 1
-local function head(r)
-  if r.at > #r.page and not r.done then
-    r.page = redis.call('ZREVRANGEBYLEX', key, r.hi, r.lo, 'LIMIT', 0, chunk)
-    r.at = 1
-    if #r.page < chunk then r.done = true end
-    if #r.page > 0 then r.hi = '(' .. r.page[#r.page] end
-  end
-  return r.page[r.at]
-end
-
--- The next entry over all ranges (the newest position), without taking it.
-local function peek()
-  local best_r, best_pos = nil, nil
-  for _, r in ipairs(ranges) do
-    local m = head(r)
-    if m then
-      local pos = string.sub(m, #r.prefix + 2)
-      if not best_pos or pos > best_pos then best_r, best_pos = r, pos end
-    end
-  end
-  return best_r, best_pos
-end
-
-local out = {''}
-local found, looked, last, cut = 0, 0, nil, false
-while found < size and looked < bound and not cut do
-  local batch = {}
-  local n = size - found
-  if checked then n = math.min(bound - looked, math.max(n, 100)) end
-  while #batch < n do
-    local r, pos = peek()
-    if not r then break end
-    r.at = r.at + 1
-    batch[#batch + 1] = {pos = pos, id = string.match(pos, '^%d+!([^!]+)$')}
-  end
-  if #batch == 0 then break end
-  local ids = {}
-  for i, e in ipairs(batch) do ids[i] = e.id or '' end
-  local raws = redis.call('HMGET', D.records, unpack(ids))
-  for i, e in ipairs(batch) do
-    looked = looked + 1
-    last = e.pos
-    local ok, rec = false, nil
-    if e.id and raws[i] then ok, rec = pcall(cjson.decode, raws[i]) end
-    if ok and type(rec) == 'table' then
-      if dlv_pos(rec, e.id) == e.pos and wanted(rec) then
-        found = found + 1
-        out[#out + 1] = raws[i]
-        if found == size then
-          cut = i < #batch  -- entries taken after it were not looked at: more follow
-          break
-        end
-      end
-    end
-  end
-end
-if last and (cut or peek()) then out[1] = last end
+local taken, reached = scan_page(key, ARGV[3], after_ms, before_ms, from, size, bound, checked,
+                                 D.records, accept)
+local out = {reached}
+for _, t in ipairs(taken) do out[#out + 1] = t.raw end
 return out

@@ -47,90 +47,27 @@ end
 local key = K.by_status
 if index == 'command' then key = K.by_command end
 
--- One range per prefix: its members are "<prefix>!<position>"; we read it from the top down.
-local ranges = {}
-for prefix in string.gmatch(ARGV[3], '[^,]+') do
-  local hi = '(' .. prefix .. '"'
-  if before_ms then hi = '(' .. prefix .. '!' .. string.format('%013d', before_ms) end
-  if from ~= '' then
-    local at = '(' .. prefix .. '!' .. from
-    if at < hi then hi = at end
-  end
-  local lo = '[' .. prefix .. '!'
-  if after_ms then lo = '[' .. prefix .. '!' .. string.format('%013d', after_ms) end
-  ranges[#ranges + 1] = {prefix = prefix, code = string.sub(prefix, -1), hi = hi, lo = lo,
-                         page = {}, at = 1, done = false}
+-- ARGV[3]'s prefixes are ranges of the index (scan.lua); an entry is taken when its record is
+-- the tenant's, still at that position and in that range (status code or queue), and wanted.
+local function accept(raw, e)
+  local rec = decode_rec(raw, e.id)
+  local ok = rec and rec.tenant == tenant and rec.createdAt ~= nil and ix_position(rec) == e.pos
+  if ok and index == 'status' then ok = ix_code(rec) == string.sub(e.r.prefix, -1) end
+  if ok and index == 'command' then ok = rec.q == e.r.prefix end
+  return ok and wanted(rec)
 end
 
-local chunk = size + 1
-local function head(r)
-  if r.at > #r.page and not r.done then
-    r.page = redis.call('ZREVRANGEBYLEX', key, r.hi, r.lo, 'LIMIT', 0, chunk)
-    r.at = 1
-    if #r.page < chunk then r.done = true end
-    if #r.page > 0 then r.hi = '(' .. r.page[#r.page] end
-  end
-  return r.page[r.at]
-end
-
--- The next entry over all ranges (the newest position), without taking it.
-local function peek()
-  local best, best_r, best_pos = nil, nil, nil
-  for _, r in ipairs(ranges) do
-    local m = head(r)
-    if m then
-      local pos = string.sub(m, #r.prefix + 2)
-      if not best_pos or pos > best_pos then best, best_r, best_pos = m, r, pos end
-    end
-  end
-  return best, best_r, best_pos
-end
-
-local out = {''}
-local found, looked, last, cut = 0, 0, nil, false
-while found < size and looked < bound and not cut do
-  -- the next entries in order, as many as the page still needs (more when filtering)
-  local batch = {}
-  local n = size - found
-  if want_codes ~= '' or want_priority then n = math.min(bound - looked, math.max(n, 100)) end
-  while #batch < n do
-    local m, r, pos = peek()
-    if not m then break end
-    r.at = r.at + 1
-    batch[#batch + 1] = {r = r, pos = pos, id = string.match(pos, '!(.+)$')}
-  end
-  if #batch == 0 then break end
+local filtering = want_codes ~= '' or want_priority ~= nil
+local taken, reached = scan_page(key, ARGV[3], after_ms, before_ms, from, size, bound, filtering,
+                                 K.tasks, accept)
+local out = {reached}
+if #taken > 0 then
   local ids = {}
-  for i, e in ipairs(batch) do ids[i] = e.id end
-  local raws = redis.call('HMGET', K.tasks, unpack(ids))
-  local hits = {}
-  for i, e in ipairs(batch) do
-    looked = looked + 1
-    last = e.pos
-    local rec = raws[i] and decode_rec(raws[i], e.id)
-    local ok = rec and rec.tenant == tenant and rec.createdAt ~= nil
-      and ix_position(rec) == e.pos
-    if ok and index == 'status' then ok = ix_code(rec) == e.r.code end
-    if ok and index == 'command' then ok = rec.q == e.r.prefix end
-    if ok then ok = wanted(rec) end
-    if ok then
-      found = found + 1
-      hits[#hits + 1] = i
-      if found == size then
-        cut = i < #batch  -- entries taken after it were not looked at: more follow
-        break
-      end
-    end
-  end
-  if #hits > 0 then
-    local hit_ids = {}
-    for k, i in ipairs(hits) do hit_ids[k] = ids[i] end
-    local payloads = redis.call('HMGET', K.payloads, unpack(hit_ids))
-    for k, i in ipairs(hits) do
-      out[#out + 1] = raws[i]
-      out[#out + 1] = payloads[k] or ''
-    end
+  for k, t in ipairs(taken) do ids[k] = t.id end
+  local payloads = redis.call('HMGET', K.payloads, unpack(ids))
+  for k, t in ipairs(taken) do
+    out[#out + 1] = t.raw
+    out[#out + 1] = payloads[k] or ''
   end
 end
-if last and (cut or peek()) then out[1] = last end
 return out

@@ -1,0 +1,92 @@
+-- scan.lua: a page of a listing, newest first, merged over ranges of one lex-ordered index
+-- (prepended, after their library, to list_tasks.lua and dlv_search.lua).
+-- Members are "<prefix>!<position>", a position "<createdAt:13>!<id>"; each prefix is one range
+-- of the index (a status, a command, an endpoint, ...). The ranges are read from the top down a
+-- page at a time and merged by position, so the page is the newest entries of all of them.
+-- scan_page(key, prefixes, after_ms, before_ms, from, size, bound, filtering, records, accept)
+--   key      the index (sorted set, all scores 0)
+--   prefixes ',' separated
+--   after_ms created at or after (or nil), before_ms created before (or nil)
+--   from     the position to go on after ('' = the newest)
+--   size     entries the page wants, bound: at most this many entries looked at
+--   filtering true when records are checked against filters the ranges do not express: then
+--            entries are read in batches of at least 100
+--   records  the hash of the records (by id)
+--   accept   function(raw, entry) -> true to take it; entry = {r = its range (r.prefix), pos,
+--            id} (id nil when the position is not "<digits>!<id>"; raw nil when gone)
+-- Returns the taken entries ({raw, id}, in order) and `reached`: the position of the last
+-- entry looked at when more may follow, '' when every range was looked at to its end; every
+-- entry newer than it (after `from`) was looked at, so the caller goes on from there.
+local function scan_page(key, prefixes, after_ms, before_ms, from, size, bound, filtering,
+                         records, accept)
+  local ranges = {}
+  for prefix in string.gmatch(prefixes, '[^,]+') do
+    local hi = '(' .. prefix .. '"'
+    if before_ms then hi = '(' .. prefix .. '!' .. string.format('%013d', before_ms) end
+    if from ~= '' then
+      local at = '(' .. prefix .. '!' .. from
+      if at < hi then hi = at end
+    end
+    local lo = '[' .. prefix .. '!'
+    if after_ms then lo = '[' .. prefix .. '!' .. string.format('%013d', after_ms) end
+    ranges[#ranges + 1] = {prefix = prefix, hi = hi, lo = lo, page = {}, at = 1, done = false}
+  end
+
+  local chunk = size + 1
+  local function head(r)
+    if r.at > #r.page and not r.done then
+      r.page = redis.call('ZREVRANGEBYLEX', key, r.hi, r.lo, 'LIMIT', 0, chunk)
+      r.at = 1
+      if #r.page < chunk then r.done = true end
+      if #r.page > 0 then r.hi = '(' .. r.page[#r.page] end
+    end
+    return r.page[r.at]
+  end
+
+  -- The next entry over all ranges (the newest position), without taking it.
+  local function peek()
+    local best_r, best_pos = nil, nil
+    for _, r in ipairs(ranges) do
+      local m = head(r)
+      if m then
+        local pos = string.sub(m, #r.prefix + 2)
+        if not best_pos or pos > best_pos then best_r, best_pos = r, pos end
+      end
+    end
+    return best_r, best_pos
+  end
+
+  local taken = {}
+  local found, looked, last, cut = 0, 0, nil, false
+  while found < size and looked < bound and not cut do
+    -- the next entries in order, as many as the page still needs (more when filtering)
+    local batch = {}
+    local n = size - found
+    if filtering then n = math.min(bound - looked, math.max(n, 100)) end
+    while #batch < n do
+      local r, pos = peek()
+      if not r then break end
+      r.at = r.at + 1
+      batch[#batch + 1] = {r = r, pos = pos, id = string.match(pos, '^%d+!([^!]+)$')}
+    end
+    if #batch == 0 then break end
+    local ids = {}
+    for i, e in ipairs(batch) do ids[i] = e.id or '' end
+    local raws = redis.call('HMGET', records, unpack(ids))
+    for i, e in ipairs(batch) do
+      looked = looked + 1
+      last = e.pos
+      if e.id and raws[i] and accept(raws[i], e) then
+        found = found + 1
+        taken[#taken + 1] = {raw = raws[i], id = e.id}
+        if found == size then
+          cut = i < #batch  -- entries taken after it were not looked at: more follow
+          break
+        end
+      end
+    end
+  end
+  local reached = ''
+  if last and (cut or peek()) then reached = last end
+  return taken, reached
+end
