@@ -17,8 +17,8 @@ Tokens: ``token`` is used for every call; ``producer_token``, ``worker_token`` a
 ``admin_token`` override it for their kind of route (create/read, worker routes, admin routes).
 
 Retries are made only where they are safe:
-- a connection that could not be opened (nothing was sent), and a 429 (the server refused
-  before doing anything): every call;
+- a connection that could not be opened (nothing was sent), a 429 and a 503 ``overloaded``
+  (the server refused before doing anything): every call;
 - a 503, a timeout or a dropped connection: only calls that can be repeated without a second
   effect — reads, heartbeats, and creates that carry an ``idempotency_key``.
 Waits follow ``Retry-After`` when the server sends one, else exponential backoff with jitter,
@@ -110,6 +110,22 @@ class ApiError(CodeQError):
         self.status = status
 
 
+def _error_body(response: httpx.Response) -> tuple[str | None, str | None]:
+    """(``error``, ``code``) of an answer in the API's JSON error shape, None where absent."""
+    try:
+        body = msgspec.json.decode(response.content)
+    except msgspec.DecodeError:
+        return None, None
+    if not isinstance(body, dict):
+        return None, None
+    error, code = body.get("error"), body.get("code")
+    return (str(error) if error else None), (code if isinstance(code, str) else None)
+
+
+def _code(response: httpx.Response | None) -> str | None:
+    return None if response is None else _error_body(response)[1]
+
+
 def _retry_after(response: httpx.Response) -> float | None:
     raw = response.headers.get("retry-after")
     if raw is None:
@@ -127,15 +143,8 @@ def _or_one(seconds: float | None) -> float:
 def error_of(response: httpx.Response) -> CodeQError:
     """The typed exception of an error answer."""
     status = response.status_code
-    try:
-        body = msgspec.json.decode(response.content)
-    except msgspec.DecodeError:
-        body = None
-    message = response.reason_phrase or f"HTTP {status}"
-    code: str | None = None
-    if isinstance(body, dict):
-        message = str(body.get("error") or message)
-        code = body.get("code") if isinstance(body.get("code"), str) else None
+    error, code = _error_body(response)
+    message = error or response.reason_phrase or f"HTTP {status}"
     exc: CodeQError
     if status == 400 or status == 422:
         exc = InvalidRequest(message, code=code)
@@ -267,9 +276,14 @@ class _Core:
             out["traceparent"] = call.trace
         return out
 
-    def retryable(self, call: _Call[Any], exc: BaseException | None, status: int | None) -> bool:
+    def retryable(
+        self, call: _Call[Any], exc: BaseException | None, response: httpx.Response | None
+    ) -> bool:
+        status = response.status_code if response is not None else None
         if status == 429 or isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
             return True
+        if status == 503 and _code(response) == "overloaded":
+            return True  # shed before anything was done (maxInFlightRequests)
         if status == 503 or isinstance(exc, httpx.TransportError):
             return call.idempotent
         return False
@@ -293,8 +307,7 @@ class _Core:
     ) -> float:
         """How long to wait before repeating ``call``; raises the error when it is not
         repeated (not safe, or out of retries)."""
-        status = response.status_code if response is not None else None
-        if attempt >= self.retry.attempts or not self.retryable(call, exc, status):
+        if attempt >= self.retry.attempts or not self.retryable(call, exc, response):
             if response is not None:
                 raise error_of(response)
             raise Unavailable(f"{self.base_url}: {exc!r}", retry_after=1.0) from exc

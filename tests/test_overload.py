@@ -201,3 +201,35 @@ def test_the_middleware_sheds_what_the_protocol_let_through_in_the_same_instant(
 
 async def _true(value: bool) -> bool:
     return value
+
+
+def test_the_sdk_retries_a_shed_create_even_without_an_idempotency_key(served: Served) -> None:
+    """A 503 ``overloaded`` was refused before anything was done, so the SDK repeats any call
+    after its Retry-After (a store outage's 503 only for calls safe to repeat)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from codeq.client import CodeQClient
+
+    def shed_total() -> float:
+        text = httpx.get(served.base + "/metrics").text
+        return next(
+            float(line.split()[-1])
+            for line in text.splitlines()
+            if line.startswith("codeq_http_shed_total ")
+        )
+
+    held = [_held(served) for _ in range(LIMIT)]
+    _shed(served)  # the process has taken the held ones
+    before = shed_total()
+    with ThreadPoolExecutor(1) as pool, CodeQClient(served.base, token=TOKEN, retries=5) as cq:
+        created = pool.submit(cq.create_task, "SDK_SHED", {"n": 1})
+
+        async def shed_once() -> bool:
+            return shed_total() > before
+
+        asyncio.run(eventually(shed_once, timeout=10))  # its first attempt was refused
+        assert [_finish(s) for s in held] == [202] * LIMIT
+        task = created.result(timeout=30)
+    assert task.command == "SDK_SHED"
+    r = httpx.get(f"{served.base}/v1/codeq/tasks/{task.id}", headers=AUTH)
+    assert r.status_code == 200
