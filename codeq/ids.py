@@ -28,8 +28,9 @@ def _random(n: int) -> bytes:
 
 
 def _forget() -> None:  # a forked child must not hand out its parent's bytes again
-    global _pool, _taken
+    global _pool, _taken, _lock
     _pool, _taken = b"", 0
+    _lock = threading.Lock()  # a thread of the parent may have held it at the fork
 
 
 os.register_at_fork(after_in_child=_forget)

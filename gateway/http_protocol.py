@@ -28,7 +28,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 
 from codeq.ids import random_hex
 from gateway.errors import error_json
-from gateway.middleware import NEVER_SHED, OVERLOADED_BODY, InFlight
+from gateway.middleware import NEVER_SHED, OVERLOADED_BODY, InFlight, request_id_from
 
 __all__ = ["JsonErrorHttpToolsProtocol"]
 
@@ -101,16 +101,40 @@ class JsonErrorHttpToolsProtocol(HttpToolsProtocol):
         head = [b"HTTP/1.1 503 Service Unavailable\r\n"]
         for name, value in self.server_state.default_headers:
             head += [name, b": ", value, b"\r\n"]
-        head += [_SHED_HEAD, b"x-request-id: ", random_hex(16).encode(), b"\r\n"]
+        rid = request_id_from(cycle.scope) or random_hex(16).encode()
+        head += [_SHED_HEAD, b"x-request-id: ", rid, b"\r\n"]
         if not cycle.keep_alive:
             head.append(b"connection: close\r\n")
-        head += [b"\r\n", OVERLOADED_BODY]
+        head.append(b"\r\n")
+        if cycle.scope["method"] != "HEAD":  # a HEAD answer has no body (RFC 9110 9.3.2)
+            head.append(OVERLOADED_BODY)
         cycle.response_complete = True  # the request's body, as it arrives, is dropped
         self.transport.write(b"".join(head))
         if cycle.keep_alive:
-            self.on_response_complete()  # the connection serves its next request
+            # the connection serves its next request; from the loop, not from here, when
+            # requests are pipelined (one frame per shed request would overflow the stack)
+            if self.pipeline:
+                self.loop.call_soon(self.on_response_complete)
+            else:
+                self.on_response_complete()
         else:
             self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        # the rest of an answered request's body (a shed one, say) cancelled the keep-alive
+        # timer and nothing would arm it again: the connection would stay open forever
+        cycle = self.cycle
+        if (
+            cycle is not None
+            and cycle.response_complete
+            and not self.pipeline
+            and self.timeout_keep_alive_task is None
+            and not self.transport.is_closing()
+        ):
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler
+            )
 
     def send_400_response(self, msg: str) -> None:
         body = error_json(400, _MESSAGE)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Mapping
 from typing import Any, NamedTuple, cast
 
 from litestar.enums import ScopeType
@@ -63,6 +64,7 @@ __all__ = [
     "header_of",
     "json_too_deep",
     "release_in_flight",
+    "request_id_from",
     "request_id_of",
     "route_template",
 ]
@@ -150,6 +152,15 @@ OVERLOADED_BODY = error_json(
 )
 
 
+def request_id_from(scope: Mapping[str, Any]) -> bytes | None:
+    """The client's ``X-Request-Id`` when it is 1-128 of ``[A-Za-z0-9._-]`` (echoed), else
+    None (one is made)."""
+    for name, value in scope.get("headers", ()):
+        if name == b"x-request-id":
+            return bytes(value) if _SANE.match(value) else None
+    return None
+
+
 def release_in_flight(scope: Scope) -> None:
     """The request stops counting as in flight (a long poll about to wait: it costs nothing
     while parked). Once per request; the middleware's own release is then a no-op."""
@@ -234,7 +245,7 @@ class RequestIdMiddleware(MiddlewareProtocol):
                     span.set_attribute("http.response.status_code", status)
 
     async def _handle(self, scope: HTTPScope, receive: Receive, send: Send) -> None:
-        rid = b""
+        rid = b""  # the client's X-Request-Id when it is sane (request_id_from), else made here
         length: bytes | None = None
         media_type: bytes | None = None
         framing = b""  # what is wrong with the framing headers, if anything

@@ -733,8 +733,13 @@ class EndpointStatsController(Controller):
         identity = await gw.producer(request)
         recent = await gw.store.deliveries.recent_jobs(0, identity.tenant, limit=RECENT_JOBS)
         ids = [jobs.decode_part(raw).id for raw in recent]
-        found = await asyncio.gather(*(_job(gw, identity.tenant, i) for i in ids))
-        return ReplayJobsOut(jobs=list(found))
+        found = await asyncio.gather(
+            *(_job(gw, identity.tenant, i) for i in ids), return_exceptions=True
+        )
+        for job in found:  # a job pruned since its id was read is left out
+            if isinstance(job, BaseException) and not isinstance(job, NotFound):
+                raise job
+        return ReplayJobsOut(jobs=[j for j in found if isinstance(j, ReplayJobOut)])
 
     @get(
         "/replays/{job_id:str}",
