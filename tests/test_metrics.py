@@ -342,3 +342,28 @@ async def test_dashboard_uses_only_series_a_scrape_has(client: ApiClient) -> Non
         "codeq_consumer_group_lag",
     ):
         assert series in used, series
+
+
+def test_every_series_is_documented_in_operations_md() -> None:
+    """docs/operations.md lists every series the service exports: the in-process ones (the
+    Metrics registry) and the store gauges rendered at scrape time."""
+    import inspect
+
+    from codeq.metrics import Metrics
+    from gateway import metrics as gateway_metrics
+
+    names = {
+        family.name.removesuffix("_total")
+        for family in Metrics().registry.collect()
+        if family.name.startswith("codeq_")
+    }
+    names |= set(re.findall(r'"(codeq_[a-z_]+)', inspect.getsource(gateway_metrics)))
+    documented = set(
+        re.findall(
+            r"`(codeq_[a-z_]+)`",
+            (Path(__file__).parent.parent / "docs" / "operations.md").read_text(),
+        )
+    )
+    documented = {d.removesuffix("_total") for d in documented}
+    assert names, "no series found"
+    assert sorted(names - documented) == []
