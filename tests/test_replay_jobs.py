@@ -454,3 +454,35 @@ async def test_ended_jobs_are_pruned_with_the_deliveries_retention(api: ApiClien
         jobs_key, _, _, ended = store.keys.replay_jobs(p)
         assert await store.client.zcard(ended) == 0
         assert set(await store.client.hkeys(jobs_key)) <= {queued["id"].encode(), queued["id"]}
+
+
+async def test_jobs_that_ended_before_the_ended_index_are_indexed_then_pruned(
+    api: ApiClient,
+) -> None:
+    """A part that ended under an earlier version is not in the ended index: the retention
+    step indexes such parts first (bounded, by when they ended), then prunes them alike."""
+    store = store_of(api)
+    await make(store, 2)
+    done = await start(api, createdAfter=iso(now_ms() - HOUR_MS))
+    run = runner(api, "a")
+    while await run.run_part(0):
+        pass
+    for p in range(store.keys.partitions):  # as an earlier version left the store
+        await store.client.delete(store.keys.replay_jobs(p)[3])
+        await store.client.hdel(store.keys.delivery(p).counts, "!!jobs_indexed")
+
+    async def prune(retention_ms: int) -> None:
+        for p in range(store.keys.partitions):
+            while True:
+                reply = await store.deliveries.prune(
+                    p, token="t", lock_ms=10_000, limit=100, retention_ms=retention_ms
+                )
+                assert reply is not None
+                if not reply.more:
+                    break
+
+    await prune(7 * 86_400_000)  # indexed, not yet old enough
+    assert (await job_of(api, done["id"]))["status"] == "done"
+    assert await store.client.zscore(store.keys.replay_jobs(0)[3], done["id"]) is not None
+    await prune(0)
+    assert (await api.get(f"{REPLAYS}/{done['id']}", headers=auth(PRODUCER))).status_code == 404

@@ -1,7 +1,8 @@
 -- dlv_prune.lua: the sweeper's retention step over one partition's deliveries, under the
 -- partition's sweep lock (the lock of sweep.lua: re-entrant for its holder).
 -- KEYS[1..13] delivery keys (dlv_lib.lua); KEYS[13] is the lock; KEYS[14..17] the replay
--- jobs' keys (dlv_job_put.lua): a job's part that ended the retention ago goes too.
+-- jobs' keys (dlv_job_put.lua): a job's part that ended the retention ago goes too (parts that
+-- ended before the ended index existed are indexed first, in bounded steps).
 -- ARGV[1] lock token (the sweeping process), ARGV[2] lock ms, ARGV[3] bound per step,
 -- ARGV[4] retention ms: a delivery that ended (succeeded, dead or gone) that long ago or longer
 -- is pruned.
@@ -78,6 +79,27 @@ for _, id in ipairs(ids) do
   end
 end
 ix_flush(now)
+
+-- Replay jobs' parts that ended before the ended index existed: indexed first, `limit` a step
+-- (cursor and "done" mark in `counts` under "!!"-fields, as for the records above).
+if redis.call('HGET', D.counts, '!!jobs_indexed') ~= '1' then
+  local cursor = redis.call('HGET', D.counts, '!!jobs_cursor') or '0'
+  local reply = redis.call('HSCAN', KEYS[14], cursor, 'COUNT', limit)
+  local all = reply[2]
+  for i = 1, #all, 2 do
+    local job = decoded(all[i + 1])
+    if job and (job.status == 'done' or job.status == 'cancelled') then
+      redis.call('ZADD', KEYS[17], 'NX', tonumber(job.finishedAt) or now, all[i])
+    end
+  end
+  if reply[1] == '0' then
+    redis.call('HSET', D.counts, '!!jobs_indexed', '1')
+    redis.call('HDEL', D.counts, '!!jobs_cursor')
+  else
+    redis.call('HSET', D.counts, '!!jobs_cursor', reply[1])
+    more = 1
+  end
+end
 
 -- Replay jobs' parts that ended (done or cancelled) the retention ago: a bounded step too.
 local jobs = redis.call('ZRANGEBYSCORE', KEYS[17], '-inf', int(cutoff), 'LIMIT', 0, limit)
