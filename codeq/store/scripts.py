@@ -1,8 +1,8 @@
 """The Lua scripts, loaded from package files (``codeq/store/lua``) and identified by SHA.
 
 Each transition script is ``lib.lua`` (delivery scripts: ``dlv_lib.lua``; subscription,
-endpoint and rate-limit scripts: nothing; the two listings also ``scan.lua``) followed by the
-script's own file; the SHA is of that whole text, so what runs is exactly what ships in the
+endpoint and rate-limit scripts: nothing; the two listings also ``scan.lua``, the two stream
+trimmers ``trim.lua``) followed by the script's own file; the SHA is of that whole text, so what runs is exactly what ships in the
 wheel.
 """
 
@@ -61,8 +61,14 @@ SCRIPT_NAMES = (
 )
 # Scripts over keys of their own (not a partition's): no library is prepended.
 _STANDALONE = ("sub_", "ep_", "rate_")
-# Listings: scan.lua (a page merged over ranges of an index) follows their library.
-_SCANNING = ("list_tasks", "dlv_search")
+# Shared pieces that follow a script's library: scan.lua (a page merged over ranges of an
+# index) for the listings, trim.lua (trimming past every group) for the stream trimmers.
+_PIECES = {
+    "list_tasks": "scan",
+    "dlv_search": "scan",
+    "trim_events": "trim",
+    "ep_ack": "trim",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +85,7 @@ def _read(name: str) -> str:
 @cache
 def load_scripts() -> dict[str, Script]:
     """Every script by name, with its library prepended."""
-    libs = {"task": _read("lib"), "dlv": _read("dlv_lib"), "scan": _read("scan")}
+    libs = {"task": _read("lib"), "dlv": _read("dlv_lib")}
     out: dict[str, Script] = {}
     for name in SCRIPT_NAMES:
         lib = (
@@ -87,8 +93,9 @@ def load_scripts() -> dict[str, Script]:
             if name.startswith(_STANDALONE)
             else libs["dlv" if name.startswith("dlv_") else "task"]
         )
-        if name in _SCANNING:
-            lib = f"{lib}\n-- ==== scan.lua ====\n{libs['scan']}"
+        if name in _PIECES:
+            piece = _PIECES[name]
+            lib = f"{lib}\n-- ==== {piece}.lua ====\n{_read(piece)}"
         source = f"{lib}\n-- ==== {name}.lua ====\n{_read(name)}"
         sha = hashlib.sha1(source.encode("utf-8"), usedforsecurity=False).hexdigest()
         out[name] = Script(name=name, source=source, sha=sha)

@@ -268,49 +268,31 @@ local function stats_note(endpoint, ok, latency)
 end
 
 -- Apply what IX gathered; `now`: when the deliveries that ended did, and the attempts were.
-local function ix_flush(now)
+-- The members of set `members` added to (ZADD, with `score`, 0 by default) or removed from
+-- (ZREM) sorted set `key`, a thousand a command (unpack has a limit).
+local function members_to(cmd, key, members, score)
   local list = {}
-  for m in pairs(IX.rem) do list[#list + 1] = m end
-  for i = 1, #list, 1000 do
-    redis.call('ZREM', D.index, unpack(list, i, math.min(i + 999, #list)))
-  end
-  list = {}
-  for m in pairs(IX.add) do
-    list[#list + 1] = 0
+  for m in pairs(members) do
+    if cmd == 'ZADD' then list[#list + 1] = score or 0 end
     list[#list + 1] = m
   end
-  for i = 1, #list, 2000 do
-    redis.call('ZADD', D.index, unpack(list, i, math.min(i + 1999, #list)))
+  local step = 1000
+  if cmd == 'ZADD' then step = 2000 end
+  for i = 1, #list, step do
+    redis.call(cmd, key, unpack(list, i, math.min(i + step - 1, #list)))
   end
-  list = {}
-  for m in pairs(IX.trem) do list[#list + 1] = m end
-  for i = 1, #list, 1000 do
-    redis.call('ZREM', D.by_task, unpack(list, i, math.min(i + 999, #list)))
-  end
-  list = {}
-  for m in pairs(IX.tadd) do
-    list[#list + 1] = 0
-    list[#list + 1] = m
-  end
-  for i = 1, #list, 2000 do
-    redis.call('ZADD', D.by_task, unpack(list, i, math.min(i + 1999, #list)))
-  end
+end
+
+local function ix_flush(now)
+  members_to('ZREM', D.index, IX.rem)
+  members_to('ZADD', D.index, IX.add)
+  members_to('ZREM', D.by_task, IX.trem)
+  members_to('ZADD', D.by_task, IX.tadd)
   for field, by in pairs(IX.counts) do
     if by ~= 0 then count(field, by) end
   end
-  list = {}
-  for id in pairs(IX.unended) do list[#list + 1] = id end
-  for i = 1, #list, 1000 do
-    redis.call('ZREM', D.ended, unpack(list, i, math.min(i + 999, #list)))
-  end
-  list = {}
-  for id in pairs(IX.ended) do
-    list[#list + 1] = now
-    list[#list + 1] = id
-  end
-  for i = 1, #list, 2000 do
-    redis.call('ZADD', D.ended, unpack(list, i, math.min(i + 1999, #list)))
-  end
+  members_to('ZREM', D.ended, IX.unended)
+  members_to('ZADD', D.ended, IX.ended, now)
   local minute, hour = math.floor(now / 60000), math.floor(now / 3600000)
   for endpoint, seen in pairs(IX.stats) do
     local e = esc(endpoint)

@@ -23,30 +23,4 @@ for i = 4 + 2 * q, #ARGV do ids[#ids + 1] = ARGV[i] end
 local acked = 0
 if #ids > 0 then acked = redis.call('XACK', KEYS[1], group, unpack(ids)) end
 if redis.call('EXISTS', KEYS[1]) == 0 then return {acked, 0} end
-
-local function parse(id)
-  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
-  return tonumber(ms), tonumber(seq)
-end
-local function less(a, b)
-  local am, as = parse(a)
-  local bm, bs = parse(b)
-  if am ~= bm then return am < bm end
-  return as < bs
-end
-local threshold = ARGV[2] .. '-0'
-for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
-  local name, last, pending = nil, nil, 0
-  for i = 1, #g, 2 do
-    if g[i] == 'name' then name = g[i + 1]
-    elseif g[i] == 'last-delivered-id' then last = g[i + 1]
-    elseif g[i] == 'pending' then pending = tonumber(g[i + 1]) end
-  end
-  local safe = last
-  if pending and pending > 0 and name then
-    local summary = redis.call('XPENDING', KEYS[1], name)
-    if summary[2] then safe = summary[2] end
-  end
-  if safe and less(safe, threshold) then threshold = safe end
-end
-return {acked, redis.call('XTRIM', KEYS[1], 'MINID', threshold)}
+return {acked, (trim_stream(KEYS[1], ARGV[2]))}
