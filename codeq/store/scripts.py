@@ -2,8 +2,8 @@
 
 Each transition script is ``lib.lua`` (delivery scripts: ``dlv_lib.lua``; subscription,
 endpoint and rate-limit scripts: nothing; the two listings also ``scan.lua``, the two stream
-trimmers ``trim.lua``) followed by the script's own file; the SHA is of that whole text, so what runs is exactly what ships in the
-wheel.
+trimmers ``trim.lua``) followed by the script's own file; the SHA is of that whole text, so
+what runs is exactly what ships in the wheel.
 """
 
 from __future__ import annotations
