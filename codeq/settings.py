@@ -247,6 +247,8 @@ class Settings(_Section, frozen=True, kw_only=True):
     # Requests one gateway process works on at once; more are shed with 503 + Retry-After
     # before their latency grows without bound (long polls count only until they park).
     max_in_flight_requests: Annotated[int, Meta(ge=1, le=100000)] = 128
+    # The hot task routes served by the HTTP protocol itself, without ASGI (gateway.direct).
+    direct_routes: bool = True
     max_payload_bytes: Count = 524288
     max_artifact_bytes: Count = 10485760
     local_artifacts_dir: Text = "./.codeq/artifacts"

@@ -28,6 +28,7 @@ from codeq.store.protocol import Backend, RateBuckets
 from codeq.sweeper import Sweeper
 from codeq.tracing import Tracing
 from gateway import apidocs
+from gateway.direct import DirectRoutes
 from gateway.errors import exception_handlers
 from gateway.metrics import Metrics, Scraper
 from gateway.middleware import BodyLimits, InFlight, RequestIdMiddleware
@@ -184,6 +185,15 @@ def create_app(
     )
     app.state.gateway = gateway
     app.state.in_flight = in_flight  # shed by the HTTP protocol too (gateway.http_protocol)
+    # the hot task routes, served by the HTTP protocol without ASGI (not while tracing: the
+    # middleware makes the request spans)
+    app.state.direct = (
+        None
+        if gateway.tracing.enabled or not settings.direct_routes
+        else DirectRoutes.of(
+            app, limits=BodyLimits.of(settings), metrics=metrics, in_flight=in_flight
+        )
+    )
     app.state.scraper = scraper
     complete_document(app)  # security, every error, required bodies: gateway/openapi_errors.py
     return app

@@ -41,6 +41,11 @@ class JsonAnswer:
         await send(self._start)  # type: ignore[arg-type]
         await send(self._body)  # type: ignore[arg-type]
 
+    def parts(self) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """Status, headers and body: what the two messages carry (gateway.direct writes them
+        without the messages)."""
+        return self._start["status"], self._start["headers"], self._body["body"]
+
 
 def _framing(body: bytes, status: int) -> list[tuple[bytes, bytes]]:
     if status == 204:  # no content, and no Content-Length (RFC 9110 8.6)

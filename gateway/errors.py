@@ -19,7 +19,7 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from codeq.errors import CodeQError, RateLimited, StoreUnavailable
 
-__all__ = ["error_json", "exception_handlers"]
+__all__ = ["error_json", "error_response", "exception_handlers"]
 
 log = logging.getLogger("codeq.gateway")
 
@@ -58,7 +58,7 @@ def _json(
     return Response(content=body, status_code=status, media_type=MediaType.JSON, headers=headers)
 
 
-def handle_codeq_error(_: Request[Any, Any, Any], exc: CodeQError) -> Response[Any]:
+def handle_codeq_error(_: Request[Any, Any, Any] | None, exc: CodeQError) -> Response[Any]:
     headers: dict[str, str] = {}
     extra: dict[str, Any] = {}
     if isinstance(exc, StoreUnavailable):
@@ -110,14 +110,14 @@ def validation_message(text: str) -> str:
     return _field_message({"message": text}) or text
 
 
-def handle_validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
+def handle_validation(_: Request[Any, Any, Any] | None, exc: ValidationException) -> Response[Any]:
     details = exc.extra if isinstance(exc.extra, list) else [exc.extra] if exc.extra else []
     parts = [m for m in (_field_message(d) for d in details) if m]
     message = "; ".join(parts) if parts else "request body is not valid JSON for this route"
     return _json(400, _body(message, "invalid_request"))
 
 
-def handle_http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+def handle_http(_: Request[Any, Any, Any] | None, exc: HTTPException) -> Response[Any]:
     status = exc.status_code
     code = _STATUS_CODES.get(status, "error")
     if status >= 500:
@@ -129,7 +129,7 @@ def handle_http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     return _json(status, _body(message, code), dict(exc.headers or {}))
 
 
-def handle_unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+def handle_unexpected(_: Request[Any, Any, Any] | None, exc: Exception) -> Response[Any]:
     log.exception("unhandled error", exc_info=exc)
     return _json(500, _body("internal error", "internal"))
 
@@ -140,3 +140,14 @@ exception_handlers: dict[type[Exception] | int, Any] = {
     HTTPException: handle_http,
     Exception: handle_unexpected,
 }
+
+
+def error_response(exc: Exception) -> Response[Any]:
+    """The answer to what a handler raised, from the map above (by the exception's class, as
+    Litestar looks it up): for the routes the HTTP protocol serves itself (gateway.direct)."""
+    for kind in type(exc).__mro__:
+        handler = exception_handlers.get(kind)
+        if handler is not None:
+            answer: Response[Any] = handler(None, exc)
+            return answer
+    return handle_unexpected(None, exc)  # pragma: no cover - Exception is in the map

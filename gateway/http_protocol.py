@@ -27,6 +27,7 @@ from uvicorn._types import ASGI3Application
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from codeq.ids import random_hex
+from gateway.direct import DirectRoutes
 from gateway.errors import error_json
 from gateway.middleware import NEVER_SHED, OVERLOADED_BODY, InFlight, request_id_from
 
@@ -69,13 +70,13 @@ class _HeadWithBody:
         return getattr(self._transport, name)
 
 
-def _in_flight_of(app: Any) -> InFlight | None:
-    """The app's in-flight count (``app.state.in_flight``), through any wrapper uvicorn put
-    around it."""
+def _state_of(app: Any, name: str) -> Any:
+    """``app.state.<name>`` (the in-flight count, the direct routes), through any wrapper
+    uvicorn put around the app; None when it has none."""
     for _ in range(4):
-        found = getattr(getattr(app, "state", None), "in_flight", None)
-        if isinstance(found, InFlight):
-            return found
+        state = getattr(app, "state", None)
+        if state is not None and getattr(state, name, None) is not None:
+            return getattr(state, name)
         app = getattr(app, "app", None)
     return None
 
@@ -89,11 +90,24 @@ _MESSAGE = (
 class JsonErrorHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._in_flight = _in_flight_of(self.app)
+        found = _state_of(self.app, "in_flight")
+        self._in_flight: InFlight | None = found if isinstance(found, InFlight) else None
+        found = _state_of(self.app, "direct")
+        self._direct: DirectRoutes | None = found if isinstance(found, DirectRoutes) else None
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
         in_flight = self._in_flight
         if in_flight is None or cycle.scope["path"] in NEVER_SHED or not in_flight.sheds():
+            route = (
+                None
+                if self._direct is None
+                else self._direct.match(cycle.scope["method"], cycle.scope["path"])
+            )
+            if route is not None:  # served here, without ASGI (gateway.direct)
+                task = self.loop.create_task(self._direct.serve(cycle, *route))  # type: ignore[union-attr]
+                task.add_done_callback(self.tasks.discard)
+                self.tasks.add(task)
+                return
             if cycle.scope["method"] != "HEAD":  # a HEAD answer has no body to wait for
                 cycle.transport = _HeadWithBody(self.transport)  # type: ignore[assignment]
             super()._start_asgi_task(cycle, app)

@@ -59,10 +59,17 @@ __all__ = [
     "NEVER_SHED",
     "OVERLOADED_BODY",
     "BodyLimits",
+    "Head",
     "InFlight",
+    "Problem",
     "RequestIdMiddleware",
+    "admit",
+    "begin",
+    "count_in",
+    "finish",
     "header_of",
     "json_too_deep",
+    "read_body",
     "release_in_flight",
     "request_id_from",
     "request_id_of",
@@ -245,33 +252,10 @@ class RequestIdMiddleware(MiddlewareProtocol):
                     span.set_attribute("http.response.status_code", status)
 
     async def _handle(self, scope: HTTPScope, receive: Receive, send: Send) -> None:
-        rid = b""  # the client's X-Request-Id when it is sane (request_id_from), else made here
-        length: bytes | None = None
-        media_type: bytes | None = None
-        framing = b""  # what is wrong with the framing headers, if anything
-        chunked = False
-        for name, value in scope.get("headers", ()):
-            if name == b"x-request-id":
-                rid = value if _SANE.match(value) else b""
-            elif name == b"content-length":
-                if length is not None and value != length:
-                    framing = b"two different Content-Length values"
-                length = value
-            elif name == b"content-type":
-                media_type = value
-            elif name == b"transfer-encoding":
-                chunked = True
-        if not rid:
-            rid = random_hex(16).encode()
-        state = cast(dict[str, Any], scope).setdefault("state", {})
-        state["request_id"] = rid.decode()
+        head = Head.of(scope)
+        rid = begin(scope, head)
         slot = self.in_flight
-        shed = False
-        if slot is not None and scope["path"] not in NEVER_SHED:  # probes neither shed nor count
-            shed = slot.sheds()
-            if not shed:
-                slot.count += 1
-                state["in_flight"], state["in_flight_slot"] = True, slot
+        shed = slot is not None and admit(scope, slot)
         started = time.perf_counter()
         status = 0
 
@@ -286,30 +270,90 @@ class RequestIdMiddleware(MiddlewareProtocol):
             if shed:
                 await _send_json(send_with_id, 503, OVERLOADED_BODY, ((b"retry-after", b"1"),))
                 return
-            body_receive = await _guard_body(
-                scope, self.limits, receive, send_with_id, length, media_type, chunked, framing
-            )
+            body_receive = await _guard_body(scope, self.limits, receive, send_with_id, head)
             if body_receive is not None:
                 await self.app(scope, body_receive, send_with_id)
         finally:
-            if slot is not None:
-                release_in_flight(scope)
-            elapsed = time.perf_counter() - started
-            if self.metrics is not None and status:  # 0: the client left before an answer
-                route = "overloaded" if shed else route_template(scope)
-                self.metrics.observe_http(scope.get("method", ""), route, status, elapsed)
-            if access_log.isEnabledFor(logging.INFO):
-                access_log.info(
-                    "request",
-                    extra={
-                        "requestId": rid.decode(),
-                        "method": scope.get("method"),
-                        "path": scope.get("path"),
-                        "status": status,
-                        "durationMs": round(elapsed * 1000, 2),
-                        **_noted(scope),
-                    },
-                )
+            finish(scope, self.metrics, rid, status, started, shed)
+
+
+class Head(NamedTuple):
+    """What the middleware reads from a request's headers, in one pass."""
+
+    rid: bytes  # the client's X-Request-Id when it is sane (request_id_from), else b""
+    length: bytes | None  # Content-Length
+    media_type: bytes | None  # Content-Type
+    chunked: bool  # any Transfer-Encoding
+    framing: bytes  # what is wrong with the framing headers, if anything
+
+    @classmethod
+    def of(cls, scope: Scope) -> Head:
+        rid = b""
+        length: bytes | None = None
+        media_type: bytes | None = None
+        framing = b""
+        chunked = False
+        for name, value in scope.get("headers", ()):
+            if name == b"x-request-id":
+                rid = value if _SANE.match(value) else b""
+            elif name == b"content-length":
+                if length is not None and value != length:
+                    framing = b"two different Content-Length values"
+                length = value
+            elif name == b"content-type":
+                media_type = value
+            elif name == b"transfer-encoding":
+                chunked = True
+        return cls(rid, length, media_type, chunked, framing)
+
+
+def begin(scope: Scope, head: Head) -> bytes:
+    """The request's id (the client's when sane, else a new one), noted in its state."""
+    rid = head.rid or random_hex(16).encode()
+    cast(dict[str, Any], scope).setdefault("state", {})["request_id"] = rid.decode()
+    return rid
+
+
+def admit(scope: Scope, slot: InFlight) -> bool:
+    """Count the request as in flight, or say it is shed (True); probes neither shed nor
+    count."""
+    if scope["path"] in NEVER_SHED:
+        return False
+    if slot.sheds():
+        return True
+    count_in(scope, slot)
+    return False
+
+
+def count_in(scope: Scope, slot: InFlight) -> None:
+    """The request counts as in flight until :func:`release_in_flight` (once)."""
+    slot.count += 1
+    state = scope["state"]
+    state["in_flight"], state["in_flight_slot"] = True, slot
+
+
+def finish(
+    scope: Scope, metrics: Metrics | None, rid: bytes, status: int, started: float, shed: bool
+) -> None:
+    """A request is done: its place in flight back, its duration observed (``status`` 0: the
+    client left before an answer) and its access-log line."""
+    release_in_flight(scope)
+    elapsed = time.perf_counter() - started
+    if metrics is not None and status:
+        route = "overloaded" if shed else route_template(scope)
+        metrics.observe_http(str(scope.get("method", "")), route, status, elapsed)
+    if access_log.isEnabledFor(logging.INFO):
+        access_log.info(
+            "request",
+            extra={
+                "requestId": rid.decode(),
+                "method": scope.get("method"),
+                "path": scope.get("path"),
+                "status": status,
+                "durationMs": round(elapsed * 1000, 2),
+                **_noted(scope),
+            },
+        )
 
 
 async def _answer(send: Send, status: int, message: str) -> None:
@@ -333,28 +377,24 @@ async def _send_json(
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-async def _guard_body(
-    scope: Scope,
-    limits: BodyLimits,
-    receive: Receive,
-    send: Send,
-    length: bytes | None,
-    media_type: bytes | None,
-    chunked: bool,
-    framing: bytes,
-) -> Receive | None:
-    """The ``receive`` the app should use (replaying the checked body), or ``None`` when the
-    request was answered here (or the client left while its body was read)."""
-    if framing or (length is not None and not (length.isdigit() and len(length) <= 19)):
-        await _answer(send, 400, "Content-Length: expected one non-negative decimal number")
-        return None
+class Problem(NamedTuple):
+    """Why a request body is refused: the status and the message of its JSON error."""
+
+    status: int
+    message: str
+
+
+async def read_body(limits: BodyLimits, receive: Receive, head: Head) -> bytes | Problem | None:
+    """The request's body once it is whole and passes every limit; the :class:`Problem` when it
+    does not (nothing more is read); ``None`` when the client left while it was read."""
+    length = head.length
+    if head.framing or (length is not None and not (length.isdigit() and len(length) <= 19)):
+        return Problem(400, "Content-Length: expected one non-negative decimal number")
     expected = 0 if length is None else int(length)
     if expected > limits.max_bytes:
-        await _answer(send, 413, "request body too large")
-        return None
-    if expected == 0 and not chunked:
-        ScopeState.from_scope(scope).body = b""  # no body: nothing to check, nothing to read
-        return receive
+        return Problem(413, "request body too large")
+    if expected == 0 and not head.chunked:
+        return b""  # no body: nothing to check, nothing to read
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -364,26 +404,37 @@ async def _guard_body(
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limits.max_bytes:
-            await _answer(send, 413, "request body too large")
-            return None
+            return Problem(413, "request body too large")
         chunks.append(chunk)
         if not message.get("more_body", False):
             break
     body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     if body:
-        if media_type is not None and not _is_json(media_type):
-            await _answer(send, 415, "Content-Type: expected application/json")
-            return None
+        if head.media_type is not None and not _is_json(head.media_type):
+            return Problem(415, "Content-Type: expected application/json")
         if not (body.isascii() or _is_utf8(body)):  # JSON is UTF-8 (RFC 8259), even where
-            await _answer(send, 400, "body: not valid UTF-8")  # a decoder would skip it
-            return None
+            return Problem(400, "body: not valid UTF-8")  # a decoder would skip it
         if await too_deep(body, limits.max_depth):
-            await _answer(
-                send, 400, f"body: nested deeper than {limits.max_depth} levels (maxJsonDepth)"
-            )
-            return None
+            deep = f"body: nested deeper than {limits.max_depth} levels (maxJsonDepth)"
+            return Problem(400, deep)
+    return body
+
+
+async def _guard_body(
+    scope: Scope, limits: BodyLimits, receive: Receive, send: Send, head: Head
+) -> Receive | None:
+    """The ``receive`` the app should use (replaying the checked body), or ``None`` when the
+    request was answered here (or the client left while its body was read)."""
+    body = await read_body(limits, receive, head)
+    if body is None:
+        return None
+    if isinstance(body, Problem):
+        await _answer(send, body.status, body.message)
+        return None
     # What Request.body() answers, without streaming the body a second time
     ScopeState.from_scope(scope).body = body
+    if not body:
+        return receive
     replayed = False
 
     async def replay() -> ReceiveMessage:

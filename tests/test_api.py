@@ -73,12 +73,16 @@ def make_settings(tmp: Path, prefix: str, **extra: Any) -> Settings:
     return Settings.from_mapping(data)
 
 
-@pytest.fixture(params=["redis", "embedded", "kvrocks"])
+@pytest.fixture(params=["redis-http", "redis", "embedded", "kvrocks-http"])
 async def client(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ApiClient]:
+    """The app on each store; ``-http``: over loopback HTTP through the gateway's own protocol,
+    where the hot task routes are served without ASGI (gateway.direct), else straight into
+    the ASGI app (every route through Litestar)."""
+    kind, _, http = request.param.partition("-")
     prefix = "api" + uuid.uuid4().hex[:10]
-    store = make_store(request, request.param, prefix)
+    store = make_store(request, kind, prefix)
     app = create_app(make_settings(tmp_path, prefix), store=store, close_store=True)
-    async with serve_in_process(app) as c:
+    async with serve_in_process(app, http=bool(http)) as c:
         yield c
 
 

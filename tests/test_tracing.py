@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-import httpx
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
@@ -41,22 +40,23 @@ async def test_one_task_is_one_trace() -> None:
         environ={"CODEQ_DEV_TOKEN": TOKEN},
         tracing=Tracing(settings, exporter=exporter),
     )
+    assert app.state.direct is None  # with tracing on, the middleware serves every route
     with receiver() as hooks:
-        async with serve_in_process(app):
-            transport = httpx.ASGITransport(app=app)
-            async with AsyncCodeQClient(
-                "http://testserver", token=TOKEN, transport=transport
-            ) as cq:
-                task = await cq.create_task("TRACED", {"n": 1}, webhook=hooks.url)
-                assert task.trace_parent is not None  # the create request's span
-                claimed = await cq.claim(["TRACED"])
-                assert claimed is not None and claimed.trace_parent == task.trace_parent
-                await cq.heartbeat(claimed)
-                await cq.complete(claimed, {"ok": True})
-                # In a thread: the deliverer runs on this event loop.
-                await asyncio.to_thread(
-                    wait_for, lambda: hooks.count() >= 1, timeout=10, message="no callback"
-                )
+        # over HTTP through the gateway's protocol: the hot routes too get their spans
+        async with (
+            serve_in_process(app, http=True) as served,
+            AsyncCodeQClient(str(served.base_url), token=TOKEN) as cq,
+        ):
+            task = await cq.create_task("TRACED", {"n": 1}, webhook=hooks.url)
+            assert task.trace_parent is not None  # the create request's span
+            claimed = await cq.claim(["TRACED"])
+            assert claimed is not None and claimed.trace_parent == task.trace_parent
+            await cq.heartbeat(claimed)
+            await cq.complete(claimed, {"ok": True})
+            # In a thread: the deliverer runs on this event loop.
+            await asyncio.to_thread(
+                wait_for, lambda: hooks.count() >= 1, timeout=10, message="no callback"
+            )
 
     trace = trace_id(task.trace_parent)
     callback = hooks.received[0]

@@ -129,6 +129,9 @@ def _json(body: msgspec.Struct, status: int, replayed: bool = False) -> JsonAnsw
 
 
 _REPLAYED = ((b"idempotent-replay", b"true"),)
+#: served by the HTTP protocol itself (gateway.direct): the handler answers with a JsonAnswer
+#: and uses only what gateway.direct.DirectRequest has of the request
+DIRECT = {"direct": True}
 
 
 def ok(model: type[Any], description: str) -> ResponseSpec:
@@ -174,6 +177,7 @@ class TaskController(Controller):
         summary="Create a task (producer)",
         responses={202: ok(TaskOut, "The task"), **errors(400, 409, 413, 429)},
         dependencies=documents(CreateTaskBody),
+        opt=DIRECT,
     )
     async def create(self, request: AnyRequest) -> ASGIApp:
         gw = gateway_for(request)
@@ -238,6 +242,7 @@ class TaskController(Controller):
             **errors(400, 403, 413, 429),
         },
         dependencies=documents(ClaimBody),
+        opt=DIRECT,
     )
     async def claim(self, request: AnyRequest) -> ASGIApp:
         gw = gateway_for(request)
@@ -277,6 +282,7 @@ class TaskController(Controller):
         summary="Extend the lease (lease holder, codeq:heartbeat)",
         responses={200: ok(HeartbeatOut, "The new lease"), **errors(400, 403, 404, 409, 413)},
         dependencies=documents(HeartbeatBody),
+        opt=DIRECT,
     )
     async def heartbeat(self, request: AnyRequest, task_id: FromPath[str]) -> ASGIApp:
         gw = gateway_for(request)
@@ -297,6 +303,7 @@ class TaskController(Controller):
         summary="Give the task back now (lease holder, codeq:abandon)",
         responses={200: ok(StatusOut, "Requeued"), **errors(400, 403, 404, 409, 413)},
         dependencies=documents(AbandonBody),
+        opt=DIRECT,
     )
     async def abandon(self, request: AnyRequest, task_id: FromPath[str]) -> ASGIApp:
         gw = gateway_for(request)
@@ -348,6 +355,7 @@ class TaskController(Controller):
             **errors(400, 403, 404, 409, 413),
         },
         dependencies=documents(NackBody),
+        opt=DIRECT,
     )
     async def nack(self, request: AnyRequest, task_id: FromPath[str]) -> ASGIApp:
         gw = gateway_for(request)
@@ -369,6 +377,7 @@ class TaskController(Controller):
         summary="Finish the task: COMPLETED or FAILED (lease holder, codeq:result)",
         responses={200: ok(ResultOut, "The stored result"), **errors(400, 403, 404, 409, 413)},
         dependencies=documents(ResultBody),
+        opt=DIRECT,
     )
     async def result(self, request: AnyRequest, task_id: FromPath[str]) -> ASGIApp:
         gw = gateway_for(request)
