@@ -14,6 +14,7 @@ runs every cell three times and ends with the medians.
     python bench/http.py --store kvrocks --concurrency 50  # the same on KVRocks
     python bench/http.py --default --concurrency 50    # `codeq serve` as a new user starts it
     python bench/http.py --concurrency 50 --rounds 3 --scenarios wrk-create claim lifecycle
+    python bench/http.py --concurrency 50 --rounds 3 --direct both  # with, without gateway.direct
 
 Scenarios, each at every concurrency level:
   create     POST /tasks, one command
@@ -339,17 +340,19 @@ def run_cell(
     conc: int,
     lines: list[str],
     cells: dict[tuple[str, int], list[tuple[float, float, float, float]]],
+    variant: str = "",
 ) -> None:
-    """One scenario at one concurrency: its rows, and its figures for the medians."""
+    """One scenario at one concurrency: its rows, and its figures for the medians
+    (``variant``: which of two gateways, named after the scenario)."""
     if scenario == "wrk-create":
         started = meter.start()
         n, rate, p50, p95, p99, bad = run_wrk(base, conc, args.duration)
         cpu = meter.per_unit(started, n)
         lines.append(
-            f"| create (wrk) | create | {conc} | {rate:,.0f} | {p50:.1f} | {p95:.1f} "
+            f"| create (wrk){variant} | create | {conc} | {rate:,.0f} | {p50:.1f} | {p95:.1f} "
             f"| {p99:.1f} | {bad} | {cpu_text(cpu)} |"
         )
-        cells.setdefault((scenario, conc), []).append((rate, p99 / 1000, *cpu))
+        cells.setdefault((scenario + variant, conc), []).append((rate, p99 / 1000, *cpu))
         print(lines[-1], flush=True)
         return
     if scenario == "claim":
@@ -362,7 +365,7 @@ def run_cell(
         op_rate = len(res["lat"][op]) / args.duration
         lines.append(
             row(
-                scenario,
+                scenario + variant,
                 op,
                 conc,
                 op_rate,
@@ -374,7 +377,7 @@ def run_cell(
     if res["errors"]:
         lines.append(f"|  | errors: {res['errors']} |  |  |  |  |  |  |  |")
     first = sorted(res["lat"][OPS[scenario][0]])
-    cells.setdefault((scenario, conc), []).append(
+    cells.setdefault((scenario + variant, conc), []).append(
         (res["done"] / args.duration, percentile(first, 99), *cpu)
     )
     print(lines[-1], flush=True)
@@ -514,6 +517,13 @@ def main() -> None:
     )
     ap.add_argument("--access-log", action="store_true", help="keep the JSON access log on")
     ap.add_argument(
+        "--direct",
+        choices=["on", "off", "both"],
+        default="on",
+        help="directRoutes of the gateway; both: one gateway of each on the same store, "
+        "cells alternating",
+    )
+    ap.add_argument(
         "--default",
         action="store_true",
         help="`codeq serve` with nothing configured: the private store it starts itself",
@@ -528,27 +538,32 @@ def main() -> None:
     # (scenario, conc) -> [(per s, p99 s, gateway µs, store µs)] over the rounds
     cells: dict[tuple[str, int], list[tuple[float, float, float, float]]] = {}
     wake: list[float] = []
+    variants: list[tuple[str, str, CpuMeter]] = []  # (name, base URL, CPU meter)
     with contextlib.ExitStack() as stack:
         if args.base_url:
-            base, meter = args.base_url, CpuMeter(None, None)
+            variants.append(("", args.base_url, CpuMeter(None, None)))
         elif args.default:
             data = stack.enter_context(tempfile.TemporaryDirectory(prefix="codeq-bench-"))
             base, pid = stack.enter_context(
                 gateway(None, args.server, args.workers, args.access_log, data)
             )
-            meter = CpuMeter(pid, None)
+            variants.append(("", base, CpuMeter(pid, None)))
         else:
             url = stack.enter_context(local_store(args.redis_url, args.store))
-            base, pid = stack.enter_context(
-                gateway(url, args.server, args.workers, args.access_log)
-            )
-            meter = CpuMeter(pid, store_pid(url))
+            for direct in ["on", "off"] if args.direct == "both" else [args.direct]:
+                env = {"DIRECT_ROUTES": "true" if direct == "on" else "false"}
+                base, pid = stack.enter_context(
+                    gateway(url, args.server, args.workers, args.access_log, extra_env=env)
+                )
+                name = f" · direct {direct}" if args.direct == "both" else ""
+                variants.append((name, base, CpuMeter(pid, store_pid(url))))
         for _round in range(args.rounds):
             for scenario in [s for s in args.scenarios if s != "wake"]:
                 for conc in args.concurrency:
-                    run_cell(args, base, meter, scenario, conc, lines, cells)
+                    for name, base, meter in variants:
+                        run_cell(args, base, meter, scenario, conc, lines, cells, name)
         if "wake" in args.scenarios:
-            wake = asyncio.run(wake_latency(base, args.wake_samples))
+            wake = asyncio.run(wake_latency(variants[0][1], args.wake_samples))
     print()
     if args.default:
         what = "codeq serve (gateway, deliverers, sweeper) on its own local store"
@@ -558,7 +573,7 @@ def main() -> None:
     print(
         f"server: {what}, --server {args.server} --workers {args.workers}; "
         f"load: {args.procs} aiohttp process(es); {args.duration:g} s per cell; "
-        f"access log {'on' if args.access_log else 'off'}"
+        f"access log {'on' if args.access_log else 'off'}; directRoutes {args.direct}"
     )
     print("\n".join(lines))
     if args.rounds > 1:

@@ -177,6 +177,47 @@ async def test_concurrent_claims_take_the_best_tasks_in_order(
         assert sorted(made[c.id] for c in rest if c is not None) == [0, 0]
 
 
+async def test_claims_of_different_queues_share_calls_and_each_gets_its_own_queues_task(
+    redis_store: RedisStore,
+) -> None:
+    """Claims made together that name different queues, some overlapping, are served by
+    fewer script calls (in groups of the same queues); each gets a task of its own queues,
+    none is handed out twice, and a queue two groups name is not emptied twice."""
+    engine = Engine(redis_store)
+    for command in ("a", "b", "c"):
+        for i in range(6):
+            await engine.create("acme", NewTask(command=command, payload=str(i)))
+    await engine.create("acme", NewTask(command="d", payload="1"))  # scripts loaded, left alone
+    wants = [["a"], ["b"], ["a", "b"], ["c"], ["b", "c"], ["e"]] * 4  # 24 claims, 18 tasks
+
+    async def script_calls() -> int:
+        info: dict[str, Any] = await redis_store.client.info("commandstats")
+        return sum(int(v["calls"]) for k, v in info.items() if k.startswith("cmdstat_evalsha"))
+
+    before = await script_calls()
+    got = await asyncio.gather(
+        *(engine.claim("acme", f"w{i}", queues) for i, queues in enumerate(wants))
+    )
+    calls = await script_calls() - before
+    assert 1 <= calls <= 4, calls  # 24 claims; up to 16 a call
+    leased = [t for t in got if t is not None]
+    assert len({t.id for t in leased}) == len(leased)  # none handed out twice
+    for i, (queues, task) in enumerate(zip(wants, got, strict=True)):
+        if task is not None:  # its own answer: a task of the queues it named, leased to it
+            assert task.command in queues and task.worker_id == f"w{i}"
+    counts = {q.command: (q.ready, q.in_progress) for q in await engine.list_queues("acme")}
+    for command in ("a", "b", "c"):  # each task is ready or leased, once
+        ready, leased_n = counts[command]
+        assert ready + leased_n == 6
+        assert leased_n == sum(t.command == command for t in leased)
+    # as if one after the other: a claim that got nothing found its queues empty, and they
+    # only emptied further
+    for queues, task in zip(wants, got, strict=True):
+        if task is None:
+            assert all(counts.get(q, (0, 0))[0] == 0 for q in queues), (queues, counts)
+    assert counts["d"] == (1, 0)
+
+
 async def test_concurrent_results_each_get_their_own_answer(engine: Engine) -> None:
     for i in range(12):
         await engine.create("acme", NewTask(command="job", payload=str(i)))

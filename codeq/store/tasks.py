@@ -72,14 +72,18 @@ def _owner_error(reply: list[Any], task_id: str) -> CodeQError:
     return StoreError(f"unexpected script reply {code!r}")
 
 
+#: one claim of a merged call: its queues, worker id and new lease id
+_ClaimItem = tuple[tuple[str, ...], str, str]
+
+
 @dataclass(frozen=True, slots=True)
 class _ClaimAt:
-    """What claims must share to be served by one claim script call. The backoff table (for
-    the leases the call's repair finds expired) is not among it: each claim brings one drawn
-    at random, and the call uses its first claim's."""
+    """What claims must share to be served by one claim script call (their queues need not:
+    the call serves them in groups that name the same queues). The backoff table (for the
+    leases the call's repair finds expired) is not among it: each claim brings one drawn at
+    random, and the call uses its first claim's."""
 
     partition: int
-    queues: tuple[str, ...]
     lease_ms: int
     repair_limit: int
     dlq_retention_ms: int
@@ -99,7 +103,7 @@ class TaskTransitions(ScriptStore):
         # concurrent creates of a partition share a script call (see codeq/store/merge.py)
         self._creates: CallMerger[tuple[int, int], CreateItem] = CallMerger(self._create_call)
         self._results: CallMerger[int, _ResultItem] = CallMerger(self._result_call)
-        self._claims: CallMerger[_ClaimAt, tuple[str, str]] = CallMerger(self._claim_call)
+        self._claims: CallMerger[_ClaimAt, _ClaimItem] = CallMerger(self._claim_call)
 
     async def create(
         self, partition: int, items: Sequence[CreateItem], *, idempotency_ttl_ms: int
@@ -154,27 +158,31 @@ class TaskTransitions(ScriptStore):
         delays_ms: Sequence[int],
         dlq_retention_ms: int,
     ) -> Task | None:
-        at = _ClaimAt(
-            partition,
-            tuple(queues),
-            lease_ms,
-            repair_limit,
-            dlq_retention_ms,
-            delays_arg(delays_ms),
-        )
-        (reply,) = await self._claims.submit(at, [(worker_id, lease_id)])
+        at = _ClaimAt(partition, lease_ms, repair_limit, dlq_retention_ms, delays_arg(delays_ms))
+        (reply,) = await self._claims.submit(at, [(tuple(queues), worker_id, lease_id)])
         if _s(reply[0]) == "EMPTY":
             return None
         return decode_task(reply[1], reply[2])
 
-    async def _claim_call(self, at: _ClaimAt, items: list[tuple[str, str]]) -> list[Any]:
-        """One claim script call: one reply per (worker id, lease id) (see claim.lua)."""
+    async def _claim_call(self, at: _ClaimAt, items: list[_ClaimItem]) -> list[Any]:
+        """One claim script call: one reply per (queues, worker id, lease id), the claims
+        grouped by their queues (see claim.lua), the replies in the items' order."""
+        groups: dict[tuple[str, ...], list[int]] = {}
+        for index, item in enumerate(items):
+            groups.setdefault(item[0], []).append(index)
         args: list[Any] = [at.lease_ms, at.repair_limit, at.delays, at.dlq_retention_ms]
-        args += [len(at.queues), *at.queues]
-        for worker_id, lease_id in items:
-            args += (worker_id, lease_id)
+        args.append(len(groups))
+        order: list[int] = []
+        for queues, indexes in groups.items():
+            args += [len(queues), *queues, len(indexes)]
+            for index in indexes:
+                args += items[index][1:]
+            order += indexes
         reply: list[Any] = await self._run("claim", at.partition, args)
-        return reply
+        out: list[Any] = [None] * len(items)
+        for position, index in enumerate(order):
+            out[index] = reply[position]
+        return out
 
     async def heartbeat(
         self,
