@@ -77,6 +77,7 @@ class _Out(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
 
 
 @functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=64)  # a task's times, and the tasks of one moment, share seconds
 def _second(seconds: int) -> str:
     return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.")
 
