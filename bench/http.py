@@ -22,6 +22,9 @@ Scenarios, each at every concurrency level:
   lifecycle  create → claim → result by one client, each client its own command
   wake       one long poll waiting (waitSeconds 10); the time from sending a create for its
              command to the poll's answer (sequential, --wake-samples times)
+  raw-lifecycle
+             lifecycle's requests from plain asyncio connections sending ready-made bytes: a
+             load generator that costs the shared cores a fraction of aiohttp (opt-in)
   wrk-create POST /tasks from wrk (Debian's `wrk`, C, one thread): a load generator that
              costs the shared cores little, for the creates/s a gateway can take (opt-in)
 """
@@ -219,6 +222,93 @@ async def _drive(base: str, scenario: str, conc: int, duration: float, tag: str)
     return {"lat": lat, "errors": errors, "done": done["n"]}
 
 
+class _Raw(asyncio.Protocol):
+    """One keep-alive connection of the raw lifecycle driver: writes a request made of
+    ready bytes and reads the answer by its Content-Length (the gateway always sends one),
+    with none of an HTTP client library's per-request work."""
+
+    def __init__(self) -> None:
+        self.buf = b""
+        self.waiter: asyncio.Future[tuple[int, bytes]] | None = None
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        end = self.buf.find(b"\r\n\r\n")
+        if end < 0 or self.waiter is None:
+            return
+        at = self.buf.find(b"\r\ncontent-length: ", 0, end)
+        length = int(self.buf[at + 18 : self.buf.find(b"\r\n", at + 18)]) if at >= 0 else 0
+        if len(self.buf) < end + 4 + length:
+            return
+        status, body = int(self.buf[9:12]), self.buf[end + 4 : end + 4 + length]
+        self.buf = self.buf[end + 4 + length :]
+        self.waiter.set_result((status, body))
+
+    async def post(self, path: bytes, body: bytes) -> tuple[int, bytes, float]:
+        assert self.transport is not None
+        self.waiter = asyncio.get_running_loop().create_future()
+        started = time.perf_counter()
+        self.transport.write(_RAW_HEAD % (path, len(body)) + body)
+        status, answer = await self.waiter
+        return status, answer, time.perf_counter() - started
+
+
+_RAW_HEAD = (
+    b"POST %s HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+    + b"Authorization: Bearer "
+    + TOKEN.encode()
+    + b"\r\nContent-Length: %d\r\n\r\n"
+)
+
+
+async def _drive_raw(base: str, conc: int, duration: float, tag: str) -> dict[str, Any]:
+    """``raw-lifecycle``: what ``lifecycle`` does, from :class:`_Raw` connections."""
+    host, port = base.removeprefix("http://").split(":")
+    lat: dict[str, list[float]] = {k: [] for k in OPS["raw-lifecycle"]}
+    errors: dict[str, int] = {}
+    done = {"n": 0}
+    stop_at = time.perf_counter() + duration
+    loop = asyncio.get_running_loop()
+    result = b'{"status":"COMPLETED","result":{"ok":true}}'
+
+    async def lifecycler(i: int) -> None:
+        _, conn = await loop.create_connection(_Raw, host, int(port))
+        command = f"RL-{tag}-{i}"
+        body, claim = _task(command), json.dumps({"commands": [command]}).encode()
+        while time.perf_counter() < stop_at:
+            started = time.perf_counter()
+            status, _, took = await conn.post(b"/v1/codeq/tasks", body)
+            if status != 202:
+                errors["create"] = errors.get("create", 0) + 1
+                continue
+            lat["create"].append(took)
+            status, answer, took = await conn.post(b"/v1/codeq/tasks/claim", claim)
+            if status != 200:
+                errors["claim"] = errors.get("claim", 0) + 1
+                continue
+            lat["claim"].append(took)
+            task = json.loads(answer)
+            path = f"/v1/codeq/tasks/{task['id']}/result".encode()
+            status, _, took = await conn.post(
+                path, result.replace(b"{", b'{"leaseId":"%s",' % task["leaseId"].encode(), 1)
+            )
+            if status != 200:
+                errors["result"] = errors.get("result", 0) + 1
+                continue
+            lat["result"].append(took)
+            lat["lifecycle"].append(time.perf_counter() - started)
+            done["n"] += 1
+        if conn.transport is not None:
+            conn.transport.close()
+
+    await asyncio.gather(*(lifecycler(i) for i in range(conc)))
+    return {"lat": lat, "errors": errors, "done": done["n"]}
+
+
 def _child(base: str, scenario: str, conc: int, duration: float, tag: str, out: Any) -> None:
     try:
         import uvloop
@@ -226,7 +316,10 @@ def _child(base: str, scenario: str, conc: int, duration: float, tag: str, out: 
         uvloop.install()
     except ImportError:
         pass
-    out.put(asyncio.run(_drive(base, scenario, conc, duration, tag)))
+    if scenario == "raw-lifecycle":
+        out.put(asyncio.run(_drive_raw(base, conc, duration, tag)))
+    else:
+        out.put(asyncio.run(_drive(base, scenario, conc, duration, tag)))
 
 
 def run_load(base: str, scenario: str, conc: int, duration: float, procs: int) -> dict[str, Any]:
@@ -392,6 +485,7 @@ OPS = {
     "create": ["create"],
     "claim": ["pair", "claim", "result"],
     "lifecycle": ["lifecycle", "create", "claim", "result"],
+    "raw-lifecycle": ["lifecycle", "create", "claim", "result"],
 }
 
 
