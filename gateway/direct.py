@@ -184,8 +184,8 @@ class DirectRoutes:
                         response.to_asgi_response(None, cast(Any, request)), scope
                     )
             status = await _write(cycle, parts, rid)
-        except Exception:  # a fault here, not in the handler: as uvicorn does with an app's
-            log.exception("direct route failed")
+        except Exception:  # a fault of this code (the handler's errors are answered above):
+            log.exception("direct route failed")  # the connection cannot be trusted any more
             if not cycle.response_started:
                 cycle.transport.close()
         finally:
