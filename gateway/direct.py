@@ -22,12 +22,15 @@ One way to each thing, still:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple, cast
 
 from litestar import Litestar
+from litestar._asgi.utils import is_valid_host  # the router's own rule for the Host header
+from litestar.exceptions import ClientException
 from litestar.types import Message, Receive, Scope
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, RequestResponseCycle
 
@@ -74,6 +77,23 @@ class _Route(NamedTuple):
     segments: tuple[str | None, ...]  # the path split at "/", None where a parameter is
     names: tuple[str, ...]  # the parameters' names, in order
     call: Callable[..., Awaitable[Any]]  # the handler, bound as Litestar calls it
+
+
+def _served_alike(handler: Any, template: str) -> None:
+    """Refuse a direct route Litestar would wrap in more than the app does for every route:
+    guards, hooks, middleware, response headers or cookies of its own would not run here."""
+    extra = {
+        "guards": handler.resolve_guards(),
+        "middleware": handler.resolve_middleware(),
+        "response headers": handler.resolve_response_headers(),
+        "response cookies": handler.resolve_response_cookies(),
+        "before_request": handler.resolve_before_request(),
+        "after_request": [x.after_request for x in handler.ownership_layers if x.after_request],
+        "after_response": handler.resolve_after_response(),
+    }
+    found = [name for name, value in extra.items() if value]
+    if found:
+        raise ValueError(f"direct route {template} has {', '.join(found)}: not served alike")
 
 
 class DirectRoutes:
@@ -124,9 +144,20 @@ class DirectRoutes:
                         names.append(part.strip("{}"))
                     else:
                         segments.append(part)
+                _served_alike(handler, route.path_format)
                 route_ = _Route(route.path_format, tuple(segments), tuple(names), handler.fn)
                 found.append((method, route_))
-        return cls(app, found, limits=limits, metrics=metrics, in_flight=in_flight)
+        routes = cls(app, found, limits=limits, metrics=metrics, in_flight=in_flight)
+        for route in app.routes:  # Litestar prefers a fixed segment to a parameter: so must we
+            for method, entry in getattr(route, "route_handler_map", {}).items():
+                handler = entry[0] if isinstance(entry, tuple) else entry
+                taken = routes.match(method, route.path_format)
+                if not handler.opt.get("direct") and taken is not None:
+                    raise ValueError(
+                        f"{method} {route.path_format} would be served as the direct route "
+                        f"{taken[0].template}"
+                    )
+        return routes
 
     def __len__(self) -> int:
         return len(self._exact) + sum(len(r) for r in self._templated.values())
@@ -170,6 +201,9 @@ class DirectRoutes:
                 return  # the client left
             if isinstance(body, Problem):
                 parts = JsonAnswer(error_json(body.status, body.message), body.status).parts()
+            elif head.host is not None and not is_valid_host(head.host):  # as Litestar's router
+                answered = error_response(ClientException("Invalid host header"))
+                parts = await _captured(answered.to_asgi_response(None, cast(Any, None)), scope)
             else:
                 request = DirectRequest(scope, body, receive, self._app)
                 try:
@@ -184,9 +218,14 @@ class DirectRoutes:
                         response.to_asgi_response(None, cast(Any, request)), scope
                     )
             status = await _write(cycle, parts, rid)
+        except asyncio.CancelledError:  # shutdown's grace ran out: as uvicorn, no answer
+            cycle.transport.close()
+            raise
         except Exception:  # a fault of this code (the handler's errors are answered above):
-            log.exception("direct route failed")  # the connection cannot be trusted any more
-            if not cycle.response_started:
+            log.exception("direct route failed")  # what uvicorn answers for a failed app
+            if not cycle.response_started and not cycle.disconnected:
+                await cycle.send_500_response()
+            else:
                 cycle.transport.close()
         finally:
             finish(scope, self._metrics, rid, status, started, False)
@@ -216,12 +255,13 @@ async def _captured(app: Any, scope: Scope) -> _Parts:
 async def _write(cycle: RequestResponseCycle, parts: _Parts, rid: bytes) -> int:
     """Write the answer as uvicorn writes the same two messages (its default headers, the
     answer's, the request id the middleware adds, ``connection: close`` when the connection
-    ends), then finish the cycle as uvicorn does. The status written, 0 when the client left."""
+    ends), then finish the cycle as uvicorn does. The answer's status (also when the client
+    left before it: it was decided)."""
+    status, headers, body = parts
     if cycle.flow.write_paused and not cycle.disconnected:
         await cycle.flow.drain()
-    if cycle.disconnected:
-        return 0
-    status, headers, body = parts
+    if cycle.disconnected:  # the answer was decided: it counts, as the middleware counts it
+        return status
     out = [STATUS_LINE[status]]
     for name, value in cycle.default_headers:
         out += [name, b": ", value, b"\r\n"]

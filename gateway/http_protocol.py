@@ -93,18 +93,21 @@ class JsonErrorHttpToolsProtocol(HttpToolsProtocol):
         found = _state_of(self.app, "in_flight")
         self._in_flight: InFlight | None = found if isinstance(found, InFlight) else None
         found = _state_of(self.app, "direct")
-        self._direct: DirectRoutes | None = found if isinstance(found, DirectRoutes) else None
+        # a context of its own per request (uvicorn's reset_contextvars) only through ASGI
+        direct = isinstance(found, DirectRoutes) and not self.config.reset_contextvars
+        self._direct: DirectRoutes | None = found if direct else None
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
         in_flight = self._in_flight
         if in_flight is None or cycle.scope["path"] in NEVER_SHED or not in_flight.sheds():
-            route = (
+            direct = self._direct
+            route = (  # not the app uvicorn swaps in past its own limit_concurrency
                 None
-                if self._direct is None
-                else self._direct.match(cycle.scope["method"], cycle.scope["path"])
+                if direct is None or app is not self.app
+                else direct.match(cycle.scope["method"], cycle.scope["path"])
             )
-            if route is not None:  # served here, without ASGI (gateway.direct)
-                task = self.loop.create_task(self._direct.serve(cycle, *route))  # type: ignore[union-attr]
+            if direct is not None and route is not None:  # served here, without ASGI
+                task = self.loop.create_task(direct.serve(cycle, *route))
                 task.add_done_callback(self.tasks.discard)
                 self.tasks.add(task)
                 return

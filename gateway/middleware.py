@@ -285,6 +285,7 @@ class Head(NamedTuple):
     media_type: bytes | None  # Content-Type
     chunked: bool  # any Transfer-Encoding
     framing: bytes  # what is wrong with the framing headers, if anything
+    host: bytes | None  # the first Host header
 
     @classmethod
     def of(cls, scope: Scope) -> Head:
@@ -293,9 +294,12 @@ class Head(NamedTuple):
         media_type: bytes | None = None
         framing = b""
         chunked = False
+        host: bytes | None = None
         for name, value in scope.get("headers", ()):
             if name == b"x-request-id":
                 rid = value if _SANE.match(value) else b""
+            elif name == b"host":
+                host = value if host is None else host
             elif name == b"content-length":
                 if length is not None and value != length:
                     framing = b"two different Content-Length values"
@@ -304,7 +308,7 @@ class Head(NamedTuple):
                 media_type = value
             elif name == b"transfer-encoding":
                 chunked = True
-        return cls(rid, length, media_type, chunked, framing)
+        return cls(rid, length, media_type, chunked, framing, host)
 
 
 def begin(scope: Scope, head: Head) -> bytes:

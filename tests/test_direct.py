@@ -23,6 +23,7 @@ from codeq.store.keys import KeySchema
 from codeq.store.redis_store import RedisStore
 from gateway.app import create_app
 from gateway.direct import DirectRoutes
+from gateway.middleware import BodyLimits, InFlight
 from tests.asgi import ApiClient, serve_in_process
 from tests.conftest import eventually, make_store
 from tests.servers import free_port
@@ -61,9 +62,10 @@ def masked(raw: bytes) -> bytes:
 class Side:
     """One server of the pair: its client (for setting a case up) and its base URL."""
 
-    def __init__(self, c: ApiClient, direct: DirectRoutes | None) -> None:
+    def __init__(self, c: ApiClient, direct: DirectRoutes | None, in_flight: InFlight) -> None:
         self.c = c
         self.direct = direct
+        self.in_flight = in_flight
         self.served = 0  # the case's requests the direct route table served
 
     async def exchange(self, raw: bytes, *, expect_continue: bytes = b"") -> bytes:
@@ -197,6 +199,21 @@ async def _pipelined(side: Side) -> bytes:
     return await side.exchange(first + second)
 
 
+async def _one_by_one(side: Side) -> bytes:
+    """Two creates on one kept-alive connection, the second sent once the first is answered."""
+    url = side.c.base_url
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    try:
+        writer.write(create_raw(close=False))
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(re.search(rb"content-length: (\d+)", head)[1])  # type: ignore[index]
+        first = head + await reader.readexactly(length)
+        writer.write(create_raw(b'{"command":"RENDER","payload":"second"}'))
+        return first + await asyncio.wait_for(reader.read(), timeout=20)
+    finally:
+        writer.close()
+
+
 async def _claimed(side: Side) -> bytes:
     await created(side, command="PAIRED")
     return await side.exchange(worker("/v1/codeq/tasks/claim", b'{"commands":["PAIRED"]}'))
@@ -272,6 +289,8 @@ CASES: dict[str, tuple[Case, int]] = {
     "create-chunked": (_chunked, 1),
     "create-http-1.0": (plain(create_raw(version="1.0", close=False)), 1),
     "create-pipelined": (_pipelined, 2),
+    "create-one-by-one": (_one_by_one, 2),
+    "create-bad-host": (plain(create_raw().replace(b"Host: parity", b"Host: par ity")), 1),
     "create-query-string": (
         plain(request("POST", "/v1/codeq/tasks?x=1", b'{"command":"A","payload":1}')),
         1,
@@ -378,7 +397,7 @@ async def both(
             app = create_app(settings, store=store, close_store=True)
             routes = app.state.direct
             c = await stack.enter_async_context(serve_in_process(app, http=True))
-            side = Side(c, routes)
+            side = Side(c, routes, app.state.in_flight)
             if routes is not None:
                 serve = routes.serve
 
@@ -440,3 +459,74 @@ async def test_a_store_outage_answers_alike(request: pytest.FixtureRequest, tmp_
     assert b"\r\nretry-after: " in a
     assert masked(a) == masked(b)
     assert direct.served == 1
+
+
+_CLAIM_204 = re.compile(
+    rb'codeq_http_request_duration_seconds_count\{method="POST",'
+    rb'route="/v1/codeq/tasks/claim",status="204"\} (\d+)'
+)
+
+
+async def test_a_long_poll_whose_client_left_is_counted_alike(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """A client that leaves during a long poll: its place in flight is given back and the
+    decided 204 is observed in the duration histogram on both paths."""
+    async with both(request, tmp_path) as sides:
+        for side in sides:
+            url = side.c.base_url
+            _, writer = await asyncio.open_connection(url.host, url.port)
+            claim = b'{"commands":["GONE"],"waitSeconds":2}'
+            writer.write(worker("/v1/codeq/tasks/claim", claim))
+            await writer.drain()
+
+            async def parked(side: Side = side) -> bool:
+                return side.c.gw.waker.waiting() > 0
+
+            await eventually(parked, timeout=10)
+            writer.close()
+
+            async def answered(side: Side = side) -> bool:
+                r = await side.c.get("/metrics")
+                return side.in_flight.count == 0 and _CLAIM_204.search(r.content) is not None
+
+            await eventually(answered, timeout=10)
+            found = _CLAIM_204.search((await side.c.get("/metrics")).content)
+            assert found is not None and found[1] == b"1"
+        assert sides[0].served == 1
+
+
+def _route_app(*handlers: Any) -> Any:
+    from litestar import Litestar
+
+    return Litestar(route_handlers=list(handlers))
+
+
+def test_a_direct_route_litestar_would_serve_otherwise_is_refused() -> None:
+    """Guards and hooks would not run on the direct path, and a fixed route its template
+    covers would be shadowed: the table refuses both at start-up."""
+    from litestar import post
+    from litestar.params import FromPath
+
+    async def guard(connection: Any, handler: Any) -> None:
+        return None
+
+    @post("/t/{x:str}/go", opt={"direct": True}, guards=[guard], sync_to_thread=False)
+    def guarded(x: FromPath[str]) -> None:
+        return None
+
+    @post("/t/{x:str}/go", opt={"direct": True}, sync_to_thread=False)
+    def plain_route(x: FromPath[str]) -> None:
+        return None
+
+    @post("/t/fixed/go", sync_to_thread=False)
+    def fixed() -> None:
+        return None
+
+    limits = BodyLimits(1024, 8)
+    with pytest.raises(ValueError, match="guards"):
+        DirectRoutes.of(_route_app(guarded), limits=limits, metrics=None, in_flight=None)
+    with pytest.raises(ValueError, match="/t/fixed/go"):
+        DirectRoutes.of(_route_app(plain_route, fixed), limits=limits, metrics=None, in_flight=None)
+    alone = DirectRoutes.of(_route_app(plain_route), limits=limits, metrics=None, in_flight=None)
+    assert len(alone) == 1 and alone.match("POST", "/t/abc/go") is not None

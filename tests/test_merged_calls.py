@@ -9,6 +9,7 @@ is cut into several; a call that fails fails only the callers it carried.
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +20,7 @@ from codeq.engine import CreateOutcome, Engine
 from codeq.errors import Conflict, StoreUnavailable
 from codeq.store.merge import MAX_SCRIPT_ITEMS, CallMerger
 from codeq.store.redis_store import RedisStore
+from tests.invariants import check_all
 
 
 async def test_concurrent_creates_keep_their_order_and_their_own_answers(
@@ -216,6 +218,42 @@ async def test_claims_of_different_queues_share_calls_and_each_gets_its_own_queu
         if task is None:
             assert all(counts.get(q, (0, 0))[0] == 0 for q in queues), (queues, counts)
     assert counts["d"] == (1, 0)
+
+
+@pytest.mark.parametrize("seed", range(8))
+async def test_claims_of_random_overlapping_queues_lose_and_double_nothing(
+    redis_store: RedisStore, seed: int
+) -> None:
+    """Rounds of claims made together over random, overlapping queue lists at random
+    priorities: no task is leased twice or to a claim that did not name its queue, the store's
+    invariants hold after every round, and what is left is claimed one by one afterwards (the
+    head marks left by the merged calls hide nothing)."""
+    rnd = random.Random(seed)
+    engine = Engine(redis_store)
+    made: dict[str, str] = {}
+    for command in ("a", "b", "c"):
+        for i in range(rnd.randint(0, 8)):
+            new = NewTask(command=command, payload=str(i), priority=rnd.randint(0, 9))
+            made[(await engine.create("acme", new)).task.id] = command
+    lists = [["a"], ["b"], ["a", "b"], ["b", "a"], ["c"], ["b", "c"], ["c", "a", "b"], ["a", "c"]]
+    seen: set[str] = set()
+    for _ in range(4):
+        wants = [rnd.choice(lists) for _ in range(rnd.randint(1, 14))]
+        got = await asyncio.gather(*(engine.claim("acme", f"w{i}", q) for i, q in enumerate(wants)))
+        for queues, task in zip(wants, got, strict=True):
+            if task is not None:
+                assert task.id not in seen and task.command in queues
+                seen.add(task.id)
+        assert await check_all(redis_store.client, redis_store.keys) == []
+    for command in ("a", "b", "c"):
+        while (task := await engine.claim("acme", "drain", [command])) is not None:
+            assert task.id not in seen
+            seen.add(task.id)
+    assert seen == set(made)
+    counts = {q.command: (q.ready, q.in_progress) for q in await engine.list_queues("acme")}
+    for command in ("a", "b", "c"):
+        made_n = sum(c == command for c in made.values())
+        assert counts.get(command, (0, 0)) == (0, made_n)
 
 
 async def test_concurrent_results_each_get_their_own_answer(engine: Engine) -> None:

@@ -56,6 +56,10 @@ moved = moved + expire_leases(now, limit, delays, dlq_retention, false, marks[2]
 if moved > 0 then marks = read_marks() end
 local heads = {}
 for i = 1, #names do heads[names[i]] = marks[i + 2] end
+local after = {}  -- queue -> the last member an earlier group took (a later one pages past it)
+local total = 0   -- claims in the call: the repair bound is one budget for all of them
+for _, group in ipairs(groups) do total = total + #group.claims end
+local examined = 0
 
 local out = {}
 local removed = {}              -- the ready members taken out
@@ -78,7 +82,13 @@ for _, group in ipairs(groups) do
       if not (pages[i] and at[i] <= #pages[i]) then
         if done[i] then return nil end
         local lo, hi = qrange(qs[i])
-        if last_fetched[i] then lo = '(' .. last_fetched[i] elseif heads[qs[i]] then lo = '[' .. heads[qs[i]] end
+        if last_fetched[i] then
+          lo = '(' .. last_fetched[i]
+        elseif after[qs[i]] then
+          lo = '(' .. after[qs[i]]
+        elseif heads[qs[i]] then
+          lo = '[' .. heads[qs[i]]
+        end
         local want = n + 1
         local page = redis.call('ZRANGEBYLEX', K.ready, lo, hi, 'LIMIT', 0, want)
         pages[i], at[i] = page, 1
@@ -93,8 +103,7 @@ for _, group in ipairs(groups) do
   end
 
   local served = 0                -- claims of the group answered with a task
-  local examined = 0
-  while served < n and examined < n + limit do
+  while served < n and examined < total + limit do
     -- this round's candidates: the best members, in claim order, one per claim still open
     local round = {}
     while #round < n - served do
@@ -160,6 +169,7 @@ for _, group in ipairs(groups) do
     end
   end
   for k = served + 1, n do out[base + k] = {'EMPTY'} end
+  for q, t in pairs(taken_from) do after[q] = t.last end
 end
 
 if #removed > 0 then
