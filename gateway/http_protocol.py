@@ -16,6 +16,10 @@ A request that arrives while the process works on ``maxInFlightRequests`` others
 middleware a request costs: shedding has to be much cheaper than serving, or at twice the
 load a process can take the shed requests alone would fill it. The middleware sheds the same
 way (same decision, same body) for a request that slips past this check in the same instant.
+
+The hot task routes (create, claim, heartbeat, abandon, nack, result) are served from here
+without ASGI by :mod:`gateway.direct` (``app.state.direct``; off with ``directRoutes: false``
+or tracing on); every other request starts the app's ASGI task as uvicorn does.
 """
 
 from __future__ import annotations
