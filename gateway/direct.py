@@ -1,9 +1,8 @@
 """The hot task routes, served by the HTTP protocol itself instead of through ASGI (issue 19).
 
-A create cost one gateway process ~185 µs of CPU through uvicorn's ASGI cycle, the middleware's
-ASGI wrapping and Litestar's router, request and response objects, where parsing it, the
-handler with its store call and writing the answer cost under half of that
-(docs/performance.md §17). The routes workers and producers call most are served here, from
+A create cost one gateway process ~190 µs of CPU through uvicorn's ASGI cycle, the
+middleware's ASGI wrapping and Litestar's router, request and response objects; served here,
+~130 (docs/performance.md §17). The routes workers and producers call most are served from
 the request uvicorn's protocol parsed, with the answer written in one piece.
 
 One way to each thing, still:
