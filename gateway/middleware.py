@@ -25,6 +25,10 @@ The access line has method, route path, status, duration and request id (and the
 task id when known): never headers, tokens, query strings or bodies. The histogram's ``route``
 label is the route's template (``/v1/codeq/tasks/{task_id}/result``), never the raw path, so its
 series stay bounded; so are span names (``POST /v1/codeq/tasks/{task_id}/result``).
+
+Each step is a function of its own (:class:`Head`, :func:`begin`, :func:`admit`,
+:func:`read_body`, :func:`finish`): the hot task routes the HTTP protocol serves without ASGI
+(gateway.direct) take the same steps.
 """
 
 from __future__ import annotations
