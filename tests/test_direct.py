@@ -530,3 +530,65 @@ def test_a_direct_route_litestar_would_serve_otherwise_is_refused() -> None:
         DirectRoutes.of(_route_app(plain_route, fixed), limits=limits, metrics=None, in_flight=None)
     alone = DirectRoutes.of(_route_app(plain_route), limits=limits, metrics=None, in_flight=None)
     assert len(alone) == 1 and alone.match("POST", "/t/abc/go") is not None
+
+
+@pytest.mark.parametrize("kind", ["redis", "kvrocks"])
+async def test_many_workers_over_http_hold_no_task_twice_and_lose_none(
+    request: pytest.FixtureRequest, tmp_path: Path, kind: str
+) -> None:
+    """40 workers long-polling over overlapping command lists through the direct routes (their
+    claims merge into shared script calls) while 4 producers create 400 tasks: no task is
+    handed to a worker while another holds it, each is finished exactly once, none is lost."""
+    prefix = "race" + uuid.uuid4().hex[:8]
+    app = create_app(
+        make_settings(tmp_path, prefix), store=make_store(request, kind, prefix), close_store=True
+    )
+    commands = ["RA", "RB", "RC"]
+    lists = [["RA"], ["RB"], ["RC"], ["RA", "RB"], ["RB", "RC"], ["RC", "RA", "RB"]]
+    total, workers = 400, 40
+    held: dict[str, str] = {}  # task id -> the worker holding it now
+    finished: list[str] = []
+    created: list[str] = []
+    async with serve_in_process(app, http=True) as c:
+        assert app.state.direct is not None
+        done = asyncio.Event()
+
+        async def produce(p: int) -> None:
+            for i in range(total // 4):
+                command = commands[(p + i) % 3]
+                body = {"command": command, "payload": {"p": p, "i": i}}
+                r = await c.post("/v1/codeq/tasks", json=body, headers=auth(PRODUCER))
+                assert r.status_code == 202, r.text
+                created.append(r.json()["id"])
+
+        async def work(w: int) -> None:
+            name = f"w{w}"
+            body = {"commands": lists[w % len(lists)], "waitSeconds": 1}
+            while not done.is_set():
+                r = await c.post("/v1/codeq/tasks/claim", json=body, headers=auth(WORKER))
+                if r.status_code == 204:
+                    continue
+                assert r.status_code == 200, r.text
+                task = r.json()
+                assert task["id"] not in held, f"{task['id']} held by {held.get(task['id'])}"
+                held[task["id"]] = name
+                result = {"status": "COMPLETED", "result": {"by": name}, "leaseId": task["leaseId"]}
+                r = await c.post(
+                    f"/v1/codeq/tasks/{task['id']}/result", json=result, headers=auth(WORKER)
+                )
+                assert r.status_code == 200, r.text
+                del held[task["id"]]
+                finished.append(task["id"])
+                if len(finished) == total:
+                    done.set()
+
+        running = [asyncio.create_task(work(w)) for w in range(workers)]
+        await asyncio.gather(*(produce(p) for p in range(4)))
+        await asyncio.wait_for(done.wait(), timeout=60)
+        await asyncio.gather(*running)
+        assert sorted(finished) == sorted(created)  # each exactly once, none lost
+        queues = await c.gw.engine.list_queues("acme")
+        by_command = {q.command: q for q in queues}
+        for command in commands:
+            q = by_command[command.lower()]
+            assert (q.ready, q.delayed, q.in_progress, q.dlq) == (0, 0, 0, 0)
