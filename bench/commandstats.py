@@ -77,6 +77,19 @@ class Phase:
             for k, v in after.items()
         }
 
+    def by_command(self, label: str, pending: int, ops: int) -> list[str]:
+        """The commands of the phase, most time first: calls and server µs per operation
+        (``evalsha`` counts what its commands took too; ``exec`` what its script took)."""
+        rows = sorted(
+            ((usec, name, calls) for name, (calls, usec) in self.delta.items() if calls > 0),
+            reverse=True,
+        )
+        return [
+            f"| {pending:,} | {label} | {name} | {calls / ops:.2f} | {usec / ops:.1f} |"
+            for usec, name, calls in rows
+            if name != "info"
+        ]
+
     def row(self, label: str, pending: int, ops: int) -> str:
         scripts = self.delta.get("evalsha", (0, 0.0))
         inner = sum(
@@ -88,7 +101,9 @@ class Phase:
         )
 
 
-async def one_depth(url: str, local: bool, pending: int, ops: int, conc: int) -> list[str]:
+async def one_depth(
+    url: str, local: bool, pending: int, ops: int, conc: int, detail: list[str]
+) -> list[str]:
     store = RedisStore.from_url(url, KeySchema("cs" + uuid.uuid4().hex[:8]), pool_size=64)
     engine = Engine(store)
     rows: list[str] = []
@@ -141,6 +156,7 @@ async def one_depth(url: str, local: bool, pending: int, ops: int, conc: int) ->
             async with Phase(store, pid) as phase:
                 await spread(work)
             rows.append(phase.row(label, pending, n))
+            detail += phase.by_command(label, pending, n)
     finally:
         await store.close()
     return rows
@@ -153,7 +169,11 @@ def main() -> None:
     ap.add_argument("--pending", type=int, nargs="+", default=[1000, 100000])
     ap.add_argument("--ops", type=int, default=3000)
     ap.add_argument("--concurrency", type=int, default=10)
+    ap.add_argument(
+        "--by-command", action="store_true", help="also each command's calls and µs per operation"
+    )
     args = ap.parse_args()
+    detail: list[str] = []
     with local_store(args.redis_url, args.store) as url:
         print(f"{args.store}, {args.concurrency} coroutines through the engine, per operation:")
         print("| pending | operation | script calls | commands inside | script µs (server) | "
@@ -161,12 +181,17 @@ def main() -> None:
         print("|---:|---|---:|---:|---:|---:|---:|")
         for pending in args.pending:
             for row in asyncio.run(
-                one_depth(url, not args.redis_url, pending, args.ops, args.concurrency)
+                one_depth(url, not args.redis_url, pending, args.ops, args.concurrency, detail)
             ):
                 print(row, flush=True)
+        if args.by_command:
+            print("\n| pending | operation | command | calls per op | server µs per op |")
+            print("|---:|---|---|---:|---:|")
+            print("\n".join(detail))
     pend = " ".join(str(p) for p in args.pending)
     print(f"\nreproduce: python bench/commandstats.py --store {args.store} --pending {pend} "
-          f"--ops {args.ops} --concurrency {args.concurrency}")  # fmt: skip
+          f"--ops {args.ops} --concurrency {args.concurrency}"
+          + (" --by-command" if args.by_command else ""))  # fmt: skip
 
 
 if __name__ == "__main__":
