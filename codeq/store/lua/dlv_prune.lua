@@ -31,31 +31,37 @@ local function decoded(raw)
   return nil
 end
 
--- Before the listing index: index what was written without it, `limit` records a step.
-local indexed = 0
-if redis.call('HGET', D.counts, '!!indexed') ~= '1' then
-  local cursor = redis.call('HGET', D.counts, '!!cursor') or '0'
-  local reply = redis.call('HSCAN', D.records, cursor, 'COUNT', limit)
+-- One bounded step over a hash written before its index existed: HSCAN `limit` entries of
+-- `key` from the cursor kept in `counts` ("!!<name>cursor"), `each(field, value)` on each;
+-- "!!<name>indexed" once the scan is through (then it is never done again).
+local function backfill(key, name, each)
+  if redis.call('HGET', D.counts, '!!' .. name .. 'indexed') == '1' then return end
+  local cursor = redis.call('HGET', D.counts, '!!' .. name .. 'cursor') or '0'
+  local reply = redis.call('HSCAN', key, cursor, 'COUNT', limit)
   local all = reply[2]
-  for i = 1, #all, 2 do
-    local id, rec = all[i], decoded(all[i + 1])
-    if rec and ix_index(rec, id) then
-      if ENDED[status_of(rec)] and not redis.call('ZSCORE', D.due, id) then
-        local at = tonumber(rec.deadAt) or tonumber(rec.updatedAt) or tonumber(rec.createdAt)
-        redis.call('ZADD', D.ended, 'NX', at or now, id)
-      end
-      if str(rec.taskId) then task_rem(rec.taskId .. '!' .. id) end  -- an earlier version's
-      indexed = indexed + 1
-    end
-  end
+  for i = 1, #all, 2 do each(all[i], all[i + 1]) end
   if reply[1] == '0' then
-    redis.call('HSET', D.counts, '!!indexed', '1')
-    redis.call('HDEL', D.counts, '!!cursor')
+    redis.call('HSET', D.counts, '!!' .. name .. 'indexed', '1')
+    redis.call('HDEL', D.counts, '!!' .. name .. 'cursor')
   else
-    redis.call('HSET', D.counts, '!!cursor', reply[1])
+    redis.call('HSET', D.counts, '!!' .. name .. 'cursor', reply[1])
     more = 1
   end
 end
+
+-- Before the listing index: index what was written without it, `limit` records a step.
+local indexed = 0
+backfill(D.records, '', function(id, raw)
+  local rec = decoded(raw)
+  if rec and ix_index(rec, id) then
+    if ENDED[status_of(rec)] and not redis.call('ZSCORE', D.due, id) then
+      local at = tonumber(rec.deadAt) or tonumber(rec.updatedAt) or tonumber(rec.createdAt)
+      redis.call('ZADD', D.ended, 'NX', at or now, id)
+    end
+    if str(rec.taskId) then task_rem(rec.taskId .. '!' .. id) end  -- an earlier version's
+    indexed = indexed + 1
+  end
+end)
 
 local cutoff = now - tonumber(ARGV[4])
 local ids = redis.call('ZRANGEBYSCORE', D.ended, '-inf', int(cutoff), 'LIMIT', 0, limit)
@@ -80,26 +86,13 @@ for _, id in ipairs(ids) do
 end
 ix_flush(now)
 
--- Replay jobs' parts that ended before the ended index existed: indexed first, `limit` a step
--- (cursor and "done" mark in `counts` under "!!"-fields, as for the records above).
-if redis.call('HGET', D.counts, '!!jobs_indexed') ~= '1' then
-  local cursor = redis.call('HGET', D.counts, '!!jobs_cursor') or '0'
-  local reply = redis.call('HSCAN', KEYS[14], cursor, 'COUNT', limit)
-  local all = reply[2]
-  for i = 1, #all, 2 do
-    local job = decoded(all[i + 1])
-    if job and (job.status == 'done' or job.status == 'cancelled') then
-      redis.call('ZADD', KEYS[17], 'NX', tonumber(job.finishedAt) or now, all[i])
-    end
+-- Replay jobs' parts that ended before the ended index existed: indexed first, the same way.
+backfill(KEYS[14], 'jobs_', function(id, raw)
+  local job = decoded(raw)
+  if job and (job.status == 'done' or job.status == 'cancelled') then
+    redis.call('ZADD', KEYS[17], 'NX', tonumber(job.finishedAt) or now, id)
   end
-  if reply[1] == '0' then
-    redis.call('HSET', D.counts, '!!jobs_indexed', '1')
-    redis.call('HDEL', D.counts, '!!jobs_cursor')
-  else
-    redis.call('HSET', D.counts, '!!jobs_cursor', reply[1])
-    more = 1
-  end
-end
+end)
 
 -- Replay jobs' parts that ended (done or cancelled) the retention ago: a bounded step too.
 local jobs = redis.call('ZRANGEBYSCORE', KEYS[17], '-inf', int(cutoff), 'LIMIT', 0, limit)
