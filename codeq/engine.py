@@ -259,9 +259,14 @@ class Engine:
         )
         delay_ms = None if new.delay_seconds is None else round(new.delay_seconds * 1000)
         item = CreateItem(
-            record=_encoder.encode(record),
+            head=_encoder.encode(record)[:-1],
             payload=new.payload,
             queue_meta=queue[1],
+            id=task_id,
+            q=queue[0],
+            command=new.command,
+            priority=priority,
+            payload_hash=payload_hash,
             run_at_ms=new.run_at_ms,
             delay_ms=delay_ms,
             idempotency_key=key,

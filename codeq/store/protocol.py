@@ -69,13 +69,23 @@ __all__ = [
 
 
 class CreateItem(msgspec.Struct, frozen=True, kw_only=True):
-    record: bytes  # JSON of the new record (see codeq/store/lua/create.lua)
+    """One task to create. ``head`` is the new record's JSON without its closing brace (the
+    script appends what only the store knows, see codeq/store/lua/create.lua); ``id``, ``q``,
+    ``command``, ``priority`` and ``payload_hash`` repeat the head's fields the script acts on,
+    so it never decodes JSON."""
+
+    head: bytes
     payload: str
     queue_meta: bytes
+    id: str
+    q: str
+    command: str
+    priority: int
+    tenant: str
+    payload_hash: str = ""
     run_at_ms: int | None = None
     delay_ms: int | None = None
     idempotency_key: str | None = None  # raw key; the store names the key itself
-    tenant: str = ""
 
 
 class CreateReply(msgspec.Struct, frozen=True, kw_only=True):

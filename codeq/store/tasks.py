@@ -114,8 +114,9 @@ class TaskTransitions(ScriptStore):
         out: list[CreateReply] = []
         for entry, item in zip(reply, items, strict=True):
             code = _s(entry[0])
-            if code == "OK":
-                out.append(CreateReply(outcome="created", task=decode_task(entry[1], item.payload)))
+            if code == "OK":  # the record is the item's head and the tail the script appended
+                record = item.head + entry[1]
+                out.append(CreateReply(outcome="created", task=decode_task(record, item.payload)))
             elif code == "DUP":
                 out.append(CreateReply(outcome="replayed", task=decode_task(entry[1], entry[2])))
             elif code == "CONFLICT":
@@ -136,12 +137,18 @@ class TaskTransitions(ScriptStore):
                 extra.append(self.keys.idempotency(partition, item.tenant, item.idempotency_key))
                 idx = base + len(extra)
             args += [
-                item.record,
+                item.head,
                 item.payload,
                 "" if item.run_at_ms is None else item.run_at_ms,
                 "" if item.delay_ms is None else item.delay_ms,
                 idx,
                 item.queue_meta,
+                item.id,
+                item.q,
+                item.tenant,
+                item.command,
+                item.priority,
+                item.payload_hash,
             ]
         reply: list[Any] = await self._run("create", partition, args, extra)
         return reply
