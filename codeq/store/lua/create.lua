@@ -34,8 +34,8 @@ local ttl = ARGV[1]
 local n = tonumber(ARGV[2])
 local W = 12        -- values per item
 -- priority -> the digit that sorts first for the highest (9 - priority), as text: a number
--- joined to a string (or passed to redis.call) is formatted with "%.14g", and printf's float
--- path was ~5 % of redis-server's time in a create run (perf); scores go as '0' for the same
+-- joined to a string or handed to redis.call is formatted by printf's float path ("%.14g",
+-- "%.17g"), ~5 % of redis-server's time in a create run before (perf); scores go as '0' too
 local RANK = {['0'] = '9', ['1'] = '8', ['2'] = '7', ['3'] = '6', ['4'] = '5', ['5'] = '4',
               ['6'] = '3', ['7'] = '2', ['8'] = '1', ['9'] = '0'}
 local out = {}
