@@ -24,9 +24,12 @@ class ApiClient(httpx.AsyncClient):
 
 
 @contextlib.asynccontextmanager
-async def serve_in_process(app: Litestar, *, http: bool = False) -> AsyncIterator[ApiClient]:
+async def serve_in_process(
+    app: Litestar, *, http: bool = False, keep_alive: int = 5
+) -> AsyncIterator[ApiClient]:
     """Run the app's lifespan in a task of its own (its cancel scopes must be entered and left
-    by one task; pytest-asyncio sets fixtures up and tears them down in different ones)."""
+    by one task; pytest-asyncio sets fixtures up and tears them down in different ones).
+    ``http``: over loopback HTTP, with idle connections closed after ``keep_alive`` s."""
     started = asyncio.Event()
     stop = asyncio.Event()
 
@@ -44,7 +47,7 @@ async def serve_in_process(app: Litestar, *, http: bool = False) -> AsyncIterato
     try:
         async with contextlib.AsyncExitStack() as stack:
             if http:
-                base = await stack.enter_async_context(_uvicorn(app))
+                base = await stack.enter_async_context(_uvicorn(app, keep_alive))
                 transport: httpx.AsyncBaseTransport = httpx.AsyncHTTPTransport()
             else:
                 base, transport = "http://testserver", httpx.ASGITransport(app=app)
@@ -59,7 +62,7 @@ async def serve_in_process(app: Litestar, *, http: bool = False) -> AsyncIterato
 
 
 @contextlib.asynccontextmanager
-async def _uvicorn(app: Litestar) -> AsyncIterator[str]:
+async def _uvicorn(app: Litestar, keep_alive: int) -> AsyncIterator[str]:
     """uvicorn serving ``app`` on a free loopback port in this event loop (the lifespan is the
     caller's); its base URL."""
     config = uvicorn.Config(
@@ -70,6 +73,7 @@ async def _uvicorn(app: Litestar) -> AsyncIterator[str]:
         lifespan="off",
         log_config=None,
         access_log=False,
+        timeout_keep_alive=keep_alive,
     )
     server = uvicorn.Server(config)
     config.load()

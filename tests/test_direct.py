@@ -592,3 +592,62 @@ async def test_many_workers_over_http_hold_no_task_twice_and_lose_none(
         for command in commands:
             q = by_command[command.lower()]
             assert (q.ready, q.delayed, q.in_progress, q.dlq) == (0, 0, 0, 0)
+
+
+async def test_a_shed_request_whose_body_comes_later_leaves_a_connection_that_still_works(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """A request shed (503) before its body has arrived is answered at once; its body, when it
+    comes, is dropped, and the connection goes on: it serves the next request, or, idle, is
+    closed after the keep-alive time (the body's arrival had stopped the keep-alive timer and
+    nothing armed it again: such a connection stayed open for good)."""
+    prefix = "shedka" + uuid.uuid4().hex[:8]
+    app = create_app(
+        make_settings(tmp_path, prefix, maxInFlightRequests=2),
+        store=make_store(request, "redis", prefix),
+        close_store=True,
+    )
+    body = b'{"command":"SHED","payload":{"n":1}}'
+    head = (
+        f"POST /v1/codeq/tasks HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {PRODUCER}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    ).encode()
+
+    async def answer(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+        top = await reader.readuntil(b"\r\n\r\n")
+        size = re.search(rb"content-length: (\d+)", top, re.IGNORECASE)
+        assert size is not None, top
+        return int(top.split(b" ", 2)[1]), await reader.readexactly(int(size[1]))
+
+    async with serve_in_process(app, http=True, keep_alive=1) as c:
+        url, in_flight = c.base_url, app.state.in_flight
+        held = [await asyncio.open_connection(url.host, url.port) for _ in range(2)]
+        for _, writer in held:  # two creates waiting for their bodies: the process is full
+            writer.write(head + b"Connection: close\r\n\r\n")
+
+        async def full() -> bool:
+            return bool(in_flight.count == 2)
+
+        await eventually(full)
+        try:
+            idle_r, idle_w = await asyncio.open_connection(url.host, url.port)
+            next_r, next_w = await asyncio.open_connection(url.host, url.port)
+            for writer in (idle_w, next_w):
+                writer.write(head + b"\r\n")  # keep-alive, body not sent yet
+            for reader in (idle_r, next_r):
+                status, text = await asyncio.wait_for(answer(reader), timeout=10)
+                assert status == 503 and b'"code":"overloaded"' in text
+            for writer in (idle_w, next_w):
+                writer.write(body)  # the shed request's body arrives after its answer
+            next_w.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert (await asyncio.wait_for(answer(next_r), timeout=10))[0] == 200
+            # the idle one is closed by the server once the keep-alive time has passed
+            assert await asyncio.wait_for(idle_r.read(), timeout=10) == b""
+            for writer in (idle_w, next_w):
+                writer.close()
+        finally:
+            for reader, writer in held:
+                writer.write(body)
+                status, _ = await asyncio.wait_for(answer(reader), timeout=10)
+                assert status == 202  # taken, not shed
+                writer.close()
