@@ -19,7 +19,7 @@
 -- Shape: the floors and head marks are read in one HMGET, the candidates of a queue in one
 -- ZRANGEBYLEX, their records in one HMGET; the ready members go in one ZREM, the head marks in
 -- one HSET, the leases in one ZADD, the records in one HSET, the payloads come in one HMGET;
--- the events and the counters stay per task and per queue; the leased tasks' listing entries
+-- the events stay per task, the counters per queue; the leased tasks' listing entries
 -- move from P to R in one ZREM and one ZADD: for the whole call, whatever its groups.
 local now = now_ms()
 local lease_ms = tonumber(ARGV[1])
@@ -69,6 +69,7 @@ local leases, records = {}, {}  -- ZADD and HSET arguments
 local ix_out, ix_in = {}, {}    -- the leased tasks' by_status members, before and after
 local won = {}                  -- out positions of the leased tasks, for their payloads
 local won_ids = {}
+local leased_n = {}             -- queue -> how many it leased (one HINCRBY per queue)
 
 for _, group in ipairs(groups) do
   local qs, claims = group.qs, group.claims
@@ -153,7 +154,7 @@ for _, group in ipairs(groups) do
         rec.leaseUntil = now + lease_ms
         leases[#leases + 1] = rec.leaseUntil
         leases[#leases + 1] = c.id
-        qcount(rec.q, 'leased', 1)
+        leased_n[rec.q] = (leased_n[rec.q] or 0) + 1
         emit('task.claimed', rec, now, {'workerId', claim.worker, 'attempt', rec.attempts})
         rec.updatedAt = now
         ix_in[#ix_in + 1] = 0
@@ -183,6 +184,7 @@ if #removed > 0 then
   redis.call('HSET', K.qstats, unpack(head_args))
 end
 if #won > 0 then
+  for q, k in pairs(leased_n) do qcount(q, 'leased', k) end
   bulk('ZADD', K.leased, leases)
   lower_floor('!leased_floor', now + lease_ms)
   bulk('HSET', K.tasks, records)
