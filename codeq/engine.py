@@ -267,7 +267,7 @@ class Engine:
             command=new.command,
             priority=priority,
             payload_hash=payload_hash,
-            run_at_ms=new.run_at_ms,
+            run_at_ms=None if new.run_at_ms is None else int(new.run_at_ms),
             delay_ms=delay_ms,
             idempotency_key=key,
             tenant=tenant,

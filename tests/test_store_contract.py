@@ -17,6 +17,7 @@ from codeq.domain import NewTask
 from codeq.engine import Engine
 from codeq.errors import StoreUnavailable
 from codeq.store.deliveries import DeliveryStore
+from codeq.store.errors import StoreError
 from codeq.store.keys import KeySchema
 from codeq.store.protocol import (
     Backend,
@@ -311,3 +312,21 @@ async def test_parts_answer_a_store_outage_with_store_unavailable(part: str) -> 
             await calls[part]()
     finally:
         await gone.close()
+
+
+async def test_a_create_call_with_an_item_the_script_cannot_take_writes_nothing(
+    engine: Engine, store: RedisStore
+) -> None:
+    """The engine clamps a priority to 0-9; a caller of the store that does not is refused
+    whole, before the script writes anything: no task, no event, no sequence number, no queue."""
+    partition, good = engine._prepare(T, NewTask(command="ODD", payload="1"))
+    _, other = engine._prepare(T, NewTask(command="ODD", payload="2"))
+    bad = msgspec.structs.replace(other, priority=10)
+    keys = store.keys.partition(partition)
+    before = [await store.client.exists(k) for k in keys.all]
+    with pytest.raises(StoreError, match="priority must be one digit 0-9"):
+        await store.create(partition, [good, bad], idempotency_ttl_ms=DAY_MS)
+    assert [await store.client.exists(k) for k in keys.all] == before
+    assert await store.client.hget(keys.tasks, good.id) is None
+    (ok,) = await store.create(partition, [good], idempotency_ttl_ms=DAY_MS)
+    assert ok.outcome == "created" and ok.task is not None and ok.task.priority == good.priority

@@ -71,8 +71,8 @@ __all__ = [
 class CreateItem(msgspec.Struct, frozen=True, kw_only=True):
     """One task to create. ``head`` is the new record's JSON without its closing brace (the
     script appends what only the store knows, see codeq/store/lua/create.lua); ``id``, ``q``,
-    ``command``, ``priority`` and ``payload_hash`` repeat the head's fields the script acts on,
-    so it never decodes JSON."""
+    ``tenant``, ``command``, ``priority`` (0-9) and ``payload_hash`` repeat the head's fields
+    the script acts on, so it never decodes JSON."""
 
     head: bytes
     payload: str
