@@ -75,8 +75,9 @@ DESCRIPTIONS: dict[str, str] = {
     "maxBodyBytes": "Largest request body (413 above).",
     "maxInFlightRequests": "Requests one gateway process works on at once (long polls count "
     "until they start to wait); a request beyond it is answered 503 `overloaded` with "
-    "`Retry-After: 1` at once, so latency stays bounded under overload. Probes and `/metrics` "
-    "are never shed.",
+    "`Retry-After: 1` at once, so latency stays bounded under overload (counted in "
+    "`codeq_http_shed_total`, and a warning at most every 10 s says how many). Probes and "
+    "`/metrics` are never shed.",
     "directRoutes": "Serve the hot task routes (create, claim, heartbeat, abandon, nack, "
     "result) from the HTTP protocol itself, without ASGI and Litestar's request machinery: the "
     "same handlers, checks and answers at about two thirds of the CPU. `false` sends every "

@@ -81,6 +81,7 @@ __all__ = [
 ]
 
 access_log = logging.getLogger("codeq.access")
+log = logging.getLogger("codeq.gateway")
 
 _SANE = re.compile(rb"^[A-Za-z0-9._\-]{1,128}$")
 
@@ -134,14 +135,20 @@ class BodyLimits(NamedTuple):
 class InFlight:
     """How many requests this process is working on, how many it takes at once, and how
     many it has shed. The middleware counts; the HTTP protocol (gateway.http_protocol) sheds
-    before a request costs a task when it can, the middleware otherwise."""
+    before a request costs a task when it can, the middleware otherwise.
 
-    __slots__ = ("count", "limit", "shed")
+    Shedding is said in the log too, at most once per :data:`SHED_NOTE_SECONDS`: the first
+    shed request at once, then how many were shed since the last line (a line per shed
+    request would cost more than shedding it)."""
+
+    __slots__ = ("_next_note", "_noted", "count", "limit", "shed")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.count = 0
         self.shed = 0
+        self._noted = 0  # `shed` at the last log line
+        self._next_note = 0.0  # monotonic time from which the next line may be written
 
     def sheds(self) -> bool:
         """Whether a request arriving now is shed (and counted as shed); never ask for a
@@ -149,7 +156,21 @@ class InFlight:
         if self.count < self.limit:
             return False
         self.shed += 1
+        now = time.monotonic()
+        if now >= self._next_note:
+            self._next_note = now + SHED_NOTE_SECONDS
+            log.warning(
+                "overloaded: shed %d request(s) with 503 since the last such line, "
+                "%d in flight (maxInFlightRequests); add gateway processes or raise the limit",
+                self.shed - self._noted,
+                self.count,
+            )
+            self._noted = self.shed
         return True
+
+
+#: at most one "overloaded" log line per this many seconds and process
+SHED_NOTE_SECONDS = 10.0
 
 
 #: answered however busy the process is: an orchestrator must not restart a loaded process

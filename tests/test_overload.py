@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import socket
 from collections.abc import Iterator
@@ -17,6 +18,8 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from gateway import middleware
+from gateway.middleware import InFlight
 from tests.conftest import eventually
 from tests.served import TOKEN, Served, serve
 
@@ -101,6 +104,9 @@ def test_past_the_bound_a_request_is_shed_at_once_and_probes_still_answer(
             if line.startswith("codeq_http_shed_total ")
         )
         assert shed_total >= 1
+        # ... and said in the log (how often: the test below)
+        lines = [ln for ln in served.stderr().splitlines() if "overloaded: shed" in ln]
+        assert lines and "maxInFlightRequests" in lines[-1], served.stderr()[-2000:]
     finally:
         statuses = [_finish(s) for s in held]
     # Every held request was taken (not shed), and created its task.
@@ -292,3 +298,32 @@ def test_pipelined_requests_are_all_shed_and_answered(served: Served) -> None:
     assert len(statuses) == n + 1 and statuses[0] == 202  # every one answered, in order
     # the rest: shed, or (let in while the one before still counted) refused for no token
     assert set(statuses[1:]) <= {503, 401} and statuses.count(503) >= n // 3
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_shedding_is_logged_at_once_then_at_most_every_ten_seconds_with_the_count(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = _Clock()
+    monkeypatch.setattr(middleware, "time", clock)
+    slot = InFlight(2)
+    slot.count = 1
+    assert not slot.sheds() and not caplog.records  # below the limit: nothing
+    slot.count = 2
+    with caplog.at_level(logging.WARNING, logger="codeq.gateway"):
+        assert slot.sheds()  # the first: said at once
+        for _ in range(60):  # 15 s of sheds: said once more, 10 s after the first
+            clock.now += 0.25
+            assert slot.sheds()
+        clock.now += middleware.SHED_NOTE_SECONDS  # later: how many since the last line
+        assert slot.sheds()
+    said = [r.getMessage() for r in caplog.records if "overloaded: shed" in r.getMessage()]
+    assert [int(m.split("shed ")[1].split(" ")[0]) for m in said] == [1, 40, 21], said
+    assert all("2 in flight" in m for m in said) and slot.shed == 62
