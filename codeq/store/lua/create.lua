@@ -97,8 +97,8 @@ end
 local seq = 0
 if ready_n > 0 then seq = redis.call('INCRBY', K.seq, ready_n) - ready_n end
 -- the queues' counters and head marks (and the delayed floor): read in one HMGET, written in
--- one HSET at the end (a redis.call costs ~2.5 µs on Redis and ~6 µs on KVRocks beyond the
--- command; HINCRBY and HGET per queue made four of them per call)
+-- one HSET at the end, not an HINCRBY or HGET each (a redis.call costs ~0.5-1 µs on Redis and
+-- ~1.5-4 µs on KVRocks beyond its command, bench/scriptcost.py)
 local fields, any_delayed = {}, false
 for _, q in ipairs(order) do
   local s = queues[q]
