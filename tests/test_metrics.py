@@ -367,3 +367,44 @@ def test_every_series_is_documented_in_operations_md() -> None:
     documented = {d.removesuffix("_total") for d in documented}
     assert names, "no series found"
     assert sorted(names - documented) == []
+
+
+def test_the_lock_free_counters_and_histograms_scrape_as_prometheus_clients_own() -> None:
+    """codeq.metrics keeps counters and histograms as plain numbers (no lock per update); a
+    scrape of them is what prometheus_client's own classes give for the same updates: names,
+    help, types, labels, buckets (bounds included), counts, sums and `_created` series (their
+    times masked), with and without labels."""
+    import prometheus_client as pc
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from codeq import metrics as ours
+
+    buckets = (0.001, 0.01, 0.5, 1, 30)
+    texts = []
+    for counter, histogram in ((pc.Counter, pc.Histogram), (ours.Counter, ours.Histogram)):
+        r = CollectorRegistry(auto_describe=True)
+        plain = counter("t_plain_total", "a counter without labels", registry=r)
+        labelled = counter("t_labelled", "a counter with labels", ["a", "b"], registry=r)
+        hist = histogram("t_seconds", "a histogram", ["k"], buckets=buckets, registry=r)
+        bare = histogram("t_bare_seconds", "no labels", buckets=buckets, registry=r)
+        unused = counter("t_unused_total", "labels never used", ["x"], registry=r)
+        assert unused is not None
+        plain.inc()
+        plain.inc(2.5)
+        labelled.labels("x", "y").inc()
+        labelled.labels("x", "z").inc(3)
+        labelled.labels("x", "y").inc()
+        for v in (0.0, 0.001, 0.0010001, 0.2, 1, 29.9, 30, 31, 1e9):
+            hist.labels("one").observe(v)
+        hist.labels("two").observe(0.5)
+        bare.observe(0.02)
+        with pytest.raises(ValueError, match=r"(?i)label"):
+            bare.labels()
+        with pytest.raises(ValueError, match="non-negative"):
+            labelled.labels("x", "y").inc(-1)
+        with pytest.raises(ValueError, match=r"(?i)label"):
+            labelled.labels("only-one")
+        text = generate_latest(r).decode()
+        texts.append(re.sub(r"(_created(\{[^}]*\})?) [0-9.e+]+\n", r"\1 T\n", text))
+    assert texts[0] == texts[1], "\n".join(texts)
+    assert 't_seconds_bucket{k="one",le="+Inf"} 9.0' in texts[1]
