@@ -25,8 +25,10 @@ or tracing on); every other request starts the app's ASGI task as uvicorn does.
 from __future__ import annotations
 
 import asyncio
+import inspect
 from typing import Any
 
+import uvicorn
 from uvicorn._types import ASGI3Application
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
@@ -83,6 +85,27 @@ def _state_of(app: Any, name: str) -> Any:
             return getattr(state, name)
         app = getattr(app, "app", None)
     return None
+
+
+def uvicorn_problem(protocol: type = HttpToolsProtocol, config: type = uvicorn.Config) -> str:
+    """What the installed uvicorn lacks of what this protocol uses ("" when nothing): it
+    overrides ``_start_asgi_task`` and reads ``Config.reset_contextvars``, both from uvicorn
+    0.45 (pyproject's lower bound). Without them every connection would fail as it opens."""
+    missing = []
+    if not callable(getattr(protocol, "_start_asgi_task", None)):
+        missing.append("HttpToolsProtocol._start_asgi_task")
+    if "reset_contextvars" not in inspect.signature(config).parameters:
+        missing.append("Config(reset_contextvars=...)")
+    if not missing:
+        return ""
+    return (
+        f"uvicorn {getattr(uvicorn, '__version__', '?')} lacks {', '.join(missing)}: the "
+        "gateway's HTTP protocol needs uvicorn >= 0.45 (pip install 'uvicorn[standard]>=0.45')"
+    )
+
+
+if _problem := uvicorn_problem():  # refuse at start-up, not on every connection
+    raise ImportError(_problem)
 
 
 _MESSAGE = (

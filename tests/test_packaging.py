@@ -20,6 +20,7 @@ import tomllib
 import uuid
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import get_args
@@ -200,14 +201,14 @@ class Venv:
 
 
 @pytest.fixture(scope="module")
-def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Venv]:
+def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Venv]:
     """A fresh environment with the wheel and one extra ("" for the base install), made once
-    per extra for this module."""
-    made: dict[str, Venv] = {}
+    per extra (and ``pins``, requirements installed with it) for this module."""
+    made: dict[tuple[str, tuple[str, ...]], Venv] = {}
 
-    def make(extra: str) -> Venv:
-        if extra in made:
-            return made[extra]
+    def make(extra: str, pins: tuple[str, ...] = ()) -> Venv:
+        if (extra, pins) in made:
+            return made[extra, pins]
         root = tmp_path_factory.mktemp(f"venv-{extra or 'base'}")
         env = Venv(extra, root / "venv", root)
         subprocess.run(
@@ -218,14 +219,14 @@ def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Callable[[str
         requirement = f"{wheel}[{extra}]" if extra else str(wheel)
         pip = [sys.executable, "-m", "pip", "--python", env.python, "install", "--quiet"]
         done = subprocess.run(
-            [*pip, "--disable-pip-version-check", requirement],
+            [*pip, "--disable-pip-version-check", requirement, *pins],
             cwd=root,
             capture_output=True,
             text=True,
             timeout=600,
         )
         assert done.returncode == 0, done.stdout + done.stderr
-        made[extra] = env
+        made[extra, pins] = env
         return env
 
     return make
@@ -281,8 +282,15 @@ def listening(port: int) -> bool:
 @pytest.fixture
 def served(venv: Callable[[str], Venv], redis_url: str) -> Iterator[str]:
     """``codeq serve`` from the server install (the image's) on a real Redis; its base URL."""
+    with serving(venv("server"), redis_url) as base:
+        yield base
+
+
+@contextmanager
+def serving(env: Venv, redis_url: str) -> Iterator[str]:
+    """``codeq serve`` from ``env`` on a real Redis; its base URL."""
     port = free_port()
-    server = venv("server").start(
+    server = env.start(
         "serve",
         "--port",
         str(port),
@@ -290,7 +298,7 @@ def served(venv: Callable[[str], Venv], redis_url: str) -> Iterator[str]:
         KEY_PREFIX="p" + uuid.uuid4().hex[:12],
         CODEQ_DEV_TOKEN=TOKEN,
         WEBHOOK_HMAC_SECRET=SECRET,
-        DATA_DIR=str(venv("server").work / "data"),
+        DATA_DIR=str(env.work / "data"),
         SHUTDOWN_GRACE_SECONDS="2",
     )
     base = f"http://127.0.0.1:{port}"
@@ -311,6 +319,81 @@ def served(venv: Callable[[str], Venv], redis_url: str) -> Iterator[str]:
         yield base
     finally:
         server.stop()
+
+
+def _declared_minimum(extra: str, name: str) -> str:
+    """The ``>=`` version pyproject gives ``name`` in ``extra``."""
+    (spec,) = [r for r in PROJECT["optional-dependencies"][extra] if re.match(rf"{name}\b", r)]
+    found = re.search(r">=\s*([0-9][0-9.]*)", spec)
+    assert found, spec
+    return found[1]
+
+
+def _release(version: str) -> list[int]:
+    """``0.45`` and ``0.45.0`` alike."""
+    parts = [int(p) for p in version.split(".")]
+    while parts and parts[-1] == 0:
+        parts.pop()
+    return parts
+
+
+def test_the_server_install_serves_on_the_oldest_uvicorn_and_litestar_it_allows(
+    venv: Callable[..., Venv], redis_url: str
+) -> None:
+    """The gateway leans on both past their public APIs: its HTTP protocol subclasses
+    uvicorn's and uses hooks uvicorn added in 0.45 (gateway/http_protocol.py), and its direct
+    routes read Litestar's route table and host check (gateway/direct.py). pyproject allows no
+    older ones, and a server installed with exactly the oldest it allows serves: the hot routes
+    (served by the protocol itself), a route through Litestar, and the JSON 400 for a request
+    the HTTP parser refuses."""
+    oldest = {name: _declared_minimum("server", name) for name in ("uvicorn", "litestar")}
+    pins = (f"uvicorn[standard]=={oldest['uvicorn']}", f"litestar=={oldest['litestar']}")
+    env = venv("server", pins=pins)
+    probe = "from importlib.metadata import version as v; print(v('uvicorn'), v('litestar'))"
+    installed = env.run_python(probe).split()
+    assert [_release(x) for x in installed] == [_release(oldest[n]) for n in oldest], installed
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    with serving(env, redis_url) as base:
+        body = {"command": "OLDEST", "payload": {"n": 1}}
+        made = httpx.post(f"{base}/v1/codeq/tasks", json=body, headers=auth)
+        assert made.status_code == 202, made.text
+        claimed = httpx.post(
+            f"{base}/v1/codeq/tasks/claim", json={"commands": ["OLDEST"]}, headers=auth
+        )
+        assert claimed.status_code == 200 and claimed.json()["id"] == made.json()["id"]
+        done = httpx.post(
+            f"{base}/v1/codeq/tasks/{made.json()['id']}/result",
+            json={"status": "COMPLETED", "result": {"ok": True}},
+            headers=auth,
+        )
+        assert done.status_code == 200, done.text
+        read = httpx.get(f"{base}/v1/codeq/tasks/{made.json()['id']}", headers=auth)
+        assert read.status_code == 200 and read.json()["status"] == "COMPLETED"
+        port = int(base.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"POST /v1/codeq/tasks HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n")
+            answer = b""
+            while chunk := s.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+        assert b'"code":"invalid_request"' in answer
+
+
+def test_an_uvicorn_without_the_protocols_hooks_is_refused_by_name() -> None:
+    """Older than 0.45 (or one that drops them), the gateway refuses to start with a sentence,
+    instead of failing every connection as it opens."""
+    from gateway.http_protocol import uvicorn_problem
+
+    class Protocol:
+        pass
+
+    class Config:
+        def __init__(self, app: object) -> None: ...
+
+    assert uvicorn_problem() == ""  # the installed one
+    problem = uvicorn_problem(Protocol, Config)
+    assert "_start_asgi_task" in problem and "reset_contextvars" in problem
+    assert "uvicorn[standard]>=0.45" in problem
 
 
 def test_the_server_install_serves_the_base_cli_and_the_listener(
