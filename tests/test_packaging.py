@@ -169,9 +169,9 @@ class Venv:
             )
         return Running(proc, out, err)
 
-    def run_python(self, code: str) -> str:
+    def run_python(self, code: str, *args: str) -> str:
         done = subprocess.run(
-            [self.python, "-c", code],
+            [self.python, "-c", code, *args],
             cwd=self.work,
             env=self.env(),
             capture_output=True,
@@ -337,20 +337,26 @@ def _release(version: str) -> list[int]:
     return parts
 
 
-def test_the_server_install_serves_on_the_oldest_uvicorn_and_litestar_it_allows(
+def test_the_server_install_serves_on_the_oldest_uvicorn_litestar_and_prometheus_it_allows(
     venv: Callable[..., Venv], redis_url: str
 ) -> None:
     """The gateway leans on both past their public APIs: its HTTP protocol subclasses
     uvicorn's and uses hooks uvicorn added in 0.45 (gateway/http_protocol.py), and its direct
-    routes read Litestar's route table and host check (gateway/direct.py). pyproject allows no
-    older ones, and a server installed with exactly the oldest it allows serves: the hot routes
-    (served by the protocol itself), a route through Litestar, and the JSON 400 for a request
-    the HTTP parser refuses."""
-    oldest = {name: _declared_minimum("server", name) for name in ("uvicorn", "litestar")}
-    pins = (f"uvicorn[standard]=={oldest['uvicorn']}", f"litestar=={oldest['litestar']}")
+    routes read Litestar's route table and host check (gateway/direct.py), and the metrics hand
+    prometheus_client families of their own (codeq/metrics.py). pyproject allows no older
+    ones, and a server installed with exactly the oldest it allows serves: the hot routes
+    (served by the protocol itself), a route through Litestar, the JSON 400 for a request the
+    HTTP parser refuses, and the scrape."""
+    names = ("uvicorn", "litestar", "prometheus-client")
+    oldest = {name: _declared_minimum("server", name) for name in names}
+    pins = (
+        f"uvicorn[standard]=={oldest['uvicorn']}",
+        f"litestar=={oldest['litestar']}",
+        f"prometheus-client=={oldest['prometheus-client']}",
+    )
     env = venv("server", pins=pins)
-    probe = "from importlib.metadata import version as v; print(v('uvicorn'), v('litestar'))"
-    installed = env.run_python(probe).split()
+    probe = "from importlib.metadata import version as v; import sys; print(*map(v, sys.argv[1:]))"
+    installed = env.run_python(probe, *names).split()
     assert [_release(x) for x in installed] == [_release(oldest[n]) for n in oldest], installed
     auth = {"Authorization": f"Bearer {TOKEN}"}
     with serving(env, redis_url) as base:
@@ -377,6 +383,9 @@ def test_the_server_install_serves_on_the_oldest_uvicorn_and_litestar_it_allows(
                 answer += chunk
         assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
         assert b'"code":"invalid_request"' in answer
+        scrape = httpx.get(f"{base}/metrics").text
+        assert 'codeq_task_created_total{command="oldest"} 1.0' in scrape
+        assert 'codeq_http_request_duration_seconds_bucket{le="+Inf",method="POST"' in scrape
 
 
 def test_an_uvicorn_without_the_protocols_hooks_is_refused_by_name() -> None:
