@@ -43,9 +43,6 @@ DELIVERY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
-_MAX_CHILDREN = 10_000
-
-
 # Counters and histograms are kept here as plain numbers, not as prometheus_client's objects:
 # those take a lock on every update (two for an observation, and a walk of the buckets), which
 # is pointless in a process whose metrics only its event loop's thread touches: the series
@@ -245,36 +242,24 @@ class Metrics:
             "Scrapes that could not read the store gauges (they were left out)",
             registry=r,
         )
-        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
-
-    def child(self, metric: Any, *labels: str) -> Any:
-        """``metric.labels(*labels)``, cached: labels() takes a lock and builds a tuple, and
-        these run on every create, claim and result."""
-        key = (id(metric), labels)
-        child = self._children.get(key)
-        if child is None:
-            if len(self._children) > _MAX_CHILDREN:  # commands are the callers' choice
-                self._children.clear()
-            child = self._children[key] = metric.labels(*labels)
-        return child
 
     def created(self, command: str, n: int = 1) -> None:
-        self.child(self.task_created, command.lower()).inc(n)
+        self.task_created.labels(command.lower()).inc(n)
 
     def claimed(self, command: str) -> None:
-        self.child(self.task_claimed, command.lower()).inc()
+        self.task_claimed.labels(command.lower()).inc()
 
     def completed(self, command: str, status: str, seconds: float | None) -> None:
         """A result: counted, and its creation → completion time observed when known."""
         command = command.lower()
-        self.child(self.task_completed, command, status).inc()
+        self.task_completed.labels(command, status).inc()
         if seconds is not None:
-            self.child(self.processing_latency, command, status).observe(max(0.0, seconds))
+            self.processing_latency.labels(command, status).observe(max(0.0, seconds))
 
     def observe_http(self, method: str, route: str, status: int, seconds: float) -> None:
         if method not in _METHODS:  # a client picks the method: keep the label bounded
             method = "OTHER"
-        self.child(self.http_duration, method, route, str(status)).observe(seconds)
+        self.http_duration.labels(method, route, str(status)).observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -53,14 +53,14 @@ class RateGuard:
                 burst=limit.burst_size,
             )
         except CodeQError as exc:  # StoreUnavailable, StoreError: never stop traffic for it
-            self.metrics.child(self.metrics.rate_limit_fail_open, scope).inc()
+            self.metrics.rate_limit_fail_open.labels(scope).inc()
             log.warning(
                 "rate limit not checked: store error", extra={"scope": scope, "error": exc.message}
             )
             return 0.0
         if decision.allowed:
             return 0.0
-        self.metrics.child(self.metrics.rate_limit_hits, scope, operation).inc()
+        self.metrics.rate_limit_hits.labels(scope, operation).inc()
         return max(decision.retry_after_ms, 1) / 1000
 
     async def check(self, scope: Scope, operation: str, tenant: str, subject: str) -> None:

@@ -213,7 +213,7 @@ class GroupConsumer:
             d.started = 1  # attempted at once: the first attempt is begun as it is written
         fresh = await self._write(partition, group, entry_ids, handled)
         for entry_id, reason in handled.quarantined:
-            self._metrics.child(self._metrics.events_set_aside, group, "quarantined").inc()
+            self._metrics.events_set_aside.labels(group, "quarantined").inc()
             log.error(
                 "event quarantined: it cannot be decoded or handled",
                 extra={"group": group, "partition": partition, "entry": entry_id,

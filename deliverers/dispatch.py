@@ -134,7 +134,7 @@ class Dispatcher:
         )
 
     def _pace_failed_open(self) -> None:
-        self._metrics.child(self._metrics.rate_limit_fail_open, "endpoint").inc()
+        self._metrics.rate_limit_fail_open.labels("endpoint").inc()
 
     async def run_schedule(self, partition: int) -> None:
         """Lease and attempt the partition's due deliveries until the stop."""
@@ -237,9 +237,7 @@ class Dispatcher:
             outcome, delay_ms = records.next_step(
                 d, result.status_code, result.ok, result.retry_after_seconds
             )
-            self._metrics.child(self._metrics.webhook_latency, d.kind).observe(
-                result.latency_ms / 1000
-            )
+            self._metrics.webhook_latency.labels(d.kind).observe(result.latency_ms / 1000)
         entry = AttemptLog(
             at=started,
             latency_ms=round(result.latency_ms, 1),
@@ -354,7 +352,7 @@ class Dispatcher:
         wait = await self._pacer.admit(d.tenant, str(endpoint.get("id")), per_second)
         if wait <= 0:
             return False
-        self._metrics.child(self._metrics.rate_limit_hits, "endpoint", d.kind).inc()
+        self._metrics.rate_limit_hits.labels("endpoint", d.kind).inc()
         # A store error here leaves the lease to run out: the scheduler tries again then.
         with contextlib.suppress(StoreUnavailable):
             await self._deliveries.defer(partition, d.id, delay_ms=math.ceil(wait * 1000))

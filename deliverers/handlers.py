@@ -264,7 +264,7 @@ class Handlers:
                     wanted.append((eid, event))
             elif kind == "task.lease_expired":  # this group reads every event of the partition
                 command = (text_or_none(raw_field(raw, b"command")) or "").lower()
-                self._metrics.child(self._metrics.lease_expired, command).inc()
+                self._metrics.lease_expired.labels(command).inc()
         if not wanted:
             return out
         replies = await self._tasks.get_many(

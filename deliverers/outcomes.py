@@ -99,7 +99,7 @@ class Outcomes:
 
     def count(self, d: Delivery, outcome: str) -> None:
         command = (d.command or "").lower()
-        self._metrics.child(self._metrics.webhook_deliveries, d.kind, command, outcome).inc()
+        self._metrics.webhook_deliveries.labels(d.kind, command, outcome).inc()
 
     async def record(self, partition: int, item: Outcome) -> tuple[str, int]:
         """(new status, attempts) of the delivery once ``item`` is recorded."""

@@ -88,7 +88,7 @@ class Recovery:
                 )
                 reason = self._failures.pop(entry_id, f"received {receives} times")
                 await self._groups.poison(partition, group, entry_id, receives, reason)
-                self._metrics.child(self._metrics.events_set_aside, group, "poison").inc()
+                self._metrics.events_set_aside.labels(group, "poison").inc()
         taken = await self._claim(partition, group, [i for i, n in held if n < limit])
         if taken and owner != self._consumer:
             log.warning(
