@@ -199,15 +199,25 @@ async def _pipelined(side: Side) -> bytes:
     return await side.exchange(first + second)
 
 
+async def read_answer(reader: asyncio.StreamReader) -> bytes:
+    """One answer off a kept-alive connection: its head and its Content-Length of body."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = re.search(rb"content-length: (\d+)", head, re.IGNORECASE)
+    assert length is not None, head
+    return head + await reader.readexactly(int(length[1]))
+
+
+def status_of(answer: bytes) -> int:
+    return int(answer.split(b" ", 2)[1])
+
+
 async def _one_by_one(side: Side) -> bytes:
     """Two creates on one kept-alive connection, the second sent once the first is answered."""
     url = side.c.base_url
     reader, writer = await asyncio.open_connection(url.host, url.port)
     try:
         writer.write(create_raw(close=False))
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = int(re.search(rb"content-length: (\d+)", head)[1])  # type: ignore[index]
-        first = head + await reader.readexactly(length)
+        first = await read_answer(reader)
         writer.write(create_raw(b'{"command":"RENDER","payload":"second"}'))
         return first + await asyncio.wait_for(reader.read(), timeout=20)
     finally:
@@ -613,12 +623,6 @@ async def test_a_shed_request_whose_body_comes_later_leaves_a_connection_that_st
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
     ).encode()
 
-    async def answer(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-        top = await reader.readuntil(b"\r\n\r\n")
-        size = re.search(rb"content-length: (\d+)", top, re.IGNORECASE)
-        assert size is not None, top
-        return int(top.split(b" ", 2)[1]), await reader.readexactly(int(size[1]))
-
     async with serve_in_process(app, http=True, keep_alive=1) as c:
         url, in_flight = c.base_url, app.state.in_flight
         held = [await asyncio.open_connection(url.host, url.port) for _ in range(2)]
@@ -635,12 +639,12 @@ async def test_a_shed_request_whose_body_comes_later_leaves_a_connection_that_st
             for writer in (idle_w, next_w):
                 writer.write(head + b"\r\n")  # keep-alive, body not sent yet
             for reader in (idle_r, next_r):
-                status, text = await asyncio.wait_for(answer(reader), timeout=10)
-                assert status == 503 and b'"code":"overloaded"' in text
+                shed = await asyncio.wait_for(read_answer(reader), timeout=10)
+                assert status_of(shed) == 503 and b'"code":"overloaded"' in shed
             for writer in (idle_w, next_w):
                 writer.write(body)  # the shed request's body arrives after its answer
             next_w.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            assert (await asyncio.wait_for(answer(next_r), timeout=10))[0] == 200
+            assert status_of(await asyncio.wait_for(read_answer(next_r), timeout=10)) == 200
             # the idle one is closed by the server once the keep-alive time has passed
             assert await asyncio.wait_for(idle_r.read(), timeout=10) == b""
             for writer in (idle_w, next_w):
@@ -648,6 +652,6 @@ async def test_a_shed_request_whose_body_comes_later_leaves_a_connection_that_st
         finally:
             for reader, writer in held:
                 writer.write(body)
-                status, _ = await asyncio.wait_for(answer(reader), timeout=10)
-                assert status == 202  # taken, not shed
+                taken = await asyncio.wait_for(read_answer(reader), timeout=10)
+                assert status_of(taken) == 202  # taken, not shed
                 writer.close()
