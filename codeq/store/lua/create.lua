@@ -109,7 +109,7 @@ for _, q in ipairs(order) do
   fields[#fields + 1] = q .. '!delayed'
   fields[#fields + 1] = q .. '!n:created'
   if s.delayed > 0 then any_delayed = true end
-  s.ix = (string.match(q, '^([^/]*)/') or '') .. '!P!'  -- by_status prefix: the tenant segment
+  s.ix = ix_status_prefix(q, 'P')
 end
 if any_delayed then fields[#fields + 1] = '!delayed_floor' end
 local got = {}
@@ -143,7 +143,7 @@ for _, task in ipairs(new) do
     redis.call('XADD', K.events, '*', 'type', 'task.created', 'id', id, 'tenant', tenant,
                'command', command, 'at', now_s, 'priority', priority)
     seq = seq + 1
-    local member = q .. '!' .. RANK[priority] .. '!' .. string.format('%015d', seq) .. '!' .. id
+    local member = ready_member_of(q, RANK[priority], seq, id)
     ready[#ready + 1] = '0'
     ready[#ready + 1] = member
     if s.head and member < s.head then s.head, s.moved = member, true end
@@ -156,10 +156,13 @@ for _, task in ipairs(new) do
     tail = created .. ',"loc":"PENDING_LIST","seq":' .. int(seq)
           .. ',"hist":[["task.created",' .. now_s .. ']]}'
   end
-  by_status[#by_status + 1] = '0'
-  by_status[#by_status + 1] = s.ix .. now13 .. '!' .. id
+  local position = ix_position_of(now13, id)
+  if s.ix then
+    by_status[#by_status + 1] = '0'
+    by_status[#by_status + 1] = s.ix .. position
+  end
   by_command[#by_command + 1] = '0'
-  by_command[#by_command + 1] = q .. '!' .. now13 .. '!' .. id
+  by_command[#by_command + 1] = ix_command_member_of(q, position)
   local raw = ARGV[b + 1] .. tail
   task.raw = raw
   task.payload = ARGV[b + 2]

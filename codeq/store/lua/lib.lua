@@ -152,8 +152,14 @@ local function qrange(q)
   return '[' .. q .. '!', '(' .. q .. '"'
 end
 
+-- A ready member from its parts (`rank`: 9 - priority, as text); create.lua builds its members
+-- from the parts it was handed, every other script from a record (`ready_member`).
+local function ready_member_of(q, rank, seq, id)
+  return q .. '!' .. rank .. '!' .. string.format('%015d', seq) .. '!' .. id
+end
+
 local function ready_member(rec)
-  return rec.q .. '!' .. int(9 - rec.priority) .. '!' .. string.format('%015d', rec.seq) .. '!' .. rec.id
+  return ready_member_of(rec.q, int(9 - rec.priority), rec.seq, rec.id)
 end
 
 local function dlq_member(rec)
@@ -182,22 +188,39 @@ local function ix_code(rec)
   return IX_CODES[rec.status]
 end
 
--- "<createdAt:13>!<id>": where a task sorts in every listing (the same in both indexes).
-local function ix_position(rec)
-  return string.format('%013d', rec.createdAt) .. '!' .. rec.id
+-- "<createdAt:13>!<id>": where a task sorts in every listing (the same in both indexes);
+-- `created13` is its creation time formatted so.
+local function ix_position_of(created13, id)
+  return created13 .. '!' .. id
 end
 
--- The task's by_status member for status code `code`; nil when the record has no tenant
--- segment (a quarantined record of an unknown queue) or no creation time.
+local function ix_position(rec)
+  return ix_position_of(string.format('%013d', rec.createdAt), rec.id)
+end
+
+-- "<esc tenant>!<S>!": where the by_status members of queue `q`'s tasks of status code
+-- `code` begin; nil when `q` has no tenant segment (a quarantined record of an unknown queue).
+local function ix_status_prefix(q, code)
+  local t = string.match(q, '^([^/]*)/')
+  if not t then return nil end
+  return t .. '!' .. code .. '!'
+end
+
+-- The task's by_status member for status code `code`; nil without a tenant segment or a
+-- creation time.
 local function ix_status_member(rec, code)
-  local t = string.match(rec.q, '^([^/]*)/')
-  if not t or not rec.createdAt or not code then return nil end
-  return t .. '!' .. code .. '!' .. ix_position(rec)
+  if not rec.createdAt or not code then return nil end
+  local prefix = ix_status_prefix(rec.q, code)
+  return prefix and prefix .. ix_position(rec)
+end
+
+local function ix_command_member_of(q, position)
+  return q .. '!' .. position
 end
 
 local function ix_command_member(rec)
   if not rec.createdAt then return nil end
-  return rec.q .. '!' .. ix_position(rec)
+  return ix_command_member_of(rec.q, ix_position(rec))
 end
 
 -- A transition moved `rec` from listing status `was` to its status now: move its member.
