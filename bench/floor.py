@@ -1,0 +1,350 @@
+"""What one HTTP request costs a Python server process on this box before it does any work:
+the floor under issue 19's CPU-per-request targets, next to what a create costs the gateway.
+
+    python bench/floor.py [--duration 8] [--rounds 3] [--concurrency 50] [--no-gateway]
+
+Every server answers ``POST /v1/codeq/tasks`` (wrk's create request: the same headers and
+body as ``bench/http.py``'s wrk-create) with the same fixed 201 JSON answer, from its own
+process, on uvloop; wrk (Debian's, C, one thread) drives it over keep-alive connections.
+Per server: requests/s and the server process's CPU per request (user + system, from
+/proc), medians of ``--rounds``:
+
+  raw           an asyncio.Protocol that finds the head's end and Content-Length itself and
+                writes the answer from data_received: the floor of a Python server on uvloop
+                (the recv, the send, the loop's turn), no parser, no task
+  raw-task      the same, the answer written from a task started per request (as a handler
+                that awaits the store must be)
+  httptools     an asyncio.Protocol on httptools' parser (uvicorn's), its callbacks collecting
+                the URL, the headers and the body; the answer from a task per request
+  uvicorn-protocol
+                uvicorn's HTTP protocol (httptools, uvloop) answering from a task per request
+                without ASGI, reading the body from uvicorn's cycle: what gateway.direct still
+                runs of uvicorn
+  uvicorn-asgi  uvicorn with an ASGI app that reads the body and answers
+  granian-asgi, granian-rsgi
+                granian (Rust HTTP) with the same app as ASGI and as RSGI
+  gateway       ``codeq gateway`` on a throwaway redis-server: a real create (store CPU not
+                counted here; bench/http.py shows it)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+
+from bench._common import cpu_seconds, free_port, local_store, process_tree  # noqa: E402
+
+TOKEN = "bench-" + uuid.uuid4().hex
+PATH = "/v1/codeq/tasks"
+ANSWER = (
+    b'{"id":"0123456789abcdef0123456789abcdef","command":"BENCH","status":"pending",'
+    b'"priority":0,"attempts":0,"createdAt":"2026-12-07T00:00:00.000000Z"}'
+)
+
+# Each server is a small program run with `python -c`; ANSWER and the port come in argv.
+_PRELUDE = """
+import asyncio, sys, uvloop
+ANSWER = sys.argv[2].encode()
+HEAD = (b"HTTP/1.1 201 Created\\r\\ncontent-type: application/json\\r\\n"
+        b"content-length: %d\\r\\n\\r\\n" % len(ANSWER))
+RESPONSE = HEAD + ANSWER
+PORT = int(sys.argv[1])
+"""
+
+_RAW = """
+class Raw(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.t = transport
+        self.buf = b""
+
+    def data_received(self, data):
+        buf = self.buf + data
+        while True:
+            end = buf.find(b"\\r\\n\\r\\n")
+            if end < 0:
+                break
+            head = buf[:end].lower()
+            at = head.find(b"content-length:")
+            size = int(head[at + 15:head.find(b"\\r\\n", at)]) if at >= 0 else 0
+            if len(buf) < end + 4 + size:
+                break
+            buf = buf[end + 4 + size:]
+            self.answer()
+        self.buf = buf
+
+    def answer(self):
+        self.t.write(RESPONSE)
+
+class RawTask(Raw):
+    def answer(self):
+        asyncio.get_running_loop().create_task(self.reply())
+
+    async def reply(self):
+        self.t.write(RESPONSE)
+
+async def main(cls):
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(cls, "127.0.0.1", PORT, backlog=1024)
+    await server.serve_forever()
+
+uvloop.run(main(RawTask if sys.argv[3] == "raw-task" else Raw))
+"""
+
+_HTTPTOOLS = """
+import httptools
+
+class Proto(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.t = transport
+        self.parser = httptools.HttpRequestParser(self)
+
+    def data_received(self, data):
+        self.parser.feed_data(data)
+
+    def on_message_begin(self):
+        self.url = b""
+        self.headers = []
+        self.body = []
+
+    def on_url(self, url):
+        self.url += url
+
+    def on_header(self, name, value):
+        self.headers.append((name.lower(), value))
+
+    def on_body(self, body):
+        self.body.append(body)
+
+    def on_message_complete(self):
+        request = (self.parser.get_method(), httptools.parse_url(self.url).path,
+                   self.headers, b"".join(self.body))
+        asyncio.get_running_loop().create_task(self.reply(request))
+
+    async def reply(self, request):
+        self.t.write(RESPONSE)
+
+async def main():
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(Proto, "127.0.0.1", PORT, backlog=1024)
+    await server.serve_forever()
+
+uvloop.run(main())
+"""
+
+_ASGI = """
+START = {"type": "http.response.start", "status": 201,
+         "headers": [(b"content-type", b"application/json")]}
+BODY = {"type": "http.response.body", "body": ANSWER}
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    more = True
+    while more:
+        message = await receive()
+        more = message.get("more_body", False)
+    await send(START)
+    await send(BODY)
+
+async def rsgi(scope, proto):
+    await proto()
+    proto.response_bytes(201, [("content-type", "application/json")], ANSWER)
+
+class Rsgi:
+    __rsgi__ = staticmethod(rsgi)
+
+rsgi_app = Rsgi()
+"""
+
+_UVICORN = """
+import uvicorn
+uvicorn.run(app, host="127.0.0.1", port=PORT, loop="uvloop", http="httptools",
+            access_log=False, log_level="warning", server_header=False, date_header=False)
+"""
+
+# uvicorn's protocol without ASGI: what gateway.direct still runs of uvicorn per request
+_UVICORN_PROTOCOL = """
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+class Protocol(HttpToolsProtocol):
+    def _start_asgi_task(self, cycle, app):
+        task = self.loop.create_task(self.reply(cycle))
+        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)
+
+    async def reply(self, cycle):
+        more = True
+        while more:  # the body, as gateway.direct reads it
+            message = await cycle.receive()
+            more = message.get("more_body", False)
+        cycle.response_started = True
+        cycle.transport.write(RESPONSE)
+        cycle.response_complete = True
+        cycle.message_event.set()
+        cycle.on_response()
+
+uvicorn.run(app, host="127.0.0.1", port=PORT, loop="uvloop", http=Protocol,
+            access_log=False, log_level="warning", server_header=False, date_header=False)
+"""
+
+_GRANIAN = """
+from granian.server import Server
+from granian.constants import Interfaces, Loops
+rsgi_mode = sys.argv[3] == "granian-rsgi"
+Server("floor_app:" + ("rsgi_app" if rsgi_mode else "app"), address="127.0.0.1", port=PORT,
+       interface=Interfaces.RSGI if rsgi_mode else Interfaces.ASGI, workers=1,
+       loop=Loops.uvloop, log_enabled=False).serve()
+"""
+
+SERVERS = (
+    "raw", "raw-task", "httptools", "uvicorn-protocol", "uvicorn-asgi", "granian-asgi",
+    "granian-rsgi",
+)  # fmt: skip
+
+
+def _program(name: str, folder: Path) -> list[str]:
+    prelude = textwrap.dedent(_PRELUDE)
+    if name in ("raw", "raw-task"):
+        code = prelude + textwrap.dedent(_RAW)
+    elif name == "httptools":
+        code = prelude + textwrap.dedent(_HTTPTOOLS)
+    elif name == "uvicorn-asgi":
+        code = prelude + textwrap.dedent(_ASGI) + textwrap.dedent(_UVICORN)
+    elif name == "uvicorn-protocol":
+        code = prelude + textwrap.dedent(_ASGI) + textwrap.dedent(_UVICORN_PROTOCOL)
+    else:  # granian imports the app by name: it lives in a module of its own
+        (folder / "floor_app.py").write_text(prelude + textwrap.dedent(_ASGI))
+        code = prelude + textwrap.dedent(_GRANIAN)
+    return [sys.executable, "-c", code]
+
+
+def _wait_ready(port: int, proc: subprocess.Popen[bytes]) -> None:
+    import urllib.error  # here: the stdlib's http package, not this folder's http.py
+    import urllib.request
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}")
+        try:
+            req = urllib.request.Request(
+                f"http://127.0.0.1:{port}{PATH}", data=b"{}", method="POST"
+            )
+            with urllib.request.urlopen(req, timeout=1):  # noqa: S310
+                return
+        except urllib.error.HTTPError:
+            return  # it answers
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit("server did not become ready")
+
+
+@contextmanager
+def _running(cmd: list[str], env: dict[str, str], cwd: Path) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _wrk(port: int, conc: int, duration: float, script: Path) -> tuple[int, float]:
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{conc}", f"-d{duration:g}s", "-s", str(script),
+         f"http://127.0.0.1:{port}{PATH}"],
+        capture_output=True, text=True, check=True, env={**os.environ, "TOKEN": TOKEN},
+    ).stdout  # fmt: skip
+    requests = int(out.split(" requests in ")[0].split()[-1])
+    bad = 0
+    for line in out.splitlines():
+        if "Non-2xx" in line or "Socket errors" in line:
+            bad += 1
+    if bad:
+        raise SystemExit(f"wrk saw errors:\n{out}")
+    return requests, float(out.split("Requests/sec:")[1].split()[0])
+
+
+def _measure(pid: int, port: int, args: argparse.Namespace, script: Path) -> tuple[float, float]:
+    _wrk(port, args.concurrency, 2, script)  # warm up
+    pids = process_tree(pid)  # granian serves from a worker process
+    before = cpu_seconds(pids)
+    requests, rate = _wrk(port, args.concurrency, args.duration, script)
+    return rate, (cpu_seconds(pids) - before) / requests * 1e6
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--duration", type=float, default=8.0, help="seconds per measurement")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--concurrency", type=int, default=50)
+    ap.add_argument("--servers", nargs="+", choices=SERVERS, default=list(SERVERS))
+    ap.add_argument("--no-gateway", action="store_true", help="leave out the gateway's create")
+    args = ap.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("bench/floor.py needs wrk: apt-get install wrk")
+    results: dict[str, list[tuple[float, float]]] = {}
+    with tempfile.TemporaryDirectory(prefix="codeq-floor-") as tmp:
+        folder = Path(tmp)
+        script = folder / "create.lua"
+        script.write_text(
+            'wrk.method = "POST"\n'
+            """wrk.body = '{"command":"BENCH","payload":{"n":1}}'\n"""
+            'wrk.headers["Content-Type"] = "application/json"\n'
+            'wrk.headers["Authorization"] = "Bearer " .. os.getenv("TOKEN")\n'
+        )
+        for _ in range(args.rounds):
+            for name in args.servers:
+                port = free_port()
+                cmd = [*_program(name, folder), str(port), ANSWER.decode(), name]
+                env = {**os.environ, "PYTHONPATH": str(folder)}
+                with _running(cmd, env, folder) as proc:
+                    _wait_ready(port, proc)
+                    results.setdefault(name, []).append(_measure(proc.pid, port, args, script))
+            if not args.no_gateway:
+                with local_store(None) as url:
+                    port = free_port()
+                    env = {
+                        **os.environ, "CODEQ_DEV_TOKEN": TOKEN, "REDIS_URL": url,
+                        "KEY_PREFIX": "floor" + uuid.uuid4().hex[:6], "LOG_LEVEL": "warning",
+                    }  # fmt: skip
+                    cmd = [sys.executable, "-m", "codeq.cli", "gateway", "--port", str(port)]
+                    with _running(cmd, env, _HERE.parent) as proc:
+                        _wait_ready(port, proc)
+                        results.setdefault("gateway", []).append(
+                            _measure(proc.pid, port, args, script)
+                        )
+    print(f"\nmedians of {args.rounds} round(s), c={args.concurrency}, {args.duration:g} s each:")
+    print("| server | requests/s | server CPU µs per request |")
+    print("|---|---:|---:|")
+    for name, runs in results.items():
+        rate = statistics.median(r for r, _ in runs)
+        cpu = statistics.median(c for _, c in runs)
+        print(f"| {name} | {rate:,.0f} | {cpu:.1f} |")
+    print("reproduce: python bench/floor.py " + " ".join(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    main()
