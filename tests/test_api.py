@@ -13,6 +13,8 @@ import httpx
 import pytest
 
 from codeq.settings import Settings
+from codeq.store.keys import KeySchema
+from codeq.store.redis_store import RedisStore
 from gateway.app import create_app
 from tests.asgi import ApiClient, serve_in_process
 from tests.conftest import eventually, make_store
@@ -628,3 +630,27 @@ async def test_health_ready_metrics_and_schema(client: httpx.AsyncClient) -> Non
 
 async def test_unknown_route_is_a_json_404(client: httpx.AsyncClient) -> None:
     error_of(await client.get("/v1/codeq/nothing-here"), 404, "not_found")
+
+
+async def test_start_up_collects_the_young_generation_less_often_and_never_more(
+    tmp_path: Path,
+) -> None:
+    """A request's objects die by reference count: the app's start-up raises the young
+    generation's threshold (its collections only walked the requests in flight), and keeps
+    a higher one the embedding process chose."""
+    import gc
+
+    from gateway.app import YOUNG_GC_THRESHOLD
+
+    saved = gc.get_threshold()
+    try:
+        for before, after in [(700, YOUNG_GC_THRESHOLD), (YOUNG_GC_THRESHOLD * 2, None)]:
+            gc.set_threshold(before, 7, 9)
+            prefix = "gc" + uuid.uuid4().hex[:10]
+            store = RedisStore.embedded(KeySchema(prefix))
+            app = create_app(make_settings(tmp_path, prefix), store=store, close_store=True)
+            async with serve_in_process(app) as c:
+                assert (await c.get("/readyz")).status_code == 200
+                assert gc.get_threshold() == (after or before, 7, 9)
+    finally:
+        gc.set_threshold(*saved)
