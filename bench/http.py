@@ -82,10 +82,12 @@ def gateway(
     access_log: bool,
     data_dir: str = "",
     extra_env: dict[str, str] | None = None,
+    source: Path | None = None,
 ) -> Iterator[tuple[str, int]]:
     """``codeq gateway`` on ``redis_url``; with none, ``codeq serve`` as a new user starts it:
     nothing configured, so it runs its own private store in ``data_dir`` (and its deliverers
-    and sweeper). Yields its base URL and process id."""
+    and sweeper). ``source``: a checkout whose code it runs instead of this one's (bench/ab.py).
+    Yields its base URL and process id."""
     port = free_port()
     env = {
         **os.environ,
@@ -105,7 +107,11 @@ def gateway(
         sys.executable, "-m", "codeq.cli", "gateway" if redis_url else "serve",
         "--port", str(port), "--server", server, "--workers", str(workers),
     ]  # fmt: skip
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if source is not None:  # `python -m` puts the working directory first on sys.path
+        env["PYTHONPATH"] = str(source)
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=source, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30

@@ -1,0 +1,135 @@
+"""Two or more versions of the gateway side by side, loaded in turn: a small step measured on a
+machine whose speed drifts.
+
+    python bench/ab.py HEAD~1 .                        # the last commit against the work tree
+    python bench/ab.py . GC_OFF=1 --store kvrocks --workers 2 --rounds 10
+    python bench/ab.py 632ea88 HEAD . --duration 3
+
+On this box (a shared VM) the same gateway measured a minute apart moves by 20–40 %: a change
+of 5 % cannot be seen by running the before and the after one after the other. Here every
+variant runs at once, each its own ``codeq gateway`` on its own store server of the same kind,
+idle until its turn; wrk (``bench/http.py``'s wrk-create) loads them one after the other for
+``--duration`` seconds, ``--rounds`` times (after one round to warm up). Per variant: the
+median creates/s and CPU per create of the gateway's processes and of its store's, each with
+the median of its per-round ratios to the first variant (the drift cancels, mostly, in a ratio
+of neighbouring runs), and in how many rounds it served more creates than the first.
+
+A variant is ``.`` (this work tree), a git revision (checked out in a temporary worktree; its
+code runs with this checkout's virtualenv), or ``NAME=VALUE`` (this work tree with one more
+environment variable for the gateway, e.g. a setting).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+
+from bench._common import STORES, cpu_seconds, local_store, process_tree, store_pid  # noqa: E402
+from bench.http import gateway, run_wrk  # noqa: E402
+
+ROOT = _HERE.parent
+
+
+@contextlib.contextmanager
+def _checkout(rev: str, folder: Path) -> Iterator[Path]:
+    """``rev`` checked out (detached) in a worktree under ``folder``; removed afterwards."""
+    where = folder / rev.replace("/", "_").replace("~", "_").replace("^", "_")
+    subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "add", "--detach", "--force", str(where), rev],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    try:
+        yield where
+    finally:
+        subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(where)],
+            check=False, capture_output=True,
+        )  # fmt: skip
+
+
+@contextlib.contextmanager
+def _variant(
+    spec: str, store: str, workers: int, folder: Path
+) -> Iterator[tuple[str, int, int | None]]:
+    """The variant running: (base URL, gateway pid, store pid)."""
+    with contextlib.ExitStack() as stack:
+        source: Path | None = None
+        env: dict[str, str] = {}
+        if "=" in spec:
+            name, _, value = spec.partition("=")
+            env[name] = value
+        elif spec != ".":
+            source = stack.enter_context(_checkout(spec, folder))
+        url = stack.enter_context(local_store(None, store))
+        base, pid = stack.enter_context(
+            gateway(url, "uvicorn", workers, False, extra_env=env, source=source)
+        )
+        yield base, pid, store_pid(url)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("variants", nargs="+", help=". | a git revision | NAME=VALUE")
+    ap.add_argument("--store", choices=STORES, default="redis")
+    ap.add_argument("--workers", type=int, default=1, help="gateway processes per variant")
+    ap.add_argument("--concurrency", type=int, default=50)
+    ap.add_argument("--duration", type=float, default=3.0, help="seconds per turn")
+    ap.add_argument("--rounds", type=int, default=8)
+    args = ap.parse_args()
+    if len(args.variants) < 2:
+        raise SystemExit("name at least two variants")
+    runs: list[list[tuple[float, float, float]]] = [[] for _ in args.variants]
+    with tempfile.TemporaryDirectory(prefix="codeq-ab-") as tmp, contextlib.ExitStack() as stack:
+        running = [
+            stack.enter_context(_variant(v, args.store, args.workers, Path(tmp)))
+            for v in args.variants
+        ]
+        for round_ in range(args.rounds + 1):  # the first round warms every variant up
+            for i, (base, pid, spid) in enumerate(running):
+                pids = process_tree(pid)
+                gw0, st0 = cpu_seconds(pids), cpu_seconds([spid] if spid else [])
+                n, rate, _, _, _, bad = run_wrk(base, args.concurrency, args.duration)
+                if bad:
+                    raise SystemExit(f"{args.variants[i]}: {bad} errors")
+                if round_:
+                    gw = (cpu_seconds(pids) - gw0) / n * 1e6
+                    st = (cpu_seconds([spid] if spid else []) - st0) / n * 1e6
+                    runs[i].append((rate, gw, st))
+    print(
+        f"\n{args.store}, {args.workers} gateway process(es) a variant, c={args.concurrency}, "
+        f"{args.rounds} rounds of {args.duration:g} s, medians:"
+    )
+    print(
+        "| variant | creates/s | ratio to the first | rounds won | gateway µs | ratio "
+        "| store µs | ratio |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for spec, rows in zip(args.variants, runs, strict=True):
+
+        def ratio(k: int, rows: list[tuple[float, float, float]] = rows) -> str:
+            if rows is runs[0]:
+                return "—"
+            pairs = zip(rows, runs[0], strict=True)
+            return f"{statistics.median(r[k] / f[k] for r, f in pairs):.3f}"
+
+        won = sum(r[0] > f[0] for r, f in zip(rows, runs[0], strict=True))
+        print(
+            f"| {spec} | {statistics.median(r[0] for r in rows):,.0f} | {ratio(0)} "
+            f"| {'—' if rows is runs[0] else f'{won}/{len(rows)}'} "
+            f"| {statistics.median(r[1] for r in rows):.1f} | {ratio(1)} "
+            f"| {statistics.median(r[2] for r in rows):.1f} | {ratio(2)} |"
+        )
+    print("reproduce: python bench/ab.py " + " ".join(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    main()
