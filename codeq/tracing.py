@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Tracing"]
 
+_NO_SPAN: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+
 
 class Tracing:
     """Spans for one process (or one app). ``enabled`` is False without ``tracingEnabled``."""
@@ -76,7 +78,6 @@ class Tracing:
 
         return TraceContextTextMapPropagator().extract({"traceparent": traceparent})
 
-    @contextlib.contextmanager
     def span(
         self,
         name: str,
@@ -85,13 +86,24 @@ class Tracing:
         kind: str = "internal",
         attributes: Mapping[str, str | int | float | bool] | None = None,
         start_time: int | None = None,
-    ) -> Iterator[Any]:
+    ) -> contextlib.AbstractContextManager[Any]:
         """A span as the current one; ``parent`` is a ``traceparent`` to continue (else the
         current span's trace, or a new one); ``start_time`` (``time.time_ns()``) backdates it.
-        Yields the span (``None`` when disabled)."""
+        Yields the span (``None`` when disabled: one shared context that does nothing, a
+        tenth of a generator's cost on the hot routes)."""
         if not self.enabled:
-            yield None
-            return
+            return _NO_SPAN
+        return self._span(name, parent, kind, attributes, start_time)
+
+    @contextlib.contextmanager
+    def _span(
+        self,
+        name: str,
+        parent: str | None,
+        kind: str,
+        attributes: Mapping[str, str | int | float | bool] | None,
+        start_time: int | None,
+    ) -> Iterator[Any]:
         from opentelemetry.trace import SpanKind
 
         kinds = {
