@@ -23,8 +23,13 @@ Per server: requests/s and the server process's CPU per request (user + system, 
   uvicorn-asgi  uvicorn with an ASGI app that reads the body and answers
   granian-asgi, granian-rsgi
                 granian (Rust HTTP) with the same app as ASGI and as RSGI
-  gateway       ``codeq gateway`` on a throwaway redis-server: a real create (store CPU not
-                counted here; bench/http.py shows it)
+  engine-create the httptools server answering a real create: the bearer token compared,
+                the body decoded, ``Engine.create`` (its store call merged with the others',
+                as in the gateway), the task encoded; nothing else (no request id, limits,
+                metrics, in-flight count, rate limits, access log)
+  gateway       ``codeq gateway``: the same create with everything around it
+The last two run on a throwaway redis-server (its CPU is not counted here; bench/http.py
+shows it).
 """
 
 from __future__ import annotations
@@ -177,6 +182,64 @@ uvicorn.run(app, host="127.0.0.1", port=PORT, loop="uvloop", http="httptools",
             access_log=False, log_level="warning", server_header=False, date_header=False)
 """
 
+# A create with nothing around the engine: httptools' parser, the bearer token compared, the
+# body decoded, Engine.create (its store round trip merged with the others'), the task encoded
+_ENGINE = """
+import httptools, os, uuid
+from codeq.schemas import TaskOut
+from codeq.settings import Settings
+from gateway.app import create_app, gateway_of
+from gateway.routes.tasks import _create_decoder, _encoder, _new_task
+
+BEARER = b"Bearer " + os.environ["CODEQ_DEV_TOKEN"].encode()
+
+class _Request:  # what _new_task reads of a request
+    scope = {"headers": []}
+
+class Proto(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.t = transport
+        self.parser = httptools.HttpRequestParser(self)
+
+    def data_received(self, data):
+        self.parser.feed_data(data)
+
+    def on_message_begin(self):
+        self.auth = None
+        self.body = []
+
+    def on_header(self, name, value):
+        if name.lower() == b"authorization":
+            self.auth = value
+
+    def on_body(self, body):
+        self.body.append(body)
+
+    def on_message_complete(self):
+        asyncio.get_running_loop().create_task(self.reply(self.auth, b"".join(self.body)))
+
+    async def reply(self, auth, body):
+        if auth != BEARER:
+            self.t.write(b"HTTP/1.1 401 Unauthorized\\r\\ncontent-length: 0\\r\\n\\r\\n")
+            return
+        data = _create_decoder.decode(body)
+        out = await GW.engine.create("default", _new_task(GW, data, _Request()))
+        answer = _encoder.encode(TaskOut.of(out.task))
+        self.t.write(b"HTTP/1.1 202 Accepted\\r\\ncontent-type: application/json\\r\\n"
+                     b"content-length: %d\\r\\n\\r\\n%b" % (len(answer), answer))
+
+async def main():
+    global GW
+    app = create_app(Settings.load(environ=dict(os.environ)), environ=dict(os.environ))
+    GW = gateway_of(app)
+    async with app.lifespan():
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(Proto, "127.0.0.1", PORT, backlog=1024)
+        await server.serve_forever()
+
+uvloop.run(main())
+"""
+
 # uvicorn's protocol without ASGI: what gateway.direct still runs of uvicorn per request
 _UVICORN_PROTOCOL = """
 import uvicorn
@@ -214,7 +277,7 @@ Server("floor_app:" + ("rsgi_app" if rsgi_mode else "app"), address="127.0.0.1",
 
 SERVERS = (
     "raw", "raw-task", "httptools", "uvicorn-protocol", "uvicorn-asgi", "granian-asgi",
-    "granian-rsgi",
+    "granian-rsgi", "engine-create",
 )  # fmt: skip
 
 
@@ -226,6 +289,8 @@ def _program(name: str, folder: Path) -> list[str]:
         code = prelude + textwrap.dedent(_HTTPTOOLS)
     elif name == "uvicorn-asgi":
         code = prelude + textwrap.dedent(_ASGI) + textwrap.dedent(_UVICORN)
+    elif name == "engine-create":
+        code = prelude + textwrap.dedent(_ENGINE)
     elif name == "uvicorn-protocol":
         code = prelude + textwrap.dedent(_ASGI) + textwrap.dedent(_UVICORN_PROTOCOL)
     else:  # granian imports the app by name: it lives in a module of its own
@@ -316,26 +381,21 @@ def main() -> None:
             'wrk.headers["Authorization"] = "Bearer " .. os.getenv("TOKEN")\n'
         )
         for _ in range(args.rounds):
-            for name in args.servers:
-                port = free_port()
-                cmd = [*_program(name, folder), str(port), ANSWER.decode(), name]
-                env = {**os.environ, "PYTHONPATH": str(folder)}
-                with _running(cmd, env, folder) as proc:
-                    _wait_ready(port, proc)
-                    results.setdefault(name, []).append(_measure(proc.pid, port, args, script))
-            if not args.no_gateway:
-                with local_store(None) as url:
+            with local_store(None) as url:  # for the servers that create (a new one a round)
+                for name in [*args.servers, *([] if args.no_gateway else ["gateway"])]:
                     port = free_port()
                     env = {
-                        **os.environ, "CODEQ_DEV_TOKEN": TOKEN, "REDIS_URL": url,
-                        "KEY_PREFIX": "floor" + uuid.uuid4().hex[:6], "LOG_LEVEL": "warning",
+                        **os.environ, "PYTHONPATH": str(folder), "CODEQ_DEV_TOKEN": TOKEN,
+                        "REDIS_URL": url, "KEY_PREFIX": "floor" + uuid.uuid4().hex[:6],
+                        "LOG_LEVEL": "warning",
                     }  # fmt: skip
-                    cmd = [sys.executable, "-m", "codeq.cli", "gateway", "--port", str(port)]
+                    if name == "gateway":
+                        cmd = [sys.executable, "-m", "codeq.cli", "gateway", "--port", str(port)]
+                    else:
+                        cmd = [*_program(name, folder), str(port), ANSWER.decode(), name]
                     with _running(cmd, env, _HERE.parent) as proc:
                         _wait_ready(port, proc)
-                        results.setdefault("gateway", []).append(
-                            _measure(proc.pid, port, args, script)
-                        )
+                        results.setdefault(name, []).append(_measure(proc.pid, port, args, script))
     print(f"\nmedians of {args.rounds} round(s), c={args.concurrency}, {args.duration:g} s each:")
     print("| server | requests/s | server CPU µs per request |")
     print("|---|---:|---:|")
