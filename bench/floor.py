@@ -225,6 +225,8 @@ class Proto(asyncio.Protocol):
         data = _create_decoder.decode(body)
         out = await GW.engine.create("default", _new_task(GW, data, _Request()))
         answer = _encoder.encode(TaskOut.of(out.task))
+        if self.t.is_closing():  # wrk left at its end
+            return
         self.t.write(b"HTTP/1.1 202 Accepted\\r\\ncontent-type: application/json\\r\\n"
                      b"content-length: %d\\r\\n\\r\\n%b" % (len(answer), answer))
 
