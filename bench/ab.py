@@ -12,7 +12,10 @@ idle until its turn; wrk (``bench/http.py``'s wrk-create) loads them one after t
 ``--duration`` seconds, ``--rounds`` times (after one round to warm up). Per variant: the
 median creates/s and CPU per create of the gateway's processes and of its store's, each with
 the median of its per-round ratios to the first variant (the drift cancels, mostly, in a ratio
-of neighbouring runs), and in how many rounds it served more creates than the first.
+of neighbouring runs) and the range of the middle half of those ratios, and in how many rounds
+it served more creates than the first. Run a variant against itself (``. .``) to see what
+the machine's noise is at the time: here, 10 rounds of the same code gave ratios of 0.97–1.02,
+so a step under ~5 % is for perf or py-spy shares, not for this bench.
 
 A variant is ``.`` (this work tree), a git revision (checked out in a temporary worktree; its
 code runs with this checkout's virtualenv), or ``NAME=VALUE`` (this work tree with one more
@@ -118,8 +121,11 @@ def main() -> None:
         def ratio(k: int, rows: list[tuple[float, float, float]] = rows) -> str:
             if rows is runs[0]:
                 return "—"
-            pairs = zip(rows, runs[0], strict=True)
-            return f"{statistics.median(r[k] / f[k] for r, f in pairs):.3f}"
+            ratios = [r[k] / f[k] for r, f in zip(rows, runs[0], strict=True)]
+            if len(ratios) < 4:
+                return f"{statistics.median(ratios):.3f}"
+            low, _, high = statistics.quantiles(ratios, n=4)  # the middle half of the rounds
+            return f"{statistics.median(ratios):.3f} ({low:.2f}–{high:.2f})"
 
         won = sum(r[0] > f[0] for r, f in zip(rows, runs[0], strict=True))
         print(
