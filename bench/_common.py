@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -45,6 +46,15 @@ def local_store(url: str | None, kind: str = "redis") -> Iterator[str]:
         raise SystemExit("redis-server not found: pass --redis-url or run `make bench`")
     with RedisServer.start() as server:
         yield server.url
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL when the process has not ended within 20 s (the suite's way)."""
+    if str(ROOT) not in sys.path:
+        sys.path.append(str(ROOT))
+    from tests.servers import stop_process
+
+    stop_process(proc)
 
 
 def percentile(sorted_values: Sequence[float], p: float) -> float:

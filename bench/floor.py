@@ -4,7 +4,7 @@ the floor under issue 19's CPU-per-request targets, next to what a create costs 
     python bench/floor.py [--duration 8] [--rounds 3] [--concurrency 50] [--no-gateway]
 
 Every server answers ``POST /v1/codeq/tasks`` (wrk's create request: the same headers and
-body as ``bench/http.py``'s wrk-create) with the same fixed 201 JSON answer, from its own
+body as ``bench/http.py``'s wrk-create) with the same fixed 202 JSON answer, from its own
 process, on uvloop; wrk (Debian's, C, one thread) drives it over keep-alive connections.
 Per server: requests/s and the server process's CPU per request (user + system, from
 /proc), medians of ``--rounds``:
@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -52,9 +51,9 @@ from pathlib import Path
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
-from bench._common import cpu_seconds, free_port, local_store, process_tree  # noqa: E402
+from bench._common import cpu_seconds, free_port, local_store, process_tree, stop  # noqa: E402
+from bench.http import TOKEN, run_wrk  # noqa: E402
 
-TOKEN = "bench-" + uuid.uuid4().hex
 PATH = "/v1/codeq/tasks"
 ANSWER = (
     b'{"id":"0123456789abcdef0123456789abcdef","command":"BENCH","status":"pending",'
@@ -65,7 +64,7 @@ ANSWER = (
 _PRELUDE = """
 import asyncio, sys, uvloop
 ANSWER = sys.argv[2].encode()
-HEAD = (b"HTTP/1.1 201 Created\\r\\ncontent-type: application/json\\r\\n"
+HEAD = (b"HTTP/1.1 202 Accepted\\r\\ncontent-type: application/json\\r\\n"
         b"content-length: %d\\r\\n\\r\\n" % len(ANSWER))
 RESPONSE = HEAD + ANSWER
 PORT = int(sys.argv[1])
@@ -143,16 +142,14 @@ class Proto(asyncio.Protocol):
     async def reply(self, request):
         self.t.write(RESPONSE)
 
-async def main():
+async def serve(protocol):
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(Proto, "127.0.0.1", PORT, backlog=1024)
+    server = await loop.create_server(protocol, "127.0.0.1", PORT, backlog=1024)
     await server.serve_forever()
-
-uvloop.run(main())
 """
 
 _ASGI = """
-START = {"type": "http.response.start", "status": 201,
+START = {"type": "http.response.start", "status": 202,
          "headers": [(b"content-type", b"application/json")]}
 BODY = {"type": "http.response.body", "body": ANSWER}
 
@@ -168,7 +165,7 @@ async def app(scope, receive, send):
 
 async def rsgi(scope, proto):
     await proto()
-    proto.response_bytes(201, [("content-type", "application/json")], ANSWER)
+    proto.response_bytes(202, [("content-type", "application/json")], ANSWER)
 
 class Rsgi:
     __rsgi__ = staticmethod(rsgi)
@@ -185,7 +182,7 @@ uvicorn.run(app, host="127.0.0.1", port=PORT, loop="uvloop", http="httptools",
 # A create with nothing around the engine: httptools' parser, the bearer token compared, the
 # body decoded, Engine.create (its store round trip merged with the others'), the task encoded
 _ENGINE = """
-import httptools, os, uuid
+import os
 from codeq.schemas import TaskOut
 from codeq.settings import Settings
 from gateway.app import create_app, gateway_of
@@ -196,30 +193,10 @@ BEARER = b"Bearer " + os.environ["CODEQ_DEV_TOKEN"].encode()
 class _Request:  # what _new_task reads of a request
     scope = {"headers": []}
 
-class Proto(asyncio.Protocol):
-    def connection_made(self, transport):
-        self.t = transport
-        self.parser = httptools.HttpRequestParser(self)
-
-    def data_received(self, data):
-        self.parser.feed_data(data)
-
-    def on_message_begin(self):
-        self.auth = None
-        self.body = []
-
-    def on_header(self, name, value):
-        if name.lower() == b"authorization":
-            self.auth = value
-
-    def on_body(self, body):
-        self.body.append(body)
-
-    def on_message_complete(self):
-        asyncio.get_running_loop().create_task(self.reply(self.auth, b"".join(self.body)))
-
-    async def reply(self, auth, body):
-        if auth != BEARER:
+class EngineCreate(Proto):
+    async def reply(self, request):
+        _, _, headers, body = request
+        if dict(headers).get(b"authorization") != BEARER:
             self.t.write(b"HTTP/1.1 401 Unauthorized\\r\\ncontent-length: 0\\r\\n\\r\\n")
             return
         data = _create_decoder.decode(body)
@@ -235,9 +212,7 @@ async def main():
     app = create_app(Settings.load(environ=dict(os.environ)), environ=dict(os.environ))
     GW = gateway_of(app)
     async with app.lifespan():
-        loop = asyncio.get_running_loop()
-        server = await loop.create_server(Proto, "127.0.0.1", PORT, backlog=1024)
-        await server.serve_forever()
+        await serve(EngineCreate)
 
 uvloop.run(main())
 """
@@ -288,11 +263,11 @@ def _program(name: str, folder: Path) -> list[str]:
     if name in ("raw", "raw-task"):
         code = prelude + textwrap.dedent(_RAW)
     elif name == "httptools":
-        code = prelude + textwrap.dedent(_HTTPTOOLS)
+        code = prelude + textwrap.dedent(_HTTPTOOLS) + "uvloop.run(serve(Proto))\n"
     elif name == "uvicorn-asgi":
         code = prelude + textwrap.dedent(_ASGI) + textwrap.dedent(_UVICORN)
     elif name == "engine-create":
-        code = prelude + textwrap.dedent(_ENGINE)
+        code = prelude + textwrap.dedent(_HTTPTOOLS) + textwrap.dedent(_ENGINE)
     elif name == "uvicorn-protocol":
         code = prelude + textwrap.dedent(_ASGI) + textwrap.dedent(_UVICORN_PROTOCOL)
     else:  # granian imports the app by name: it lives in a module of its own
@@ -330,35 +305,17 @@ def _running(cmd: list[str], env: dict[str, str], cwd: Path) -> Iterator[subproc
     try:
         yield proc
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
-def _wrk(port: int, conc: int, duration: float, script: Path) -> tuple[int, float]:
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{conc}", f"-d{duration:g}s", "-s", str(script),
-         f"http://127.0.0.1:{port}{PATH}"],
-        capture_output=True, text=True, check=True, env={**os.environ, "TOKEN": TOKEN},
-    ).stdout  # fmt: skip
-    requests = int(out.split(" requests in ")[0].split()[-1])
-    bad = 0
-    for line in out.splitlines():
-        if "Non-2xx" in line or "Socket errors" in line:
-            bad += 1
-    if bad:
-        raise SystemExit(f"wrk saw errors:\n{out}")
-    return requests, float(out.split("Requests/sec:")[1].split()[0])
-
-
-def _measure(pid: int, port: int, args: argparse.Namespace, script: Path) -> tuple[float, float]:
-    _wrk(port, args.concurrency, 2, script)  # warm up
+def _measure(pid: int, port: int, args: argparse.Namespace) -> tuple[float, float]:
+    base = f"http://127.0.0.1:{port}"
+    run_wrk(base, args.concurrency, 2)  # warm up
     pids = process_tree(pid)  # granian serves from a worker process
     before = cpu_seconds(pids)
-    requests, rate = _wrk(port, args.concurrency, args.duration, script)
+    requests, rate, _, _, _, bad = run_wrk(base, args.concurrency, args.duration)
+    if bad:
+        raise SystemExit(f"{bad} requests failed or were answered other than 202")
     return rate, (cpu_seconds(pids) - before) / requests * 1e6
 
 
@@ -375,13 +332,6 @@ def main() -> None:
     results: dict[str, list[tuple[float, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="codeq-floor-") as tmp:
         folder = Path(tmp)
-        script = folder / "create.lua"
-        script.write_text(
-            'wrk.method = "POST"\n'
-            """wrk.body = '{"command":"BENCH","payload":{"n":1}}'\n"""
-            'wrk.headers["Content-Type"] = "application/json"\n'
-            'wrk.headers["Authorization"] = "Bearer " .. os.getenv("TOKEN")\n'
-        )
         for _ in range(args.rounds):
             with local_store(None) as url:  # for the servers that create (a new one a round)
                 for name in [*args.servers, *([] if args.no_gateway else ["gateway"])]:
@@ -397,7 +347,7 @@ def main() -> None:
                         cmd = [*_program(name, folder), str(port), ANSWER.decode(), name]
                     with _running(cmd, env, _HERE.parent) as proc:
                         _wait_ready(port, proc)
-                        results.setdefault(name, []).append(_measure(proc.pid, port, args, script))
+                        results.setdefault(name, []).append(_measure(proc.pid, port, args))
     print(f"\nmedians of {args.rounds} round(s), c={args.concurrency}, {args.duration:g} s each:")
     print("| server | requests/s | server CPU µs per request |")
     print("|---|---:|---:|")

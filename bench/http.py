@@ -37,7 +37,6 @@ import contextlib
 import json
 import multiprocessing as mp
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -62,6 +61,7 @@ from _common import (  # noqa: E402
     local_store,
     percentile,
     process_tree,
+    stop,
     store_pid,
 )
 
@@ -131,12 +131,7 @@ def gateway(
             time.sleep(0.05)
         yield base, proc.pid
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 # -- one load-generator process ---------------------------------------------------------

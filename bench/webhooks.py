@@ -29,7 +29,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -42,7 +41,7 @@ from pathlib import Path
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
 
-from _common import STORES, free_port, local_store, percentile  # noqa: E402
+from _common import STORES, free_port, local_store, percentile, stop  # noqa: E402
 from aiohttp import web  # noqa: E402
 
 from codeq.domain import NewTask  # noqa: E402
@@ -100,15 +99,6 @@ def start_deliverer(redis_url: str, prefix: str, config: Path) -> subprocess.Pop
         [sys.executable, "-m", "codeq.cli", "deliver", "--config", str(config)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 async def complete(engine: Engine, url: str, command: str) -> str:

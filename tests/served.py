@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -14,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from tests.servers import free_port, wait_for
+from tests.servers import free_port, stop_process, wait_for
 
 TOKEN = "e2e-dev-token"
 
@@ -81,13 +80,7 @@ def _run(command: str, port: int, env: dict[str, str], args: Sequence[str]) -> I
             wait_for(up, timeout=30, message=f"codeq {command} did not come up")
             yield served
         finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop_process(proc, 15)
 
 
 def polls_waiting(base: str, n: int) -> None:

@@ -28,7 +28,7 @@ from codeq.store.redis_store import RedisStore
 from deliverers.runner import Deliverer
 from tests.conftest import SERVERS, eventually, own_server, server_url
 from tests.receivers import Receiver, Reply, receiver
-from tests.servers import RedisServer
+from tests.servers import RedisServer, stop_process
 from tests.test_deliveries import SECRET, settings
 
 
@@ -54,13 +54,7 @@ def deliver_process(
         try:
             yield proc
         finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop_process(proc)
 
 
 async def complete_many(engine: Engine, url: str, n: int) -> set[str]:
