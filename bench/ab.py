@@ -2,20 +2,22 @@
 machine whose speed drifts.
 
     python bench/ab.py HEAD~1 .                        # the last commit against the work tree
-    python bench/ab.py . GC_OFF=1 --store kvrocks --workers 2 --rounds 10
+    python bench/ab.py . DIRECT_ROUTES=false --store kvrocks --workers 2 --rounds 10
     python bench/ab.py 632ea88 HEAD . --duration 3
 
 On this box (a shared VM) the same gateway measured a minute apart moves by 20–40 %: a change
 of 5 % cannot be seen by running the before and the after one after the other. Here every
 variant runs at once, each its own ``codeq gateway`` on its own store server of the same kind,
 idle until its turn; wrk (``bench/http.py``'s wrk-create) loads them one after the other for
-``--duration`` seconds, ``--rounds`` times (after one round to warm up). Per variant: the
+``--duration`` seconds, ``--rounds`` times (after one round to warm up), each round starting
+with the next variant (no variant always goes first). Per variant: the
 median creates/s and CPU per create of the gateway's processes and of its store's, each with
 the median of its per-round ratios to the first variant (the drift cancels, mostly, in a ratio
 of neighbouring runs) and the range of the middle half of those ratios, and in how many rounds
-it served more creates than the first. Run a variant against itself (``. .``) to see what
-the machine's noise is at the time: here, 10 rounds of the same code gave ratios of 0.97–1.02,
-so a step under ~5 % is for perf or py-spy shares, not for this bench.
+it served more creates than the first. Run a variant against itself (``. . .``) to see what
+the machine's noise is at the time: here, the same code read medians from 0.95 to 1.02 with
+middle halves as wide as 0.90–1.00, and two runs of the same pair disagreed by ~10 %. A step
+under ~10 % is for perf or py-spy shares (or ``timeit``), not for this bench.
 
 A variant is ``.`` (this work tree), a git revision (checked out in a temporary worktree; its
 code runs with this checkout's virtualenv), or ``NAME=VALUE`` (this work tree with one more
@@ -43,13 +45,14 @@ ROOT = _HERE.parent
 
 
 @contextlib.contextmanager
-def _checkout(rev: str, folder: Path) -> Iterator[Path]:
-    """``rev`` checked out (detached) in a worktree under ``folder``; removed afterwards."""
-    where = folder / rev.replace("/", "_").replace("~", "_").replace("^", "_")
-    subprocess.run(
+def _checkout(rev: str, where: Path) -> Iterator[Path]:
+    """``rev`` checked out (detached) in a worktree at ``where``; removed afterwards."""
+    added = subprocess.run(
         ["git", "-C", str(ROOT), "worktree", "add", "--detach", "--force", str(where), rev],
-        check=True, capture_output=True,
+        capture_output=True, text=True,
     )  # fmt: skip
+    if added.returncode:
+        raise SystemExit(f"cannot check out {rev!r}: {added.stderr.strip()}")
     try:
         yield where
     finally:
@@ -61,7 +64,7 @@ def _checkout(rev: str, folder: Path) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def _variant(
-    spec: str, store: str, workers: int, folder: Path
+    spec: str, store: str, workers: int, where: Path
 ) -> Iterator[tuple[str, int, int | None]]:
     """The variant running: (base URL, gateway pid, store pid)."""
     with contextlib.ExitStack() as stack:
@@ -71,7 +74,7 @@ def _variant(
             name, _, value = spec.partition("=")
             env[name] = value
         elif spec != ".":
-            source = stack.enter_context(_checkout(spec, folder))
+            source = stack.enter_context(_checkout(spec, where))
         url = stack.enter_context(local_store(None, store))
         base, pid = stack.enter_context(
             gateway(url, "uvicorn", workers, False, extra_env=env, source=source)
@@ -93,11 +96,13 @@ def main() -> None:
     runs: list[list[tuple[float, float, float]]] = [[] for _ in args.variants]
     with tempfile.TemporaryDirectory(prefix="codeq-ab-") as tmp, contextlib.ExitStack() as stack:
         running = [
-            stack.enter_context(_variant(v, args.store, args.workers, Path(tmp)))
-            for v in args.variants
+            stack.enter_context(_variant(v, args.store, args.workers, Path(tmp) / f"v{i}"))
+            for i, v in enumerate(args.variants)
         ]
+        k = len(running)
         for round_ in range(args.rounds + 1):  # the first round warms every variant up
-            for i, (base, pid, spid) in enumerate(running):
+            for i in [(round_ + j) % k for j in range(k)]:  # each round starts with the next
+                base, pid, spid = running[i]
                 pids = process_tree(pid)
                 gw0, st0 = cpu_seconds(pids), cpu_seconds([spid] if spid else [])
                 n, rate, _, _, _, bad = run_wrk(base, args.concurrency, args.duration)

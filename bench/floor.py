@@ -55,6 +55,8 @@ from bench._common import cpu_seconds, free_port, local_store, process_tree, sto
 from bench.http import TOKEN, run_wrk  # noqa: E402
 
 PATH = "/v1/codeq/tasks"
+#: settings of the caller's environment that would point the servers at another store
+_STORE_VARS = ("REDIS_URL", "REDIS_ADDR", "PERSISTENCE_PROVIDER")
 ANSWER = (
     b'{"id":"0123456789abcdef0123456789abcdef","command":"BENCH","status":"pending",'
     b'"priority":0,"attempts":0,"createdAt":"2026-12-07T00:00:00.000000Z"}'
@@ -84,7 +86,8 @@ class Raw(asyncio.Protocol):
                 break
             head = buf[:end].lower()
             at = head.find(b"content-length:")
-            size = int(head[at + 15:head.find(b"\\r\\n", at)]) if at >= 0 else 0
+            stop = head.find(b"\\r\\n", at)  # -1: the last header
+            size = int(head[at + 15:stop if stop >= 0 else None]) if at >= 0 else 0
             if len(buf) < end + 4 + size:
                 break
             buf = buf[end + 4 + size:]
@@ -337,7 +340,8 @@ def main() -> None:
                 for name in [*args.servers, *([] if args.no_gateway else ["gateway"])]:
                     port = free_port()
                     env = {
-                        **os.environ, "PYTHONPATH": str(folder), "CODEQ_DEV_TOKEN": TOKEN,
+                        **{k: v for k, v in os.environ.items() if k not in _STORE_VARS},
+                        "PYTHONPATH": str(folder), "CODEQ_DEV_TOKEN": TOKEN,
                         "REDIS_URL": url, "KEY_PREFIX": "floor" + uuid.uuid4().hex[:6],
                         "LOG_LEVEL": "warning",
                     }  # fmt: skip

@@ -111,10 +111,12 @@ def create_app(
         gc.freeze()
         # A request's objects die by reference count, nearly all before a collection could
         # see them; collecting the youngest generation every 700 allocations (Python's
-        # default) only walked the requests in flight: 2.3 % of a create's CPU (perf). Every
-        # YOUNG_GC_THRESHOLD allocations it is ~0 (docs/performance.md §19).
+        # default) only walked the requests in flight: 2.3 % of a create's CPU (perf), and
+        # none that perf saw every YOUNG_GC_THRESHOLD (docs/performance.md §19). Like the
+        # freeze, it holds for the whole process; a higher threshold, or 0 (automatic
+        # collection off), that the embedding process chose is kept.
         threshold = gc.get_threshold()
-        if threshold[0] < YOUNG_GC_THRESHOLD:  # never lower what the embedding process set
+        if 0 < threshold[0] < YOUNG_GC_THRESHOLD:
             gc.set_threshold(YOUNG_GC_THRESHOLD, *threshold[1:])
         sweeper = (
             Sweeper(

@@ -637,20 +637,20 @@ async def test_start_up_collects_the_young_generation_less_often_and_never_more(
 ) -> None:
     """A request's objects die by reference count: the app's start-up raises the young
     generation's threshold (its collections only walked the requests in flight), and keeps
-    a higher one the embedding process chose."""
+    a higher one the embedding process chose, or 0 (automatic collection off)."""
     import gc
 
     from gateway.app import YOUNG_GC_THRESHOLD
 
     saved = gc.get_threshold()
     try:
-        for before, after in [(700, YOUNG_GC_THRESHOLD), (YOUNG_GC_THRESHOLD * 2, None)]:
+        for before, after in [(700, YOUNG_GC_THRESHOLD), (YOUNG_GC_THRESHOLD * 2, None), (0, None)]:
             gc.set_threshold(before, 7, 9)
             prefix = "gc" + uuid.uuid4().hex[:10]
             store = RedisStore.embedded(KeySchema(prefix))
             app = create_app(make_settings(tmp_path, prefix), store=store, close_store=True)
             async with serve_in_process(app) as c:
                 assert (await c.get("/readyz")).status_code == 200
-                assert gc.get_threshold() == (after or before, 7, 9)
+                assert gc.get_threshold() == (before if after is None else after, 7, 9)
     finally:
         gc.set_threshold(*saved)
