@@ -155,6 +155,27 @@ async def test_a_cancelled_caller_does_not_disturb_the_others() -> None:
         await first
 
 
+@pytest.mark.parametrize("patience", [0, 1, 2])
+async def test_patience_gathers_the_items_of_that_many_more_loop_turns(patience: int) -> None:
+    """Items submitted in the turns after the first join its call up to ``patience`` turns
+    later (creates wait one: more per call under load); later ones go in a call of their own."""
+    sent: list[list[int]] = []
+
+    async def send(key: str, items: list[int]) -> Sequence[Any]:
+        sent.append(items)
+        return items
+
+    merger: CallMerger[str, int] = CallMerger(send, patience=patience)
+    calls = []
+    for turn in range(4):  # one item a loop turn
+        calls.append(asyncio.ensure_future(merger.submit("p", [turn])))
+        await asyncio.sleep(0)  # one turn of the loop (not a wait for anything)
+    assert [await c for c in calls] == [[0], [1], [2], [3]]
+    joined = list(range(patience + 1))
+    assert sent[0] == joined  # the first call carries the first patience + 1 turns' items
+    assert [x for call in sent for x in call] == [0, 1, 2, 3]
+
+
 async def test_concurrent_claims_take_the_best_tasks_in_order(
     engine: Engine, store: RedisStore
 ) -> None:

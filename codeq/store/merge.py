@@ -4,10 +4,18 @@ Creates are the operation producers make most, and most of a create's cost in th
 its writes but running a script at all (on KVRocks ~70 µs a call, and ~7 µs for each command
 the script makes beyond the command itself). The create script takes many items, groups their
 writes, and stays one atomic step per call; :class:`CallMerger` hands it every create of a
-partition that coroutines made in the same event-loop iteration, so under load one call
-carries many, and an idle store still gets each create at once (nothing waits to fill a
-batch). Each caller gets exactly its own items' answers, or the exception of the call that
-carried them.
+partition that coroutines made in the same event-loop iteration (``patience``: or in as many
+more), so under load one call carries many, and an idle store still gets each create at once
+(an idle loop turns in microseconds; nothing waits for a batch to fill). Each caller gets
+exactly its own items' answers, or the exception of the call that carried them.
+
+Creates wait one more turn (``patience=1``): the requests whose bytes arrived in the next
+poll join the call. Side by side (``bench/ab.py . <one turn>``, 10 rounds, wrk creates,
+docs/performance.md §19): creates/s ×1.109 with two gateway processes on KVRocks (10/10
+rounds; creates per call 6–8 → 9–12, KVRocks CPU per create ×0.90), ×1.048 with one on Redis
+(gateway and store CPU per create ×0.87 and ×0.89), ×0.952 with one on KVRocks (0.87–1.02,
+within the bench's noise). Claims and results send on the next turn: a claim's or a result's
+latency is a worker's, and their calls are smaller.
 
 Calls never grow past ``max_items`` (16): a long script holds the store (KVRocks runs one at a
 time) and the callers it carries wait for its last item, and KVRocks' transaction batch gets
@@ -45,9 +53,11 @@ class CallMerger(Generic[K, T]):
         send: Callable[[K, list[T]], Awaitable[Sequence[Any]]],
         *,
         max_items: int = MAX_SCRIPT_ITEMS,
+        patience: int = 0,
     ) -> None:
         self._send = send
         self._max_items = max_items
+        self._patience = patience  # loop turns to wait for more items past the first
         self._pending: dict[K, list[_Job[T]]] = {}
         self._running: set[asyncio.Task[None]] = set()
 
@@ -57,11 +67,14 @@ class CallMerger(Generic[K, T]):
         jobs = self._pending.get(key)
         if jobs is None:
             jobs = self._pending[key] = []
-            loop.call_soon(self._flush, key)
+            loop.call_soon(self._flush, key, self._patience)
         jobs.append((items, fut))
         return await fut
 
-    def _flush(self, key: K) -> None:
+    def _flush(self, key: K, turns: int = 0) -> None:
+        if turns > 0:  # more items may come in the next turn
+            asyncio.get_running_loop().call_soon(self._flush, key, turns - 1)
+            return
         jobs = self._pending.pop(key)
         task = asyncio.get_running_loop().create_task(self._run(key, jobs))
         self._running.add(task)

@@ -100,8 +100,11 @@ class TaskTransitions(ScriptStore):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # concurrent creates of a partition share a script call (see codeq/store/merge.py)
-        self._creates: CallMerger[tuple[int, int], CreateItem] = CallMerger(self._create_call)
+        # concurrent creates of a partition share a script call, gathered over two loop turns
+        # (see codeq/store/merge.py)
+        self._creates: CallMerger[tuple[int, int], CreateItem] = CallMerger(
+            self._create_call, patience=1
+        )
         self._results: CallMerger[int, _ResultItem] = CallMerger(self._result_call)
         self._claims: CallMerger[_ClaimAt, _ClaimItem] = CallMerger(self._claim_call)
 
