@@ -171,9 +171,9 @@ async def test_patience_gathers_the_items_of_that_many_more_loop_turns(patience:
         calls.append(asyncio.ensure_future(merger.submit("p", [turn])))
         await asyncio.sleep(0)  # one turn of the loop (not a wait for anything)
     assert [await c for c in calls] == [[0], [1], [2], [3]]
-    joined = list(range(patience + 1))
-    assert sent[0] == joined  # the first call carries the first patience + 1 turns' items
-    assert [x for call in sent for x in call] == [0, 1, 2, 3]
+    # each call carries the items of patience + 1 turns: [[0],[1],[2],[3]], [[0,1],[2,3]], ...
+    step = patience + 1
+    assert sent == [list(range(4))[i : i + step] for i in range(0, 4, step)]
 
 
 async def test_concurrent_claims_take_the_best_tasks_in_order(
