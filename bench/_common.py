@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # the suite's servers and helpers (tests/servers.py)
+    sys.path.append(str(ROOT))
 
 
 def free_port() -> int:
@@ -30,8 +32,6 @@ def local_store(url: str | None, kind: str = "redis") -> Iterator[str]:
     if url:
         yield url
         return
-    if str(ROOT) not in sys.path:
-        sys.path.append(str(ROOT))
     from tests.servers import KvrocksServer, RedisServer, kvrocks_binary
 
     if kind == "kvrocks":
@@ -50,8 +50,6 @@ def local_store(url: str | None, kind: str = "redis") -> Iterator[str]:
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM, then SIGKILL when the process has not ended within 20 s (the suite's way)."""
-    if str(ROOT) not in sys.path:
-        sys.path.append(str(ROOT))
     from tests.servers import stop_process
 
     stop_process(proc)
