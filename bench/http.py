@@ -27,6 +27,10 @@ Scenarios, each at every concurrency level:
              load generator that costs the shared cores a fraction of aiohttp (opt-in)
   wrk-create POST /tasks from wrk (Debian's `wrk`, C, one thread): a load generator that
              costs the shared cores little, for the creates/s a gateway can take (opt-in)
+  empty-claim
+             POST /tasks/claim of an empty queue (answered 204), from raw-lifecycle's
+             connections and for its commands: after raw-lifecycle rounds, claims of queues
+             with a long history of claimed tasks behind them (opt-in)
 """
 
 from __future__ import annotations
@@ -266,6 +270,31 @@ _RAW_HEAD = (
 )
 
 
+async def _drive_empty(base: str, conc: int, duration: float, tag: str) -> dict[str, Any]:
+    """``empty-claim``: claims of raw-lifecycle's commands, each empty, from :class:`_Raw`
+    connections; anything but 204 is an error."""
+    host, port = base.removeprefix("http://").split(":")
+    lat: list[float] = []
+    errors: dict[str, int] = {}
+    stop_at = time.perf_counter() + duration
+    loop = asyncio.get_running_loop()
+
+    async def claimer(i: int) -> None:
+        _, conn = await loop.create_connection(_Raw, host, int(port))
+        claim = json.dumps({"commands": [f"RL-{tag}-{i}"]}).encode()
+        while time.perf_counter() < stop_at:
+            status, _, took = await conn.post(b"/v1/codeq/tasks/claim", claim)
+            if status != 204:
+                errors["claim"] = errors.get("claim", 0) + 1
+                continue
+            lat.append(took)
+        if conn.transport is not None:
+            conn.transport.close()
+
+    await asyncio.gather(*(claimer(i) for i in range(conc)))
+    return {"lat": {"claim": lat}, "errors": errors, "done": len(lat)}
+
+
 async def _drive_raw(base: str, conc: int, duration: float, tag: str) -> dict[str, Any]:
     """``raw-lifecycle``: what ``lifecycle`` does, from :class:`_Raw` connections."""
     host, port = base.removeprefix("http://").split(":")
@@ -319,6 +348,8 @@ def _child(base: str, scenario: str, conc: int, duration: float, tag: str, out: 
         pass
     if scenario == "raw-lifecycle":
         out.put(asyncio.run(_drive_raw(base, conc, duration, tag)))
+    elif scenario == "empty-claim":
+        out.put(asyncio.run(_drive_empty(base, conc, duration, tag)))
     else:
         out.put(asyncio.run(_drive(base, scenario, conc, duration, tag)))
 
@@ -487,6 +518,7 @@ OPS = {
     "claim": ["pair", "claim", "result"],
     "lifecycle": ["lifecycle", "create", "claim", "result"],
     "raw-lifecycle": ["lifecycle", "create", "claim", "result"],
+    "empty-claim": ["claim"],
 }
 
 

@@ -7,18 +7,25 @@ every entry deleted before it (RocksDB tombstones):
 - the claims' scans for due delayed tasks and expired leases start at a floor in qstats (no
   member scores below it; the writes keep it), and do not run while `now` is below it; the
   sweeper scans from the start, so an entry below the floor (written behind the scripts'
-  back) is still found."""
+  back) is still found;
+- a claim reads a queue's ready members from its head mark, no more of them than its counter
+  says there are, and none when it says there are none: a range read that finds fewer than it
+  asked for goes on past the queue's end, over every deleted entry of the queues after it.
+  Claims trust the counters only where they are known to be exact (`!counted`)."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from codeq.domain import NewTask
 from codeq.engine import Engine
+from codeq.store.keys import KeySchema
 from codeq.store.redis_store import RedisStore
-from tests.conftest import eventually, make_store
+from tests.conftest import SERVERS, eventually, make_store, new_prefix, own_server
 from tests.invariants import check_all
 
 LUA = Path(__file__).resolve().parent.parent / "codeq" / "store" / "lua"
@@ -147,3 +154,66 @@ async def test_a_sooner_lease_or_delay_lowers_the_floor_claims_look_from(
 
     assert await eventually(both_back, timeout=10)
     assert long.id not in seen
+
+
+async def _range_reads(store: RedisStore) -> int:
+    info: dict[str, Any] = await store.client.info("commandstats")
+    return int(info.get("cmdstat_zrangebylex", {}).get("calls", 0))
+
+
+@pytest.mark.parametrize("kind", SERVERS)  # a server of its own: every range read is ours
+async def test_a_claim_reads_no_more_of_a_queue_than_its_counter_says_is_there(kind: str) -> None:
+    server = own_server(kind)
+    store = RedisStore.from_url(server.url, KeySchema(new_prefix()))
+    engine = Engine(store)
+    try:
+        await engine.create("acme", NewTask(command="busy", payload="0"))
+        assert await engine.claim("acme", "w", ["busy"]) is not None  # scripts loaded
+        before = await _range_reads(store)
+        for _ in range(10):  # a queue emptied by claims, and one that never had a task
+            assert await engine.claim("acme", "w", ["busy"]) is None
+            assert await engine.claim("acme", "w", ["idle", "busy"]) is None
+        assert await _range_reads(store) == before  # the counters said so: nothing read
+
+        ids = {(await engine.create("acme", NewTask(command="busy", payload=str(i)))).task.id
+               for i in range(3)}  # fmt: skip
+        before = await _range_reads(store)
+        got = await asyncio.gather(*(engine.claim("acme", f"w{i}", ["busy"]) for i in range(5)))
+        assert {t.id for t in got if t is not None} == ids
+        assert sum(t is None for t in got) == 2
+        # one read of the queue per script call at most, however many claims it carried
+        assert 1 <= await _range_reads(store) - before <= 5
+        assert not await check_all(store.client, store.keys)
+    finally:
+        await store.close()
+        server.close()
+
+
+async def test_a_partition_is_counted_from_its_first_create_and_old_data_is_read_until_swept(
+    engine: Engine, store: RedisStore
+) -> None:
+    ids = [(await engine.create("acme", NewTask(command="q", payload=str(i)))).task.id
+           for i in range(4)]  # fmt: skip
+    partitions = {store.keys.partition_of(i) for i in ids}
+    for p in partitions:  # never had a ready member: exact from the first create on
+        assert await store.client.hget(store.keys.partition(p).qstats, "!counted") == b"1"
+    # what an older version left: ready members the counters do not know of, no mark
+    for p in partitions:
+        k = store.keys.partition(p)
+        await store.client.hdel(k.qstats, "!counted")
+        await store.client.hset(k.qstats, "q!ready", 0)
+    # a later create does not mark it: this partition has had ready members before
+    late = (await engine.create("acme", NewTask(command="q", payload="late"))).task.id
+    for p in partitions:
+        assert await store.client.hget(store.keys.partition(p).qstats, "!counted") is None
+    # unmarked, the counters are not trusted: every task is still handed out...
+    got = [await engine.claim("acme", "w", ["q"]) for _ in range(5)]
+    assert {t.id for t in got if t is not None} == {*ids, late}
+    assert await engine.claim("acme", "w", ["q"]) is None
+    # ...and the sweeper's recount makes the counters exact and marks the partition
+    for p in range(store.keys.partitions):
+        assert await engine.sweep_partition(p, "upgrade") is not None
+    for p in partitions:
+        k = store.keys.partition(p)
+        assert await store.client.hget(k.qstats, "!counted") == b"1"
+        assert await store.client.hget(k.qstats, "q!ready") == b"0"

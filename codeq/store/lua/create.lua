@@ -96,6 +96,10 @@ for _, task in ipairs(new) do
 end
 local seq = 0
 if ready_n > 0 then seq = redis.call('INCRBY', K.seq, ready_n) - ready_n end
+-- No sequence number was ever taken here: the partition has never had a ready member, so its
+-- counters are exact from this call on; say so (`!counted`, which claims trust) without
+-- waiting for the sweeper's recount.
+local fresh = ready_n > 0 and seq == 0
 -- the queues' counters and head marks (and the delayed floor): read in one HMGET, written in
 -- one HSET at the end, not an HINCRBY or HGET each (a redis.call costs ~0.5-1 µs on Redis and
 -- ~1.5-4 µs on KVRocks beyond its command, bench/scriptcost.py)
@@ -203,6 +207,10 @@ local floor = any_delayed and tonumber(got[#fields])
 if soonest and floor and soonest < floor then
   counts[#counts + 1] = '!delayed_floor'
   counts[#counts + 1] = int(soonest)
+end
+if fresh then
+  counts[#counts + 1] = '!counted'
+  counts[#counts + 1] = '1'
 end
 bulk('HSET', K.qstats, counts)
 for i, first in pairs(dups) do out[i] = {'DUP', first.raw, first.payload} end

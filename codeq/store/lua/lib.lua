@@ -17,7 +17,10 @@
 --   qstats   hash  "<q>!ready", "<q>!delayed", "<q>!leased", "<q>!dlq" -> depth counters, kept
 --                  by the scripts with every change of those structures (a lex-range count
 --                  walks the range: its cost grew with the queue, ~0.5 ms at 10^4 on KVRocks);
---                  "!counted" -> layout version, set by the recount in sweep.lua;
+--                  "!counted" -> the counters are exact: set by the first create of a
+--                  partition that never had a ready member, else by the recount in
+--                  sweep.lua (data from before the counters); claims trust "<q>!ready"
+--                  only under it (a queue it says is empty is not read at all);
 --                  "!delayed_floor", "!leased_floor" -> no member of delayed (leased) scores
 --                  below it: where due-scans start, and whether a claim scans at all (due);
 --                  "<q>!head" -> no ready member of q sorts before it (where a claim looks)
