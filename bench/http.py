@@ -448,9 +448,12 @@ async def wake_latency(base: str, samples: int) -> list[float]:
 
 
 async def _until_waiting(s: aiohttp.ClientSession, n: int) -> None:
+    """Until a gateway process says ``n`` long polls wait in it. Each look is a connection of
+    its own: with ``--workers 2`` the poll waits in one process, and a kept-alive connection
+    would keep asking the same one."""
     deadline = time.perf_counter() + 10
     while time.perf_counter() < deadline:
-        async with s.get("/metrics") as r:
+        async with s.get("/metrics", headers={"Connection": "close"}) as r:
             if f"codeq_long_polls_waiting {float(n)}" in await r.text():
                 return
         await asyncio.sleep(0.002)
