@@ -5,6 +5,10 @@ One :class:`~codeq.events.EventTail` per process follows the partition streams; 
 first — instead of every one of them, so a single new task does not stampede a hundred polls
 into a hundred claim scripts. Waiters also re-check on a fallback timer, so a missed event
 costs at most that interval, never the whole poll.
+
+A task created through this process wakes a waiter here at once (:meth:`Waker.on_created`),
+without waiting for its ``task.ready`` to come back through the tail (on KVRocks the tail
+polls, so that takes up to its pause); the event, when it comes, then wakes one waiter fewer.
 """
 
 from __future__ import annotations
@@ -26,10 +30,16 @@ class Waiter:
         self.registered = True
 
 
+#: how many tasks woken for at creation are remembered until their ``task.ready`` comes
+#: (the oldest is forgotten first: its event, if it still comes, wakes one waiter more)
+LOCAL_WAKES_KEPT = 1024
+
+
 class Waker:
     def __init__(self) -> None:
         self._waiters: dict[tuple[str, str], deque[Waiter]] = {}
         self._count = 0
+        self._woken_for: dict[str, None] = {}  # task ids woken for at creation, oldest first
         self.closed = False
 
     def register(self, tenant: str, commands: Iterable[str]) -> Waiter:
@@ -59,22 +69,41 @@ class Waker:
     def waiting(self) -> int:
         return self._count
 
+    def on_created(self, tenant: str, command: str, task_id: str) -> None:
+        """A task this process created is ready now: wake the longest waiting poll for it, if
+        there is one here, and remember that its ``task.ready`` has had one wake-up already."""
+        if self._wake((tenant, command.lower()), 1):
+            self._woken_for[task_id] = None
+            if len(self._woken_for) > LOCAL_WAKES_KEPT:
+                del self._woken_for[next(iter(self._woken_for))]
+
     def on_event(self, fields: Mapping[str, str]) -> None:
         if fields.get("type") != "task.ready":
-            return
-        queue = self._waiters.get((fields.get("tenant", ""), fields.get("command", "").lower()))
-        if not queue:
             return
         try:
             budget = max(1, int(fields.get("depth", "1")))
         except ValueError:
             budget = 1
+        task_id = fields.get("id", "")
+        if task_id in self._woken_for:  # woken for at its creation, here
+            del self._woken_for[task_id]
+            budget -= 1
+        self._wake((fields.get("tenant", ""), fields.get("command", "").lower()), budget)
+
+    def _wake(self, key: tuple[str, str], budget: int) -> bool:
+        """Wake up to ``budget`` waiters of ``key``, the longest waiting first; whether any."""
+        queue = self._waiters.get(key)
+        if not queue or budget <= 0:
+            return False
+        woke = False
         for waiter in queue:
             if budget <= 0:
                 break
             if not waiter.event.is_set():
                 waiter.event.set()
                 budget -= 1
+                woke = True
+        return woke
 
     def close(self) -> None:
         """Shutting down: wake every poll so it answers now instead of at its deadline."""

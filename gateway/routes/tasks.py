@@ -23,7 +23,15 @@ from litestar.params import FromPath, QueryParameter
 from litestar.types import ASGIApp
 
 from codeq.auth import Identity
-from codeq.domain import Artifact, ListStatus, NewTask, Task, TaskFilter
+from codeq.domain import (
+    Artifact,
+    CreateOutcome,
+    ListStatus,
+    Location,
+    NewTask,
+    Task,
+    TaskFilter,
+)
 from codeq.engine import MAX_REASON
 from codeq.errors import CodeQError, Conflict, Forbidden, InvalidRequest, NotFound, TooLarge
 from codeq.ids import is_task_id
@@ -187,8 +195,7 @@ class TaskController(Controller):
         with gw.tracing.span("codeq.create", attributes={"codeq.command": data.command[:128]}):
             out = await gw.engine.create(identity.tenant, _new_task(gw, data, request))
         note(request, task_id=out.task.id)
-        if not out.replayed:
-            gw.metrics.created(out.task.command)
+        _created(gw, identity.tenant, out)
         return _json(TaskOut.of(out.task), 202, out.replayed)
 
     @post(
@@ -227,8 +234,7 @@ class TaskController(Controller):
                 errors_out.append(BatchError(index=index, error=result.message, code=result.code))
             else:
                 tasks.append(TaskOut.of(result.task))
-                if not result.replayed:
-                    gw.metrics.created(result.task.command)
+                _created(gw, identity.tenant, result)
         errors_out.sort(key=lambda e: e.index)
         return BatchCreateOut(tasks=tasks, errors=errors_out)
 
@@ -528,6 +534,16 @@ class TaskController(Controller):
         note(request, task_id=_task_id(task_id))
         task, result = await gw.engine.get_result(identity.tenant, task_id)
         return TaskWithResultOut(task=TaskOut.of(task), result=ResultOut.of(result))
+
+
+def _created(gw: Gateway, tenant: str, out: CreateOutcome) -> None:
+    """What a new task means for this process: one more created, and a poll waiting here for
+    its command woken at once when it is ready now (not when its event comes back)."""
+    if out.replayed:
+        return
+    gw.metrics.created(out.task.command)
+    if out.task.last_known_location == Location.PENDING_LIST:
+        gw.waker.on_created(tenant, out.task.command, out.task.id)
 
 
 async def _wait_for_disconnect(request: AnyRequest) -> None:

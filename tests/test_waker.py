@@ -1,0 +1,88 @@
+"""Long-poll wake-ups (gateway.waker): a ``task.ready`` wakes at most ``depth`` waiters of its
+(tenant, command), the longest waiting first; a task created through this process wakes one
+at once, and its event, when it comes back through the tail, then wakes one fewer."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gateway import waker as waker_module
+from gateway.waker import Waker
+from tests.conftest import eventually
+from tests.test_api import ApiClient, claim, create
+from tests.test_api import client as client  # the API fixture, on every store
+
+
+def ready(task_id: str, depth: int = 1, command: str = "render") -> dict[str, str]:
+    return {
+        "type": "task.ready",
+        "id": task_id,
+        "tenant": "acme",
+        "command": command,
+        "depth": str(depth),
+    }
+
+
+async def test_an_event_wakes_up_to_depth_waiters_the_longest_waiting_first() -> None:
+    waker = Waker()
+    first, second, third = (waker.register("acme", ["RENDER"]) for _ in range(3))
+    other = waker.register("acme", ["mail"])
+    waker.on_event(ready("t1", depth=2))
+    assert [w.event.is_set() for w in (first, second, third, other)] == [True, True, False, False]
+
+
+async def test_a_task_created_here_wakes_one_waiter_and_its_event_one_fewer() -> None:
+    waker = Waker()
+    first, second = waker.register("acme", ["render"]), waker.register("acme", ["render"])
+    waker.on_created("acme", "RENDER", "t1")
+    assert (first.event.is_set(), second.event.is_set()) == (True, False)
+    waker.on_event(ready("t1", depth=1))  # the same task's event: woken for already
+    assert not second.event.is_set()
+    waker.on_event(ready("t2", depth=1))  # another task's: as before
+    assert second.event.is_set()
+
+
+async def test_a_task_created_with_nobody_waiting_here_leaves_its_event_whole() -> None:
+    waker = Waker()
+    waker.on_created("acme", "render", "t1")  # nobody waits: nothing woken, nothing kept
+    late = waker.register("acme", ["render"])
+    waker.on_event(ready("t1"))
+    assert late.event.is_set()
+
+
+async def test_the_tasks_woken_for_at_creation_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(waker_module, "LOCAL_WAKES_KEPT", 2)
+    waker = Waker()
+    for i in range(3):
+        waiter = waker.register("acme", ["render"])
+        waker.on_created("acme", "render", f"t{i}")
+        assert waiter.event.is_set()
+        waker.unregister(waiter)
+    late = waker.register("acme", ["render"])
+    waker.on_event(ready("t0"))  # forgotten (the oldest): its event wakes as any other
+    assert late.event.is_set()
+    late.event.clear()
+    waker.on_event(ready("t2"))  # still remembered: woken for already
+    assert not late.event.is_set()
+
+
+async def test_a_create_wakes_a_poll_of_this_process_without_its_event(
+    client: ApiClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # no event tail, and the fallback re-check an hour away: only the create itself can
+    # answer the poll within the test's wait
+    assert client.gw.tail is not None
+    await client.gw.tail.stop()
+    monkeypatch.setattr("gateway.routes.tasks.FALLBACK_RECHECK_SECONDS", 3600.0)
+
+    async def waiting() -> bool:
+        return client.gw.waker.waiting() == 1
+
+    polling = asyncio.create_task(claim(client, waitSeconds=30))
+    await eventually(waiting)
+    created = await create(client)
+    r = await asyncio.wait_for(polling, timeout=10)
+    assert r.status_code == 200, r.text
+    assert r.json()["id"] == created["id"]
