@@ -20,8 +20,8 @@ Scenarios, each at every concurrency level:
   create     POST /tasks, one command
   claim      POST /tasks/claim then POST /tasks/{id}/result (a "pair"), queue pre-filled
   lifecycle  create → claim → result by one client, each client its own command
-  wake       one long poll waiting (waitSeconds 10); the time from sending a create for its
-             command to the poll's answer (sequential, --wake-samples times)
+  wake       one long poll waiting (waitSeconds 10, parked for 20 ms); the time from sending
+             a create for its command to the poll's answer (sequential, --wake-samples times)
   raw-lifecycle
              lifecycle's requests from plain asyncio connections sending ready-made bytes: a
              load generator that costs the shared cores a fraction of aiohttp (opt-in)
@@ -424,10 +424,20 @@ async def _drain(base: str, ready: int) -> None:
         await asyncio.gather(*(worker() for _ in range(20)))
 
 
+#: how long a poll waits before the create that wakes it is sent (see wake_latency)
+WAKE_SETTLE_S = 0.02
+
+
 async def wake_latency(base: str, samples: int) -> list[float]:
     out: list[float] = []
     claim = json.dumps({"commands": ["WAKE"], "waitSeconds": 10}).encode()
-    async with aiohttp.ClientSession(base) as poller, aiohttp.ClientSession(base) as producer:
+    # the watcher asks each process in turn whether the poll waits there (a connection a look,
+    # see _until_waiting); the producer's connection stays open, as a producer's would
+    async with (
+        aiohttp.ClientSession(base) as poller,
+        aiohttp.ClientSession(base) as producer,
+        aiohttp.ClientSession(base, connector=aiohttp.TCPConnector(force_close=True)) as watcher,
+    ):
         await _post(producer, "/v1/codeq/tasks/claim", claim.replace(b"10", b"0"))  # warm
         for _ in range(samples):
             answered: dict[str, float] = {}
@@ -438,7 +448,11 @@ async def wake_latency(base: str, samples: int) -> list[float]:
                 answered["status"] = status
 
             polling = asyncio.create_task(poll())
-            await _until_waiting(producer, 1)
+            await _until_waiting(watcher, 1)
+            # The gauge counts a poll from the moment it registers, before its first claim
+            # has found nothing; a worker's poll has waited a while when a task comes. The
+            # create goes once the poll has had 20 ms to settle.
+            await asyncio.sleep(WAKE_SETTLE_S)
             sent = time.perf_counter()
             await _post(producer, "/v1/codeq/tasks", _task("WAKE"))
             await polling
@@ -448,12 +462,12 @@ async def wake_latency(base: str, samples: int) -> list[float]:
 
 
 async def _until_waiting(s: aiohttp.ClientSession, n: int) -> None:
-    """Until a gateway process says ``n`` long polls wait in it. Each look is a connection of
-    its own: with ``--workers 2`` the poll waits in one process, and a kept-alive connection
-    would keep asking the same one."""
+    """Until a gateway process says ``n`` long polls wait in it. ``s`` opens a connection a
+    look (``force_close``): with ``--workers 2`` the poll waits in one process, and a
+    kept-alive connection would keep asking the same one."""
     deadline = time.perf_counter() + 10
     while time.perf_counter() < deadline:
-        async with s.get("/metrics", headers={"Connection": "close"}) as r:
+        async with s.get("/metrics") as r:
             if f"codeq_long_polls_waiting {float(n)}" in await r.text():
                 return
         await asyncio.sleep(0.002)
