@@ -93,7 +93,7 @@ def event_fields(fields: list[Any]) -> dict[str, str]:
 #: pauses between non-blocking reads on KVRocks: from 1 ms, doubling, up to the read's cap
 FIRST_POLL_S = 0.001
 #: the cap for the event tail (a long poll's wake-up waits for it) and for consumer groups
-TAIL_POLL_CAP_S = 0.002
+TAIL_POLL_CAP_S = 0.004
 GROUP_POLL_CAP_S = 0.025
 
 
