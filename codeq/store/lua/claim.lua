@@ -16,8 +16,9 @@
 -- to the DLQ on its own. Either way the claim goes on to the next task.
 -- Returns one entry per claim, in group order: {'OK', record, payload} | {'EMPTY'}.
 -- Events: repair ones (task.ready, task.lease_expired, task.dead_lettered), then task.claimed.
--- Shape: the floors and head marks are read in one HMGET, the candidates of a queue in one
--- ZRANGEBYLEX, their records in one HMGET; the ready members go in one ZREM, the head marks in
+-- Shape: the floors, head marks and ready counts are read in one HMGET, the candidates of a
+-- queue in one ZRANGEBYLEX (none for a queue its count says is empty), their records in one
+-- HMGET; the ready members go in one ZREM, the head marks in
 -- one HSET, the leases in one ZADD, the records in one HSET, the payloads come in one HMGET;
 -- the events stay per task, the counters per queue; the leased tasks' listing entries
 -- move from P to R in one ZREM and one ZADD: for the whole call, whatever its groups.
@@ -30,10 +31,14 @@ local groups, names, named = {}, {}, {}  -- names: every queue of the call, once
 local p = 6
 for _ = 1, tonumber(ARGV[5]) do
   local m = tonumber(ARGV[p])
-  local qs = {}
+  local qs, in_group = {}, {}
   for i = 1, m do
-    qs[i] = ARGV[p + i]
-    if not named[qs[i]] then named[qs[i]] = true; names[#names + 1] = qs[i] end
+    local q = ARGV[p + i]
+    if not in_group[q] then  -- a queue named twice would offer its members twice
+      in_group[q] = true
+      qs[#qs + 1] = q
+      if not named[q] then named[q] = true; names[#names + 1] = q end
+    end
   end
   p = p + m + 1
   local claims = {}
@@ -56,14 +61,16 @@ local marks = read_marks()
 local moved = promote_due(now, limit, false, marks[1])
 moved = moved + expire_leases(now, limit, delays, dlq_retention, false, marks[2])
 -- heads[q]: the head mark of queue q (false: none); counts[q]: its ready members, when the
--- partition's counters are exact (`!counted`, lib.lua), else nil. A task the repair made
--- ready may have lowered a mark and raised a count: then they are read again.
+-- partition's counters are exact (`!counted`, lib.lua), else nil (a count below zero is
+-- wrong, so unknown too). A task the repair made ready may have lowered a mark and raised a
+-- count: then they are read again.
 if moved > 0 then marks = read_marks() end
 local exact = marks[3] == '1'
 local heads, counts = {}, {}
 for i = 1, #names do
   heads[names[i]] = marks[2 * i + 2]
-  if exact then counts[names[i]] = tonumber(marks[2 * i + 3]) or 0 end
+  local c = tonumber(marks[2 * i + 3]) or 0
+  if exact and c >= 0 then counts[names[i]] = c end
 end
 local after = {}  -- queue -> the last member an earlier group took (a later one pages past it)
 local total = 0   -- claims in the call: the repair bound is one budget for all of them
@@ -88,7 +95,7 @@ for _, group in ipairs(groups) do
   -- KVRocks would step over one by one, 6 ms a claim after 10^5 of them), never more than
   -- the queue's count says are left, and not at all when it says none: a range read that
   -- finds fewer members than it asked for goes on past the queue's end, over the deleted
-  -- entries of the queues that sort after it (0.8-4.4 ms a claim on KVRocks after a few
+  -- entries of the queues that sort after it (up to 4.4 ms a read on KVRocks after a few
   -- rounds of load, docs/performance.md §20).
   local pages, at, last_fetched, done = {}, {}, {}, {}
   local left = {}  -- queue index -> members not yet fetched, by the count (nil: unknown)
