@@ -8,7 +8,8 @@ costs at most that interval, never the whole poll.
 
 A task created through this process wakes a waiter here at once (:meth:`Waker.on_created`),
 without waiting for its ``task.ready`` to come back through the tail (on KVRocks the tail
-polls, so that takes up to its pause); the event, when it comes, then wakes one waiter fewer.
+polls, so that takes up to its pause). Whichever of the two comes second wakes one waiter
+fewer: the first remembers the task (the last :data:`LOCAL_WAKES_KEPT` of each kind).
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ class Waiter:
         self.registered = True
 
 
-#: how many tasks woken for at creation are remembered until their ``task.ready`` comes
-#: (the oldest is forgotten first: its event, if it still comes, wakes one waiter more)
+#: how many tasks woken for at creation are remembered until their ``task.ready`` comes, and
+#: how many woken for by their ``task.ready`` until their creation's answer comes (the oldest
+#: is forgotten first: if its other half still comes, it wakes one waiter more)
 LOCAL_WAKES_KEPT = 1024
 
 
@@ -40,6 +42,7 @@ class Waker:
         self._waiters: dict[tuple[str, str], deque[Waiter]] = {}
         self._count = 0
         self._woken_for: dict[str, None] = {}  # task ids woken for at creation, oldest first
+        self._evented: dict[str, None] = {}  # task ids woken for by their event, oldest first
         self.closed = False
 
     def register(self, tenant: str, commands: Iterable[str]) -> Waiter:
@@ -71,11 +74,12 @@ class Waker:
 
     def on_created(self, tenant: str, command: str, task_id: str) -> None:
         """A task this process created is ready now: wake the longest waiting poll for it, if
-        there is one here, and remember that its ``task.ready`` has had one wake-up already."""
-        if self._wake((tenant, command.lower()), 1):
-            self._woken_for[task_id] = None
-            if len(self._woken_for) > LOCAL_WAKES_KEPT:
-                del self._woken_for[next(iter(self._woken_for))]
+        there is one here and its ``task.ready`` has not come first (then it did the waking),
+        and remember that the event has had one wake-up already."""
+        if task_id in self._evented:
+            del self._evented[task_id]
+        elif self._wake((tenant, command.lower()), 1):
+            _remember(self._woken_for, task_id)
 
     def on_event(self, fields: Mapping[str, str]) -> None:
         if fields.get("type") != "task.ready":
@@ -85,10 +89,12 @@ class Waker:
         except ValueError:
             budget = 1
         task_id = fields.get("id", "")
-        if task_id in self._woken_for:  # woken for at its creation, here
+        key = (fields.get("tenant", ""), fields.get("command", "").lower())
+        if task_id in self._woken_for:  # woken for at its creation, here: one fewer
             del self._woken_for[task_id]
-            budget -= 1
-        self._wake((fields.get("tenant", ""), fields.get("command", "").lower()), budget)
+            self._wake(key, budget - 1)
+        elif self._wake(key, budget):
+            _remember(self._evented, task_id)  # its creation's answer may be ours, and later
 
     def _wake(self, key: tuple[str, str], budget: int) -> bool:
         """Wake up to ``budget`` waiters of ``key``, the longest waiting first; whether any."""
@@ -111,3 +117,10 @@ class Waker:
         for queue in self._waiters.values():
             for waiter in queue:
                 waiter.event.set()
+
+
+def _remember(ids: dict[str, None], task_id: str) -> None:
+    """Add ``task_id``, forgetting the oldest past :data:`LOCAL_WAKES_KEPT`."""
+    ids[task_id] = None
+    if len(ids) > LOCAL_WAKES_KEPT:
+        del ids[next(iter(ids))]

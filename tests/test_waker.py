@@ -5,6 +5,7 @@ at once, and its event, when it comes back through the tail, then wakes one fewe
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -44,6 +45,16 @@ async def test_a_task_created_here_wakes_one_waiter_and_its_event_one_fewer() ->
     assert second.event.is_set()
 
 
+async def test_an_event_that_comes_before_its_creations_answer_is_not_doubled() -> None:
+    waker = Waker()  # Redis' tail blocks: the event can beat the create's own answer
+    first, second = waker.register("acme", ["render"]), waker.register("acme", ["render"])
+    waker.on_event(ready("t1", depth=1))
+    waker.on_created("acme", "render", "t1")
+    assert (first.event.is_set(), second.event.is_set()) == (True, False)
+    waker.on_created("acme", "render", "t2")  # another task: as before
+    assert second.event.is_set()
+
+
 async def test_a_task_created_with_nobody_waiting_here_leaves_its_event_whole() -> None:
     waker = Waker()
     waker.on_created("acme", "render", "t1")  # nobody waits: nothing woken, nothing kept
@@ -77,11 +88,22 @@ async def test_a_create_wakes_a_poll_of_this_process_without_its_event(
     await client.gw.tail.stop()
     monkeypatch.setattr("gateway.routes.tasks.FALLBACK_RECHECK_SECONDS", 3600.0)
 
-    async def waiting() -> bool:
-        return client.gw.waker.waiting() == 1
+    engine = client.gw.engine
+    claims_done: list[object] = []
+    original = engine.claim
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        out = await original(*args, **kwargs)
+        claims_done.append(out)
+        return out
+
+    monkeypatch.setattr(engine, "claim", counted)
+
+    async def parked() -> bool:  # registered, and its first claim found nothing
+        return client.gw.waker.waiting() == 1 and claims_done == [None]
 
     polling = asyncio.create_task(claim(client, waitSeconds=30))
-    await eventually(waiting)
+    await eventually(parked)
     created = await create(client)
     r = await asyncio.wait_for(polling, timeout=10)
     assert r.status_code == 200, r.text
