@@ -28,9 +28,9 @@ Scenarios, each at every concurrency level:
   wrk-create POST /tasks from wrk (Debian's `wrk`, C, one thread): a load generator that
              costs the shared cores little, for the creates/s a gateway can take (opt-in)
   empty-claim
-             POST /tasks/claim of an empty queue (answered 204), from raw-lifecycle's
-             connections and for its commands: after raw-lifecycle rounds, claims of queues
-             with a long history of claimed tasks behind them (opt-in)
+             POST /tasks/claim of an empty queue (answered 204), for raw-lifecycle's
+             commands: after raw-lifecycle rounds, claims of queues with a long history of
+             claimed tasks behind them (opt-in)
 """
 
 from __future__ import annotations
@@ -271,8 +271,9 @@ _RAW_HEAD = (
 
 
 async def _drive_empty(base: str, conc: int, duration: float, tag: str) -> dict[str, Any]:
-    """``empty-claim``: claims of raw-lifecycle's commands, each empty, from :class:`_Raw`
-    connections; anything but 204 is an error."""
+    """``empty-claim``: claims of raw-lifecycle's commands (one a client, as there), from
+    :class:`_Raw` connections of its own; anything but 204 is an error (a 200 after a
+    raw-lifecycle round that ended mid-lifecycle leaves that task leased)."""
     host, port = base.removeprefix("http://").split(":")
     lat: list[float] = []
     errors: dict[str, int] = {}
