@@ -22,6 +22,10 @@ under ~10 % is for perf or py-spy shares (or ``timeit``), not for this bench.
 A variant is ``.`` (this work tree), a git revision (checked out in a temporary worktree; its
 code runs with this checkout's virtualenv), or ``NAME=VALUE`` (this work tree with one more
 environment variable for the gateway, e.g. a setting).
+
+``--scenario raw-lifecycle`` loads each variant with ``bench/http.py``'s raw lifecycles
+(create, claim, result per client, each client its own queue) instead of wrk's creates; the
+CPU figures are then per lifecycle.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 from bench._common import STORES, cpu_seconds, local_store, process_tree, store_pid  # noqa: E402
-from bench.http import gateway, run_wrk  # noqa: E402
+from bench.http import gateway, run_load, run_wrk  # noqa: E402
 
 ROOT = _HERE.parent
 
@@ -82,6 +86,19 @@ def _variant(
         yield base, pid, store_pid(url)
 
 
+#: what one unit of each scenario is
+UNITS = {"wrk-create": "creates", "raw-lifecycle": "lifecycles"}
+
+
+def _load(scenario: str, base: str, concurrency: int, duration: float) -> tuple[int, int]:
+    """One turn of load on a variant: (units done, errors)."""
+    if scenario == "wrk-create":
+        n, _, _, _, _, bad = run_wrk(base, concurrency, duration)
+        return n, bad
+    res = run_load(base, scenario, concurrency, duration, 1)
+    return int(res["done"]), sum(res["errors"].values())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("variants", nargs="+", help=". | a git revision | NAME=VALUE")
@@ -90,6 +107,7 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=50)
     ap.add_argument("--duration", type=float, default=3.0, help="seconds per turn")
     ap.add_argument("--rounds", type=int, default=8)
+    ap.add_argument("--scenario", choices=["wrk-create", "raw-lifecycle"], default="wrk-create")
     args = ap.parse_args()
     if len(args.variants) < 2:
         raise SystemExit("name at least two variants")
@@ -105,7 +123,8 @@ def main() -> None:
                 base, pid, spid = running[i]
                 pids = process_tree(pid)
                 gw0, st0 = cpu_seconds(pids), cpu_seconds([spid] if spid else [])
-                n, rate, _, _, _, bad = run_wrk(base, args.concurrency, args.duration)
+                n, bad = _load(args.scenario, base, args.concurrency, args.duration)
+                rate = n / args.duration
                 if bad:
                     raise SystemExit(f"{args.variants[i]}: {bad} errors")
                 if round_:
@@ -117,8 +136,8 @@ def main() -> None:
         f"{args.rounds} rounds of {args.duration:g} s, medians:"
     )
     print(
-        "| variant | creates/s | ratio to the first | rounds won | gateway µs | ratio "
-        "| store µs | ratio |"
+        f"| variant | {UNITS[args.scenario]}/s | ratio to the first | rounds won | gateway µs "
+        "| ratio | store µs | ratio |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for spec, rows in zip(args.variants, runs, strict=True):
