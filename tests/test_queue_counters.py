@@ -220,3 +220,26 @@ async def test_a_partition_is_counted_from_its_first_create_and_old_data_is_read
         k = store.keys.partition(p)
         assert await store.client.hget(k.qstats, "!counted") == b"1"
         assert await store.client.hget(k.qstats, field) == b"0"
+
+
+async def test_a_claim_that_names_a_queue_twice_hands_its_task_out_once(
+    engine: Engine, store: RedisStore
+) -> None:
+    task = (await engine.create("acme", NewTask(command="q", payload="1"))).task
+    q = queue_segment("acme", "q")
+
+    async def claim(worker: str) -> object:
+        return await store.claim(
+            store.keys.partition_of(task.id),
+            [q, q],  # the engine sends each queue once; the script must not depend on it
+            worker_id=worker,
+            lease_id=f"lease-{worker}",
+            lease_ms=60_000,
+            repair_limit=100,
+            delays_ms=[1000],
+            dlq_retention_ms=86_400_000,
+        )
+
+    got = await asyncio.gather(claim("w1"), claim("w2"))  # merged: one call, one group
+    assert sorted(x is None for x in got) == [False, True]
+    assert not await check_all(store.client, store.keys)  # the ready counter is not below 0
