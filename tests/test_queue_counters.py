@@ -25,8 +25,9 @@ from codeq.domain import NewTask
 from codeq.engine import Engine
 from codeq.store.keys import KeySchema, queue_segment
 from codeq.store.redis_store import RedisStore
-from tests.conftest import SERVERS, eventually, make_store, new_prefix, own_server
+from tests.conftest import SERVERS, eventually, make_store, new_prefix, own_server, server_url
 from tests.invariants import check_all
+from tests.test_kvrocks_store import monitoring
 
 LUA = Path(__file__).resolve().parent.parent / "codeq" / "store" / "lua"
 
@@ -243,3 +244,50 @@ async def test_a_claim_that_names_a_queue_twice_hands_its_task_out_once(
     got = await asyncio.gather(claim("w1"), claim("w2"))  # merged: one call, one group
     assert sorted(x is None for x in got) == [False, True]
     assert not await check_all(store.client, store.keys)  # the ready counter is not below 0
+
+
+async def test_a_count_below_zero_is_not_trusted_and_takes_the_mark_away(
+    engine: Engine, store: RedisStore
+) -> None:
+    task = (await engine.create("acme", NewTask(command="q", payload="1"))).task
+    k = store.keys.partition(store.keys.partition_of(task.id))
+    field = queue_segment("acme", "q") + "!ready"
+    assert await store.client.hget(k.qstats, "!counted") == b"1"
+    await store.client.hset(k.qstats, field, -1)  # drifted (a hand edit, a bug): wrong
+    claimed = await engine.claim("acme", "w", ["q"])
+    assert claimed is not None and claimed.id == task.id  # read all the same
+    assert await store.client.hget(k.qstats, "!counted") is None  # the partition is not exact
+    await engine.create("acme", NewTask(command="q", payload="2"))  # the count goes -2 → -1
+    assert await engine.claim("acme", "w", ["q"]) is not None  # unmarked: read
+    assert await engine.sweep_partition(store.keys.partition_of(task.id), "fix") is not None
+    assert await store.client.hget(k.qstats, "!counted") == b"1"  # counted again, exactly
+    assert await store.client.hget(k.qstats, field) == b"0"
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+async def test_a_claim_asks_for_no_more_members_than_the_count_says_are_there(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    store = make_store(request, kind)
+    engine = Engine(store)
+    try:
+        for i in range(3):
+            await engine.create("acme", NewTask(command="q", payload=str(i)))
+        async with monitoring(server_url(request, kind)) as monitor:
+            got = await asyncio.gather(*(engine.claim("acme", f"w{i}", ["q"]) for i in range(5)))
+            assert sum(t is not None for t in got) == 3
+            assert await engine.claim("acme", "w", ["q"]) is None
+
+            async def seen() -> bool:  # the last claim's script call came through MONITOR
+                return sum(name == "EVALSHA" for _, name, _ in monitor.lines) >= 2
+
+            await eventually(seen, timeout=10)
+        reads = [rest for _, name, rest in monitor.lines if name == "ZRANGEBYLEX"]
+        if kind == "kvrocks" and not reads:
+            pytest.fail("MONITOR showed no commands run by scripts on KVRocks")
+        mine = [r for r in reads if store.keys.prefix in r]
+        assert mine, reads
+        limits = [int(r.split('"LIMIT" "0" "')[1].split('"')[0]) for r in mine]
+        assert max(limits) <= 3, mine  # five claims, three tasks: never asked for five
+    finally:
+        await store.close()

@@ -61,17 +61,23 @@ local marks = read_marks()
 local moved = promote_due(now, limit, false, marks[1])
 moved = moved + expire_leases(now, limit, delays, dlq_retention, false, marks[2])
 -- heads[q]: the head mark of queue q (false: none); counts[q]: its ready members, when the
--- partition's counters are exact (`!counted`, lib.lua), else nil (a count below zero is
--- wrong, so unknown too). A task the repair made ready may have lowered a mark and raised a
--- count: then they are read again.
+-- partition's counters are exact (`!counted`, lib.lua), else nil. A count below zero proves
+-- they are not: the mark goes, every queue of the partition is read again until the
+-- sweeper's recount sets it. A task the repair made ready may have lowered a mark and raised
+-- a count: then they are read again.
 if moved > 0 then marks = read_marks() end
 local exact = marks[3] == '1'
 local heads, counts = {}, {}
 for i = 1, #names do
   heads[names[i]] = marks[2 * i + 2]
   local c = tonumber(marks[2 * i + 3]) or 0
-  if exact and c >= 0 then counts[names[i]] = c end
+  if c < 0 and exact then
+    exact = false
+    redis.call('HDEL', K.qstats, '!counted')
+  end
+  counts[names[i]] = c
 end
+if not exact then counts = {} end
 local after = {}  -- queue -> the last member an earlier group took (a later one pages past it)
 local total = 0   -- claims in the call: the repair bound is one budget for all of them
 for _, group in ipairs(groups) do total = total + #group.claims end

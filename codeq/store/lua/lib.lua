@@ -20,7 +20,8 @@
 --                  "!counted" -> the counters are exact: set by the first create of a
 --                  partition that never had a ready member, else by the recount in
 --                  sweep.lua (data from before the counters); claims trust "<q>!ready"
---                  only under it (a queue it says is empty is not read at all);
+--                  only under it (a queue it says is empty is not read at all), and
+--                  take it away when they see a count below zero;
 --                  "!delayed_floor", "!leased_floor" -> no member of delayed (leased) scores
 --                  below it: where due-scans start, and whether a claim scans at all (due);
 --                  "<q>!head" -> no ready member of q sorts before it (where a claim looks)
