@@ -8,16 +8,24 @@ costs at most that interval, never the whole poll.
 
 A task created through this process wakes a waiter here at once (:meth:`Waker.on_created`),
 without waiting for its ``task.ready`` to come back through the tail (on KVRocks the tail
-polls, so that takes up to its pause). Whichever of the two comes second wakes one waiter
-fewer: the first remembers the task (the last :data:`LOCAL_WAKES_KEPT` of each kind).
+polls, so that takes up to its pause). The two halves meet: a create that woke a waiter makes
+its event wake one fewer, and an event that came first (Redis' tail blocks) makes the create
+wake none. Each side remembers a task for :data:`LOCAL_WAKE_WINDOW_S` at most (the last
+:data:`LOCAL_WAKES_KEPT`), so a half that never comes (the tail idle, the store away) cannot
+take a wake-up from a later ``task.ready`` of the same task (after an abandon, a retry).
+
+A poll whose claim brought a task while a wake-up was set for it hands that wake-up on to the
+next waiter of its commands (:meth:`Waker.pass_on`): the wake-up was for a task it did not
+take, or for one another poll also waits for.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 __all__ = ["Waiter", "Waker"]
 
@@ -31,18 +39,20 @@ class Waiter:
         self.registered = True
 
 
-#: how many tasks woken for at creation are remembered until their ``task.ready`` comes, and
-#: how many woken for by their ``task.ready`` until their creation's answer comes (the oldest
-#: is forgotten first: if its other half still comes, it wakes one waiter more)
+#: how many tasks are remembered on each side until the other half comes (the oldest is
+#: forgotten first: if its other half still comes, it wakes one waiter more)
 LOCAL_WAKES_KEPT = 1024
+#: how long, in seconds: a create's answer and its event come within milliseconds of each other
+LOCAL_WAKE_WINDOW_S = 2.0
 
 
 class Waker:
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._waiters: dict[tuple[str, str], deque[Waiter]] = {}
         self._count = 0
-        self._woken_for: dict[str, None] = {}  # task ids woken for at creation, oldest first
-        self._evented: dict[str, None] = {}  # task ids woken for by their event, oldest first
+        self._clock = clock
+        self._woken_for: dict[str, float] = {}  # task id -> when a create here woke a waiter
+        self._evented: dict[str, float] = {}  # task id -> when its event came, polls waiting
         self.closed = False
 
     def register(self, tenant: str, commands: Iterable[str]) -> Waiter:
@@ -74,12 +84,13 @@ class Waker:
 
     def on_created(self, tenant: str, command: str, task_id: str) -> None:
         """A task this process created is ready now: wake the longest waiting poll for it, if
-        there is one here and its ``task.ready`` has not come first (then it did the waking),
-        and remember that the event has had one wake-up already."""
-        if task_id in self._evented:
-            del self._evented[task_id]
-        elif self._wake((tenant, command.lower()), 1):
-            _remember(self._woken_for, task_id)
+        there is one here and its ``task.ready`` has not come first (then the event did the
+        waking, and a poll that came after it finds the task with its first claim), and
+        remember that the event has had one wake-up already."""
+        if self._take(self._evented, task_id):
+            return
+        if self._wake((tenant, command.lower()), 1):
+            self._remember(self._woken_for, task_id)
 
     def on_event(self, fields: Mapping[str, str]) -> None:
         if fields.get("type") != "task.ready":
@@ -90,11 +101,29 @@ class Waker:
             budget = 1
         task_id = fields.get("id", "")
         key = (fields.get("tenant", ""), fields.get("command", "").lower())
-        if task_id in self._woken_for:  # woken for at its creation, here: one fewer
-            del self._woken_for[task_id]
-            self._wake(key, budget - 1)
-        elif self._wake(key, budget):
-            _remember(self._evented, task_id)  # its creation's answer may be ours, and later
+        if self._take(self._woken_for, task_id):  # woken for at its creation, here
+            budget -= 1
+        elif self._count:  # its creation's answer may be ours, and still to come
+            self._remember(self._evented, task_id)
+        self._wake(key, budget)
+
+    def pass_on(self, waiter: Waiter) -> None:
+        """``waiter``'s poll took a task while a wake-up was set for it: wake the next waiter
+        of its commands instead, so a task another poll waits for is not left to the
+        fallback re-check."""
+        for key in waiter.keys:
+            if self._wake(key, 1):
+                return
+
+    def _remember(self, ids: dict[str, float], task_id: str) -> None:
+        ids[task_id] = self._clock()
+        if len(ids) > LOCAL_WAKES_KEPT:
+            del ids[next(iter(ids))]
+
+    def _take(self, ids: dict[str, float], task_id: str) -> bool:
+        """Whether ``task_id`` was remembered within the window (it is forgotten either way)."""
+        at = ids.pop(task_id, None)
+        return at is not None and self._clock() - at <= LOCAL_WAKE_WINDOW_S
 
     def _wake(self, key: tuple[str, str], budget: int) -> bool:
         """Wake up to ``budget`` waiters of ``key``, the longest waiting first; whether any."""
@@ -117,10 +146,3 @@ class Waker:
         for queue in self._waiters.values():
             for waiter in queue:
                 waiter.event.set()
-
-
-def _remember(ids: dict[str, None], task_id: str) -> None:
-    """Add ``task_id``, forgetting the oldest past :data:`LOCAL_WAKES_KEPT`."""
-    ids[task_id] = None
-    if len(ids) > LOCAL_WAKES_KEPT:
-        del ids[next(iter(ids))]

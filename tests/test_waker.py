@@ -55,6 +55,40 @@ async def test_an_event_that_comes_before_its_creations_answer_is_not_doubled() 
     assert second.event.is_set()
 
 
+async def test_a_half_that_never_comes_does_not_take_a_later_wake_up() -> None:
+    now = [100.0]
+    waker = Waker(clock=lambda: now[0])
+    first = waker.register("acme", ["render"])
+    waker.on_created("acme", "render", "t1")  # its event never comes (the tail was idle)
+    assert first.event.is_set()
+    waker.unregister(first)
+    now[0] += waker_module.LOCAL_WAKE_WINDOW_S + 1
+    later = waker.register("acme", ["render"])
+    waker.on_event(ready("t1", depth=1))  # the same task ready again (abandoned, retried)
+    assert later.event.is_set()
+
+
+async def test_an_event_first_with_nobody_to_wake_means_its_create_wakes_nobody() -> None:
+    waker = Waker()
+    other = waker.register("acme", ["mail"])  # a poll waits here, not for this command
+    waker.on_event(ready("t1"))
+    late = waker.register("acme", ["render"])  # came after the event: its first claim finds t1
+    waker.on_created("acme", "render", "t1")
+    assert not late.event.is_set() and not other.event.is_set()
+    waker.on_created("acme", "render", "t2")  # another task: as before
+    assert late.event.is_set()
+
+
+async def test_a_poll_that_took_a_task_hands_its_wake_up_on() -> None:
+    waker = Waker()
+    first, second = waker.register("acme", ["render"]), waker.register("acme", ["render"])
+    waker.on_event(ready("t1"))  # wakes the first, whose claim was already under way...
+    assert (first.event.is_set(), second.event.is_set()) == (True, False)
+    waker.pass_on(first)  # ...and brought another task: the wake-up goes to the next
+    waker.unregister(first)
+    assert second.event.is_set()
+
+
 async def test_a_task_created_with_nobody_waiting_here_leaves_its_event_whole() -> None:
     waker = Waker()
     waker.on_created("acme", "render", "t1")  # nobody waits: nothing woken, nothing kept
@@ -77,6 +111,15 @@ async def test_the_tasks_woken_for_at_creation_are_bounded(monkeypatch: pytest.M
     late.event.clear()
     waker.on_event(ready("t2"))  # still remembered: woken for already
     assert not late.event.is_set()
+    # the event side likewise: t3's event is forgotten after two more, so its create wakes
+    for i in (3, 4, 5):
+        waker.on_event(ready(f"t{i}", command="mail"))  # nobody to wake, but a poll waits
+    mail = waker.register("acme", ["mail"])
+    waker.on_created("acme", "mail", "t3")
+    assert mail.event.is_set()
+    mail.event.clear()
+    waker.on_created("acme", "mail", "t5")  # still remembered: its event came first
+    assert not mail.event.is_set()
 
 
 async def test_a_create_wakes_a_poll_of_this_process_without_its_event(

@@ -579,6 +579,8 @@ async def _long_poll(
                 identity.tenant, identity.subject, commands, lease_seconds=body.lease_seconds
             )
             if task is not None:
+                if waiter.event.is_set():  # a wake-up came while the claim ran: not ours
+                    gw.waker.pass_on(waiter)
                 if disconnected.done():
                     await gw.engine.abandon(
                         identity.tenant, task.id, identity.subject, lease_id=task.lease_id
