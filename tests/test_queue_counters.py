@@ -25,7 +25,7 @@ from codeq.domain import NewTask
 from codeq.engine import Engine
 from codeq.store.keys import KeySchema, queue_segment
 from codeq.store.redis_store import RedisStore
-from tests.conftest import SERVERS, eventually, make_store, new_prefix, own_server, server_url
+from tests.conftest import SERVERS, eventually, make_store, new_prefix, own_server
 from tests.invariants import check_all
 from tests.test_kvrocks_store import monitoring
 
@@ -264,30 +264,24 @@ async def test_a_count_below_zero_is_not_trusted_and_takes_the_mark_away(
     assert await store.client.hget(k.qstats, field) == b"0"
 
 
-@pytest.mark.parametrize("kind", SERVERS)
 async def test_a_claim_asks_for_no_more_members_than_the_count_says_are_there(
-    kind: str, request: pytest.FixtureRequest
+    redis_store: RedisStore,
 ) -> None:
-    store = make_store(request, kind)
-    engine = Engine(store)
-    try:
-        for i in range(3):
-            await engine.create("acme", NewTask(command="q", payload=str(i)))
-        async with monitoring(server_url(request, kind)) as monitor:
-            got = await asyncio.gather(*(engine.claim("acme", f"w{i}", ["q"]) for i in range(5)))
-            assert sum(t is not None for t in got) == 3
-            assert await engine.claim("acme", "w", ["q"]) is None
+    engine = Engine(redis_store)
+    for i in range(3):
+        await engine.create("acme", NewTask(command="q", payload=str(i)))
+    server = redis_store.client.connection_pool.connection_kwargs
+    async with monitoring(f"redis://{server['host']}:{server['port']}") as monitor:
+        got = await asyncio.gather(*(engine.claim("acme", f"w{i}", ["q"]) for i in range(5)))
+        assert sum(t is not None for t in got) == 3
+        assert await engine.claim("acme", "w", ["q"]) is None
 
-            async def seen() -> bool:  # the last claim's script call came through MONITOR
-                return sum(name == "EVALSHA" for _, name, _ in monitor.lines) >= 2
+        async def seen() -> bool:  # the last claim's script call came through MONITOR
+            return sum(name == "EVALSHA" for _, name, _ in monitor.lines) >= 2
 
-            await eventually(seen, timeout=10)
-        reads = [rest for _, name, rest in monitor.lines if name == "ZRANGEBYLEX"]
-        if kind == "kvrocks" and not reads:
-            pytest.fail("MONITOR showed no commands run by scripts on KVRocks")
-        mine = [r for r in reads if store.keys.prefix in r]
-        assert mine, reads
-        limits = [int(r.split('"LIMIT" "0" "')[1].split('"')[0]) for r in mine]
-        assert max(limits) <= 3, mine  # five claims, three tasks: never asked for five
-    finally:
-        await store.close()
+        await eventually(seen, timeout=10)
+    reads = [rest for _, name, rest in monitor.lines if name == "ZRANGEBYLEX"]
+    mine = [r for r in reads if redis_store.keys.prefix in r]
+    assert mine, f"MONITOR showed none of this test's range reads: {reads}"
+    limits = [int(r.split('"LIMIT" "0" "')[1].split('"')[0]) for r in mine]
+    assert max(limits) <= 3, mine  # five claims, three tasks: never asked for five
