@@ -534,7 +534,8 @@ class RedisServer(_ServerProcess):
     """One ``redis-server`` on 127.0.0.1.
 
     ``persistence=True`` turns on the append-only file with ``appendfsync always`` so that
-    every acknowledged write survives ``stop()``/``kill()`` + ``restart()``; otherwise nothing
+    every acknowledged write survives ``stop()``/``kill()`` + ``restart()``, and says
+    ``maxmemory-policy noeviction`` (Redis' default) as docs/deploy.md does; otherwise nothing
     is persisted (``--save '' --appendonly no``).
     """
 
@@ -591,7 +592,7 @@ class RedisServer(_ServerProcess):
 
     def _command_line(self) -> list[str]:
         durability = (
-            ["--appendonly", "yes", "--appendfsync", "always"]
+            ["--appendonly", "yes", "--appendfsync", "always", "--maxmemory-policy", "noeviction"]
             if self.persistence
             else ["--appendonly", "no"]
         )

@@ -139,7 +139,11 @@ def test_the_documented_redis_settings_are_the_ones_tested() -> None:
     """docs/deploy.md's Redis lines are what ``RedisServer.start(persistence=True)`` runs with
     (checked on the running server by the Redis crash test below)."""
     documented = dict(conf_settings(doc_snippet("redis.conf")))
-    assert documented == {"appendonly": "yes", "appendfsync": "always"}
+    assert documented == {
+        "appendonly": "yes",
+        "appendfsync": "always",
+        "maxmemory-policy": "noeviction",
+    }
 
 
 def kvrocks_release(binary: str) -> str:
@@ -425,6 +429,7 @@ async def test_redis_with_an_fsynced_append_only_file_keeps_acknowledged_work_ac
     try:
         assert await config_get(server.url, "appendonly") == "yes"
         assert await config_get(server.url, "appendfsync") == "always"
+        assert await config_get(server.url, "maxmemory-policy") == "noeviction"
         unknown = 0
         for _ in range(REDIS_CYCLES):
             ledger = await crash_cycle(server)
