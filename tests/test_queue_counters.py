@@ -23,9 +23,9 @@ import pytest
 
 from codeq.domain import NewTask
 from codeq.engine import Engine
-from codeq.store.keys import KeySchema, queue_segment
+from codeq.store.keys import queue_segment
 from codeq.store.redis_store import RedisStore
-from tests.conftest import SERVERS, eventually, make_store, new_prefix, own_server
+from tests.conftest import eventually, make_store
 from tests.invariants import check_all
 from tests.test_kvrocks_store import monitoring
 
@@ -157,39 +157,6 @@ async def test_a_sooner_lease_or_delay_lowers_the_floor_claims_look_from(
     assert long.id not in seen
 
 
-async def _range_reads(store: RedisStore) -> int:
-    info: dict[str, Any] = await store.client.info("commandstats")
-    return int(info.get("cmdstat_zrangebylex", {}).get("calls", 0))
-
-
-@pytest.mark.parametrize("kind", SERVERS)  # a server of its own: every range read is ours
-async def test_a_claim_reads_no_more_of_a_queue_than_its_counter_says_is_there(kind: str) -> None:
-    server = own_server(kind)
-    store = RedisStore.from_url(server.url, KeySchema(new_prefix()))
-    engine = Engine(store)
-    try:
-        await engine.create("acme", NewTask(command="busy", payload="0"))
-        assert await engine.claim("acme", "w", ["busy"]) is not None  # scripts loaded
-        before = await _range_reads(store)
-        for _ in range(10):  # a queue emptied by claims, and one that never had a task
-            assert await engine.claim("acme", "w", ["busy"]) is None
-            assert await engine.claim("acme", "w", ["idle", "busy"]) is None
-        assert await _range_reads(store) == before  # the counters said so: nothing read
-
-        ids = {(await engine.create("acme", NewTask(command="busy", payload=str(i)))).task.id
-               for i in range(3)}  # fmt: skip
-        before = await _range_reads(store)
-        got = await asyncio.gather(*(engine.claim("acme", f"w{i}", ["busy"]) for i in range(5)))
-        assert {t.id for t in got if t is not None} == ids
-        assert sum(t is None for t in got) == 2
-        # no more reads than the count allows: the old code read once per claim (5 here)
-        assert 1 <= await _range_reads(store) - before <= 3
-        assert not await check_all(store.client, store.keys)
-    finally:
-        await store.close()
-        server.close()
-
-
 async def test_a_partition_is_counted_from_its_first_create_and_old_data_is_read_until_swept(
     engine: Engine, store: RedisStore
 ) -> None:
@@ -264,24 +231,37 @@ async def test_a_count_below_zero_is_not_trusted_and_takes_the_mark_away(
     assert await store.client.hget(k.qstats, field) == b"0"
 
 
-async def test_a_claim_asks_for_no_more_members_than_the_count_says_are_there(
+async def test_a_claim_reads_no_more_of_a_queue_than_its_count_says_and_nothing_of_an_empty_one(
     redis_store: RedisStore,
 ) -> None:
     engine = Engine(redis_store)
+    prefix = redis_store.keys.prefix
     for i in range(3):
         await engine.create("acme", NewTask(command="q", payload=str(i)))
     server = redis_store.client.connection_pool.connection_kwargs
-    async with monitoring(f"redis://{server['host']}:{server['port']}") as monitor:
+    url = f"redis://{server['host']}:{server['port']}"
+
+    def ours(monitor: Any, command: str) -> list[str]:  # this test's commands, scripts' too
+        return [rest for _, name, rest in monitor.lines if name == command and prefix in rest]
+
+    async with monitoring(url) as monitor:
         got = await asyncio.gather(*(engine.claim("acme", f"w{i}", ["q"]) for i in range(5)))
         assert sum(t is not None for t in got) == 3
-        assert await engine.claim("acme", "w", ["q"]) is None
 
-        async def seen() -> bool:  # the last claim's script call came through MONITOR
-            return sum(name == "EVALSHA" for _, name, _ in monitor.lines) >= 2
+        async def read() -> bool:  # the claims' read came through MONITOR
+            return bool(ours(monitor, "ZRANGEBYLEX"))
 
-        await eventually(seen, timeout=10)
-    reads = [rest for _, name, rest in monitor.lines if name == "ZRANGEBYLEX"]
-    mine = [r for r in reads if redis_store.keys.prefix in r]
-    assert mine, f"MONITOR showed none of this test's range reads: {reads}"
-    limits = [int(r.split('"LIMIT" "0" "')[1].split('"')[0]) for r in mine]
-    assert max(limits) <= 3, mine  # five claims, three tasks: never asked for five
+        await eventually(read, timeout=10)
+    limits = [int(r.split('"LIMIT" "0" "')[1].split('"')[0]) for r in ours(monitor, "ZRANGEBYLEX")]
+    assert max(limits) <= 3, limits  # five claims, three tasks: never asked for five
+
+    async with monitoring(url) as monitor:
+        for _ in range(10):  # the queue the claims emptied, and one that never had a task
+            assert await engine.claim("acme", "w", ["q"]) is None
+            assert await engine.claim("acme", "w", ["idle", "q"]) is None
+
+        async def all_seen() -> bool:  # the twenty script calls came through MONITOR
+            return len(ours(monitor, "EVALSHA")) >= 20
+
+        await eventually(all_seen, timeout=10)
+    assert ours(monitor, "ZRANGEBYLEX") == []  # their counts said empty: nothing read
