@@ -16,6 +16,9 @@
 -- entry newer than it (after ARGV[6]) was looked at, so the caller goes on from there.
 -- An entry whose record is gone, unreadable, another tenant's or in another listing status
 -- (it cannot be, with single-script transitions) is skipped.
+-- Reads (issue 14): a by_status range of P, R, D or X is never asked for more entries than
+-- the queue counters say can be there (scan.lua's caps), and not at all when they say none;
+-- see `status_caps`.
 local tenant, index = ARGV[1], ARGV[2]
 local after_ms, before_ms = tonumber(ARGV[4]), tonumber(ARGV[5])
 local from, size, bound = ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8])
@@ -47,19 +50,84 @@ end
 local key = K.by_status
 if index == 'command' then key = K.by_command end
 
+-- The listing statuses whose tasks qstats counts per queue, by where the record says the task
+-- is (lib.lua `ix_code`; every transition moves a task's by_status member and its structure
+-- in the same script): P is PENDING in ready or delayed, R IN_PROGRESS in leased, D the DLQ,
+-- and X (CANCELLED) has a bound, not a count: the queue's total of cancels (`tally`, which
+-- came with cancelling and never counts down; purge leaves it), 0 where nothing was ever
+-- cancelled. That one matters: X sorts right after R, so an empty X range read from its top
+-- walks down over every deleted entry of R. C and F have no such number (F's total of failed
+-- results began after by_status did, so older F entries may be beyond it) and are read as
+-- they were.
+-- (keys in brackets: a bare `D =` reads as the delivery key table, tests/test_strict_keys.py)
+local COUNTED = {['P'] = {PENDING_LIST = '!ready', DELAYED_ZSET = '!delayed'},
+                 ['R'] = {INPROG_SET = '!leased'}, ['D'] = {DLQ_SET = '!dlq'},
+                 ['X'] = {NONE = '!n:cancelled'}}
+local CODES = {'P', 'R', 'D', 'X'}
+-- past this many queues in the partition (all tenants') the caps are not worth their
+-- O(queues) read of the registry: the ranges are read as they were
+local MAX_QUEUES = 256
+local summed = {}  -- queue -> true: the tenant's queues whose counters the caps add up
+
+-- prefix -> the most live entries its range can hold: the sum of the tenant's queues'
+-- counters of its status, or nil for no caps (the counters are not known to be exact:
+-- no `!counted`, a count below zero; too many queues). The partition's queues are the
+-- registry's (create registers each before its first task; nothing unregisters one).
+local function status_caps(prefixes)
+  local want, seg = {}, nil
+  for prefix in string.gmatch(prefixes, '[^,]+') do
+    local code = string.sub(prefix, -1)
+    if COUNTED[code] then want[code], seg = true, string.sub(prefix, 1, -3) end
+  end
+  if not seg or redis.call('HLEN', K.queues) > MAX_QUEUES then return nil end
+  local fields, code_of = {'!counted'}, {}
+  local mine = seg .. '/'
+  for _, q in ipairs(redis.call('HKEYS', K.queues)) do
+    if string.sub(q, 1, #mine) == mine then
+      summed[q] = true
+      for _, code in ipairs(CODES) do
+        if want[code] then
+          for _, field in pairs(COUNTED[code]) do
+            fields[#fields + 1] = q .. field
+            code_of[#fields] = code
+          end
+        end
+      end
+    end
+  end
+  local got = redis.call('HMGET', K.qstats, unpack(fields))
+  if got[1] ~= '1' then return nil end
+  local sums = {}
+  for code in pairs(want) do sums[code] = 0 end
+  for i = 2, #fields do
+    local n = tonumber(got[i]) or 0
+    if n < 0 then return nil end
+    sums[code_of[i]] = sums[code_of[i]] + n
+  end
+  local caps = {}
+  for prefix in string.gmatch(prefixes, '[^,]+') do caps[prefix] = sums[string.sub(prefix, -1)] end
+  return caps
+end
+
 -- ARGV[3]'s prefixes are ranges of the index (scan.lua); an entry is taken when its record is
 -- the tenant's, still at that position and in that range (status code or queue), and wanted.
+-- It is counted (by a cap) when it is, besides, a member of the structure its status is
+-- counted in, in a queue whose counters were added up.
 local function accept(raw, e)
   local rec = decode_rec(raw, e.id)
   local ok = rec and rec.tenant == tenant and rec.createdAt ~= nil and ix_position(rec) == e.pos
   if ok and index == 'status' then ok = ix_code(rec) == string.sub(e.r.prefix, -1) end
   if ok and index == 'command' then ok = rec.q == e.r.prefix end
-  return ok and wanted(rec)
+  local counted = ok and summed[rec.q] and COUNTED[ix_code(rec)] ~= nil
+                  and COUNTED[ix_code(rec)][rec.loc] ~= nil
+  return ok and wanted(rec), counted
 end
 
 local filtering = want_codes ~= '' or want_priority ~= nil
+local caps = nil
+if index == 'status' then caps = status_caps(ARGV[3]) end
 local taken, reached = scan_page(key, ARGV[3], after_ms, before_ms, from, size, bound, filtering,
-                                 K.tasks, accept)
+                                 K.tasks, accept, caps)
 local out = {reached}
 if #taken > 0 then
   local ids = {}
