@@ -33,6 +33,7 @@ __all__ = [
     "TaskPage",
     "TaskResult",
     "TaskStatus",
+    "makes_ready",
     "ms_to_datetime",
 ]
 
@@ -124,6 +125,14 @@ class EventType(StrEnum):
 _OPERATIONAL: Final = frozenset(
     {EventType.ENDPOINT_DISABLED, EventType.ENDPOINT_ENABLED, EventType.DELIVERY_EXHAUSTED}
 )
+
+
+def makes_ready(kind: str, has_depth: bool) -> bool:
+    """Whether a stream entry of type ``kind`` makes its task claimable: a ``task.ready``, or
+    a ``task.created`` that carries ``depth`` (and ``wasEmpty``). A create whose task is
+    visible at once writes one entry for its two events (``create.lua``); every reader of the
+    streams takes such an entry for both, in order: ``task.created``, then ``task.ready``."""
+    return kind == EventType.READY or (kind == EventType.CREATED and has_depth)
 
 
 #: The event type names (``task.completed``, ...) as a set of plain strings.

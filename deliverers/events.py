@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from codeq.domain import EventType, makes_ready
 from codeq.store.streams import event_fields
 from deliverers.records import Delivery
 
@@ -44,7 +45,17 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
     command: str = ""
     at: _Int = 0  # ms
     webhook: str | None = None  # terminal events of a task that has one
-    depth: _Int = 1  # task.ready: the queue's depth
+    depth: _Int | None = None  # task.ready, and a create's task.created that is one too
+
+    @property
+    def makes_ready(self) -> bool:
+        """A ``task.ready``, or a ``task.created`` that is its task's ``task.ready`` too
+        (:func:`codeq.domain.makes_ready`)."""
+        return makes_ready(self.type, self.depth is not None)
+
+    def as_ready(self) -> Event:
+        """The ``task.ready`` of an entry that :attr:`makes_ready`."""
+        return msgspec.structs.replace(self, type=EventType.READY.value)
 
 
 def event_type(fields: list[Any]) -> str:

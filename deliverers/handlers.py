@@ -1,8 +1,9 @@
 """What each consumer group makes of a batch of stream entries: the deliveries to write.
 
 - ``callbacks``: the terminal event of a task with a webhook → its result callback;
-- ``notifier``: ``task.ready`` → "work available" to the worker subscriptions picked for the
-  queue (one ``sub_pick`` per queue that became ready in the batch: a batch is one signal);
+- ``notifier``: ``task.ready`` (or the create's entry that is one too,
+  :func:`codeq.domain.makes_ready`) → "work available" to the worker subscriptions picked for
+  the queue (one ``sub_pick`` per queue that became ready in the batch: a batch is one signal);
 - ``endpoints``: any event of a tenant → each of its endpoints that wants that event type and
   command; on the ``{hooks}`` stream (:meth:`Handlers.hook_events`), an endpoint's
   ``endpoint.disabled`` / ``endpoint.enabled`` → each endpoint of the tenant that names it.
@@ -31,6 +32,7 @@ from codeq.bodies import (
     decode_operational,
     operational_body,
 )
+from codeq.domain import EventType
 from codeq.metrics import Metrics
 from codeq.settings import Settings
 from codeq.store.protocol import GetReply, Subscriptions, TaskReads
@@ -61,6 +63,8 @@ TERMINAL_EVENTS = frozenset(
 CALLBACK_EVENTS = TERMINAL_EVENTS
 NOTIFY_SCHEDULE = [0.5, 1.5]  # notifications are advisory: one try plus two quick retries
 HASH_BUCKET_SECONDS = 60
+#: the entries that may make a task claimable (:attr:`deliverers.events.Event.makes_ready`)
+_MAY_MAKE_READY = frozenset({EventType.READY.value, EventType.CREATED.value})
 
 Handler = Callable[[int, list[StreamEntry]], Awaitable[Handled]]
 Use = tuple[str, Event]  # (entry id, event) of an entry a handler has a use for
@@ -154,9 +158,15 @@ class Handlers:
             if event is None:
                 continue
             command = event.command.lower()
-            targets = [e for e in endpoints if endpoint_matches(e, event.type, command)]
-            if targets:
-                wanted.append(((eid, event), targets))
+            # a create's entry that is its task.ready too is both events, in that order; the
+            # task.ready's deliveries take their ids from the entry and the type
+            halves = [(eid, event)]
+            if event.type == EventType.CREATED and event.makes_ready:
+                halves.append((f"{eid}/{EventType.READY.value}", event.as_ready()))
+            for use in halves:
+                targets = [e for e in endpoints if endpoint_matches(e, use[1].type, command)]
+                if targets:
+                    wanted.append((use, targets))
         if not wanted:
             return out
         replies = await self._tasks.get_many(
@@ -304,9 +314,9 @@ class Handlers:
         out = Handled()
         newest: dict[tuple[str, str], Use] = {}
         for eid, raw in entries:
-            if out.kind(eid, raw) == "task.ready":
+            if out.kind(eid, raw) in _MAY_MAKE_READY:
                 event = out.decode(eid, raw)
-                if event is not None:
+                if event is not None and event.makes_ready:
                     newest[(event.tenant, event.command.lower())] = (eid, event)
         if newest:
             found = await asyncio.gather(
@@ -332,7 +342,7 @@ class Handlers:
                     kind="notification",
                     tenant=tenant,
                     url=target,
-                    body=bodies.notification_body(command, event.depth, now, did),
+                    body=bodies.notification_body(command, event.depth or 1, now, did),
                     event_type="worker.notification",
                     created_at=now,
                     schedule=NOTIFY_SCHEDULE,

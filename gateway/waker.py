@@ -1,4 +1,5 @@
-"""Long-poll wake-ups: claims waiting for work are woken by ``task.ready`` events.
+"""Long-poll wake-ups: claims waiting for work are woken by ``task.ready`` events (and by the
+``task.created`` entries that are a create's ``task.ready`` too, :func:`codeq.domain.makes_ready`).
 
 One :class:`~codeq.events.EventTail` per process follows the partition streams; each
 ``task.ready`` wakes at most ``depth`` waiters of that (tenant, command) — the longest waiting
@@ -26,6 +27,8 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
+
+from codeq.domain import makes_ready
 
 __all__ = ["Waiter", "Waker"]
 
@@ -93,7 +96,7 @@ class Waker:
             self._remember(self._woken_for, task_id)
 
     def on_event(self, fields: Mapping[str, str]) -> None:
-        if fields.get("type") != "task.ready":
+        if not makes_ready(fields.get("type", ""), "depth" in fields):
             return
         try:
             budget = max(1, int(fields.get("depth", "1")))

@@ -145,3 +145,28 @@ async def test_endpoint_validation_and_tenancy(api: ApiClient) -> None:
         assert r.status_code == 404, (method, path, r.text)
     assert (await api.delete(f"{BASE}/{ep['id']}", headers=auth(PRODUCER))).status_code == 204
     assert (await api.get(f"{BASE}/{ep['id']}", headers=auth(PRODUCER))).status_code == 404
+
+
+async def test_a_create_ready_at_once_is_both_events_to_its_endpoints(api: ApiClient) -> None:
+    """The create writes one stream entry for its task.created and task.ready (create.lua):
+    an endpoint still gets each event it wants, as a webhook of its own (its own id); one that
+    wants only task.ready gets only that."""
+    with receiver() as both, receiver() as ready_only:
+        for r, types in ((both, ["task.created", "task.ready"]), (ready_only, ["task.ready"])):
+            made = await api.post(BASE, json={"url": r.url, "eventTypes": types},
+                                  headers=auth(PRODUCER))  # fmt: skip
+            assert made.status_code == 201, made.text
+        created = await api.post("/v1/codeq/tasks", json={"command": "BOTH", "payload": {}},
+                                 headers=auth(PRODUCER))  # fmt: skip
+        task_id = created.json()["id"]
+        await arrivals(both, 2)
+        await arrivals(ready_only, 1)
+        got = [(json.loads(x.body), x.headers["webhook-id"]) for x in both.received]
+        # (deliveries to one endpoint may overlap: their order is not promised)
+        assert sorted((e["type"], e["data"]["id"]) for e, _ in got) == [
+            ("task.created", task_id),
+            ("task.ready", task_id),
+        ]
+        assert got[0][1] != got[1][1]  # two deliveries, each with its own webhook-id
+        (only,) = [json.loads(x.body) for x in ready_only.received]
+        assert only["type"] == "task.ready" and only["data"]["id"] == task_id

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from codeq.domain import Location, NewTask, TaskStatus
+from codeq.domain import Location, NewTask, TaskStatus, makes_ready
 from codeq.engine import Engine
 from codeq.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from codeq.store.keys import queue_segment
@@ -23,13 +23,25 @@ def new(command: str = "RENDER", payload: str = '{"n":1}', **kw: Any) -> NewTask
     return NewTask(command=command, payload=payload, **kw)
 
 
-async def events_of(store: RedisStore, task_id: str) -> list[dict[str, str]]:
+async def entries_of(store: RedisStore, task_id: str) -> list[dict[str, str]]:
+    """The stream entries of a task, as written."""
     p = store.keys.partition_of(task_id)
     out = []
     for _, fields in await store.client.xrange(store.keys.partition(p).events):
         e = {k.decode(): v.decode() for k, v in fields.items()}
         if e["id"] == task_id:
             out.append(e)
+    return out
+
+
+async def events_of(store: RedisStore, task_id: str) -> list[dict[str, str]]:
+    """The events of a task as every reader takes them: a create's entry that makes the task
+    ready is its ``task.created`` and then its ``task.ready`` (codeq.domain.makes_ready)."""
+    out = []
+    for e in await entries_of(store, task_id):
+        out.append(e)
+        if e["type"] == "task.created" and makes_ready(e["type"], "depth" in e):
+            out.append({**e, "type": "task.ready"})
     return out
 
 
@@ -57,6 +69,8 @@ async def test_create_immediate_is_ready_and_readable(engine: Engine, store: Red
     assert [e["type"] for e in evs] == ["task.created", "task.ready"]
     assert evs[0]["priority"] == "4" and evs[0]["tenant"] == T and evs[0]["command"] == "RENDER"
     assert evs[1]["depth"] == "1" and evs[1]["wasEmpty"] == "1"
+    # written as one entry: the task.created that carries its task.ready's fields
+    assert [e["type"] for e in await entries_of(store, t.id)] == ["task.created"]
 
 
 async def test_priority_is_clamped_and_max_attempts_defaults(engine: Engine) -> None:

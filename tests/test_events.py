@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from codeq.domain import NewTask
+from codeq.domain import NewTask, makes_ready
 from codeq.engine import Engine
 from codeq.events import Event, EventTail
 from codeq.store.redis_store import RedisStore
@@ -45,7 +45,7 @@ async def test_idle_tail_reads_nothing_then_attach_sees_every_later_event(
         ]
 
         async def all_seen() -> bool:
-            ready = {e["id"] for e in seen if e.get("type") == "task.ready"}
+            ready = {e["id"] for e in seen if makes_ready(e.get("type", ""), "depth" in e)}
             return ready >= set(created)
 
         await eventually(all_seen)

@@ -12,7 +12,9 @@
 -- has the head, and it need not travel back).
 -- Two items with the same idempotency key: the first creates, the second is its DUP (or a
 -- CONFLICT), exactly as if they had come one after the other.
--- Events: task.created, then task.ready when visible at once (per task, in item order).
+-- Events: one task.created per task (in item order); a task visible at once carries its
+-- task.ready's depth and wasEmpty in it (one entry, not two: ~15 % of a create's script time,
+-- docs/performance.md §22), and every reader takes it for both events.
 -- Listing: every new task joins by_status (as P) and by_command, in one ZADD each per call.
 --
 -- Shape: every item is read and decided before the first write (an item the script cannot
@@ -20,7 +22,7 @@
 -- records, one of the payloads, one ZADD per sorted set, one INCRBY of seq, per queue one
 -- HSETNX of the registry, and for all queues one HMGET and one HSET of their counters (the
 -- depths and the created totals), head marks and the delayed floor. A call of n tasks makes
--- 2n + a few redis.calls (the two events of each task, plus its idempotency key).
+-- n + a few redis.calls (the event of each task, plus its idempotency key).
 --
 -- The script decodes and encodes no JSON: Python hands it the record's head and the fields it
 -- acts on, and it appends what only the store knows (the time, the sequence, where the task
@@ -144,8 +146,6 @@ for _, task in ipairs(new) do
     delayed[#delayed + 1] = id
     if not soonest or task.visible < soonest then soonest = task.visible end
   else
-    redis.call('XADD', K.events, '*', 'type', 'task.created', 'id', id, 'tenant', tenant,
-               'command', command, 'at', now_s, 'priority', priority)
     seq = seq + 1
     local member = ready_member_of(q, RANK[priority], seq, id)
     ready[#ready + 1] = '0'
@@ -154,9 +154,12 @@ for _, task in ipairs(new) do
     s.depth = s.depth + 1
     local was_empty = '0'
     if s.depth == 1 then was_empty = '1' end
-    -- (the history leaves this task.ready out: the same millisecond as task.created)
-    redis.call('XADD', K.events, '*', 'type', 'task.ready', 'id', id, 'tenant', tenant,
-               'command', command, 'at', now_s, 'depth', int(s.depth), 'wasEmpty', was_empty)
+    -- one entry for both events: a task.created with depth and wasEmpty is also the task's
+    -- task.ready (codeq.domain.makes_ready; the history leaves that task.ready out, as the
+    -- same millisecond as task.created)
+    redis.call('XADD', K.events, '*', 'type', 'task.created', 'id', id, 'tenant', tenant,
+               'command', command, 'at', now_s, 'priority', priority, 'depth', int(s.depth),
+               'wasEmpty', was_empty)
     tail = created .. ',"loc":"PENDING_LIST","seq":' .. int(seq)
           .. ',"hist":[["task.created",' .. now_s .. ']]}'
   end
