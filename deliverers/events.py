@@ -53,9 +53,15 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
         (:func:`codeq.domain.makes_ready`)."""
         return makes_ready(self.type, self.depth is not None)
 
-    def as_ready(self) -> Event:
-        """The ``task.ready`` of an entry that :attr:`makes_ready`."""
-        return msgspec.structs.replace(self, type=EventType.READY.value)
+    def halves(self, entry_id: str) -> list[tuple[str, Event]]:
+        """The events of the entry, in order, each with the id its deliveries take theirs
+        from: the entry's own, and for a ``task.created`` that is its task's ``task.ready``
+        too, that ``task.ready`` as a second event (``<entry id>/task.ready``: stream ids
+        hold no ``/``, so no other entry or event has it)."""
+        if self.type != EventType.CREATED or not self.makes_ready:
+            return [(entry_id, self)]
+        ready = msgspec.structs.replace(self, type=EventType.READY.value)
+        return [(entry_id, self), (f"{entry_id}/{EventType.READY.value}", ready)]
 
 
 def event_type(fields: list[Any]) -> str:

@@ -32,7 +32,7 @@ from codeq.bodies import (
     decode_operational,
     operational_body,
 )
-from codeq.domain import EventType
+from codeq.domain import makes_ready
 from codeq.metrics import Metrics
 from codeq.settings import Settings
 from codeq.store.protocol import GetReply, Subscriptions, TaskReads
@@ -63,8 +63,6 @@ TERMINAL_EVENTS = frozenset(
 CALLBACK_EVENTS = TERMINAL_EVENTS
 NOTIFY_SCHEDULE = [0.5, 1.5]  # notifications are advisory: one try plus two quick retries
 HASH_BUCKET_SECONDS = 60
-#: the entries that may make a task claimable (:attr:`deliverers.events.Event.makes_ready`)
-_MAY_MAKE_READY = frozenset({EventType.READY.value, EventType.CREATED.value})
 
 Handler = Callable[[int, list[StreamEntry]], Awaitable[Handled]]
 Use = tuple[str, Event]  # (entry id, event) of an entry a handler has a use for
@@ -158,12 +156,7 @@ class Handlers:
             if event is None:
                 continue
             command = event.command.lower()
-            # a create's entry that is its task.ready too is both events, in that order; the
-            # task.ready's deliveries take their ids from the entry and the type
-            halves = [(eid, event)]
-            if event.type == EventType.CREATED and event.makes_ready:
-                halves.append((f"{eid}/{EventType.READY.value}", event.as_ready()))
-            for use in halves:
+            for use in event.halves(eid):  # a create's entry may be its task.ready too
                 targets = [e for e in endpoints if endpoint_matches(e, use[1].type, command)]
                 if targets:
                     wanted.append((use, targets))
@@ -314,9 +307,10 @@ class Handlers:
         out = Handled()
         newest: dict[tuple[str, str], Use] = {}
         for eid, raw in entries:
-            if out.kind(eid, raw) in _MAY_MAKE_READY:
+            kind = out.kind(eid, raw)
+            if kind is not None and makes_ready(kind, raw_field(raw, b"depth") is not None):
                 event = out.decode(eid, raw)
-                if event is not None and event.makes_ready:
+                if event is not None:
                     newest[(event.tenant, event.command.lower())] = (eid, event)
         if newest:
             found = await asyncio.gather(

@@ -33,6 +33,7 @@ async def check_partition(client: Any, keys: KeySchema, partition: int) -> list[
     heads = {f.removesuffix("!head"): v for f, v in raw_qstats.items() if f.endswith("!head")}
     qstats = {f: int(v) for f, v in raw_qstats.items() if not f.endswith("!head")}
     payloads = {_s(a) for a in await client.hkeys(k.payloads)}
+    registered = {_s(a) for a in await client.hkeys(k.queues)}
 
     ready_ids = Counter(m.rsplit("!", 1)[1] for m in ready)
     dlq_ids = Counter(m.rsplit("!", 1)[1] for m in dlq)
@@ -43,8 +44,14 @@ async def check_partition(client: Any, keys: KeySchema, partition: int) -> list[
 
     expected_delayed: Counter[str] = Counter()
     expected_leased: Counter[str] = Counter()
+    cancelled: Counter[str] = Counter()
     for task_id, rec in tasks.items():
         loc, status, q = rec.get("loc"), rec.get("status"), rec["q"]
+        # what a listing's caps add up (list_tasks.lua status_caps): the queues of the registry
+        if q not in registered:
+            problems.append(f"{task_id} in queue {q} that the registry does not name")
+        if status == "CANCELLED":
+            cancelled[q] += 1
         in_ready, in_delayed = task_id in ready_ids, task_id in delayed
         in_leased, in_dlq = task_id in leased, task_id in dlq_ids
         where = [
@@ -115,6 +122,10 @@ async def check_partition(client: Any, keys: KeySchema, partition: int) -> list[
         for q, n in counts.items():
             if n and f"{q}!{kind}" not in qstats:
                 problems.append(f"counter {q}!{kind} missing, actual {n}")
+    # a listing caps a queue's cancelled tasks by its total of cancels: never fewer than live
+    for q, n in cancelled.items():
+        if qstats.get(f"{q}!n:cancelled", 0) < n:
+            problems.append(f"{n} cancelled tasks of {q} above its total {q}!n:cancelled")
     # the floors: no member of the delayed (leased) set scores below its floor, or claims,
     # which scan from there (and not at all while now is below it), would miss it
     for field, members in (("!delayed_floor", delayed), ("!leased_floor", leased)):

@@ -152,10 +152,12 @@ async def test_a_create_ready_at_once_is_both_events_to_its_endpoints(api: ApiCl
     an endpoint still gets each event it wants, as a webhook of its own (its own id); one that
     wants only task.ready gets only that."""
     with receiver() as both, receiver() as ready_only:
+        ids = []
         for r, types in ((both, ["task.created", "task.ready"]), (ready_only, ["task.ready"])):
             made = await api.post(BASE, json={"url": r.url, "eventTypes": types},
                                   headers=auth(PRODUCER))  # fmt: skip
             assert made.status_code == 201, made.text
+            ids.append(made.json()["id"])
         created = await api.post("/v1/codeq/tasks", json={"command": "BOTH", "payload": {}},
                                  headers=auth(PRODUCER))  # fmt: skip
         task_id = created.json()["id"]
@@ -170,3 +172,9 @@ async def test_a_create_ready_at_once_is_both_events_to_its_endpoints(api: ApiCl
         assert got[0][1] != got[1][1]  # two deliveries, each with its own webhook-id
         (only,) = [json.loads(x.body) for x in ready_only.received]
         assert only["type"] == "task.ready" and only["data"]["id"] == task_id
+        # an entry's deliveries are written together: every one of them is there by now
+        written = [
+            (await api.get(f"{BASE}/{i}/deliveries", headers=auth(PRODUCER))).json()["deliveries"]
+            for i in ids
+        ]
+        assert [len(w) for w in written] == [2, 1]

@@ -101,16 +101,20 @@ async def test_a_listing_reads_as_before_where_the_counters_are_not_known_exact(
     assert (len(pending), len(running)) == (4, 2)
     fields = [queue_segment(ACME, c) + f for c in ("a", "b") for f in ("!ready", "!leased")]
     partitions = [store.keys.partition(p) for p in range(store.keys.partitions)]
-    saved = [await store.client.hmget(k.qstats, [*fields, "!counted"]) for k in partitions]
+    marks = ["!counted", "!uncertain"]
+    saved = [await store.client.hmget(k.qstats, [*fields, *marks]) for k in partitions]
 
-    async def counters(ready: int, leased: int, *, counted: bool = True) -> None:
+    async def counters(
+        ready: int, leased: int, *, counted: bool = True, uncertain: bool = False
+    ) -> None:
         for k in partitions:
             await store.client.hset(k.qstats, mapping={f: ready if f.endswith("!ready") else leased
                                                        for f in fields})  # fmt: skip
-            if counted:
-                await store.client.hset(k.qstats, "!counted", "1")
-            else:
-                await store.client.hdel(k.qstats, "!counted")
+            for mark, on in (("!counted", counted), ("!uncertain", uncertain)):
+                if on:
+                    await store.client.hset(k.qstats, mark, "1")
+                else:
+                    await store.client.hdel(k.qstats, mark)
 
     async def lists_every_task() -> None:
         assert await _tasks(engine, ACME, ListStatus.PENDING) == pending
@@ -125,9 +129,11 @@ async def test_a_listing_reads_as_before_where_the_counters_are_not_known_exact(
         await lists_every_task()
         await counters(5, -3)  # a count below zero: not exact, whatever the mark says
         await lists_every_task()
+        await counters(0, 0, uncertain=True)  # a quarantine counted the wrong queue down
+        await lists_every_task()
     finally:
         for k, values in zip(partitions, saved, strict=True):
-            was = dict(zip([*fields, "!counted"], values, strict=True))
+            was = dict(zip([*fields, *marks], values, strict=True))
             if kept := {f: v for f, v in was.items() if v is not None}:
                 await store.client.hset(k.qstats, mapping=kept)
             if gone := [f for f, v in was.items() if v is None]:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from codeq.domain import NewTask
 from gateway import waker as waker_module
 from gateway.waker import Waker
 from tests.conftest import eventually
@@ -32,6 +33,20 @@ async def test_an_event_wakes_up_to_depth_waiters_the_longest_waiting_first() ->
     other = waker.register("acme", ["mail"])
     waker.on_event(ready("t1", depth=2))
     assert [w.event.is_set() for w in (first, second, third, other)] == [True, True, False, False]
+
+
+async def test_a_create_entry_wakes_as_its_task_ready_only_when_it_carries_depth() -> None:
+    """A create ready at once writes one entry: its task.created with depth (created in
+    another process, so nothing here woke for it). A delayed create's task.created has no
+    depth: that task is not claimable yet."""
+    waker = Waker()
+    first, second = waker.register("acme", ["render"]), waker.register("acme", ["render"])
+    delayed = {**ready("t1"), "type": "task.created", "priority": "5", "runAt": "9"}
+    del delayed["depth"]
+    waker.on_event(delayed)
+    assert (first.event.is_set(), second.event.is_set()) == (False, False)
+    waker.on_event({**ready("t2", depth=2), "type": "task.created", "wasEmpty": "1"})
+    assert (first.event.is_set(), second.event.is_set()) == (True, True)
 
 
 async def test_a_task_created_here_wakes_one_waiter_and_its_event_one_fewer() -> None:
@@ -151,3 +166,32 @@ async def test_a_create_wakes_a_poll_of_this_process_without_its_event(
     r = await asyncio.wait_for(polling, timeout=10)
     assert r.status_code == 200, r.text
     assert r.json()["id"] == created["id"]
+
+
+async def test_a_task_created_elsewhere_wakes_a_poll_through_its_one_event(
+    client: ApiClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A create in another process (here: the engine, past this gateway's routes) reaches a
+    poll only through its stream entry, the task.created that is its task.ready too; with the
+    fallback re-check an hour away, nothing else can answer the poll within the test's wait."""
+    monkeypatch.setattr("gateway.routes.tasks.FALLBACK_RECHECK_SECONDS", 3600.0)
+    engine = client.gw.engine
+    claims_done: list[object] = []
+    original = engine.claim
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        out = await original(*args, **kwargs)
+        claims_done.append(out)
+        return out
+
+    monkeypatch.setattr(engine, "claim", counted)
+
+    async def parked() -> bool:  # registered, and its first claim found nothing
+        return client.gw.waker.waiting() == 1 and claims_done == [None]
+
+    polling = asyncio.create_task(claim(client, waitSeconds=30))
+    await eventually(parked)
+    created = await engine.create("acme", NewTask(command="RENDER", payload="{}"))
+    r = await asyncio.wait_for(polling, timeout=10)
+    assert r.status_code == 200, r.text
+    assert r.json()["id"] == created.task.id

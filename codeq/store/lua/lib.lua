@@ -430,6 +430,14 @@ local function due(key, field, now, limit, from_start, known)
   return ids, hit
 end
 
+-- A poison record left the delayed or leased set: the queue its unreadable text names is the
+-- one whose counter went down, and it may not be the queue the task was in. Those counters are
+-- no longer known to be exact, so listings stop capping their reads by them ("!uncertain",
+-- list_tasks.lua; only an operator who has checked them takes it away, docs/deploy.md).
+local function uncertain()
+  redis.call('HSET', K.qstats, '!uncertain', '1')
+end
+
 -- Due delayed tasks become ready. Returns how many, and whether the bound was hit. `known`:
 -- the floor when the caller has read it already (false: there is none).
 local function promote_due(now, limit, from_start, known)
@@ -444,6 +452,7 @@ local function promote_due(now, limit, from_start, known)
       redis.call('ZREM', K.delayed, id)
       local gone = quarantine(id, raw, nil, now, 0)
       if gone.q ~= UNKNOWN_QUEUE then qcount(gone.q, 'delayed', -1) end
+      uncertain()
     else
       redis.call('ZREM', K.delayed, id)
     end
@@ -460,6 +469,7 @@ local function expire_leases(now, limit, delays, dlq_retention_ms, from_start, k
       redis.call('ZREM', K.leased, id)
       local gone = quarantine(id, raw, nil, now, dlq_retention_ms)
       if gone.q ~= UNKNOWN_QUEUE then qcount(gone.q, 'leased', -1) end
+      uncertain()
     elseif rec and rec.loc == 'INPROG_SET' then
       local was = ix_code(rec)
       leave_current(rec)

@@ -71,8 +71,10 @@ local summed = {}  -- queue -> true: the tenant's queues whose counters the caps
 
 -- prefix -> the most live entries its range can hold: the sum of the tenant's queues'
 -- counters of its status, or nil for no caps (the counters are not known to be exact:
--- no `!counted`, a count below zero; too many queues). The partition's queues are the
--- registry's (create registers each before its first task; nothing unregisters one).
+-- no `!counted`, `!uncertain`, a count below zero; too many queues). The partition's queues
+-- are the registry's (create registers each before its first task; nothing unregisters one).
+-- The caps count on records the scripts wrote: a record whose `loc` disagrees with its status
+-- is not counted, and one below where a cap ended its range is not listed (only itself).
 local function status_caps(prefixes)
   local want, seg = {}, nil
   for prefix in string.gmatch(prefixes, '[^,]+') do
@@ -80,7 +82,7 @@ local function status_caps(prefixes)
     if COUNTED[code] then want[code], seg = true, string.sub(prefix, 1, -3) end
   end
   if not seg or redis.call('HLEN', K.queues) > MAX_QUEUES then return nil end
-  local fields, code_of = {'!counted'}, {}
+  local fields, code_of = {'!counted', '!uncertain'}, {}
   local mine = seg .. '/'
   for _, q in ipairs(redis.call('HKEYS', K.queues)) do
     if string.sub(q, 1, #mine) == mine then
@@ -96,10 +98,10 @@ local function status_caps(prefixes)
     end
   end
   local got = redis.call('HMGET', K.qstats, unpack(fields))
-  if got[1] ~= '1' then return nil end
+  if got[1] ~= '1' or got[2] then return nil end  -- not known exact (lib.lua `uncertain`)
   local sums = {}
   for code in pairs(want) do sums[code] = 0 end
-  for i = 2, #fields do
+  for i = 3, #fields do
     local n = tonumber(got[i]) or 0
     if n < 0 then return nil end
     sums[code_of[i]] = sums[code_of[i]] + n
