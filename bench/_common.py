@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # the suite's servers and helpers (tests/servers.py)
@@ -46,6 +47,20 @@ def local_store(url: str | None, kind: str = "redis") -> Iterator[str]:
         raise SystemExit("redis-server not found: pass --redis-url or run `make bench`")
     with RedisServer.start() as server:
         yield server.url
+
+
+def script_at(rev: str, name: str) -> Any:
+    """Script ``name`` as the store of git revision ``rev`` would load it (its library and
+    shared piece of that revision too): ``codeq.store.scripts.build_script`` on ``git show``."""
+    from codeq.store.scripts import build_script
+
+    def read(file: str) -> str:
+        return subprocess.run(
+            ["git", "show", f"{rev}:codeq/store/lua/{file}.lua"],
+            cwd=ROOT, capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+
+    return build_script(name, read)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

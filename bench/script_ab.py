@@ -18,47 +18,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import statistics
-import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import STORES, local_store
+from bench._common import STORES, local_store, script_at
+from bench.commandstats import commandstats
 from codeq.domain import NewTask
 from codeq.engine import Engine
 from codeq.store.keys import KeySchema
 from codeq.store.redis_store import RedisStore
-from codeq.store.scripts import Script
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _at(rev: str, name: str) -> str:
-    return subprocess.run(
-        ["git", "show", f"{rev}:codeq/store/lua/{name}.lua"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-
-
-def script_at(rev: str, name: str) -> Script:
-    """``name`` as the store of revision ``rev`` loads it (codeq.store.scripts)."""
-    source = f"{_at(rev, 'lib')}\n-- ==== {name}.lua ====\n{_at(rev, name)}"
-    return Script(name, source, hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest())
-
-
-async def _stats(store: RedisStore) -> dict[str, tuple[int, float]]:
-    info: dict[str, Any] = await store.client.info("commandstats")
-    return {
-        k.removeprefix("cmdstat_"): (int(v["calls"]), float(v["usec"]))
-        for k, v in info.items()
-        if k.startswith("cmdstat_")
-    }
 
 
 async def _run(args: argparse.Namespace) -> None:
@@ -76,7 +49,7 @@ async def _run(args: argparse.Namespace) -> None:
         for engine in engines.values():  # warm: scripts loaded, structures not empty
             for _ in range(50):
                 await engine.create_many("bench", batch)
-        before = {name: await _stats(store) for name, store in stores.items()}
+        before = {name: await commandstats(store) for name, store in stores.items()}
         wall: dict[str, list[float]] = {name: [] for name in stores}
         names = list(stores)
         for r in range(args.rounds):
@@ -91,7 +64,7 @@ async def _run(args: argparse.Namespace) -> None:
               "| commands inside, µs per call |")  # fmt: skip
         print("|---|---:|---:|---:|---|")
         for name, store in stores.items():
-            after = await _stats(store)
+            after = await commandstats(store)
             diff = {
                 k: (c - before[name].get(k, (0, 0.0))[0], u - before[name].get(k, (0, 0.0))[1])
                 for k, (c, u) in after.items()

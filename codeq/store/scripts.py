@@ -9,11 +9,12 @@ what runs is exactly what ships in the wheel.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 
-__all__ = ["SCRIPT_NAMES", "Script", "load_scripts"]
+__all__ = ["SCRIPT_NAMES", "Script", "build_script", "load_scripts"]
 
 SCRIPT_NAMES = (
     "create",
@@ -82,21 +83,22 @@ def _read(name: str) -> str:
     return resources.files("codeq.store").joinpath("lua", f"{name}.lua").read_text("utf-8")
 
 
+def build_script(name: str, read: Callable[[str], str] = _read) -> Script:
+    """Script ``name`` as the store loads it: its library (none for the standalone ones), its
+    shared piece, then the script, each file's text from ``read`` (the package's by default;
+    a benchmark hands it another revision's, bench/script_ab.py)."""
+    library = "dlv_lib" if name.startswith("dlv_") else "lib"
+    lib = "" if name.startswith(_STANDALONE) else read(library)
+    if name in _PIECES:
+        piece = _PIECES[name]
+        lib = f"{lib}\n-- ==== {piece}.lua ====\n{read(piece)}"
+    source = f"{lib}\n-- ==== {name}.lua ====\n{read(name)}"
+    sha = hashlib.sha1(source.encode("utf-8"), usedforsecurity=False).hexdigest()
+    return Script(name=name, source=source, sha=sha)
+
+
 @cache
 def load_scripts() -> dict[str, Script]:
     """Every script by name, with its library prepended."""
-    libs = {"task": _read("lib"), "dlv": _read("dlv_lib")}
-    out: dict[str, Script] = {}
-    for name in SCRIPT_NAMES:
-        lib = (
-            ""
-            if name.startswith(_STANDALONE)
-            else libs["dlv" if name.startswith("dlv_") else "task"]
-        )
-        if name in _PIECES:
-            piece = _PIECES[name]
-            lib = f"{lib}\n-- ==== {piece}.lua ====\n{_read(piece)}"
-        source = f"{lib}\n-- ==== {name}.lua ====\n{_read(name)}"
-        sha = hashlib.sha1(source.encode("utf-8"), usedforsecurity=False).hexdigest()
-        out[name] = Script(name=name, source=source, sha=sha)
-    return out
+    read = cache(_read)  # each library file once
+    return {name: build_script(name, read) for name in SCRIPT_NAMES}

@@ -1,0 +1,125 @@
+"""Listings after a history of work: what a page costs once many tasks have come and gone
+(KVRocks keeps deleted index entries until compaction), next to another revision's script.
+
+    python bench/listing_history.py [--store kvrocks|redis] [--rev a3f18b3] [--rounds 4]
+        [--per-round 10000] [--pending 20] [--in-progress 0] [--old-delayed 0] [--samples 200]
+
+One throwaway server, one tenant, two commands. ``--old-delayed`` tasks delayed by an hour
+first (they stay pending below everything after them), then ``--rounds`` rounds of
+``--per-round`` tasks created in batches of 100 through ``Engine.create_many`` and claimed and
+completed by 32 concurrent workers through the engine, then ``--pending`` more created and
+``--in-progress`` of them claimed and held. Two stores share the data: one runs the working
+tree's ``list_tasks`` script, the other ``--rev``'s (its library and ``scan.lua`` too; the
+default is the revision before listings capped their reads by the queue counters). It checks
+that both give the same first page, then times ``Engine.list_tasks`` (limit 50) for
+IN_PROGRESS, PENDING, DEAD and every status, the two scripts alternating, ``--samples`` each,
+and prints p50/p99 in ms (docs/performance.md §21).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._common import STORES, local_store, percentile, script_at
+from codeq.domain import ListStatus, NewTask, TaskFilter
+from codeq.engine import Engine
+from codeq.store.keys import KeySchema
+from codeq.store.redis_store import RedisStore
+
+TENANT = "history"
+FILTERS = {
+    "IN_PROGRESS": TaskFilter(status=ListStatus.IN_PROGRESS),
+    "PENDING": TaskFilter(status=ListStatus.PENDING),
+    "DEAD": TaskFilter(status=ListStatus.DEAD),
+    "every status": TaskFilter(),
+}
+
+
+async def _rounds(engine: Engine, args: argparse.Namespace) -> None:
+    for r in range(args.rounds):
+        started = time.perf_counter()
+        for _ in range(0, args.per_round, 100):
+            items = [NewTask(command=("a", "b")[j % 2], payload='{"n":1}') for j in range(100)]
+            for out in await engine.create_many(TENANT, items):
+                if isinstance(out, Exception):
+                    raise out
+
+        async def worker(w: int) -> None:
+            while (task := await engine.claim(TENANT, f"w{w}", ["a", "b"])) is not None:
+                await engine.complete(TENANT, task.id, f"w{w}", result="{}", lease_id=task.lease_id)
+
+        await asyncio.gather(*(worker(w) for w in range(32)))
+        took = time.perf_counter() - started
+        print(f"round {r + 1}: {args.per_round} created, claimed, completed in {took:.0f} s")
+
+
+async def _run(args: argparse.Namespace) -> None:
+    with local_store(None, args.store) as url:
+        keys = KeySchema("lh" + uuid.uuid4().hex[:8])
+        now = RedisStore.from_url(url, keys, pool_size=64)
+        then = RedisStore.from_url(url, keys, pool_size=8)
+        then._scripts = {**then._scripts, "list_tasks": script_at(args.rev, "list_tasks")}
+        engines = {"working tree": Engine(now), args.rev: Engine(then)}
+        engine = engines["working tree"]
+        try:
+            for _ in range(args.old_delayed):
+                await engine.create(TENANT, NewTask(command="a", payload="{}", delay_seconds=3600))
+            await _rounds(engine, args)
+            for _ in range(args.pending):
+                await engine.create(TENANT, NewTask(command="a", payload="{}"))
+            for _ in range(args.in_progress):
+                if await engine.claim(TENANT, "hold", ["a"], lease_seconds=3600) is None:
+                    raise SystemExit("nothing to hold: --in-progress above --pending")
+            for name, flt in FILTERS.items():  # the same page from both
+                pages = [await e.list_tasks(TENANT, flt, limit=50) for e in engines.values()]
+                if len({tuple(t.id for t in p.tasks) for p in pages}) != 1:
+                    raise SystemExit(f"{name}: the two scripts list different pages")
+            took: dict[tuple[str, str], list[float]] = {}
+            for i in range(args.samples):
+                for name, flt in FILTERS.items():
+                    order = list(engines.items())
+                    for label, e in order if i % 2 == 0 else order[::-1]:
+                        started = time.perf_counter()
+                        await e.list_tasks(TENANT, flt, limit=50)
+                        took.setdefault((name, label), []).append(time.perf_counter() - started)
+        finally:
+            await now.close()
+            await then.close()
+    print(
+        f"\n{args.store}: {args.old_delayed} delayed an hour, {args.rounds} rounds of "
+        f"{args.per_round} tasks created, claimed and completed, then {args.pending} pending "
+        f"({args.in_progress} of them in progress); limit 50, {args.samples} samples; ms\n"
+    )
+    print(f"| listing | {args.rev} p50 / p99 | working tree p50 / p99 |")
+    print("|---|---:|---:|")
+    for name in FILTERS:
+        cells = []
+        for label in (args.rev, "working tree"):
+            xs = sorted(took[(name, label)])
+            cells.append(f"{percentile(xs, 50) * 1e3:.2f} / {percentile(xs, 99) * 1e3:.2f}")
+        print(f"| {name} | {cells[0]} | {cells[1]} |")
+    print("\nreproduce: python bench/listing_history.py " + " ".join(sys.argv[1:]))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--store", choices=STORES, default="kvrocks")
+    ap.add_argument("--rev", default="a3f18b3", help="the revision whose list_tasks to compare")
+    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--per-round", type=int, default=10000)
+    ap.add_argument("--pending", type=int, default=20)
+    ap.add_argument("--in-progress", type=int, default=0)
+    ap.add_argument("--old-delayed", type=int, default=0)
+    ap.add_argument("--samples", type=int, default=200)
+    asyncio.run(_run(ap.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
