@@ -137,15 +137,10 @@ async def test_the_tasks_woken_for_at_creation_are_bounded(monkeypatch: pytest.M
     assert not mail.event.is_set()
 
 
-async def test_a_create_wakes_a_poll_of_this_process_without_its_event(
-    client: ApiClient, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # no event tail, and the fallback re-check an hour away: only the create itself can
-    # answer the poll within the test's wait
-    assert client.gw.tail is not None
-    await client.gw.tail.stop()
+async def _a_parked_poll(client: ApiClient, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A 30 s long poll, once it is registered and its first claim has found nothing; the
+    fallback re-check an hour away, so only a wake-up can answer it within a test's wait."""
     monkeypatch.setattr("gateway.routes.tasks.FALLBACK_RECHECK_SECONDS", 3600.0)
-
     engine = client.gw.engine
     claims_done: list[object] = []
     original = engine.claim
@@ -157,11 +152,21 @@ async def test_a_create_wakes_a_poll_of_this_process_without_its_event(
 
     monkeypatch.setattr(engine, "claim", counted)
 
-    async def parked() -> bool:  # registered, and its first claim found nothing
+    async def parked() -> bool:
         return client.gw.waker.waiting() == 1 and claims_done == [None]
 
     polling = asyncio.create_task(claim(client, waitSeconds=30))
     await eventually(parked)
+    return polling
+
+
+async def test_a_create_wakes_a_poll_of_this_process_without_its_event(
+    client: ApiClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # no event tail: only the create itself can answer the poll within the test's wait
+    assert client.gw.tail is not None
+    await client.gw.tail.stop()
+    polling = await _a_parked_poll(client, monkeypatch)
     created = await create(client)
     r = await asyncio.wait_for(polling, timeout=10)
     assert r.status_code == 200, r.text
@@ -172,26 +177,9 @@ async def test_a_task_created_elsewhere_wakes_a_poll_through_its_one_event(
     client: ApiClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A create in another process (here: the engine, past this gateway's routes) reaches a
-    poll only through its stream entry, the task.created that is its task.ready too; with the
-    fallback re-check an hour away, nothing else can answer the poll within the test's wait."""
-    monkeypatch.setattr("gateway.routes.tasks.FALLBACK_RECHECK_SECONDS", 3600.0)
-    engine = client.gw.engine
-    claims_done: list[object] = []
-    original = engine.claim
-
-    async def counted(*args: Any, **kwargs: Any) -> Any:
-        out = await original(*args, **kwargs)
-        claims_done.append(out)
-        return out
-
-    monkeypatch.setattr(engine, "claim", counted)
-
-    async def parked() -> bool:  # registered, and its first claim found nothing
-        return client.gw.waker.waiting() == 1 and claims_done == [None]
-
-    polling = asyncio.create_task(claim(client, waitSeconds=30))
-    await eventually(parked)
-    created = await engine.create("acme", NewTask(command="RENDER", payload="{}"))
+    poll only through its stream entry, the task.created that is its task.ready too."""
+    polling = await _a_parked_poll(client, monkeypatch)
+    created = await client.gw.engine.create("acme", NewTask(command="RENDER", payload="{}"))
     r = await asyncio.wait_for(polling, timeout=10)
     assert r.status_code == 200, r.text
     assert r.json()["id"] == created.task.id
