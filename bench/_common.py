@@ -50,8 +50,9 @@ def local_store(url: str | None, kind: str = "redis") -> Iterator[str]:
 
 
 def script_at(rev: str, name: str) -> Any:
-    """Script ``name`` as the store of git revision ``rev`` would load it (its library and
-    shared piece of that revision too): ``codeq.store.scripts.build_script`` on ``git show``."""
+    """Script ``name`` with the files of git revision ``rev`` (its library and shared piece
+    of that revision too), put together by this checkout's ``codeq.store.scripts.build_script``
+    (a revision from before a shared piece existed fails at its ``git show``)."""
     from codeq.store.scripts import build_script
 
     def read(file: str) -> str:

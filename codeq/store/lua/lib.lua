@@ -21,7 +21,10 @@
 --                  partition that never had a ready member, else by the recount in
 --                  sweep.lua (data from before the counters); claims trust "<q>!ready"
 --                  only under it (a queue it says is empty is not read at all), and
---                  take it away when they see a count below zero;
+--                  take it away when they see a count below zero; listings cap their
+--                  reads by the counters under it too (list_tasks.lua);
+--                  "!uncertain" -> a quarantine from delayed or leased took one off the
+--                  queue an unreadable record names (`uncertain`): listings stop capping;
 --                  "!delayed_floor", "!leased_floor" -> no member of delayed (leased) scores
 --                  below it: where due-scans start, and whether a claim scans at all (due);
 --                  "<q>!head" -> no ready member of q sorts before it (where a claim looks)
