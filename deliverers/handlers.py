@@ -162,11 +162,12 @@ class Handlers:
                     wanted.append((use, targets))
         if not wanted:
             return out
-        replies = await self._tasks.get_many(
-            partition,
-            [(ev.tenant, ev.id, ev.type in TERMINAL_EVENTS) for (_, ev), _ in wanted],
-        )
-        for ((eid, ev), targets), reply in zip(wanted, replies, strict=True):
+        # each task read once (both halves of a create's entry want the same read)
+        reads = list(dict.fromkeys((ev.tenant, ev.id, ev.type in TERMINAL_EVENTS)
+                                   for (_, ev), _ in wanted))  # fmt: skip
+        replies = dict(zip(reads, await self._tasks.get_many(partition, reads), strict=True))
+        for (eid, ev), targets in wanted:
+            reply = replies[ev.tenant, ev.id, ev.type in TERMINAL_EVENTS]
             if reply is not None:  # None: purged before its event was read
                 out.deliveries.extend(self._endpoint_messages(partition, eid, ev, reply, targets))
         return out

@@ -5,12 +5,21 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
+import msgspec
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from codeq.domain import NewTask
+from codeq.engine import Engine
+from codeq.metrics import Metrics
+from codeq.settings import Settings
+from codeq.store.protocol import GetReply
+from codeq.store.redis_store import RedisStore
+from deliverers.endpoints import EndpointDirectory
+from deliverers.handlers import Handlers
 from gateway.app import create_app
 from tests.asgi import ApiClient, serve_in_process
 from tests.conftest import eventually, make_store
@@ -178,3 +187,42 @@ async def test_a_create_ready_at_once_is_both_events_to_its_endpoints(api: ApiCl
             for i in ids
         ]
         assert [len(w) for w in written] == [2, 1]
+
+
+class _CountedReads(RedisStore):
+    """The suite's store, counting the task reads ``get_many`` is asked for."""
+
+    def __init__(self, base: RedisStore) -> None:
+        super().__init__(base.client, base.keys, coalesce=False)
+        self.asked: list[tuple[str, str, bool]] = []
+
+    async def get_many(
+        self, partition: int, wanted: Sequence[tuple[str, str, bool]]
+    ) -> list[GetReply | None]:
+        self.asked += wanted
+        return await super().get_many(partition, wanted)
+
+
+async def test_a_create_entry_reads_its_task_once_for_both_of_its_events(
+    redis_store: RedisStore,
+) -> None:
+    """An endpoint that wants every event gets a create's task.created and task.ready from one
+    stream entry, and the endpoints group reads the task for them once."""
+    store = _CountedReads(redis_store)
+    record = {"id": "ep_all", "tenant": "acme", "url": "http://127.0.0.1:9/x", "enabled": True,
+              "eventTypes": ["*"]}  # fmt: skip
+    await store.endpoints.create("ep_all", "acme", msgspec.json.encode(record))
+    task = (await Engine(store).create("acme", NewTask(command="render", payload="{}"))).task
+    p = store.keys.partition_of(task.id)
+    entries = await store.events.read_stream(
+        store.keys.partition(p).events, "0-0", block_ms=10, count=10
+    )
+    raw = [(eid, [x for kv in fields.items() for x in kv]) for eid, fields in entries]
+    handlers = Handlers(
+        store, store.subscriptions, EndpointDirectory(store.endpoints), Settings.from_mapping({}),
+        Metrics(), partition_of=store.keys.partition_of,
+    )  # fmt: skip
+    handled = await handlers.endpoint_events(p, raw)
+    assert sorted(d.event_type for d in handled.deliveries) == ["task.created", "task.ready"]
+    assert len({d.id for d in handled.deliveries}) == 2
+    assert store.asked == [("acme", task.id, False)]
