@@ -9,7 +9,10 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from codeq.store.scripts import Script
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # the suite's servers and helpers (tests/servers.py)
@@ -49,7 +52,7 @@ def local_store(url: str | None, kind: str = "redis") -> Iterator[str]:
         yield server.url
 
 
-def script_at(rev: str, name: str) -> Any:
+def script_at(rev: str, name: str) -> Script:
     """Script ``name`` with the files of git revision ``rev`` (its library and shared piece
     of that revision too), put together by this checkout's ``codeq.store.scripts.build_script``
     (a revision from before a shared piece existed fails at its ``git show``)."""

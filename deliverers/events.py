@@ -47,18 +47,12 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
     webhook: str | None = None  # terminal events of a task that has one
     depth: _Int | None = None  # task.ready, and a create's task.created that is one too
 
-    @property
-    def makes_ready(self) -> bool:
-        """A ``task.ready``, or a ``task.created`` that is its task's ``task.ready`` too
-        (:func:`codeq.domain.makes_ready`)."""
-        return makes_ready(self.type, self.depth is not None)
-
     def halves(self, entry_id: str) -> list[tuple[str, Event]]:
         """The events of the entry, in order, each with the id its deliveries take theirs
         from: the entry's own, and for a ``task.created`` that is its task's ``task.ready``
         too, that ``task.ready`` as a second event (``<entry id>/task.ready``: stream ids
         hold no ``/``, so no other entry or event has it)."""
-        if self.type != EventType.CREATED or not self.makes_ready:
+        if self.type == EventType.READY or not makes_ready(self.type, self.depth is not None):
             return [(entry_id, self)]
         ready = msgspec.structs.replace(self, type=EventType.READY.value)
         return [(entry_id, self), (f"{entry_id}/{EventType.READY.value}", ready)]
