@@ -55,14 +55,19 @@ def local_store(url: str | None, kind: str = "redis") -> Iterator[str]:
 def script_at(rev: str, name: str) -> Script:
     """Script ``name`` with the files of git revision ``rev`` (its library and shared piece
     of that revision too), put together by this checkout's ``codeq.store.scripts.build_script``
-    (a revision from before a shared piece existed fails at its ``git show``)."""
+    (a revision from before a shared piece existed fails at its ``git show``; one from before
+    the scripts were functions, whose libraries take their keys from a global ``KEYS``, is
+    refused)."""
     from codeq.store.scripts import build_script
 
     def read(file: str) -> str:
-        return subprocess.run(
+        text = subprocess.run(
             ["git", "show", f"{rev}:codeq/store/lua/{file}.lua"],
             cwd=ROOT, capture_output=True, text=True, check=True,
         ).stdout  # fmt: skip
+        if file.endswith("lib") and "\nlocal function begin(keys)\n" not in text:
+            raise SystemExit(f"{rev}'s {file}.lua is from before functions (§23): no begin(keys)")
+        return text
 
     return build_script(name, read)
 

@@ -6,7 +6,7 @@ through the engine (so concurrent creates merge as they do in the gateway): ``--
 ``--ops`` claims (held), their results, and ``--ops`` claim+result pairs interleaved (claims
 scanning while results delete leases). Per operation it prints the script calls, the commands
 the scripts ran (``INFO commandstats``), the time the server says the scripts took
-(``evalsha`` usec), and the server process' CPU time (from /proc, when the server runs here):
+(``fcall`` usec), and the server process' CPU time (from /proc, when the server runs here):
 the number that decides throughput on a shared box.
 
     python bench/commandstats.py --store kvrocks --pending 1000 100000
@@ -79,7 +79,7 @@ class Phase:
 
     def by_command(self, label: str, pending: int, ops: int) -> list[str]:
         """The commands of the phase, most time first: calls and server µs per operation
-        (``evalsha`` counts what its commands took too; ``exec`` what its script took)."""
+        (``fcall`` counts what its commands took too; ``exec`` what its script took)."""
         rows = sorted(
             ((usec, name, calls) for name, (calls, usec) in self.delta.items() if calls > 0),
             reverse=True,
@@ -91,9 +91,9 @@ class Phase:
         ]
 
     def row(self, label: str, pending: int, ops: int) -> str:
-        scripts = self.delta.get("evalsha", (0, 0.0))
+        scripts = self.delta.get("fcall", (0, 0.0))
         inner = sum(
-            c for k, (c, _) in self.delta.items() if k not in ("evalsha", "multi", "exec", "info")
+            c for k, (c, _) in self.delta.items() if k not in ("fcall", "multi", "exec", "info")
         )
         return (
             f"| {pending:,} | {label} | {scripts[0] / ops:.2f} | {inner / ops:.1f} | "

@@ -3,11 +3,11 @@
     python bench/roundtrips.py --redis-url redis://127.0.0.1:PORT
 
 Prints one line per operation: ``<op> script_calls=<n> other_commands=<m>``. Each operation is
-measured alone on a quiet server (scripts loaded beforehand so no NOSCRIPT retry is counted).
+measured alone on a quiet server (functions loaded beforehand so no reload is counted).
 
 Redis counts the commands a script runs in ``INFO commandstats`` too, so the delta alone cannot
 tell a round trip from a ``redis.call``. A MONITOR connection attributes every command: those
-sent by a client (``script_calls`` = EVALSHA/EVAL, ``other_commands`` = anything else) and
+sent by a client (``script_calls`` = FCALL, EVALSHA/EVAL, ``other_commands`` = anything else) and
 those run inside a script (``in_script``). The sum is checked against the commandstats delta,
 so nothing is missed; the measurement's own INFO/ECHO are left out.
 """

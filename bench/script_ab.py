@@ -8,7 +8,7 @@ Two throwaway servers of the same kind, one running the working tree's scripts a
 both driven through the engine from one process, calls alternating (each round starts with the
 other one), so a slow minute of this machine weighs on both alike. ``create``: batches of
 ``--items`` creates over three commands (``Engine.create_many``, one script call each). It
-prints, per variant, the server's script time per item (``INFO commandstats``: ``evalsha``,
+prints, per variant, the server's script time per item (``INFO commandstats``: ``fcall``,
 and KVRocks' ``exec``, the transaction each call runs in), the client's wall time per item, and
 each command's time per call inside the scripts. The servers' own clocks, not the client's,
 decide: the client's time carries the engine's Python on both sides.
@@ -69,13 +69,13 @@ async def _run(args: argparse.Namespace) -> None:
                 k: (c - before[name].get(k, (0, 0.0))[0], u - before[name].get(k, (0, 0.0))[1])
                 for k, (c, u) in after.items()
             }
-            calls, usec = diff["evalsha"]
+            calls, usec = diff["fcall"]
             exec_usec = diff.get("exec", (0, 0.0))[1]
             items = calls * args.items
             inside = ", ".join(
                 f"{k} {u / c:.1f}"
                 for k, (c, u) in sorted(diff.items())
-                if c >= calls and k not in ("evalsha", "exec", "multi", "info", "time")
+                if c >= calls and k not in ("fcall", "exec", "multi", "info", "time")
             )
             tx = f"{exec_usec / items:.1f}" if exec_usec else "—"  # KVRocks: MULTI/EXEC
             client = statistics.median(wall[name]) * 1e6 / args.items

@@ -1,11 +1,13 @@
-"""What a script pays around its commands: ``EVALSHA`` of tiny scripts on a throwaway server.
+"""What a script pays around its commands: ``FCALL`` of tiny functions on a throwaway server.
 
-Each row is one script run ``--calls`` times from one client: nothing, ten ``HGET``s of a
-missing field, ten ``HINCRBY``s, ten ``XADD``s shaped like a ``task.ready`` event, and the task
-library (``codeq/store/lua/lib.lua``, prepended to every task script) with nothing after it.
-From ``INFO commandstats`` it prints the script's server time per call, the time of the
-commands it ran, and what is left per ``redis.call`` beyond its command: the crossing from Lua
-into the server and back, which a transition pays once per command it makes.
+Each row is one function run ``--calls`` times from one client, each a library of its own as
+the store builds them (``codeq.store.scripts.compose``): nothing, ten ``HGET``s of a missing
+field, ten ``HINCRBY``s, ten ``XADD``s shaped like a ``task.ready`` event, and the task library
+(``codeq/store/lua/lib.lua``) with nothing after its ``begin(KEYS)``. The last row is that
+library run as the store ran it before §23: ``EVALSHA`` of its text, which runs its whole top
+level on every call. From ``INFO commandstats`` it prints the call's server time, the time of
+the commands it ran, and what is left per ``redis.call`` beyond its command: the crossing from
+Lua into the server and back, which a transition pays once per command it makes.
 
     python bench/scriptcost.py --store redis
     python bench/scriptcost.py --store kvrocks
@@ -23,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import redis
 
 from bench._common import STORES, local_store
-from codeq.store.scripts import load_scripts
+from codeq.store.scripts import Script, compose, read_lua
 
 _EVENT = (
     "'XADD', KEYS[2], '*', 'type', 'task.ready', 'id', 'a1b2c3d4e5f6a7b8c9d0e1f2', "
@@ -31,20 +33,39 @@ _EVENT = (
 )
 
 
-def scripts() -> list[tuple[str, int, str]]:
-    """(name, redis.calls per run, source)."""
-    lib = load_scripts()["get"].source.split("-- ==== get.lua ====")[0]
+def scripts() -> list[tuple[str, int, Script | str]]:
+    """(name, redis.calls per run, a function, or the text EVALSHA runs)."""
+    lib = read_lua("lib")
     return [
-        ("nothing", 0, "return 1"),
-        ("10 HGET (read)", 10, "for i = 1, 10 do redis.call('HGET', KEYS[1], 'f') end return 1"),
+        ("nothing", 0, compose("nothing", "return 1")),
+        (
+            "10 HGET (read)",
+            10,
+            compose("hget", "for i = 1, 10 do redis.call('HGET', KEYS[1], 'f') end return 1"),
+        ),
         (
             "10 HINCRBY (write)",
             10,
-            "for i = 1, 10 do redis.call('HINCRBY', KEYS[1], 'f', '1') end return 1",
+            compose(
+                "incr", "for i = 1, 10 do redis.call('HINCRBY', KEYS[1], 'f', '1') end return 1"
+            ),
         ),
-        ("10 XADD (an event)", 10, f"for i = 1, 10 do redis.call({_EVENT}) end return 1"),
-        ("the task library", 0, lib + "\nreturn 1"),
+        (
+            "10 XADD (an event)",
+            10,
+            compose("xadd", f"for i = 1, 10 do redis.call({_EVENT}) end return 1"),
+        ),
+        ("the task library", 0, compose("lib", "return 1", before=[lib], begin=True)),
+        (
+            "the task library by EVALSHA (before §23)",
+            0,
+            lib.replace("\nlocal K = {}\n", _KEYS) + "\nreturn 1",
+        ),
     ]
+
+
+# what lib.lua's K was before §23: its fields taken from KEYS as the text ran
+_KEYS = "\nlocal K = {tasks = KEYS[1], events = KEYS[2]}\n"
 
 
 def stats(client: redis.Redis) -> dict[str, float]:
@@ -63,16 +84,21 @@ def main() -> None:
         client = redis.Redis.from_url(url, protocol=2)
         keys = ("{scriptcost}:h", "{scriptcost}:s")
         bare = 0.0
-        for name, calls, source in scripts():
-            sha = client.script_load(source)
+        for name, calls, script_or_text in scripts():
+            if isinstance(script_or_text, Script):
+                client.function_load(script_or_text.source, replace=True)
+                command: tuple[str, ...] = ("FCALL", script_or_text.function)
+            else:
+                command = ("EVALSHA", client.script_load(script_or_text))
             before = stats(client)
             for _ in range(args.calls):
-                client.evalsha(sha, len(keys), *keys)
+                client.execute_command(*command, len(keys), *keys)
             after = stats(client)
             delta = {k: v - before.get(k, 0.0) for k, v in after.items()}
-            script = delta.get("evalsha", 0.0) / args.calls
+            ran = command[0].lower()
+            script = delta.get(ran, 0.0) / args.calls
             inner = (
-                sum(v for k, v in delta.items() if k not in ("evalsha", "exec", "multi", "info"))
+                sum(v for k, v in delta.items() if k not in (ran, "exec", "multi", "info"))
                 / args.calls
             )
             if name == "nothing":

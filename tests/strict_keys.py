@@ -12,8 +12,11 @@ container commands (``XINFO GROUPS``) need no rule here, and no table of ours ca
 Redis 7 protects the ``redis`` table, so the call sites are rewritten textually to local
 wrappers. The rewrite must see every call: a script that names ``redis.call`` any other way
 (an alias, ``redis['call']``, ``_G``), or catches Lua errors (``pcall``, which would swallow the
-checker's), is refused with :class:`UncheckedScript`. The prologue is one line put before the
-script's first line, so error positions keep the shipped line numbers.
+checker's), or registers a function of its own, is refused with :class:`UncheckedScript`. A
+script is a library of one function (codeq/store/scripts.py): the prologue is one line put
+before the library's first line after its name, so error positions keep the shipped line
+numbers, and the function's first step is ``__strict_begin(KEYS)``, which takes that call's
+keys (and its coverage key) as the declared ones.
 
 :class:`StrictRun` installs the checked copies on one store (a test-only swap of its
 ``_scripts``), records which scripts ran and every violation (even one a caller swallowed), and
@@ -54,6 +57,7 @@ _REDIS_USE = re.compile(r"\bredis\b(?:\s*\.\s*(\w+))?")
 _KEYLESS = re.compile(
     r"log|LOG_\w+|sha1hex|error_reply|status_reply|setresp|set_repl|REPL_\w+"
     r"|replicate_commands|breakpoint|debug|acl_check_cmd|REDIS_VERSION(?:_NUM)?"
+    r"|register_function"
 )
 # ways around the rewrite: catching the checker's error, or reaching `redis` by another name.
 # `pcall(cjson.decode, ...)` (how lib.lua reads a record that may be poison) calls no redis.
@@ -68,11 +72,25 @@ _FIXED_KEY = re.compile(r"(?:K|D)\.\w+|KEYS\[\d+\]")
 _PLACEHOLDER = "\x01strict-arg:"
 _LITERAL = re.compile(r"'([^'\\]*)'|\"([^\"\\]*)\"|(-?\d+)")
 
+# a library's one function, and how it registers it, last (codeq.store.scripts.compose)
+_FUNCTION = re.compile(r"^local function __codeq\(KEYS, ARGV\)", re.MULTILINE)
+_FLAGS = r"\{(?:'no-writes')?\}"
+_REGISTRATION = re.compile(
+    r"\nend\nif redis\.REDIS_VERSION then\n"
+    rf"  redis\.register_function\{{function_name = '(\w+)', callback = __codeq,"
+    rf" flags = {_FLAGS}\}}\n"
+    rf"else\n  redis\.register_function\('(\w+)', __codeq, {_FLAGS}\)\nend\n\Z"
+)
+
 _PROLOGUE = " ".join(
     (
-        "local __strict_cover = @COVER@",
+        "local __strict_cover = nil",
         "local __strict_declared = {}",
-        "for _, k in ipairs(KEYS) do __strict_declared[k] = true end",
+        "local function __strict_begin(keys)",
+        "  __strict_cover = @COVER@",
+        "  __strict_declared = {}",
+        "  for _, k in ipairs(keys) do __strict_declared[k] = true end",
+        "end",
         "local function __strict_check(site, ...)",
         "  if __strict_cover then redis.call('HINCRBY', __strict_cover, '@NAME@:' .. site, 1) end",
         "  if select('#', ...) < 2 then return end",  # no argument, no key
@@ -177,13 +195,14 @@ def call_sites(script: Script) -> list[Site]:
     # the files the text is made of: the library first, then each after its "-- ==== " line
     marks = [(m.end() + 1, m.group(1)) for m in _OWN_FILE.finditer(script.source)]
     lib = "dlv_lib.lua" if script.name.startswith("dlv_") else "lib.lua"
+    first = script.source.find("\n") + 1  # the library file starts after the name line
     sites: list[Site] = []
     for index, m in enumerate(_CALL_SITE.finditer(code), start=1):
         at = m.start()
         if not marks:
-            file, base = f"{script.name}.lua", 0
+            file, base = f"{script.name}.lua", first
         else:
-            file, base = lib, 0
+            file, base = lib, first
             for start, name in marks:
                 if at >= start:
                     file, base = name, start
@@ -194,24 +213,45 @@ def call_sites(script: Script) -> list[Site]:
 
 
 def prologue(name: str, *, coverage: bool = False) -> str:
-    """What :func:`instrument` puts before script ``name``: one line, no newline."""
+    """What :func:`instrument` puts before script ``name``'s library: one line, no newline."""
     if not _NAME.fullmatch(name):
         raise ValueError(f"script name {name!r} cannot be quoted in Lua as it is")
-    cover = "table.remove(KEYS)" if coverage else "nil"
+    cover = "table.remove(keys)" if coverage else "nil"
     return _PROLOGUE.replace("@NAME@", name).replace("@COVER@", cover)
 
 
+def _function(source: str) -> tuple[re.Match[str], re.Match[str]]:
+    """Where ``source`` starts its one function, and how it registers it (under one name):
+    in the form codeq.store.scripts.compose writes, or the checker would not start it."""
+    code = code_only(source)
+    heads = [m for m in _FUNCTION.finditer(source) if code.startswith("local", m.start())]
+    registration = _REGISTRATION.search(source)
+    if (
+        len(heads) != 1
+        or registration is None
+        or registration.group(1) != registration.group(2)
+        or code.count("register_function") != 2
+        or "register_function" in code[: registration.start()]
+    ):
+        raise UncheckedScript("not a library of one function: the checker would not start it")
+    return heads[0], registration
+
+
 def instrument(script: Script, *, coverage: bool = False) -> Script:
-    """A copy of ``script`` that fails on any key it touches outside KEYS (same name, its own
-    SHA). With ``coverage``, the caller appends one more key to KEYS, a hash in which each
-    call site counts its runs (the script itself never sees that key). Raises
+    """A copy of ``script`` that fails on any key it touches outside KEYS (same name, a
+    function and library of its own). With ``coverage``, the caller appends one more key to
+    KEYS, a hash in which each call site counts its runs (the script itself never sees that
+    key), and the copy has no ``no-writes`` flag (that count is a write). Raises
     :class:`UncheckedScript` when a call could escape the rewrite."""
-    if script.source.startswith("#!"):  # the prologue would come before the flags line
-        raise UncheckedScript(f"{script.name}: a shebang script needs the checker extended")
+    shebang = f"#!lua name={script.function}\n"
+    if not script.source.startswith(shebang) or _function(script.source)[1].group(1) != (
+        script.function
+    ):
+        raise UncheckedScript(f"{script.name}: not the library of {script.function}")
     head = prologue(script.name, coverage=coverage)
     code = code_only(script.source)
     pieces: list[str] = []
-    done = 0
+    done = len(shebang)
     for index, m in enumerate(_CALL_SITE.finditer(code), start=1):
         pieces += [script.source[done : m.start()], f"__strict_{m.group(1)}({index}, "]
         done = m.end()
@@ -221,17 +261,32 @@ def instrument(script: Script, *, coverage: bool = False) -> Script:
         member = use.group(1)
         if member is None or not _KEYLESS.fullmatch(member):
             raise UncheckedScript(
-                f"{script.name}, line {_line(body, use.start())}: "
+                f"{script.name}, line {_line(body, use.start()) + 1}: "
                 f"{use.group(0)!r} is not a call the strict-keys checker sees"
             )
     for evasion in _EVASIONS.finditer(checked):
         raise UncheckedScript(
-            f"{script.name}, line {_line(body, evasion.start())}: {evasion.group(0)!r} could "
-            "hide a call (or the checker's error) from the strict-keys checker"
+            f"{script.name}, line {_line(body, evasion.start()) + 1}: {evasion.group(0)!r} "
+            "could hide a call (or the checker's error) from the strict-keys checker"
         )
-    source = head + body
-    sha = hashlib.sha1(source.encode("utf-8"), usedforsecurity=False).hexdigest()
-    return Script(name=script.name, source=source, sha=sha)
+    # the function's first step takes this call's keys; the copy gets a name of its own
+    head_at, registration = _function(body)
+    digest = hashlib.sha1((head + body).encode("utf-8"), usedforsecurity=False).hexdigest()[:20]
+    function = f"checked_{script.name}_{digest}"
+    if coverage:  # the coverage count is a write, in a read-only script too: no flags
+        body = body[: registration.start()] + body[registration.start() :].replace(
+            "{'no-writes'}", "{}"
+        )
+        head_at, registration = _function(body)
+    body = "".join(
+        (
+            body[: head_at.end()],
+            " __strict_begin(KEYS)",
+            body[head_at.end() : registration.start()],
+            body[registration.start() :].replace(f"'{script.function}'", f"'{function}'"),
+        )
+    )
+    return Script(script.name, f"#!lua name={function}\n{head}{body}", function)
 
 
 def _text(value: Any) -> str:

@@ -148,7 +148,7 @@ async def test_each_http_operation_is_one_script_call(
                 ),
             }
             for name, call in ops.items():
-                assert await one(call) == ["evalsha"], name
+                assert await one(call) == ["fcall"], name
     finally:
         await monitor.__aexit__(None, None, None)
         await mon_client.aclose()

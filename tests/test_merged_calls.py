@@ -97,7 +97,7 @@ async def test_creates_made_together_use_fewer_script_calls(redis_store: RedisSt
 
     async def script_calls() -> int:
         info: dict[str, Any] = await redis_store.client.info("commandstats")
-        return sum(int(v["calls"]) for k, v in info.items() if k.startswith("cmdstat_evalsha"))
+        return sum(int(v["calls"]) for k, v in info.items() if k.startswith("cmdstat_fcall"))
 
     before = await script_calls()
     await asyncio.gather(
@@ -215,7 +215,7 @@ async def test_claims_of_different_queues_share_calls_and_each_gets_its_own_queu
 
     async def script_calls() -> int:
         info: dict[str, Any] = await redis_store.client.info("commandstats")
-        return sum(int(v["calls"]) for k, v in info.items() if k.startswith("cmdstat_evalsha"))
+        return sum(int(v["calls"]) for k, v in info.items() if k.startswith("cmdstat_fcall"))
 
     before = await script_calls()
     got = await asyncio.gather(

@@ -261,7 +261,7 @@ async def test_a_claim_reads_no_more_of_a_queue_than_its_count_says_and_nothing_
             assert await engine.claim("acme", "w", ["idle", "q"]) is None
 
         async def all_seen() -> bool:  # the twenty script calls came through MONITOR
-            return len(ours(monitor, "EVALSHA")) >= 20
+            return len(ours(monitor, "FCALL")) >= 20
 
         await eventually(all_seen, timeout=10)
     assert ours(monitor, "ZRANGEBYLEX") == []  # their counts said empty: nothing read

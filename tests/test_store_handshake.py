@@ -50,6 +50,36 @@ async def not_redis() -> AsyncIterator[int]:
         yield server.sockets[0].getsockname()[1]
 
 
+@asynccontextmanager
+async def old_redis() -> AsyncIterator[int]:
+    """A TCP server on loopback that answers like a Redis 6.2 (no functions): PONG, its INFO,
+    OK to the client's set-up, and an unknown command for anything else."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while line := await reader.readline():
+            if not line.startswith(b"*"):
+                continue
+            words = []
+            for _ in range(int(line[1:])):
+                size = int((await reader.readline())[1:])
+                words.append((await reader.readexactly(size + 2))[:-2].upper())
+            if words[0] == b"PING":
+                writer.write(b"+PONG\r\n")
+            elif words[0] == b"INFO":
+                info = b"# Server\r\nredis_version:6.2.14\r\nredis_mode:standalone\r\n"
+                writer.write(b"$%d\r\n%s\r\n" % (len(info), info))
+            elif words[0] == b"CLIENT":
+                writer.write(b"+OK\r\n")
+            else:
+                writer.write(b"-ERR unknown command '%s'\r\n" % words[0].lower())
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    async with server:
+        yield server.sockets[0].getsockname()[1]
+
+
 def settings_for(url: str, **extra: object) -> Settings:
     return Settings.from_mapping({"redisUrl": url, "keyPrefix": new_prefix(), **extra})
 
@@ -147,6 +177,15 @@ async def test_a_server_that_is_not_redis_names_the_address_setting() -> None:
             await check_store(settings_for(f"redis://127.0.0.1:{port}/0"))
     message = str(caught.value)
     assert f"127.0.0.1:{port}" in message and "redisAddr" in message
+
+
+async def test_a_redis_without_functions_is_refused_with_the_version_it_needs() -> None:
+    async with old_redis() as port:
+        with pytest.raises(StoreHandshakeError) as caught:
+            await check_store(settings_for(f"redis://127.0.0.1:{port}/0"))
+    message = str(caught.value)
+    assert f"127.0.0.1:{port} refused FUNCTION LIST (unknown command" in message
+    assert "Redis 7.0" in message and caught.value.key == "redisAddr"
 
 
 async def test_a_store_not_there_yet_only_warns(caplog: pytest.LogCaptureFixture) -> None:

@@ -31,7 +31,7 @@ from codeq.store.keys import KeySchema, queue_segment
 from codeq.store.protocol import DeliveryQuery
 from codeq.store.rate_limits import RateLimiter
 from codeq.store.redis_store import RedisStore, StoreError
-from codeq.store.scripts import SCRIPT_NAMES, Script, load_scripts
+from codeq.store.scripts import SCRIPT_NAMES, Script, compose, load_scripts
 from codeq.store.subscriptions import SubscriptionStore
 from deliverers import records
 from tests.conftest import eventually, new_prefix, server_url
@@ -73,7 +73,7 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[RedisStore]:
 def test_every_call_site_of_a_script_is_checked(name: str) -> None:
     shipped = load_scripts()[name]
     checked = instrument(shipped)
-    head = prologue(name)
+    head = f"#!lua name={checked.function}\n{prologue(name)}"
     assert checked.source.startswith(head)
     body = checked.source[len(head) :]
     sites = call_sites(shipped)
@@ -84,9 +84,12 @@ def test_every_call_site_of_a_script_is_checked(name: str) -> None:
         assert text.startswith("redis.", site.offset), site
         assert text.count("\n", 0, site.offset) + 1 == site.line, site
     assert not re.search(r"\bredis\s*\.\s*p?call\b", code_only(body))
-    assert "\n" not in head  # shipped line numbers are kept in error positions
+    assert head.count("\n") == 1  # shipped line numbers are kept in error positions
     assert checked.source.count("\n") == shipped.source.count("\n")
-    assert (checked.name, len(checked.sha)) == (name, 40) and checked.sha != shipped.sha
+    # a function of its own, whose first step takes the call's keys
+    assert checked.name == name and checked.function.startswith(f"checked_{name}_")
+    assert "local function __codeq(KEYS, ARGV) __strict_begin(KEYS)" in body
+    assert body.count(f"'{checked.function}'") == 2 and shipped.function not in body
 
 
 def lua_file(name: str) -> str:
@@ -96,16 +99,27 @@ def lua_file(name: str) -> str:
 @pytest.mark.parametrize(("file", "table"), [("lib.lua", "K"), ("dlv_lib.lua", "D")])
 def test_the_key_tables_of_the_libraries_hold_only_declared_keys(file: str, table: str) -> None:
     """A site on ``K.x`` / ``D.x`` counts as a fixed key (StrictRun.unproven): so every field
-    of those tables is a KEYS entry, and no script assigns to one."""
-    found = re.search(rf"^local {table} = \{{(.*?)\}}", lua_file(file), re.DOTALL | re.MULTILINE)
-    assert found is not None
-    fields = [f.strip() for f in found.group(1).split(",") if f.strip()]
-    assert fields and all(re.fullmatch(r"\w+ = KEYS\[\d+\]", f) for f in fields), fields
+    of those tables is a KEYS entry (bound by the library's ``begin``, from the keys it is
+    handed: the function's KEYS), and nothing else assigns to one."""
+    text = code_only(lua_file(file))
+    assert re.search(rf"^local {table} = {{}}$", text, re.MULTILINE)
+    begin = re.search(r"^local function begin\(keys\)\n(.*?)^end$", text, re.DOTALL | re.MULTILINE)
+    assert begin is not None
+    bound = re.findall(rf"^  {table}\.(\w+) = keys\[(\d+)\]$", begin.group(1), re.MULTILINE)
+    assert [int(i) for _, i in bound] == list(range(1, len(bound) + 1)), bound
     for lua in resources.files("codeq.store").joinpath("lua").iterdir():
         code = code_only(lua.read_text("utf-8"))
+        if lua.name == file:
+            code = code.replace(begin.group(0), "")
         assert not re.search(rf"\b{table}(?:\.\w+|\[[^]]*\])\s*=(?!=)", code), lua.name
         if lua.name != file:  # and no other file makes a table of that name
             assert not re.search(rf"\b{table}\s*=[^=]|\blocal\s+(function\s+)?{table}\b", code)
+    users = [
+        s for s in load_scripts().values() if s.source.split("\n", 1)[1].startswith(lua_file(file))
+    ]
+    assert users
+    for script in users:  # and every function of that library starts with `begin(KEYS)`
+        assert "\nlocal function __codeq(KEYS, ARGV) begin(KEYS)\n" in script.source
 
 
 @pytest.mark.parametrize(
@@ -117,12 +131,12 @@ def test_the_key_tables_of_the_libraries_hold_only_declared_keys(file: str, tabl
         "local ok, v = pcall(function() return redis.call('GET', 'x') end)\nreturn v",
         "return _G.redis.call('GET', 'x')",
         "local r = rawget(_G, 'redis')\nreturn r.call('GET', 'x')",
-        "#!lua flags=no-writes\nreturn redis.call('GET', KEYS[1])",
+        "redis.register_function('other', function() return redis.call('GET', 'x') end)",
     ],
 )
 def test_a_call_the_rewrite_cannot_see_is_refused(source: str) -> None:
     with pytest.raises(UncheckedScript):
-        instrument(Script(name="probe", source=source, sha=""))
+        instrument(compose("probe", source))
 
 
 def test_calls_named_in_comments_and_strings_are_not_calls() -> None:
@@ -130,8 +144,9 @@ def test_calls_named_in_comments_and_strings_are_not_calls() -> None:
         "-- redis.call in a comment\n--[[ redis.call(\n]] local s = 'redis.call(' .. [[pcall]]\n"
         "redis.log(redis.LOG_NOTICE, s)\nreturn redis.call('GET', KEYS[1])"
     )
-    probe = Script(name="probe", source=source, sha="")
-    body = instrument(probe).source[len(prologue("probe")) :]
+    probe = compose("probe", source)
+    checked = instrument(probe).source
+    body = checked.split("-- ==== probe.lua ====\n")[1].split("\nend\nif redis.REDIS_VERSION")[0]
     assert body == source.replace("redis.call('GET'", "__strict_call(1, 'GET'")
     (site,) = call_sites(probe)
     assert (site.file, site.line, site.args) == ("probe.lua", 5, ("'GET'", "KEYS[1]"))
@@ -143,7 +158,7 @@ def test_calls_named_in_comments_and_strings_are_not_calls() -> None:
 async def run_probe(
     store: RedisStore, source: str, keys: tuple[str, ...], args: tuple[str, ...] = ()
 ) -> object:
-    return await store._eval(instrument(Script(name="probe", source=source, sha="")), keys, args)
+    return await store._eval(instrument(compose("probe", source)), keys, args)
 
 
 @pytest.mark.parametrize(
@@ -200,7 +215,7 @@ async def test_a_shipped_script_that_strays_is_caught_through_the_store(
         "redis.call('HGET', K.tasks .. ':shadow', ARGV[2])\nlocal rec, raw = load_rec(ARGV[2])",
     )
     assert straying != shipped.source
-    run.scripts["get"] = instrument(Script(name="get", source=straying, sha=""), coverage=True)
+    run.scripts["get"] = instrument(Script("get", straying, shipped.function), coverage=True)
     engine = Engine(store)
     task = (await engine.create(ACME, NewTask(command="render", payload="{}"))).task
     with pytest.raises(StoreError, match="touched by HGET in get"):
@@ -234,7 +249,7 @@ async def test_a_site_that_never_ran_is_unproven_unless_its_keys_are_fixed(
             "return redis.call('GET', KEYS[1] .. '')",
         )
     )
-    store._scripts = {"probe": Script(name="probe", source=source, sha="")}
+    store._scripts = {"probe": compose("probe", source)}
     run = StrictRun(store)
     await store._eval(run.scripts["probe"], (store.keys.partition(0).tasks,), ("now",))
     assert [site.line for site in await run.unreached()] == [2, 3, 4, 5, 6, 7, 8]

@@ -1,5 +1,6 @@
 """One redis-py client on Redis, KVRocks or Redis Cluster (or the embedded emulation), and the
-scripts of ``codeq/store/lua`` called on it by SHA: what every part of the store is built on.
+scripts of ``codeq/store/lua`` called on it as functions: what every part of the store is built
+on.
 
 :class:`ScriptStore` opens the client, tells Redis from KVRocks (once), sends each script call
 (through the coalescer on a standalone server) and translates what redis-py raises
@@ -21,9 +22,9 @@ from redis.asyncio.cluster import RedisCluster
 from codeq.store.coalescer import Coalescer, ServerKind
 from codeq.store.connection import HiredisPackConnection, HiredisPackUnixConnection
 from codeq.store.errors import UNAVAILABLE, StoreError, translate, unavailable
-from codeq.store.handshake import check_handshake
+from codeq.store.handshake import check_functions, check_handshake
 from codeq.store.keys import KeySchema
-from codeq.store.scripts import Script, load_scripts
+from codeq.store.scripts import Script, library_names, load_scripts
 
 __all__ = ["ScriptStore"]
 
@@ -128,22 +129,61 @@ class ScriptStore:
         try:
             await self.on_kvrocks()
             try:
-                return await self._evalsha(script, keys, args)
-            except rexc.NoScriptError:
-                await self._client.script_load(script.source)
-                return await self._evalsha(script, keys, args)
+                return await self._fcall(script, keys, args)
+            except rexc.ResponseError as exc:
+                # the script failed, or the server has no such function (then it did not run:
+                # load its library and call again); which one, the server is asked
+                if isinstance(exc, rexc.OutOfMemoryError):
+                    raise
+                try:
+                    if await self._loaded(script):
+                        raise
+                    await self._load(script)
+                except UNAVAILABLE as lost:  # the call failed or did not run: no outcome unknown
+                    raise unavailable(lost) from lost
+                return await self._fcall(script, keys, args)
         except UNAVAILABLE as exc:  # a timeout: the call was sent, its answer did not come
             raise translate(exc, script.name, sent=isinstance(exc, rexc.TimeoutError)) from exc
         except rexc.RedisError as exc:
             raise StoreError(f"store error in {script.name}: {exc}") from exc
 
-    async def _evalsha(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    async def _fcall(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
         if not self._kind.kvrocks:
-            return await self._client.evalsha(script.sha, len(keys), *keys, *args)
+            return await self._client.fcall(script.function, len(keys), *keys, *args)
         pipe = self._client.pipeline(transaction=True)  # KVRocks: see ServerKind
-        pipe.evalsha(script.sha, len(keys), *keys, *args)
+        pipe.fcall(script.function, len(keys), *keys, *args)
         (reply,) = await pipe.execute()
         return reply
+
+    def _on_nodes(self) -> list[dict[str, Any]]:
+        """Where a library must be: the server, or each primary of a cluster (as the
+        ``target_nodes`` of a command)."""
+        if not self.cluster:
+            return [{}]
+        return [{"target_nodes": node} for node in self._client.get_primaries()]
+
+    async def _has(self, script: Script, on: dict[str, Any]) -> bool:
+        reply = await self._client.execute_command(
+            "FUNCTION", "LIST", "LIBRARYNAME", script.function, **on
+        )
+        return script.function in library_names(reply)
+
+    async def _loaded(self, script: Script) -> bool:
+        """Whether the server (each primary of a cluster) has ``script``'s library."""
+        for on in self._on_nodes():
+            if not await self._has(script, on):
+                return False
+        return True
+
+    async def _load(self, script: Script) -> None:
+        """Load ``script``'s library (on each primary of a cluster). A load refused while the
+        library is there (another process loaded it meanwhile) is no error."""
+        for on in self._on_nodes():
+            try:
+                await self._client.execute_command("FUNCTION", "LOAD", script.source, **on)
+            except rexc.ResponseError:
+                if not await self._has(script, on):
+                    raise
 
     async def _run(
         self, name: str, partition: int, args: Sequence[Any], extra_keys: Sequence[str] = ()
@@ -198,15 +238,21 @@ class ScriptStore:
         the setting to change, ``StoreUnavailable`` says it is not reachable (yet)."""
         await check_handshake(self._client, self.address, protocol=self._protocol)
         await self.on_kvrocks()
-
-    async def load_scripts(self) -> None:
-        """Register every script with the server (cluster: every primary). Optional: calls
-        recover from ``NOSCRIPT`` by themselves."""
         try:
-            for script in self._scripts.values():
-                await self._client.script_load(script.source)
+            await check_functions(self._client, self.address)
         except UNAVAILABLE as exc:
             raise unavailable(exc) from exc
+
+    async def load_scripts(self) -> None:
+        """Load every script's library (cluster: on every primary). Optional: a call whose
+        function the server does not have loads its library by itself."""
+        try:
+            for script in self._scripts.values():
+                await self._load(script)
+        except UNAVAILABLE as exc:
+            raise unavailable(exc) from exc
+        except rexc.RedisError as exc:
+            raise StoreError(f"store error loading the scripts: {exc}") from exc
 
     async def ping(self) -> None:
         try:

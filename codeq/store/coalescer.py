@@ -1,7 +1,7 @@
 """Script calls on the wire: what the server is (Redis or KVRocks, asked once), and the
 coalescer that sends the calls concurrent coroutines make in the same instant as one pipeline.
 
-Every call stays exactly one ``EVALSHA`` (one script, atomic on its own); on KVRocks each goes
+Every call stays exactly one ``FCALL`` (one script, atomic on its own); on KVRocks each goes
 inside its own ``MULTI``/``EXEC`` (see the note on :class:`ServerKind`).
 """
 
@@ -17,7 +17,7 @@ from redis import exceptions as rexc
 from codeq.errors import StoreUnavailable
 from codeq.store.connection import sound
 from codeq.store.errors import translate
-from codeq.store.scripts import Script
+from codeq.store.scripts import Script, library_names
 
 __all__ = ["Coalescer", "ServerKind"]
 
@@ -82,7 +82,7 @@ class ServerKind:
 def _script_calls(batch: Sequence[_Call], transaction: bool) -> list[tuple[Any, ...]]:
     out: list[tuple[Any, ...]] = []
     for script, keys, args, _ in batch:
-        call = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        call = ("FCALL", script.function, len(keys), *keys, *args)
         if transaction:
             out += [("MULTI",), call, ("EXEC",)]
         else:
@@ -95,12 +95,12 @@ async def _script_reply(conn: Any, transaction: bool) -> Any:
     if not transaction:
         return await _reply(conn)
     began, queued, done = await _reply(conn), await _reply(conn), await _reply(conn)
-    if isinstance(began, Exception):  # MULTI refused: the EVALSHA ran on its own, its reply
+    if isinstance(began, Exception):  # MULTI refused: the FCALL ran on its own, its reply
         return queued  # came second (and EXEC answered "EXEC without MULTI")
     if isinstance(queued, Exception):  # the call was refused when queued: EXEC aborted
         return queued
     if isinstance(done, list) and len(done) == 1:
-        return done[0]  # the script's reply, or its error (NOSCRIPT, a Lua error)
+        return done[0]  # the script's reply, or its error (no such function, a Lua error)
     if isinstance(done, Exception):
         return done
     return rexc.ResponseError(f"unexpected EXEC reply {done!r}")
@@ -108,7 +108,7 @@ async def _script_reply(conn: Any, transaction: bool) -> Any:
 
 class Coalescer:
     """Sends the script calls that concurrent coroutines make in the same instant as one
-    non-transactional pipeline: each call is still exactly one EVALSHA (one script, atomic on
+    non-transactional pipeline: each call is still exactly one FCALL (one script, atomic on
     its own; on KVRocks inside its own MULTI/EXEC, see ``ServerKind``), but many share one
     socket write and one pool checkout. This is how one asyncio
     process gets past redis-py's per-call overhead. Nothing waits to fill a batch: a call made
@@ -165,7 +165,7 @@ class Coalescer:
         return await self._client.connection_pool.get_connection()
 
     async def _send(self, batch: list[_Call]) -> None:
-        """One write of every EVALSHA, then their replies in order, on one connection (what a
+        """One write of every FCALL, then their replies in order, on one connection (what a
         non-transactional pipeline does, without its per-command bookkeeping)."""
         pool = self._client.connection_pool
         conn = await self._connection()
@@ -191,27 +191,21 @@ class Coalescer:
     async def _exchange(conn: Any, packed: Any, batch: list[_Call], wrap: bool) -> None:
         """Write the batch and read its replies, each handed to its caller as soon as it is
         read (the server runs the calls one after the other: the first callers go on while it
-        still runs the last). Calls the server had lost its scripts for (restarted: NOSCRIPT,
-        so they did not run) are loaded and run again."""
+        still runs the last). The calls that failed go to :func:`_recover`, which tells a
+        script's failure from a function the server does not have."""
         await conn.send_packed_command(packed, check_health=False)
-        missing: list[int] = []
+        failed: list[tuple[int, Exception]] = []
         for i, call in enumerate(batch):
             reply = await _script_reply(conn, wrap)
-            if isinstance(reply, rexc.NoScriptError):
-                missing.append(i)
+            if isinstance(reply, rexc.ResponseError) and not isinstance(
+                reply,
+                rexc.OutOfMemoryError,  # refused before it ran: its function is there
+            ):
+                failed.append((i, reply))
             else:
                 _resolve(call, reply)
-        if missing:
-            scripts = {batch[i][0].sha: batch[i][0] for i in missing}
-            again: list[tuple[Any, ...]] = [("SCRIPT", "LOAD", x.source) for x in scripts.values()]
-            again += _script_calls([batch[i] for i in missing], wrap)
-            await conn.send_packed_command(conn.pack_commands(again), check_health=False)
-            for _ in scripts:
-                loaded = await _reply(conn)
-                if isinstance(loaded, Exception):
-                    raise loaded
-            for i in missing:
-                _resolve(batch[i], await _script_reply(conn, wrap))
+        if failed:
+            await _recover(conn, batch, failed, wrap)
 
     async def _execute(self, batch: list[_Call]) -> None:
         try:
@@ -228,6 +222,44 @@ class Coalescer:
                     fut.set_exception(StoreUnavailable("store call interrupted"))
             if not isinstance(exc, Exception):
                 raise
+
+
+async def _recover(
+    conn: Any, batch: list[_Call], failed: list[tuple[int, Exception]], wrap: bool
+) -> None:
+    """The calls of ``batch`` that failed: the server is asked whether it has their functions
+    (``FUNCTION LIST``: its error text differs between Redis and KVRocks, so it is not read).
+    A call whose function is there failed in its script: its error is its answer. The others
+    did not run: their libraries are loaded and they are sent again, and their new replies
+    are their answers (a load refused because another process loaded the library meanwhile
+    is no error; one refused otherwise leaves the function missing, and its call fails).
+    Nothing here can be mistaken for a failure of the script: a call is sent again only when
+    the server said it did not have the function."""
+    scripts = {batch[i][0].function: batch[i][0] for i, _ in failed}
+    asks = [("FUNCTION", "LIST", "LIBRARYNAME", function) for function in scripts]
+    await conn.send_packed_command(conn.pack_commands(asks), check_health=False)
+    there: set[str] = set()
+    for function in scripts:
+        listed = await _reply(conn)
+        if isinstance(listed, Exception):
+            raise listed
+        there |= library_names(listed) & {function}
+    missing = [(i, error) for i, error in failed if batch[i][0].function not in there]
+    for i, error in failed:
+        if batch[i][0].function in there:
+            _resolve(batch[i], error)
+    if not missing:
+        return
+    load = {batch[i][0].function: batch[i][0] for i, _ in missing}
+    again = [("FUNCTION", "LOAD", script.source) for script in load.values()]
+    again += _script_calls([batch[i] for i, _ in missing], wrap)
+    await conn.send_packed_command(conn.pack_commands(again), check_health=False)
+    for function in load:
+        loaded = await _reply(conn)
+        if isinstance(loaded, Exception):  # loaded meanwhile, or refused (then the call fails)
+            log.info("loading %s: %s", function, str(loaded).splitlines()[0][:200])
+    for i, _ in missing:
+        _resolve(batch[i], await _script_reply(conn, wrap))
 
 
 def _resolve(call: _Call, reply: Any) -> None:

@@ -4,7 +4,8 @@ Nothing above ``codeq/store`` sees a redis exception (the one hierarchy is
 :mod:`codeq.errors`)::
 
     CodeQError
-    ├── StoreUnavailable   connection trouble, timeouts, loading, TRYAGAIN, cluster down (503)
+    ├── StoreUnavailable   connection trouble, timeouts, loading, TRYAGAIN, cluster down, a
+    │                      Redis at maxmemory refusing a change (503)
     └── StoreError         any other server error, or a reply the scripts never give (500)
 
 A script's refusal of a transition is no error here: it is a structured reply, which the module
@@ -27,6 +28,7 @@ UNAVAILABLE = (
     rexc.TryAgainError,
     rexc.ClusterDownError,
     rexc.RedisClusterException,  # the cluster client's own: no node reachable, slots moving
+    rexc.OutOfMemoryError,  # Redis at maxmemory (noeviction) refuses every change until it is not
     OSError,
 )
 
@@ -45,7 +47,10 @@ class StoreError(CodeQError):
 
 
 def unavailable(exc: BaseException) -> StoreUnavailable:
-    """The 503 for connection trouble before anything was sent (or for a read)."""
+    """The 503 for connection trouble before anything was sent (or for a read), or for a
+    change the store refused for want of memory (it did not run)."""
+    if isinstance(exc, rexc.OutOfMemoryError):
+        return StoreUnavailable("the store is out of memory (maxmemory): it refuses changes")
     return StoreUnavailable(f"store unavailable: {type(exc).__name__}")
 
 
@@ -53,7 +58,7 @@ def translate(exc: BaseException, what: str, *, sent: bool = False) -> BaseExcep
     """``exc``, raised by redis-py doing ``what``, as the store's error (anything else as is).
     ``sent``: the call had been written, so a lost answer leaves its outcome unknown."""
     if isinstance(exc, UNAVAILABLE):
-        if sent:
+        if sent and not isinstance(exc, rexc.OutOfMemoryError):  # refused: it did not run
             return StoreUnavailable(
                 OUTCOME_UNKNOWN.format(type(exc).__name__), outcome_unknown=True
             )

@@ -10,7 +10,8 @@ answers 503 for ever:
 * a client asked for RESP3 (``protocol=3``; the settings refuse it in ``redisUrl``, a library
   user can still pass it) against a server that answers ``HELLO 3`` in RESP2 (KVRocks'
   default ``resp3-enabled no``),
-* something that is not Redis or KVRocks listens there (``redisAddr`` / ``redisUrl``).
+* something that is not Redis or KVRocks listens there (``redisAddr`` / ``redisUrl``),
+* a server without functions (Redis before 7.0), or a user not allowed them (``redisAddr``).
 
 A server that is simply not there yet is no such error: the service starts and answers 503
 with ``Retry-After`` until it is.
@@ -25,7 +26,7 @@ from redis import exceptions as rexc
 from codeq.errors import StoreUnavailable
 from codeq.settings import SettingsError
 
-__all__ = ["StoreHandshakeError", "check_handshake"]
+__all__ = ["StoreHandshakeError", "check_functions", "check_handshake"]
 
 
 class StoreHandshakeError(SettingsError):
@@ -84,6 +85,22 @@ async def check_handshake(client: Any, address: str, *, protocol: int = 2) -> No
             " resp3-enabled yes in kvrocks.conf",
             key="redisUrl",
             env="REDIS_URL",
+        ) from None
+
+
+async def check_functions(client: Any, address: str) -> None:
+    """The server behind ``client`` has functions (Redis 7.0 or later, KVRocks), which is asked
+    of it, not read from a version (KVRocks reports its own): raise
+    :class:`StoreHandshakeError` when it refuses ``FUNCTION LIST``."""
+    try:
+        await client.execute_command("FUNCTION", "LIST", "LIBRARYNAME", "codeq_")
+    except rexc.ResponseError as exc:
+        raise StoreHandshakeError(
+            f"the store at {address} refused FUNCTION LIST ({_first_line(exc)}): codeQ runs its"
+            " scripts as functions, so it needs Redis 7.0 or later or KVRocks, and a user"
+            " allowed FUNCTION and FCALL: set redisAddr or redisUrl to one",
+            key="redisAddr",
+            env="REDIS_ADDR",
         ) from None
 
 

@@ -1,10 +1,10 @@
 """The store on Redis, KVRocks or Redis Cluster (redis-py asyncio), and on the embedded
-in-memory emulation: every change is one ``EVALSHA`` of a script in ``codeq/store/lua``.
+in-memory emulation: every change is one ``FCALL`` of a script in ``codeq/store/lua``.
 
 :class:`RedisStore` is the one implementation of :class:`codeq.store.protocol.Backend`. It is
 put together from one module per concept, each with its scripts:
 
-- ``base.py``: the client, script calls by SHA, Redis or KVRocks, the life cycle;
+- ``base.py``: the client, script calls (functions), Redis or KVRocks, the life cycle;
   ``coalescer.py``: concurrent script calls as one pipeline (standalone servers);
 - ``tasks.py``: task transitions and reads (create, claim, ..., get, get_many);
 - ``upkeep.py``: the DLQ, purge, the sweeper's step, event trimming;

@@ -1,4 +1,6 @@
--- dlv_lib.lua: helpers shared by the delivery scripts; prepended to each when it is loaded.
+-- dlv_lib.lua: helpers shared by the delivery scripts. Each is a function of a library that
+-- starts with this file (codeq/store/scripts.py): the file runs once, when the library is
+-- loaded, and each call of the function starts with `begin(KEYS)` (at the end of this file).
 --
 -- KEYS[1..13] of every delivery script are the fixed delivery keys of ONE partition, in this
 -- order (codeq/store/keys.py, DeliveryKeys.all):
@@ -34,11 +36,8 @@
 --   ended    zset  delivery id, score = ms it ended (succeeded, dead or gone): what retention
 --                  prunes (dlv_prune.lua), oldest first; a delivery that is due again leaves it
 --   lock     string the partition's sweep lock (the sweeper's prune step takes it)
-local D = {
-  events = KEYS[1], records = KEYS[2], due = KEYS[3], dead = KEYS[4], poison = KEYS[5],
-  tasks = KEYS[6], results = KEYS[7], by_task = KEYS[8], index = KEYS[9], counts = KEYS[10],
-  stats = KEYS[11], ended = KEYS[12], lock = KEYS[13],
-}
+-- This call's keys, bound by `begin` (below), every delivery function's first step.
+local D = {}
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -57,7 +56,7 @@ local ENDED = {succeeded = true, dead = true, gone = true}
 
 -- codeq.store.keys.escape, byte for byte (tests/test_delivery_search.py compares them):
 -- every byte outside [A-Za-z0-9_.-] as %XX, so no segment holds a '!'.
-local ESCAPED = {}  -- this call's escapes: a batch names the same few tenants again and again
+local ESCAPED = {}  -- this call's escapes (`begin`): a batch names the same few tenants again and again
 local function esc(s)
   local out = ESCAPED[s]
   if out then return out end
@@ -100,8 +99,7 @@ end
 -- then marks `counts` "!!indexed"); until then a change first asks whether the record is
 -- indexed (its "a" member), and indexes one that is not as it is after the change, so such a
 -- record is never miscounted.
-local IX = {direct = false, add = {}, rem = {}, tadd = {}, trem = {}, counts = {}, ended = {},
-            unended = {}, stats = {}}
+local IX = {}  -- this call's changes, emptied by `begin`
 
 local function ix_check_indexed()
   IX.direct = redis.call('HGET', D.counts, '!!indexed') ~= '1'
@@ -301,4 +299,27 @@ local function ix_flush(now)
     redis.call('HSET', D.stats, mf, stats_add(got[1], minute, seen),
                hf, stats_add(got[2], hour, seen))
   end
+end
+
+-- Every delivery function's first step (codeq/store/scripts.py writes it there): this call's
+-- keys, and a fresh start for what the library keeps for one call (`ESCAPED`, `IX`). The
+-- library is loaded once and its functions run many times: nothing of one call may reach the
+-- next.
+local function begin(keys)
+  D.events = keys[1]
+  D.records = keys[2]
+  D.due = keys[3]
+  D.dead = keys[4]
+  D.poison = keys[5]
+  D.tasks = keys[6]
+  D.results = keys[7]
+  D.by_task = keys[8]
+  D.index = keys[9]
+  D.counts = keys[10]
+  D.stats = keys[11]
+  D.ended = keys[12]
+  D.lock = keys[13]
+  ESCAPED = {}
+  IX = {direct = false, add = {}, rem = {}, tadd = {}, trem = {}, counts = {}, ended = {},
+        unended = {}, stats = {}}
 end

@@ -1,4 +1,6 @@
--- lib.lua: helpers shared by every task script; prepended to each script when it is loaded.
+-- lib.lua: helpers shared by every task script. Each script is a function of a library that
+-- starts with this file (codeq/store/scripts.py): the file runs once, when the library is
+-- loaded, and each call of the function starts with `begin(KEYS)` (at the end of this file).
 --
 -- KEYS[1..15] of every task script are the fixed keys of ONE partition, in this order (see
 -- codeq/store/keys.py, PartitionKeys.all). Scripts that need more (idempotency keys) take them
@@ -38,12 +40,8 @@
 --                  (the listing indexes of issue 17: every transition that changes S moves the
 --                  task's by_status member in the same script; by_command is written by create
 --                  and removed by purge only, a task's command never changes)
-local K = {
-  tasks = KEYS[1], payloads = KEYS[2], results = KEYS[3], ready = KEYS[4],
-  delayed = KEYS[5], leased = KEYS[6], dlq = KEYS[7], queues = KEYS[8], qstats = KEYS[9],
-  events = KEYS[10], expiry = KEYS[11], seq = KEYS[12], lock = KEYS[13],
-  by_status = KEYS[14], by_command = KEYS[15],
-}
+-- This call's keys, bound by `begin` (below), every task function's first step.
+local K = {}
 
 local function int(x)
   return string.format('%d', x)
@@ -531,4 +529,26 @@ local function purge_expired(before, limit, tenant, after_score, after_member)
   end
   if #flat == 0 then return purged, false, nil, nil, 0 end
   return purged, #flat >= limit * 2, flat[#flat], flat[#flat - 1], #flat / 2
+end
+
+-- Every task function's first step (codeq/store/scripts.py writes it there): this call's keys,
+-- and a fresh start for what the library keeps for one call (`floors`). The library is loaded
+-- once and its functions run many times: nothing of one call may reach the next.
+local function begin(keys)
+  K.tasks = keys[1]
+  K.payloads = keys[2]
+  K.results = keys[3]
+  K.ready = keys[4]
+  K.delayed = keys[5]
+  K.leased = keys[6]
+  K.dlq = keys[7]
+  K.queues = keys[8]
+  K.qstats = keys[9]
+  K.events = keys[10]
+  K.expiry = keys[11]
+  K.seq = keys[12]
+  K.lock = keys[13]
+  K.by_status = keys[14]
+  K.by_command = keys[15]
+  floors = {}
 end

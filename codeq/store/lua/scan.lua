@@ -1,5 +1,5 @@
 -- scan.lua: a page of a listing, newest first, merged over ranges of one lex-ordered index
--- (prepended, after their library, to list_tasks.lua and dlv_search.lua).
+-- (in the libraries of list_tasks.lua and dlv_search.lua, after their library file).
 -- Members are "<prefix>!<position>", a position "<createdAt:13>!<id>"; each prefix is one range
 -- of the index (a status, a command, an endpoint, ...). The ranges are read from the top down a
 -- page at a time and merged by position, so the page is the newest entries of all of them.

@@ -1,5 +1,5 @@
 -- trim.lua: trimming an event stream, never past what a consumer group has not acknowledged
--- (prepended to trim_events.lua and ep_ack.lua).
+-- (in the libraries of trim_events.lua and ep_ack.lua).
 -- trim_stream(key, floor_ms): entries older than floor_ms go once every group is past them,
 -- that is before the oldest entry a group still holds (XPENDING) or has not yet been given
 -- (last-delivered-id). Exact MINID trimming (KVRocks rejects '~').
