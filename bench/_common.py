@@ -52,24 +52,42 @@ def local_store(url: str | None, kind: str = "redis") -> Iterator[str]:
         yield server.url
 
 
+def lua_at(rev: str, file: str) -> str:
+    """``codeq/store/lua/<file>.lua`` as git revision ``rev`` has it."""
+    return subprocess.run(
+        ["git", "show", f"{rev}:codeq/store/lua/{file}.lua"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+
+
+def functions_at(rev: str) -> bool:
+    """Whether revision ``rev`` runs its scripts as functions (§23): its ``lib.lua`` has the
+    ``begin(keys)`` a function starts with."""
+    return "\nlocal function begin(keys)\n" in lua_at(rev, "lib")
+
+
 def script_at(rev: str, name: str) -> Script:
     """Script ``name`` with the files of git revision ``rev`` (its library and shared piece
     of that revision too), put together by this checkout's ``codeq.store.scripts.build_script``
     (a revision from before a shared piece existed fails at its ``git show``; one from before
-    the scripts were functions, whose libraries take their keys from a global ``KEYS``, is
-    refused)."""
+    the scripts were functions is refused: see :func:`evalsha_text_at`)."""
     from codeq.store.scripts import build_script
 
-    def read(file: str) -> str:
-        text = subprocess.run(
-            ["git", "show", f"{rev}:codeq/store/lua/{file}.lua"],
-            cwd=ROOT, capture_output=True, text=True, check=True,
-        ).stdout  # fmt: skip
-        if file.endswith("lib") and "\nlocal function begin(keys)\n" not in text:
-            raise SystemExit(f"{rev}'s {file}.lua is from before functions (§23): no begin(keys)")
-        return text
+    if not functions_at(rev):
+        raise SystemExit(f"{rev} runs its scripts by EVALSHA (before §23): no function to build")
+    return build_script(name, lambda file: lua_at(rev, file))
 
-    return build_script(name, read)
+
+def evalsha_text_at(rev: str, name: str) -> str:
+    """Script ``name`` as a revision from before functions (§23) sent it by ``EVALSHA``: its
+    library file, its shared piece, then its own file, each after a ``-- ==== <file> ====``
+    line (the library's top level ran on every call)."""
+    standalone = name.startswith(("sub_", "ep_", "rate_"))
+    text = "" if standalone else lua_at(rev, "dlv_lib" if name.startswith("dlv_") else "lib")
+    piece = {"list_tasks": "scan", "dlv_search": "scan", "trim_events": "trim", "ep_ack": "trim"}
+    if name in piece:
+        text = f"{text}\n-- ==== {piece[name]}.lua ====\n{lua_at(rev, piece[name])}"
+    return f"{text}\n-- ==== {name}.lua ====\n{lua_at(rev, name)}"
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

@@ -1,98 +1,177 @@
-"""One script of two revisions side by side: what the server spends on it per item.
+"""The store's scripts of two revisions side by side: what the server spends per operation.
 
-    python bench/script_ab.py --rev HEAD~1 [--script create] [--store redis|kvrocks]
-                              [--calls 3000] [--items 12] [--rounds 2]
+    python bench/script_ab.py --rev HEAD~1 [--ops create claim result] [--store redis|kvrocks]
+                              [--items 12] [--rounds 6] [--per-round 240]
 
 Two throwaway servers of the same kind, one running the working tree's scripts and one running
-``--rev``'s version of ``--script`` (with that revision's ``lib.lua``, as the store builds it),
-both driven through the engine from one process, calls alternating (each round starts with the
-other one), so a slow minute of this machine weighs on both alike. ``create``: batches of
-``--items`` creates over three commands (``Engine.create_many``, one script call each). It
-prints, per variant, the server's script time per item (``INFO commandstats``: ``fcall``,
-and KVRocks' ``exec``, the transaction each call runs in), the client's wall time per item, and
-each command's time per call inside the scripts. The servers' own clocks, not the client's,
-decide: the client's time carries the engine's Python on both sides.
+``--rev``'s, both driven through the engine from one process, variants alternating round by
+round (each round starts with the other one), so a slow minute of this machine weighs on both
+alike. Each round makes ``--per-round`` tasks with creates ``--items`` at a time (concurrent:
+the store merges them into one call), then claims them and reports their results ``--items`` at
+a time. ``--items 1`` is one operation a call, where a call's fixed cost shows most.
+
+A revision whose scripts are functions runs ``--rev``'s version of every script (its library
+files too), put together by this checkout's ``build_script``. A revision from before functions
+(§23) runs as that revision's store ran its scripts: ``EVALSHA`` of the library and the script
+(on KVRocks inside ``MULTI``/``EXEC``, as both stores do). Both stores call the server directly
+(no coalescer: the engine still merges concurrent operations into one call).
+
+It prints, per variant and operation, the server's script time per operation (``INFO
+commandstats``: ``fcall`` or ``evalsha``), KVRocks' transaction (``exec``) per operation, and
+script calls per operation. The servers' own clocks decide.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import sys
-import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import STORES, local_store, script_at
+from redis import exceptions as rexc
+
+from bench._common import STORES, evalsha_text_at, functions_at, local_store, script_at
 from bench.commandstats import commandstats
-from codeq.domain import NewTask
+from codeq.domain import NewTask, Task
 from codeq.engine import Engine
 from codeq.store.keys import KeySchema
 from codeq.store.redis_store import RedisStore
+from codeq.store.scripts import SCRIPT_NAMES, Script
+
+OPS = ("create", "claim", "result")
+
+
+class EvalshaStore(RedisStore):
+    """The store as a revision from before functions called its scripts: ``EVALSHA`` of
+    ``texts[name]`` (``SCRIPT LOAD`` on ``NOSCRIPT``), inside ``MULTI``/``EXEC`` on KVRocks."""
+
+    texts: dict[str, str]
+
+    async def _eval(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        text = self.texts[script.name]
+
+        async def call() -> Any:
+            sha = _sha(text)
+            if not await self.on_kvrocks():
+                return await self.client.evalsha(sha, len(keys), *keys, *args)
+            pipe = self.client.pipeline(transaction=True)
+            pipe.evalsha(sha, len(keys), *keys, *args)
+            (reply,) = await pipe.execute()
+            return reply
+
+        try:
+            return await call()
+        except rexc.NoScriptError:
+            await self.client.script_load(text)
+            return await call()
+
+
+def _sha(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha1(text.encode("utf-8"), usedforsecurity=False).hexdigest()
+
+
+def _old_store(url: str, rev: str) -> RedisStore:
+    keys = KeySchema("ab" + uuid.uuid4().hex[:6])
+    if functions_at(rev):
+        store = RedisStore.from_url(url, keys, coalesce=False)
+        store._scripts = {name: script_at(rev, name) for name in SCRIPT_NAMES}
+        return store
+    old = EvalshaStore.from_url(url, keys, coalesce=False)
+    old.texts = {name: evalsha_text_at(rev, name) for name in SCRIPT_NAMES}
+    return old
 
 
 async def _run(args: argparse.Namespace) -> None:
-    if args.script != "create":
-        raise SystemExit("only --script create is driven so far")
-    old = script_at(args.rev, args.script)
-    batch = [NewTask(command=f"AB{i % 3}", payload='{"n":1}') for i in range(args.items)]
     with local_store(None, args.store) as new_url, local_store(None, args.store) as old_url:
         stores = {
-            "working tree": RedisStore.from_url(new_url, KeySchema("ab" + uuid.uuid4().hex[:6])),
-            args.rev: RedisStore.from_url(old_url, KeySchema("ab" + uuid.uuid4().hex[:6])),
+            "working tree": RedisStore.from_url(
+                new_url, KeySchema("ab" + uuid.uuid4().hex[:6]), coalesce=False
+            ),
+            args.rev: _old_store(old_url, args.rev),
         }
-        stores[args.rev]._scripts = {**stores[args.rev]._scripts, args.script: old}
         engines = {name: Engine(store) for name, store in stores.items()}
-        for engine in engines.values():  # warm: scripts loaded, structures not empty
-            for _ in range(50):
-                await engine.create_many("bench", batch)
-        before = {name: await commandstats(store) for name, store in stores.items()}
-        wall: dict[str, list[float]] = {name: [] for name in stores}
+        held: dict[str, list[Task]] = {name: [] for name in stores}
+        for name, engine in engines.items():  # warm: scripts loaded, structures not empty
+            for op in OPS:
+                await _one(engine, op, args.items, args.per_round, held[name])
+        # per variant and operation: script calls, script µs, exec µs, operations
+        totals = {name: {op: [0, 0.0, 0.0, 0] for op in OPS} for name in stores}
         names = list(stores)
         for r in range(args.rounds):
-            order = names if r % 2 == 0 else names[::-1]
-            for i in range(args.calls // args.rounds):
-                for name in order if i % 2 == 0 else order[::-1]:
-                    started = time.perf_counter()
-                    await engines[name].create_many("bench", batch)
-                    wall[name].append(time.perf_counter() - started)
-        print(f"\n{args.store}, {args.script}: {args.calls} calls of {args.items} a variant\n")
-        print("| variant | script µs per item | transaction µs per item | client µs per item "
-              "| commands inside, µs per call |")  # fmt: skip
-        print("|---|---:|---:|---:|---|")
-        for name, store in stores.items():
-            after = await commandstats(store)
-            diff = {
-                k: (c - before[name].get(k, (0, 0.0))[0], u - before[name].get(k, (0, 0.0))[1])
-                for k, (c, u) in after.items()
-            }
-            calls, usec = diff["fcall"]
-            exec_usec = diff.get("exec", (0, 0.0))[1]
-            items = calls * args.items
-            inside = ", ".join(
-                f"{k} {u / c:.1f}"
-                for k, (c, u) in sorted(diff.items())
-                if c >= calls and k not in ("fcall", "exec", "multi", "info", "time")
-            )
-            tx = f"{exec_usec / items:.1f}" if exec_usec else "—"  # KVRocks: MULTI/EXEC
-            client = statistics.median(wall[name]) * 1e6 / args.items
-            print(f"| {name} | {usec / items:.1f} | {tx} | {client:.1f} | {inside} |")
+            for name in names if r % 2 == 0 else names[::-1]:
+                store, engine = stores[name], engines[name]
+                for op in OPS:
+                    before = await commandstats(store)
+                    made = await _one(engine, op, args.items, args.per_round, held[name])
+                    after = await commandstats(store)
+                    diff = {
+                        k: (c - before.get(k, (0, 0.0))[0], u - before.get(k, (0, 0.0))[1])
+                        for k, (c, u) in after.items()
+                    }
+                    calls, usec = diff.get("fcall", diff.get("evalsha", (0, 0.0)))
+                    row = totals[name][op]
+                    row[0] += calls
+                    row[1] += usec
+                    row[2] += diff.get("exec", (0, 0.0))[1]
+                    row[3] += made
+        print(
+            f"\n{args.store}: {args.rounds} rounds of {args.per_round} tasks, "
+            f"{args.items} operation(s) at a time, µs per operation\n"
+        )
+        print("| variant | operation | script calls | script (server) | transaction (KVRocks) |")
+        print("|---|---|---:|---:|---:|")
+        for name in stores:
+            for op in OPS:
+                calls, usec, exec_usec, made = totals[name][op]
+                tx = f"{exec_usec / made:.1f}" if exec_usec else "—"
+                print(f"| {name} | {op} | {calls / made:.2f} | {usec / made:.1f} | {tx} |")
         for store in stores.values():
             await store.close()
     print("\nreproduce: python bench/script_ab.py " + " ".join(sys.argv[1:]))
 
 
+async def _one(engine: Engine, op: str, items: int, per_round: int, held: list[Task]) -> int:
+    """Operation ``op`` on ``per_round`` tasks, ``items`` at a time; how many it made. Claims
+    take what the round's creates made and leave them in ``held``; results finish those."""
+    if op == "result":
+        done = len(held)
+        for i in range(0, done, items):
+            await asyncio.gather(
+                *(
+                    engine.complete(
+                        "bench", t.id, t.worker_id or "", result='{"ok":1}', lease_id=t.lease_id
+                    )
+                    for t in held[i : i + items]
+                )
+            )
+        held.clear()
+        return done
+    for _ in range(per_round // items):
+        if op == "create":
+            new = NewTask(command="ab", payload='{"n":1}')
+            await asyncio.gather(*(engine.create("bench", new) for _ in range(items)))
+        else:
+            got = await asyncio.gather(
+                *(engine.claim("bench", f"w{i}", ["ab"]) for i in range(items))
+            )
+            held += [task for task in got if task is not None]
+    return per_round // items * items
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rev", required=True, help="the revision to compare the working tree with")
-    ap.add_argument("--script", default="create")
     ap.add_argument("--store", choices=STORES, default="redis")
-    ap.add_argument("--calls", type=int, default=3000)
-    ap.add_argument("--items", type=int, default=12)
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--items", type=int, default=12, help="operations at a time (one call)")
+    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--per-round", type=int, default=240)
     asyncio.run(_run(ap.parse_args()))
 
 
