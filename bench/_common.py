@@ -66,6 +66,14 @@ def functions_at(rev: str) -> bool:
     return "\nlocal function begin(keys)\n" in lua_at(rev, "lib")
 
 
+def fcall_ro_at(rev: str) -> bool:
+    """Whether revision ``rev`` calls its read-only scripts with ``FCALL_RO`` (§24)."""
+    return "FCALL_RO" in subprocess.run(
+        ["git", "show", f"{rev}:codeq/store/scripts.py"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+
+
 def script_at(rev: str, name: str) -> Script:
     """Script ``name`` with the files of git revision ``rev`` (its library and shared piece
     of that revision too), put together by this checkout's ``codeq.store.scripts.build_script``

@@ -7,9 +7,9 @@ measured alone on a quiet server (functions loaded beforehand so no reload is co
 
 Redis counts the commands a script runs in ``INFO commandstats`` too, so the delta alone cannot
 tell a round trip from a ``redis.call``. A MONITOR connection attributes every command: those
-sent by a client (``script_calls`` = FCALL, EVALSHA/EVAL, ``other_commands`` = anything else) and
-those run inside a script (``in_script``). The sum is checked against the commandstats delta,
-so nothing is missed; the measurement's own INFO/ECHO are left out.
+sent by a client (``script_calls`` = FCALL, FCALL_RO, EVALSHA/EVAL, ``other_commands`` =
+anything else) and those run inside a script (``in_script``). The sum is checked against the
+commandstats delta, so nothing is missed; the measurement's own INFO/ECHO are left out.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ SCRIPT_COMMANDS = {
     "cmdstat_evalsha_ro",
     "cmdstat_eval_ro",
     "cmdstat_fcall",
+    "cmdstat_fcall_ro",
 }
 IGNORED = {"cmdstat_info", "cmdstat_echo"}
 
@@ -64,7 +65,7 @@ async def measure(
         name = text.split(" ", 1)[0].strip('"').lower()
         if cmd.get("client_type") == "lua":
             inner += 1
-        elif name in ("evalsha", "eval", "evalsha_ro", "eval_ro", "fcall"):
+        elif name in ("evalsha", "eval", "evalsha_ro", "eval_ro", "fcall", "fcall_ro"):
             script += 1
         elif name not in ("info", "echo"):
             other += 1

@@ -1,24 +1,27 @@
 """The store's scripts of two revisions side by side: what the server spends per operation.
 
-    python bench/script_ab.py --rev HEAD~1 [--ops create claim result] [--store redis|kvrocks]
+    python bench/script_ab.py --rev HEAD~1 [--store redis|kvrocks]
                               [--items 12] [--rounds 6] [--per-round 240]
 
 Two throwaway servers of the same kind, one running the working tree's scripts and one running
 ``--rev``'s, both driven through the engine from one process, variants alternating round by
 round (each round starts with the other one), so a slow minute of this machine weighs on both
 alike. Each round makes ``--per-round`` tasks with creates ``--items`` at a time (concurrent:
-the store merges them into one call), then claims them and reports their results ``--items`` at
-a time. ``--items 1`` is one operation a call, where a call's fixed cost shows most.
+the store merges them into one call), reads each back (``get``: one call each, ``--items`` at a
+time), then claims them and reports their results, ``--items`` at a time. ``--items 1`` is one
+operation a call, where a call's fixed cost shows most.
 
 A revision whose scripts are functions runs ``--rev``'s version of every script (its library
-files too), put together by this checkout's ``build_script``. A revision from before functions
-(§23) runs as that revision's store ran its scripts: ``EVALSHA`` of the library and the script
-(on KVRocks inside ``MULTI``/``EXEC``, as both stores do). Both stores call the server directly
-(no coalescer: the engine still merges concurrent operations into one call).
+files too), put together by this checkout's ``build_script``, and called as that revision's
+store called them (its reads by ``FCALL``, in ``MULTI``/``EXEC`` on KVRocks, before §24; by
+``FCALL_RO`` after). A revision from before functions (§23) runs as that revision's store ran
+its scripts: ``EVALSHA`` of the library and the script (on KVRocks inside ``MULTI``/``EXEC``).
+Both stores call the server directly (no coalescer: the engine still merges concurrent
+operations into one call).
 
 It prints, per variant and operation, the server's script time per operation (``INFO
-commandstats``: ``fcall`` or ``evalsha``), KVRocks' transaction (``exec``) per operation, and
-script calls per operation. The servers' own clocks decide.
+commandstats``: ``fcall``, ``fcall_ro`` or ``evalsha``), KVRocks' transaction (``exec``) per
+operation, and script calls per operation. The servers' own clocks decide.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import asyncio
 import sys
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +39,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from redis import exceptions as rexc
 
-from bench._common import STORES, evalsha_text_at, functions_at, local_store, script_at
+from bench._common import (
+    STORES,
+    evalsha_text_at,
+    fcall_ro_at,
+    functions_at,
+    local_store,
+    script_at,
+)
 from bench.commandstats import commandstats
 from codeq.domain import NewTask, Task
 from codeq.engine import Engine
@@ -43,7 +54,7 @@ from codeq.store.keys import KeySchema
 from codeq.store.redis_store import RedisStore
 from codeq.store.scripts import SCRIPT_NAMES, Script
 
-OPS = ("create", "claim", "result")
+OPS = ("create", "get", "claim", "result")
 
 
 class EvalshaStore(RedisStore):
@@ -81,7 +92,10 @@ def _old_store(url: str, rev: str) -> RedisStore:
     keys = KeySchema("ab" + uuid.uuid4().hex[:6])
     if functions_at(rev):
         store = RedisStore.from_url(url, keys, coalesce=False)
-        store._scripts = {name: script_at(rev, name) for name in SCRIPT_NAMES}
+        scripts = {name: script_at(rev, name) for name in SCRIPT_NAMES}
+        if not fcall_ro_at(rev):  # its reads went as FCALL (in MULTI/EXEC on KVRocks)
+            scripts = {name: replace(s, read_only=False) for name, s in scripts.items()}
+        store._scripts = scripts
         return store
     old = EvalshaStore.from_url(url, keys, coalesce=False)
     old.texts = {name: evalsha_text_at(rev, name) for name in SCRIPT_NAMES}
@@ -97,10 +111,10 @@ async def _run(args: argparse.Namespace) -> None:
             args.rev: _old_store(old_url, args.rev),
         }
         engines = {name: Engine(store) for name, store in stores.items()}
-        held: dict[str, list[Task]] = {name: [] for name in stores}
+        work = {name: _Round() for name in stores}
         for name, engine in engines.items():  # warm: scripts loaded, structures not empty
             for op in OPS:
-                await _one(engine, op, args.items, args.per_round, held[name])
+                await _one(engine, op, args.items, args.per_round, work[name])
         # per variant and operation: script calls, script µs, exec µs, operations
         totals = {name: {op: [0, 0.0, 0.0, 0] for op in OPS} for name in stores}
         names = list(stores)
@@ -109,13 +123,14 @@ async def _run(args: argparse.Namespace) -> None:
                 store, engine = stores[name], engines[name]
                 for op in OPS:
                     before = await commandstats(store)
-                    made = await _one(engine, op, args.items, args.per_round, held[name])
+                    made = await _one(engine, op, args.items, args.per_round, work[name])
                     after = await commandstats(store)
                     diff = {
                         k: (c - before.get(k, (0, 0.0))[0], u - before.get(k, (0, 0.0))[1])
                         for k, (c, u) in after.items()
                     }
-                    calls, usec = diff.get("fcall", diff.get("evalsha", (0, 0.0)))
+                    ran = [diff.get(k, (0, 0.0)) for k in ("fcall", "fcall_ro", "evalsha")]
+                    calls, usec = sum(c for c, _ in ran), sum(u for _, u in ran)
                     row = totals[name][op]
                     row[0] += calls
                     row[1] += usec
@@ -137,31 +152,45 @@ async def _run(args: argparse.Namespace) -> None:
     print("\nreproduce: python bench/script_ab.py " + " ".join(sys.argv[1:]))
 
 
-async def _one(engine: Engine, op: str, items: int, per_round: int, held: list[Task]) -> int:
-    """Operation ``op`` on ``per_round`` tasks, ``items`` at a time; how many it made. Claims
-    take what the round's creates made and leave them in ``held``; results finish those."""
-    if op == "result":
-        done = len(held)
+@dataclass
+class _Round:
+    """What one variant's round has made so far: the tasks created, those claimed."""
+
+    made: list[str] = field(default_factory=list)
+    held: list[Task] = field(default_factory=list)
+
+
+async def _one(engine: Engine, op: str, items: int, per_round: int, work: _Round) -> int:
+    """Operation ``op`` on ``per_round`` tasks, ``items`` at a time; how many it made. Gets read
+    the round's new tasks, claims take them, results finish what the claims took."""
+    if op in ("get", "result"):
+        done = len(work.made) if op == "get" else len(work.held)
         for i in range(0, done, items):
-            await asyncio.gather(
-                *(
-                    engine.complete(
-                        "bench", t.id, t.worker_id or "", result='{"ok":1}', lease_id=t.lease_id
-                    )
-                    for t in held[i : i + items]
+            if op == "get":
+                await asyncio.gather(
+                    *(engine.get_task("bench", tid) for tid in work.made[i : i + items])
                 )
-            )
-        held.clear()
+            else:
+                await asyncio.gather(
+                    *(
+                        engine.complete(
+                            "bench", t.id, t.worker_id or "", result='{"ok":1}', lease_id=t.lease_id
+                        )
+                        for t in work.held[i : i + items]
+                    )
+                )
+        (work.made if op == "get" else work.held).clear()
         return done
     for _ in range(per_round // items):
         if op == "create":
             new = NewTask(command="ab", payload='{"n":1}')
-            await asyncio.gather(*(engine.create("bench", new) for _ in range(items)))
+            out = await asyncio.gather(*(engine.create("bench", new) for _ in range(items)))
+            work.made += [o.task.id for o in out]
         else:
             got = await asyncio.gather(
                 *(engine.claim("bench", f"w{i}", ["ab"]) for i in range(items))
             )
-            held += [task for task in got if task is not None]
+            work.held += [task for task in got if task is not None]
     return per_round // items * items
 
 

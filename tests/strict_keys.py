@@ -286,7 +286,8 @@ def instrument(script: Script, *, coverage: bool = False) -> Script:
             body[registration.start() :].replace(f"'{script.function}'", f"'{function}'"),
         )
     )
-    return Script(script.name, f"#!lua name={function}\n{head}{body}", function)
+    source = f"#!lua name={function}\n{head}{body}"
+    return Script(script.name, source, function, read_only=script.read_only and not coverage)
 
 
 def _text(value: Any) -> str:

@@ -114,15 +114,17 @@ async def test_scripts_are_transactions_and_reads_never_block_on_kvrocks(
             assert not blocking, blocking[:3]
         else:
             assert blocking  # Redis: the server wakes them, no polling
-        scripts = 0
+        scripts = reads_only = 0
         for client, commands in monitor.by_client().items():
             names = Counter(name for name, _ in commands)
             scripts += names["FCALL"]
-            if on_kvrocks:  # each script call is MULTI, FCALL, EXEC
+            reads_only += names["FCALL_RO"]
+            if on_kvrocks:  # each call of a script that writes is MULTI, FCALL, EXEC
                 assert names["MULTI"] == names["EXEC"] == names["FCALL"], (client, names)
             else:
                 assert names["MULTI"] == 0, (client, names)
         assert scripts >= 3  # create, claim, complete (and the deliverer's)
+        assert reads_only >= 1  # the deliverer's read of the task: bare FCALL_RO
     finally:
         await store.close()
 

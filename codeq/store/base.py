@@ -148,10 +148,11 @@ class ScriptStore:
             raise StoreError(f"store error in {script.name}: {exc}") from exc
 
     async def _fcall(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        if not self._kind.kvrocks:
-            return await self._client.fcall(script.function, len(keys), *keys, *args)
+        call = (script.command, script.function, len(keys), *keys, *args)
+        if not self._kind.kvrocks or script.read_only:
+            return await self._client.execute_command(*call)
         pipe = self._client.pipeline(transaction=True)  # KVRocks: see ServerKind
-        pipe.fcall(script.function, len(keys), *keys, *args)
+        pipe.execute_command(*call)
         (reply,) = await pipe.execute()
         return reply
 

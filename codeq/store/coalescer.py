@@ -50,7 +50,9 @@ async def _reply(conn: Any) -> Any:
 #   lock, as a script already does in 2.10, so the transaction costs no concurrency there, and
 #   with a synced WAL it is faster: one sync per call instead of one per write. (Releases with
 #   `lua-strict-key-accessing` run scripts on different keys in parallel; EXEC would still
-#   serialise them.)
+#   serialise them.) A script that only reads (``Script.read_only``) has nothing to keep
+#   whole: it goes bare, as ``FCALL_RO``, which KVRocks runs under its shared lock, beside other
+#   reads and never beside a transaction.
 # * No blocking reads. While a transaction runs, KVRocks collects its writes in a batch that
 #   every reader consults; commands wait for it behind a lock, but a blocked XREAD/XREADGROUP
 #   that an XADD wakes runs its read (and XREADGROUP its writes) outside that lock, against the
@@ -79,20 +81,25 @@ class ServerKind:
         return self.kvrocks
 
 
+def _wrapped(script: Script, transaction: bool) -> bool:
+    """Whether a call of ``script`` goes inside MULTI/EXEC (KVRocks, a script that writes)."""
+    return transaction and not script.read_only
+
+
 def _script_calls(batch: Sequence[_Call], transaction: bool) -> list[tuple[Any, ...]]:
     out: list[tuple[Any, ...]] = []
     for script, keys, args, _ in batch:
-        call = ("FCALL", script.function, len(keys), *keys, *args)
-        if transaction:
+        call = (script.command, script.function, len(keys), *keys, *args)
+        if _wrapped(script, transaction):
             out += [("MULTI",), call, ("EXEC",)]
         else:
             out.append(call)
     return out
 
 
-async def _script_reply(conn: Any, transaction: bool) -> Any:
+async def _script_reply(conn: Any, script: Script, transaction: bool) -> Any:
     """The reply of one call of :func:`_script_calls` (an error is returned, not raised)."""
-    if not transaction:
+    if not _wrapped(script, transaction):
         return await _reply(conn)
     began, queued, done = await _reply(conn), await _reply(conn), await _reply(conn)
     if isinstance(began, Exception):  # MULTI refused: the FCALL ran on its own, its reply
@@ -171,7 +178,7 @@ class Coalescer:
         conn = await self._connection()
         kept = False
         try:
-            wrap = await self._kind.ask(conn)  # each call in MULTI/EXEC on KVRocks
+            wrap = await self._kind.ask(conn)  # each write in MULTI/EXEC on KVRocks
             packed = conn.pack_commands(_script_calls(batch, wrap))
             try:
                 await self._exchange(conn, packed, batch, wrap)
@@ -196,7 +203,7 @@ class Coalescer:
         await conn.send_packed_command(packed, check_health=False)
         failed: list[tuple[int, Exception]] = []
         for i, call in enumerate(batch):
-            reply = await _script_reply(conn, wrap)
+            reply = await _script_reply(conn, call[0], wrap)
             if isinstance(reply, rexc.ResponseError) and not isinstance(
                 reply,
                 rexc.OutOfMemoryError,  # refused before it ran: its function is there
@@ -259,7 +266,7 @@ async def _recover(
         if isinstance(loaded, Exception):  # loaded meanwhile, or refused (then the call fails)
             log.info("loading %s: %s", function, str(loaded).splitlines()[0][:200])
     for i, _ in missing:
-        _resolve(batch[i], await _script_reply(conn, wrap))
+        _resolve(batch[i], await _script_reply(conn, batch[i][0], wrap))
 
 
 def _resolve(call: _Call, reply: Any) -> None:

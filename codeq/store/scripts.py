@@ -107,6 +107,13 @@ class Script:
     name: str
     source: str
     function: str
+    read_only: bool = False  # flagged no-writes: called with FCALL_RO
+
+    @property
+    def command(self) -> str:
+        """What calls it: ``FCALL_RO`` for a script that only reads (on KVRocks it needs no
+        transaction, and runs beside other reads), ``FCALL`` for the others."""
+        return "FCALL_RO" if self.read_only else "FCALL"
 
 
 def read_lua(name: str) -> str:
@@ -162,9 +169,8 @@ def compose(
     text = "\n".join((*before, function))
     digest = hashlib.sha1(text.encode("utf-8"), usedforsecurity=False).hexdigest()[:20]
     named = f"codeq_{name}_{digest}"
-    return Script(
-        name=name, source=f"#!lua name={named}\n" + text.replace(_NAME, named), function=named
-    )
+    source = f"#!lua name={named}\n" + text.replace(_NAME, named)
+    return Script(name=name, source=source, function=named, read_only=read_only)
 
 
 @cache
