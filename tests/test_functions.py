@@ -220,3 +220,30 @@ async def test_a_failed_script_is_never_sent_again_a_missing_function_is(
     finally:
         await store.client.delete(key)
         await store.close()
+
+
+@pytest.mark.parametrize("coalesce", [True, False])
+@pytest.mark.parametrize("kind", [*SERVERS, "embedded", "cluster"])
+async def test_many_calls_of_a_missing_function_all_load_and_answer(
+    request: pytest.FixtureRequest, kind: str, coalesce: bool
+) -> None:
+    """Concurrent calls that all find their function missing: each loads it (or finds it
+    loaded by another) and answers; none takes the other's load for its own failure."""
+    options = {} if kind == "embedded" else {"coalesce": coalesce}
+    store = make_store(request, kind, **options)
+    try:
+        get = load_scripts()["get"]
+        await store.load_scripts()
+        nodes = await store._on_nodes()
+        assert len(nodes) == (3 if kind == "cluster" else 1)
+        for on in nodes:
+            assert await store._has(get, on)  # load_scripts loaded it everywhere
+            await store.client.execute_command("FUNCTION", "DELETE", get.function, **on)
+            assert not await store._has(get, on)
+        keys = [store.keys.partition(p % store.keys.partitions).all for p in range(20)]
+        replies = await asyncio.gather(
+            *(store._eval(get, k, ("acme", "nope", "0", "0")) for k in keys)
+        )
+        assert replies == [[b"NOT_FOUND"]] * 20
+    finally:
+        await store.close()

@@ -39,6 +39,7 @@ from codeq.domain import NewTask
 from codeq.engine import Engine, EngineConfig
 from codeq.errors import CodeQError, StoreUnavailable
 from codeq.store.deliveries import DeliveryStore
+from codeq.store.errors import function_missing
 from codeq.store.keys import KeySchema
 from codeq.store.protocol import GetReply
 from codeq.store.redis_store import RedisStore
@@ -448,9 +449,8 @@ async def test_redis_without_its_data_forgets_functions_and_the_store_loads_them
 async def test_the_store_recovers_from_lost_functions(
     request: pytest.FixtureRequest, raw: aioredis.Redis, kind: str, coalesce: bool
 ) -> None:
-    """A call whose function the server does not have (its error's words differ between
-    Redis and KVRocks, and are not read): both call paths ask the server, load the library and
-    call again."""
+    """A call whose function the server does not have (each server words it its own way, and
+    both are recognised): both call paths load the library and call again."""
     store = make_store(request, kind, coalesce=coalesce)
     try:
         engine = Engine(store, EngineConfig())
@@ -458,8 +458,9 @@ async def test_the_store_recovers_from_lost_functions(
         for script in load_scripts().values():  # (KVRocks 2.10 has no FUNCTION FLUSH)
             with contextlib.suppress(ResponseError):  # (a library no call has loaded)
                 await raw.execute_command("FUNCTION", "DELETE", script.function)
-        with pytest.raises(ResponseError):
+        with pytest.raises(ResponseError) as missing:
             await raw.fcall(load_scripts()["create"].function, 0)
+        assert function_missing(missing.value), missing.value
         listed = library_names(await raw.execute_command("FUNCTION", "LIST"))
         assert load_scripts()["create"].function not in listed
         created = (await engine.create("acme", NewTask(command="c", payload="2"))).task
@@ -840,14 +841,18 @@ def test_our_code_uses_nothing_kvrocks_lacks_or_misreports() -> None:
     assert problems == []
 
 
-def test_our_code_recognises_no_error_text_but_busygroup_and_nogroup() -> None:
+def test_our_code_recognises_no_error_text_but_busygroup_nogroup_and_a_missing_function() -> None:
     """Error strings differ on KVRocks ("Invalid argument: ...", another Lua wrapper): what
-    our code reads from an error's text is BUSYGROUP (the same on both) and NOGROUP (Redis
-    only: KVRocks never sends it, and groups are checked with XINFO GROUPS there)."""
+    our code reads from an error's text is BUSYGROUP (the same on both), NOGROUP (Redis
+    only: KVRocks never sends it, and groups are checked with XINFO GROUPS there), and each
+    server's words for a function it does not have (codeq.store.errors.function_missing; both
+    pinned by test_the_store_recovers_from_lost_functions)."""
     found: set[str] = set()
     for package in ("codeq", "gateway", "deliverers"):
         for path in sorted((ROOT / package).rglob("*.py")):
             code = path.read_text()
-            found.update(re.findall(r"""["']([A-Z_]{3,})["']\s+in\s+str\(""", code))
+            found.update(re.findall(r"""["']([^"'\n]{3,})["']\s+in\s+(?:str\(|text\b)""", code))
             found.update(re.findall(r"""str\([^)]*\)\.startswith\(\s*["']([^"']+)""", code))
-    assert found <= {"BUSYGROUP", "NOGROUP"}
+    missing_function = {"Function not found", "No such function name found in storage"}
+    assert "BUSYGROUP" in found and missing_function <= found  # the search sees them
+    assert found <= {"BUSYGROUP", "NOGROUP"} | missing_function, found

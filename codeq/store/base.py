@@ -21,7 +21,13 @@ from redis.asyncio.cluster import RedisCluster
 
 from codeq.store.coalescer import Coalescer, ServerKind
 from codeq.store.connection import HiredisPackConnection, HiredisPackUnixConnection
-from codeq.store.errors import UNAVAILABLE, StoreError, translate, unavailable
+from codeq.store.errors import (
+    UNAVAILABLE,
+    StoreError,
+    function_missing,
+    translate,
+    unavailable,
+)
 from codeq.store.handshake import check_functions, check_handshake
 from codeq.store.keys import KeySchema
 from codeq.store.scripts import Script, library_names, load_scripts
@@ -131,15 +137,11 @@ class ScriptStore:
             try:
                 return await self._fcall(script, keys, args)
             except rexc.ResponseError as exc:
-                # the script failed, or the server has no such function (then it did not run:
-                # load its library and call again); which one, the server is asked
-                if isinstance(exc, rexc.OutOfMemoryError):
+                if not function_missing(exc):  # else it did not run: load it and call again
                     raise
                 try:
-                    if await self._loaded(script):
-                        raise
                     await self._load(script)
-                except UNAVAILABLE as lost:  # the call failed or did not run: no outcome unknown
+                except UNAVAILABLE as lost:  # the call did not run: no outcome unknown
                     raise unavailable(lost) from lost
                 return await self._fcall(script, keys, args)
         except UNAVAILABLE as exc:  # a timeout: the call was sent, its answer did not come
@@ -156,30 +158,25 @@ class ScriptStore:
         (reply,) = await pipe.execute()
         return reply
 
-    def _on_nodes(self) -> list[dict[str, Any]]:
+    async def _on_nodes(self) -> list[dict[str, Any]]:
         """Where a library must be: the server, or each primary of a cluster (as the
-        ``target_nodes`` of a command)."""
+        ``target_nodes`` of a command; a cluster client learns them on its first command)."""
         if not self.cluster:
             return [{}]
+        await self._client.initialize()  # at once when it knows them
         return [{"target_nodes": node} for node in self._client.get_primaries()]
 
     async def _has(self, script: Script, on: dict[str, Any]) -> bool:
+        """Whether the server (the primary ``on`` names) has ``script``'s library."""
         reply = await self._client.execute_command(
             "FUNCTION", "LIST", "LIBRARYNAME", script.function, **on
         )
         return script.function in library_names(reply)
 
-    async def _loaded(self, script: Script) -> bool:
-        """Whether the server (each primary of a cluster) has ``script``'s library."""
-        for on in self._on_nodes():
-            if not await self._has(script, on):
-                return False
-        return True
-
     async def _load(self, script: Script) -> None:
         """Load ``script``'s library (on each primary of a cluster). A load refused while the
         library is there (another process loaded it meanwhile) is no error."""
-        for on in self._on_nodes():
+        for on in await self._on_nodes():
             try:
                 await self._client.execute_command("FUNCTION", "LOAD", script.source, **on)
             except rexc.ResponseError:

@@ -16,8 +16,8 @@ from redis import exceptions as rexc
 
 from codeq.errors import StoreUnavailable
 from codeq.store.connection import sound
-from codeq.store.errors import translate
-from codeq.store.scripts import Script, library_names
+from codeq.store.errors import function_missing, translate
+from codeq.store.scripts import Script
 
 __all__ = ["Coalescer", "ServerKind"]
 
@@ -198,17 +198,14 @@ class Coalescer:
     async def _exchange(conn: Any, packed: Any, batch: list[_Call], wrap: bool) -> None:
         """Write the batch and read its replies, each handed to its caller as soon as it is
         read (the server runs the calls one after the other: the first callers go on while it
-        still runs the last). The calls that failed go to :func:`_recover`, which tells a
-        script's failure from a function the server does not have."""
+        still runs the last). The calls whose function the server did not have (they did not
+        run) go to :func:`_recover`."""
         await conn.send_packed_command(packed, check_health=False)
-        failed: list[tuple[int, Exception]] = []
+        failed: list[int] = []
         for i, call in enumerate(batch):
             reply = await _script_reply(conn, call[0], wrap)
-            if isinstance(reply, rexc.ResponseError) and not isinstance(
-                reply,
-                rexc.OutOfMemoryError,  # refused before it ran: its function is there
-            ):
-                failed.append((i, reply))
+            if function_missing(reply):
+                failed.append(i)
             else:
                 _resolve(call, reply)
         if failed:
@@ -231,41 +228,21 @@ class Coalescer:
                 raise
 
 
-async def _recover(
-    conn: Any, batch: list[_Call], failed: list[tuple[int, Exception]], wrap: bool
-) -> None:
-    """The calls of ``batch`` that failed: the server is asked whether it has their functions
-    (``FUNCTION LIST``: its error text differs between Redis and KVRocks, so it is not read).
-    A call whose function is there failed in its script: its error is its answer. The others
-    did not run: their libraries are loaded and they are sent again, and their new replies
-    are their answers (a load refused because another process loaded the library meanwhile
-    is no error; one refused otherwise leaves the function missing, and its call fails).
-    Nothing here can be mistaken for a failure of the script: a call is sent again only when
-    the server said it did not have the function."""
-    scripts = {batch[i][0].function: batch[i][0] for i, _ in failed}
-    asks = [("FUNCTION", "LIST", "LIBRARYNAME", function) for function in scripts]
-    await conn.send_packed_command(conn.pack_commands(asks), check_health=False)
-    there: set[str] = set()
-    for function in scripts:
-        listed = await _reply(conn)
-        if isinstance(listed, Exception):
-            raise listed
-        there |= library_names(listed) & {function}
-    missing = [(i, error) for i, error in failed if batch[i][0].function not in there]
-    for i, error in failed:
-        if batch[i][0].function in there:
-            _resolve(batch[i], error)
-    if not missing:
-        return
-    load = {batch[i][0].function: batch[i][0] for i, _ in missing}
+async def _recover(conn: Any, batch: list[_Call], missing: list[int], wrap: bool) -> None:
+    """The calls of ``batch`` whose function the server did not have (restarted without its
+    data, a library deleted, or this release's first call there): they did not run. Their
+    libraries are loaded and they are sent again, and their new replies are their answers. A
+    load refused (another process loaded the library meanwhile, or the server would not) is
+    logged; a function still missing fails its call again."""
+    load = {batch[i][0].function: batch[i][0] for i in missing}
     again = [("FUNCTION", "LOAD", script.source) for script in load.values()]
-    again += _script_calls([batch[i] for i, _ in missing], wrap)
+    again += _script_calls([batch[i] for i in missing], wrap)
     await conn.send_packed_command(conn.pack_commands(again), check_health=False)
     for function in load:
         loaded = await _reply(conn)
-        if isinstance(loaded, Exception):  # loaded meanwhile, or refused (then the call fails)
+        if isinstance(loaded, Exception):
             log.info("loading %s: %s", function, str(loaded).splitlines()[0][:200])
-    for i, _ in missing:
+    for i in missing:
         _resolve(batch[i], await _script_reply(conn, batch[i][0], wrap))
 
 

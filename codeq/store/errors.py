@@ -18,7 +18,14 @@ from redis import exceptions as rexc
 
 from codeq.errors import CodeQError, StoreUnavailable
 
-__all__ = ["OUTCOME_UNKNOWN", "UNAVAILABLE", "StoreError", "translate", "unavailable"]
+__all__ = [
+    "OUTCOME_UNKNOWN",
+    "UNAVAILABLE",
+    "StoreError",
+    "function_missing",
+    "translate",
+    "unavailable",
+]
 
 #: what makes the store unreachable for now (every other redis error is a StoreError)
 UNAVAILABLE = (
@@ -66,3 +73,17 @@ def translate(exc: BaseException, what: str, *, sent: bool = False) -> BaseExcep
     if isinstance(exc, rexc.RedisError):
         return StoreError(f"store error in {what}: {exc}")
     return exc
+
+
+def function_missing(reply: object) -> bool:
+    """``reply`` is the server's refusal of a call whose function it does not have: the call
+    did not run, so loading the library and calling again is safe. This is the one error text
+    the store reads besides BUSYGROUP and NOGROUP, because nothing else tells it apart from a
+    script's own failure without a race (asking the server afterwards, another process may have
+    loaded the library in between). Redis (and fakeredis) word it "Function not found", KVRocks
+    "No such function name found in storage"; tests/test_kvrocks_compat.py pins both on the
+    real servers (redis-py's pipeline puts the command before either)."""
+    if not isinstance(reply, rexc.ResponseError):
+        return False
+    text = str(reply)
+    return "Function not found" in text or "No such function name found in storage" in text
