@@ -66,10 +66,11 @@ def functions_at(rev: str) -> bool:
     return "\nlocal function begin(keys)\n" in lua_at(rev, "lib")
 
 
-def fcall_ro_at(rev: str) -> bool:
-    """Whether revision ``rev`` calls its read-only scripts with ``FCALL_RO`` (§24)."""
-    return "FCALL_RO" in subprocess.run(
-        ["git", "show", f"{rev}:codeq/store/scripts.py"],
+def reads_bare_at(rev: str) -> bool:
+    """Whether revision ``rev``'s store calls its read-only scripts without a transaction on
+    KVRocks (§24): its coalescer decides per script (``_wrapped``)."""
+    return "\ndef _wrapped(" in subprocess.run(
+        ["git", "show", f"{rev}:codeq/store/coalescer.py"],
         cwd=ROOT, capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
 

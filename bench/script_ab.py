@@ -13,14 +13,14 @@ operation a call, where a call's fixed cost shows most.
 
 A revision whose scripts are functions runs ``--rev``'s version of every script (its library
 files too), put together by this checkout's ``build_script``, and called as that revision's
-store called them (its reads by ``FCALL``, in ``MULTI``/``EXEC`` on KVRocks, before §24; by
-``FCALL_RO`` after). A revision from before functions (§23) runs as that revision's store ran
-its scripts: ``EVALSHA`` of the library and the script (on KVRocks inside ``MULTI``/``EXEC``).
+store called them (on KVRocks its reads inside ``MULTI``/``EXEC`` before §24, bare after). A
+revision from before functions (§23) runs as that revision's store ran its scripts:
+``EVALSHA`` of the library and the script (on KVRocks inside ``MULTI``/``EXEC``).
 Both stores call the server directly (no coalescer: the engine still merges concurrent
 operations into one call).
 
 It prints, per variant and operation, the server's script time per operation (``INFO
-commandstats``: ``fcall``, ``fcall_ro`` or ``evalsha``), KVRocks' transaction (``exec``) per
+commandstats``: ``fcall`` or ``evalsha``), KVRocks' transaction (``exec``) per
 operation, and script calls per operation. The servers' own clocks decide.
 """
 
@@ -42,9 +42,9 @@ from redis import exceptions as rexc
 from bench._common import (
     STORES,
     evalsha_text_at,
-    fcall_ro_at,
     functions_at,
     local_store,
+    reads_bare_at,
     script_at,
 )
 from bench.commandstats import commandstats
@@ -93,7 +93,7 @@ def _old_store(url: str, rev: str) -> RedisStore:
     if functions_at(rev):
         store = RedisStore.from_url(url, keys, coalesce=False)
         scripts = {name: script_at(rev, name) for name in SCRIPT_NAMES}
-        if not fcall_ro_at(rev):  # its reads went as FCALL (in MULTI/EXEC on KVRocks)
+        if not reads_bare_at(rev):  # its reads went in MULTI/EXEC on KVRocks, as its writes
             scripts = {name: replace(s, read_only=False) for name, s in scripts.items()}
         store._scripts = scripts
         return store
@@ -129,7 +129,7 @@ async def _run(args: argparse.Namespace) -> None:
                         k: (c - before.get(k, (0, 0.0))[0], u - before.get(k, (0, 0.0))[1])
                         for k, (c, u) in after.items()
                     }
-                    ran = [diff.get(k, (0, 0.0)) for k in ("fcall", "fcall_ro", "evalsha")]
+                    ran = [diff.get(k, (0, 0.0)) for k in ("fcall", "evalsha")]
                     calls, usec = sum(c for c, _ in ran), sum(u for _, u in ran)
                     row = totals[name][op]
                     row[0] += calls

@@ -150,8 +150,8 @@ class ScriptStore:
             raise StoreError(f"store error in {script.name}: {exc}") from exc
 
     async def _fcall(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        call = (script.command, script.function, len(keys), *keys, *args)
-        if not self._kind.kvrocks or script.read_only:
+        call = ("FCALL", script.function, len(keys), *keys, *args)
+        if not self._kind.kvrocks or script.read_only:  # a read needs no transaction
             return await self._client.execute_command(*call)
         pipe = self._client.pipeline(transaction=True)  # KVRocks: see ServerKind
         pipe.execute_command(*call)

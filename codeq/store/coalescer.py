@@ -1,8 +1,9 @@
 """Script calls on the wire: what the server is (Redis or KVRocks, asked once), and the
 coalescer that sends the calls concurrent coroutines make in the same instant as one pipeline.
 
-Every call stays exactly one ``FCALL`` (one script, atomic on its own); on KVRocks each goes
-inside its own ``MULTI``/``EXEC`` (see the note on :class:`ServerKind`).
+Every call stays exactly one ``FCALL`` (one script, atomic on its own); on KVRocks each call of
+a script that writes goes inside its own ``MULTI``/``EXEC`` (see the note on
+:class:`ServerKind`).
 """
 
 from __future__ import annotations
@@ -51,8 +52,11 @@ async def _reply(conn: Any) -> Any:
 #   with a synced WAL it is faster: one sync per call instead of one per write. (Releases with
 #   `lua-strict-key-accessing` run scripts on different keys in parallel; EXEC would still
 #   serialise them.) A script that only reads (``Script.read_only``) has nothing to keep
-#   whole: it goes bare, as ``FCALL_RO``, which KVRocks runs under its shared lock, beside other
-#   reads and never beside a transaction.
+#   whole, so it goes bare: still ``FCALL``, which takes the exclusive lock. ``FCALL_RO`` would
+#   run under the shared lock, beside other reads, but KVRocks 2.10 keeps one "current
+#   connection" for every script on the server, which two read-only scripts on two workers at
+#   once overwrite for each other (a script's commands then run on the other's connection, one
+#   that may be freed under it: apache/kvrocks#2638, fixed after 2.10.1).
 # * No blocking reads. While a transaction runs, KVRocks collects its writes in a batch that
 #   every reader consults; commands wait for it behind a lock, but a blocked XREAD/XREADGROUP
 #   that an XADD wakes runs its read (and XREADGROUP its writes) outside that lock, against the
@@ -82,14 +86,14 @@ class ServerKind:
 
 
 def _wrapped(script: Script, transaction: bool) -> bool:
-    """Whether a call of ``script`` goes inside MULTI/EXEC (KVRocks, a script that writes)."""
+    """Whether a call of ``script`` goes inside MULTI/EXEC: on KVRocks, a script that writes."""
     return transaction and not script.read_only
 
 
 def _script_calls(batch: Sequence[_Call], transaction: bool) -> list[tuple[Any, ...]]:
     out: list[tuple[Any, ...]] = []
     for script, keys, args, _ in batch:
-        call = (script.command, script.function, len(keys), *keys, *args)
+        call = ("FCALL", script.function, len(keys), *keys, *args)
         if _wrapped(script, transaction):
             out += [("MULTI",), call, ("EXEC",)]
         else:
@@ -116,7 +120,7 @@ async def _script_reply(conn: Any, script: Script, transaction: bool) -> Any:
 class Coalescer:
     """Sends the script calls that concurrent coroutines make in the same instant as one
     non-transactional pipeline: each call is still exactly one FCALL (one script, atomic on
-    its own; on KVRocks inside its own MULTI/EXEC, see ``ServerKind``), but many share one
+    its own; on KVRocks a write inside its own MULTI/EXEC, see ``ServerKind``), but many share one
     socket write and one pool checkout. This is how one asyncio
     process gets past redis-py's per-call overhead. Nothing waits to fill a batch: a call made
     while the connection is idle goes out on the next loop iteration, alone.

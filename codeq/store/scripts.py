@@ -92,7 +92,8 @@ _PIECES = {
 
 
 #: Scripts that never write: their functions say so (``no-writes``), so a Redis at ``maxmemory``
-#: still runs them (it refuses any other function whole), and both servers refuse a write in one.
+#: still runs them (it refuses any other function whole), and both servers refuse a write in one;
+#: on KVRocks they go without the transaction a write goes in (codeq/store/coalescer.py).
 READ_ONLY = frozenset(
     {"get", "get_many", "dlq_page", "list_tasks", "stats", "gauges", "dlv_task", "dlv_search"}
     | {"ep_list"}
@@ -107,13 +108,7 @@ class Script:
     name: str
     source: str
     function: str
-    read_only: bool = False  # flagged no-writes: called with FCALL_RO
-
-    @property
-    def command(self) -> str:
-        """What calls it: ``FCALL_RO`` for a script that only reads (on KVRocks it needs no
-        transaction, and runs beside other reads), ``FCALL`` for the others."""
-        return "FCALL_RO" if self.read_only else "FCALL"
+    read_only: bool = False  # flagged no-writes: on KVRocks, called without a transaction
 
 
 def read_lua(name: str) -> str:
