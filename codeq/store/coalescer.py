@@ -205,15 +205,15 @@ class Coalescer:
         still runs the last). The calls whose function the server did not have (they did not
         run) go to :func:`_recover`."""
         await conn.send_packed_command(packed, check_health=False)
-        failed: list[int] = []
+        missing: list[int] = []
         for i, call in enumerate(batch):
             reply = await _script_reply(conn, call[0], wrap)
             if function_missing(reply):
-                failed.append(i)
+                missing.append(i)
             else:
                 _resolve(call, reply)
-        if failed:
-            await _recover(conn, batch, failed, wrap)
+        if missing:
+            await _recover(conn, batch, missing, wrap)
 
     async def _execute(self, batch: list[_Call]) -> None:
         try:

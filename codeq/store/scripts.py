@@ -95,8 +95,17 @@ _PIECES = {
 #: still runs them (it refuses any other function whole), and both servers refuse a write in one;
 #: on KVRocks they go without the transaction a write goes in (codeq/store/coalescer.py).
 READ_ONLY = frozenset(
-    {"get", "get_many", "dlq_page", "list_tasks", "stats", "gauges", "dlv_task", "dlv_search"}
-    | {"ep_list"}
+    {
+        "get",
+        "get_many",
+        "dlq_page",
+        "list_tasks",
+        "stats",
+        "gauges",
+        "dlv_task",
+        "dlv_search",
+        "ep_list",
+    }
 )
 
 

@@ -56,7 +56,8 @@ local ENDED = {succeeded = true, dead = true, gone = true}
 
 -- codeq.store.keys.escape, byte for byte (tests/test_delivery_search.py compares them):
 -- every byte outside [A-Za-z0-9_.-] as %XX, so no segment holds a '!'.
-local ESCAPED = {}  -- this call's escapes (`begin`): a batch names the same few tenants again and again
+-- this call's escapes, emptied by `begin`: a batch names the same few tenants again and again
+local ESCAPED = {}
 local function esc(s)
   local out = ESCAPED[s]
   if out then return out end
