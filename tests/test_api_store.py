@@ -150,7 +150,7 @@ async def test_each_http_operation_is_one_script_call(
             for name, call in ops.items():
                 assert await one(call) == ["fcall"], name
             got = lambda: c.get(f"/v1/codeq/tasks/{tid()}", headers=auth(PRODUCER))  # noqa: E731
-            assert await one(got) == ["fcall"]  # a read too (bare on KVRocks: no transaction)
+            assert await one(got) == ["fcall"]  # a read too
     finally:
         await monitor.__aexit__(None, None, None)
         await mon_client.aclose()

@@ -29,20 +29,22 @@ from tests.conftest import SERVERS, make_store, new_prefix, own_server
 from tests.servers import RedisServer
 from tests.strict_keys import code_only
 
-LIBRARIES = {"lib": "K", "dlv_lib": "D"}
+# the files a library is made of, with the key table `begin` binds (None: no `begin`, so
+# nothing at their top level may change in a call)
+LIBRARIES = {"lib": "K", "dlv_lib": "D", "scan": None, "trim": None}
 
 
 @pytest.mark.parametrize(("library", "table"), sorted(LIBRARIES.items()))
 def test_what_a_library_changes_during_a_call_is_made_anew_by_begin(
-    library: str, table: str
+    library: str, table: str | None
 ) -> None:
     """Every table or value a library file keeps at its top level and changes inside a function
     is made anew (or, for the key table, bound field by field) by ``begin``: the static half of
     the rule, which catches a cache added later without its reset."""
     text = code_only(read_lua(library))
     begin = re.search(r"^local function begin\(keys\)\n(.*?)^end$", text, re.DOTALL | re.MULTILINE)
-    assert begin is not None
-    rest = text.replace(begin.group(0), "")
+    assert (begin is not None) is (table is not None)
+    rest = text.replace(begin.group(0), "") if begin else text
     kept = re.findall(r"^local (?!function\b)(\w+)\s*=", rest, re.MULTILINE)
     # declarations stop looking like assignments; what is left assigns to, or into, a name
     rest = re.sub(r"^local (\w+)\s*=", r"local \1 :=", rest, flags=re.MULTILINE)
@@ -51,6 +53,9 @@ def test_what_a_library_changes_during_a_call_is_made_anew_by_begin(
         for name in kept
         if re.search(rf"(?<![\w.]){name}(?:\.\w+|\[[^]\n]*\])*\s*=(?!=)", rest)
     }
+    if begin is None:
+        assert not changed, f"{library}.lua changes these in a call, and has no begin: {changed}"
+        return
     renewed = set(re.findall(r"^  (\w+) = ", begin.group(1), re.MULTILINE))
     bound = re.findall(rf"^  {table}\.\w+ = keys\[\d+\]$", begin.group(1), re.MULTILINE)
     assert bound and renewed, begin.group(1)
@@ -106,6 +111,9 @@ async def test_two_releases_run_side_by_side(request: pytest.FixtureRequest, kin
         other = build_script("get", lambda n: read_lua(n) + ("\n-- another release" * (n == "get")))
         assert other.function != ours.function and other.name == ours.name
         await store.load_scripts()
+        await store._load(other)
+        listed = library_names(await store.client.execute_command("FUNCTION", "LIST"))
+        assert {ours.function, other.function} <= listed  # neither replaced the other
         keys = store.keys.partition(0).all
         for script in (other, ours, other):
             assert await store._eval(script, keys, ("acme", "nope", "0", "0")) == [b"NOT_FOUND"]
@@ -247,3 +255,24 @@ async def test_many_calls_of_a_missing_function_all_load_and_answer(
         assert replies == [[b"NOT_FOUND"]] * 20
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("coalesce", [True, False])
+async def test_a_library_redis_will_not_load_for_want_of_memory_is_a_503(coalesce: bool) -> None:
+    """A call whose function is missing on a Redis at maxmemory: its library cannot be loaded
+    (FUNCTION LOAD is a change), and both call paths answer with why: out of memory, a 503."""
+    server = RedisServer.start()
+    store = RedisStore.from_url(server.url, KeySchema(new_prefix()), coalesce=coalesce)
+    try:
+        await store.load_scripts()
+        task = (await Engine(store).create("acme", NewTask(command="c", payload="1"))).task
+        await store.client.execute_command("FUNCTION", "DELETE", load_scripts()["get"].function)
+        await store.client.config_set("maxmemory", "1")
+        with pytest.raises(StoreUnavailable, match="out of memory") as refused:
+            await Engine(store).get_task("acme", task.id)
+        assert not refused.value.outcome_unknown
+        await store.client.config_set("maxmemory", "0")
+        assert (await Engine(store).get_task("acme", task.id)).id == task.id
+    finally:
+        await store.close()
+        server.close()

@@ -236,18 +236,23 @@ async def _recover(conn: Any, batch: list[_Call], missing: list[int], wrap: bool
     """The calls of ``batch`` whose function the server did not have (restarted without its
     data, a library deleted, or this release's first call there): they did not run. Their
     libraries are loaded and they are sent again, and their new replies are their answers. A
-    load refused (another process loaded the library meanwhile, or the server would not) is
-    logged; a function still missing fails its call again."""
+    load may be refused because another process loaded the library meanwhile (its call then
+    runs) or for another reason: a call whose function is still missing is answered with why
+    its load was refused (a Redis out of memory: a 503, as on the unpipelined path)."""
     load = {batch[i][0].function: batch[i][0] for i in missing}
     again = [("FUNCTION", "LOAD", script.source) for script in load.values()]
     again += _script_calls([batch[i] for i in missing], wrap)
     await conn.send_packed_command(conn.pack_commands(again), check_health=False)
+    refused: dict[str, Exception] = {}
     for function in load:
         loaded = await _reply(conn)
         if isinstance(loaded, Exception):
-            log.info("loading %s: %s", function, str(loaded).splitlines()[0][:200])
+            refused[function] = loaded
     for i in missing:
-        _resolve(batch[i], await _script_reply(conn, batch[i][0], wrap))
+        reply = await _script_reply(conn, batch[i][0], wrap)
+        if function_missing(reply):
+            reply = refused.get(batch[i][0].function, reply)
+        _resolve(batch[i], reply)
 
 
 def _resolve(call: _Call, reply: Any) -> None:

@@ -186,8 +186,8 @@ def load_scripts() -> dict[str, Script]:
 
 def library_names(reply: Any) -> set[str]:
     """The libraries a ``FUNCTION LIST`` reply names (RESP2's flat pairs, or the maps of
-    redis-py's parser or of RESP3). Whether a function is on the server is asked this way, not
-    read from an error's text, which differs between Redis and KVRocks."""
+    redis-py's parser or of RESP3): how the store tells a refused ``FUNCTION LOAD`` of a
+    library another process loaded meanwhile from one that failed (and how tests look)."""
     names: set[str] = set()
     for library in reply or ():
         if isinstance(library, dict):
