@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import re
+import subprocess
+import sys
 from importlib import resources
+from pathlib import Path
 
 import pytest
 
@@ -276,3 +279,16 @@ async def test_a_library_redis_will_not_load_for_want_of_memory_is_a_503(coalesc
     finally:
         await store.close()
         server.close()
+
+
+def test_the_deploy_guide_names_this_releases_libraries() -> None:
+    """deploy.md's command for the names an operator keeps, run here as it runs in the image."""
+    guide = (Path(__file__).resolve().parent.parent / "docs" / "deploy.md").read_text("utf-8")
+    (line,) = [x for x in guide.splitlines() if x.startswith("kubectl") and "codeq.store" in x]
+    command = line.split(" -- ", 1)[1].split()
+    assert command[0] == "python"
+    out = subprocess.run(
+        [sys.executable, *command[1:]], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.split() == sorted(s.function for s in load_scripts().values())
+    assert out.stderr == ""
