@@ -52,12 +52,16 @@ def local_store(url: str | None, kind: str = "redis") -> Iterator[str]:
         yield server.url
 
 
+def file_at(rev: str, path: str) -> str:
+    """File ``path`` of this checkout as git revision ``rev`` has it."""
+    return subprocess.run(
+        ["git", "show", f"{rev}:{path}"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+
+
 def lua_at(rev: str, file: str) -> str:
     """``codeq/store/lua/<file>.lua`` as git revision ``rev`` has it."""
-    return subprocess.run(
-        ["git", "show", f"{rev}:codeq/store/lua/{file}.lua"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+    return file_at(rev, f"codeq/store/lua/{file}.lua")
 
 
 def functions_at(rev: str) -> bool:
@@ -69,10 +73,7 @@ def functions_at(rev: str) -> bool:
 def reads_bare_at(rev: str) -> bool:
     """Whether revision ``rev``'s store calls its read-only scripts without a transaction on
     KVRocks (§24): its coalescer decides per script (``_wrapped``)."""
-    return "\ndef _wrapped(" in subprocess.run(
-        ["git", "show", f"{rev}:codeq/store/coalescer.py"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+    return "\ndef _wrapped(" in file_at(rev, "codeq/store/coalescer.py")
 
 
 def script_at(rev: str, name: str) -> Script:
@@ -91,11 +92,12 @@ def evalsha_text_at(rev: str, name: str) -> str:
     """Script ``name`` as a revision from before functions (§23) sent it by ``EVALSHA``: its
     library file, its shared piece, then its own file, each after a ``-- ==== <file> ====``
     line (the library's top level ran on every call)."""
-    standalone = name.startswith(("sub_", "ep_", "rate_"))
-    text = "" if standalone else lua_at(rev, "dlv_lib" if name.startswith("dlv_") else "lib")
-    piece = {"list_tasks": "scan", "dlv_search": "scan", "trim_events": "trim", "ep_ack": "trim"}
-    if name in piece:
-        text = f"{text}\n-- ==== {piece[name]}.lua ====\n{lua_at(rev, piece[name])}"
+    from codeq.store.scripts import library_files  # which files make a script: unchanged
+
+    library, piece = library_files(name)
+    text = "" if library is None else lua_at(rev, library)
+    if piece is not None:
+        text = f"{text}\n-- ==== {piece}.lua ====\n{lua_at(rev, piece)}"
     return f"{text}\n-- ==== {name}.lua ====\n{lua_at(rev, name)}"
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import sys
 import uuid
 from collections.abc import Sequence
@@ -61,13 +62,12 @@ class EvalshaStore(RedisStore):
     """The store as a revision from before functions called its scripts: ``EVALSHA`` of
     ``texts[name]`` (``SCRIPT LOAD`` on ``NOSCRIPT``), inside ``MULTI``/``EXEC`` on KVRocks."""
 
-    texts: dict[str, str]
+    texts: dict[str, tuple[str, str]]  # name -> (text, its SHA-1)
 
     async def _eval(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        text = self.texts[script.name]
+        text, sha = self.texts[script.name]
 
         async def call() -> Any:
-            sha = _sha(text)
             if not await self.on_kvrocks():
                 return await self.client.evalsha(sha, len(keys), *keys, *args)
             pipe = self.client.pipeline(transaction=True)
@@ -82,10 +82,8 @@ class EvalshaStore(RedisStore):
             return await call()
 
 
-def _sha(text: str) -> str:
-    import hashlib
-
-    return hashlib.sha1(text.encode("utf-8"), usedforsecurity=False).hexdigest()
+def _with_sha(text: str) -> tuple[str, str]:
+    return text, hashlib.sha1(text.encode("utf-8"), usedforsecurity=False).hexdigest()
 
 
 def _old_store(url: str, rev: str) -> RedisStore:
@@ -98,7 +96,7 @@ def _old_store(url: str, rev: str) -> RedisStore:
         store._scripts = scripts
         return store
     old = EvalshaStore.from_url(url, keys, coalesce=False)
-    old.texts = {name: evalsha_text_at(rev, name) for name in SCRIPT_NAMES}
+    old.texts = {name: _with_sha(evalsha_text_at(rev, name)) for name in SCRIPT_NAMES}
     return old
 
 

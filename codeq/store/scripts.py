@@ -30,6 +30,7 @@ __all__ = [
     "Script",
     "build_script",
     "compose",
+    "library_files",
     "library_names",
     "load_scripts",
     "read_lua",
@@ -134,14 +135,22 @@ def build_script(name: str, read: Callable[[str], str] = read_lua) -> Script:
     its shared piece, then its function around the script's own file, each file's text from
     ``read`` (the package's by default; a benchmark hands it another revision's,
     bench/script_ab.py)."""
-    standalone = name.startswith(_STANDALONE)
-    before = [] if standalone else [read("dlv_lib" if name.startswith("dlv_") else "lib")]
-    if name in _PIECES:
-        piece = _PIECES[name]
+    library, piece = library_files(name)
+    before = [] if library is None else [read(library)]
+    if piece is not None:
         before.append(f"-- ==== {piece}.lua ====\n{read(piece)}")
     return compose(
-        name, read(name), before=before, begin=not standalone, read_only=name in READ_ONLY
+        name, read(name), before=before, begin=library is not None, read_only=name in READ_ONLY
     )
+
+
+def library_files(name: str) -> tuple[str | None, str | None]:
+    """The files before script ``name``'s own: its library file (``lib``, ``dlv_lib``, or none
+    for a script over keys of its own) and its shared piece (``scan``, ``trim`` or none)."""
+    library = (
+        None if name.startswith(_STANDALONE) else "dlv_lib" if name.startswith("dlv_") else "lib"
+    )
+    return library, _PIECES.get(name)
 
 
 def compose(
