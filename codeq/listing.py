@@ -59,16 +59,16 @@ MAX_LIST_LIMIT = 500
 #: index entries one partition looks at per page when a filter has no index of its own
 SCAN_BOUND = 2000
 
-#: listing status -> the codes of ``by_status`` (lib.lua ``ix_code``)
+#: listing status -> the codes of ``by_status`` (lib.lua ``ix_code``: P ready, W delayed)
 _CODES = {
-    ListStatus.PENDING: "P",
+    ListStatus.PENDING: "PW",
     ListStatus.IN_PROGRESS: "R",
     ListStatus.COMPLETED: "C",
     ListStatus.FAILED: "FD",
     ListStatus.DEAD: "D",
     ListStatus.CANCELLED: "X",
 }
-_ALL_CODES = "PRCFDX"
+_ALL_CODES = "PWRCFDX"
 #: statuses that hold what is waiting or in hand: with a command, listed from their own range
 _FEW = frozenset({ListStatus.PENDING, ListStatus.IN_PROGRESS, ListStatus.DEAD})
 _POSITION = re.compile(r"[0-9]{13}![0-9a-f-]{36}")

@@ -156,6 +156,10 @@ async def _check_listing(client: Any, k: Any, tasks: dict[str, Any]) -> list[str
     want_status: set[str] = set()
     want_command: set[str] = set()
     quarantined = set()
+    # until the sweeper has moved them (qstats "!ixw"), delayed tasks written before W existed
+    # are listed under P: then either entry is the task's one
+    moved = _s(await client.hget(k.qstats, "!ixw") or b"") == "1"
+    older: dict[str, str] = {}
     for task_id, rec in tasks.items():
         if "corrupt" in rec:
             quarantined.add(task_id)
@@ -164,9 +168,17 @@ async def _check_listing(client: Any, k: Any, tasks: dict[str, Any]) -> list[str
             continue  # a quarantined record of an unknown queue: not listed
         code = "D" if rec.get("loc") == "DLQ_SET" else _CODES[rec["status"]]
         pos = f"{int(rec['createdAt']):013d}!{task_id}"
+        if code == "P" and rec.get("loc") == "DELAYED_ZSET":
+            code = "W"  # PENDING and waiting
+            if not moved:
+                older[f"{tenant_seg}!P!{pos}"] = f"{tenant_seg}!W!{pos}"
         want_status.add(f"{tenant_seg}!{code}!{pos}")
         if task_id not in quarantined:
             want_command.add(f"{rec['q']}!{pos}")
+    for p_member, w_member in older.items():
+        if p_member in by_status and w_member not in by_status:
+            want_status.discard(w_member)
+            want_status.add(p_member)
     for name, have, want in (
         ("by_status", by_status, want_status),
         ("by_command", by_command, want_command),

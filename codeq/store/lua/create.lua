@@ -16,7 +16,8 @@
 -- task.ready's depth and wasEmpty in it (one entry, not two: 6-8 % of a create's script time
 -- on Redis, 10-13 % on KVRocks, docs/performance.md §22), and every reader takes it for both
 -- events.
--- Listing: every new task joins by_status (as P) and by_command, in one ZADD each per call.
+-- Listing: every new task joins by_status (as P, or W when delayed) and by_command, in one ZADD
+-- each per call.
 --
 -- Shape: every item is read and decided before the first write (an item the script cannot
 -- take fails the call before it writes anything), then the writes are grouped: one HSET of the
@@ -117,6 +118,7 @@ for _, q in ipairs(order) do
   fields[#fields + 1] = q .. '!n:created'
   if s.delayed > 0 then any_delayed = true end
   s.ix = ix_status_prefix(q, 'P')
+  s.ixw = ix_status_prefix(q, 'W')
 end
 if any_delayed then fields[#fields + 1] = '!delayed_floor' end
 local got = {}
@@ -136,8 +138,9 @@ for _, task in ipairs(new) do
   local b, id, q = task.b, task.id, task.q
   local s = queues[q]
   local tenant, command, priority = ARGV[b + 9], ARGV[b + 10], ARGV[b + 11]
-  local tail
+  local tail, ix = nil, s.ix
   if task.visible > now then
+    ix = s.ixw
     local at = int(task.visible)
     redis.call('XADD', K.events, '*', 'type', 'task.created', 'id', id, 'tenant', tenant,
                'command', command, 'at', now_s, 'priority', priority, 'runAt', at)
@@ -165,9 +168,9 @@ for _, task in ipairs(new) do
           .. ',"hist":[["task.created",' .. now_s .. ']]}'
   end
   local position = ix_position_of(now13, id)
-  if s.ix then
+  if ix then
     by_status[#by_status + 1] = '0'
-    by_status[#by_status + 1] = s.ix .. position
+    by_status[#by_status + 1] = ix .. position
   end
   by_command[#by_command + 1] = '0'
   by_command[#by_command + 1] = ix_command_member_of(q, position)

@@ -36,6 +36,7 @@
 --   lock     string sweeper lock
 --   by_status  zset score 0, member "<esc tenant>!<S>!<createdAt:13>!<id>", S the task's
 --                  listing status (`ix_code`): the tenant's tasks of one status, newest last
+--                  (qstats "!ixw" -> the partition's delayed tasks are under W, sweep.lua)
 --   by_command zset score 0, member "<q>!<createdAt:13>!<id>": the tasks of one queue
 --                  (the listing indexes of issue 17: every transition that changes S moves the
 --                  task's by_status member in the same script; by_command is written by create
@@ -183,13 +184,20 @@ local function bulk(cmd, key, flat)
   end
 end
 
--- The listing indexes (issue 17). A task's listing status S: P (PENDING), R (IN_PROGRESS),
--- C (COMPLETED), F (FAILED by a worker's result), D (FAILED and in the DLQ: "DEAD") or
--- X (CANCELLED).
+-- The listing indexes (issue 17). A task's listing status S: P (PENDING and ready), W
+-- (PENDING and waiting in the delayed set), R (IN_PROGRESS), C (COMPLETED), F (FAILED by a
+-- worker's result), D (FAILED and in the DLQ: "DEAD") or X (CANCELLED). PENDING is listed from
+-- two ranges, P and W, so that a task waiting long (a delay of hours) does not sit in P below
+-- the deleted entries of every task claimed since it was created: on KVRocks a range read steps
+-- over those one by one (docs/performance.md §25). Data written before W existed lists delayed
+-- tasks under P; the sweeper moves them once (sweep.lua, "!ixw"), and a task leaving W takes
+-- such an entry with it (`ix_move`).
 local IX_CODES = {PENDING = 'P', IN_PROGRESS = 'R', COMPLETED = 'C', FAILED = 'F', CANCELLED = 'X'}
 
 local function ix_code(rec)
-  if rec.loc == 'DLQ_SET' then return 'D' end
+  local loc = rec.loc
+  if loc == 'DLQ_SET' then return 'D' end
+  if loc == 'DELAYED_ZSET' and rec.status == 'PENDING' then return 'W' end
   return IX_CODES[rec.status]
 end
 
@@ -229,11 +237,19 @@ local function ix_command_member(rec)
 end
 
 -- A transition moved `rec` from listing status `was` to its status now: move its member.
+-- Leaving W, the task's P member goes too: a delayed task written before W existed is listed
+-- under P until the sweeper moves it (sweep.lua).
 local function ix_move(rec, was)
   local now_code = ix_code(rec)
   if now_code == was then return end
   local old = ix_status_member(rec, was)
-  if old then redis.call('ZREM', K.by_status, old) end
+  if old then
+    if was == 'W' then
+      redis.call('ZREM', K.by_status, old, ix_status_member(rec, 'P'))
+    else
+      redis.call('ZREM', K.by_status, old)
+    end
+  end
   local new = ix_status_member(rec, now_code)
   if new then redis.call('ZADD', K.by_status, 0, new) end
 end
@@ -446,8 +462,10 @@ local function promote_due(now, limit, from_start, known)
   for _, id in ipairs(ids) do
     local rec, raw, poison = load_rec(id)
     if rec and rec.loc == 'DELAYED_ZSET' then
+      local was = ix_code(rec)
       leave_current(rec)
       make_ready(rec, now)
+      ix_move(rec, was)
       save_rec(rec, now)
     elseif poison then
       redis.call('ZREM', K.delayed, id)

@@ -16,7 +16,7 @@
 -- entry newer than it (after ARGV[6]) was looked at, so the caller goes on from there.
 -- An entry whose record is gone, unreadable, another tenant's or in another listing status
 -- (it cannot be, with single-script transitions) is skipped.
--- Reads (issue 14): a by_status range of P, R, D or X is never asked for more entries than
+-- Reads (issue 14): a by_status range of P, W, R, D or X is never asked for more entries than
 -- the queue counters say can be there (scan.lua's caps), and not at all when they say none;
 -- see `status_caps`.
 local tenant, index = ARGV[1], ARGV[2]
@@ -52,18 +52,28 @@ if index == 'command' then key = K.by_command end
 
 -- The listing statuses whose tasks qstats counts per queue, by where the record says the task
 -- is (lib.lua `ix_code`; every transition moves a task's by_status member and its structure
--- in the same script): P is PENDING in ready or delayed, R IN_PROGRESS in leased, D the DLQ,
--- and X (CANCELLED) has a bound, not a count: the queue's total of cancels (`tally`, which
--- came with cancelling and never counts down; purge leaves it), 0 where nothing was ever
+-- in the same script): P is PENDING in ready, W PENDING in delayed, R IN_PROGRESS in leased, D
+-- the DLQ, and X (CANCELLED) has a bound, not a count: the queue's total of cancels (`tally`,
+-- which came with cancelling and never counts down; purge leaves it), 0 where nothing was ever
 -- cancelled. That one matters: X sorts right after R, so an empty X range read from its top
 -- walks down over every deleted entry of R. C and F have no such number (F's total of failed
 -- results began after by_status did, so older F entries may be beyond it) and are read as
--- they were.
+-- they were. Until the sweeper has moved a partition's delayed tasks written before W existed
+-- out of P ("!ixw", sweep.lua), P may hold them too: its cap counts the delayed ones as well.
 -- (keys in brackets: a bare `D =` reads as the delivery key table, tests/test_strict_keys.py)
 local COUNTED = {['P'] = {PENDING_LIST = '!ready', DELAYED_ZSET = '!delayed'},
+                 ['W'] = {DELAYED_ZSET = '!delayed'},
                  ['R'] = {INPROG_SET = '!leased'}, ['D'] = {DLQ_SET = '!dlq'},
                  ['X'] = {NONE = '!n:cancelled'}}
-local CODES = {'P', 'R', 'D', 'X'}
+local CODES = {'P', 'W', 'R', 'D', 'X'}
+local moved = false  -- "!ixw": no delayed task is under P (then P counts the ready ones only)
+
+-- whether range `code`'s cap counts a task in `loc`
+local function counts(code, loc)
+  if code == 'P' and moved then return loc == 'PENDING_LIST' end
+  local c = COUNTED[code]
+  return c ~= nil and c[loc] ~= nil
+end
 -- past this many queues in the partition (all tenants') the caps are not worth their
 -- O(queues) read of the registry: the ranges are read as they were
 local MAX_QUEUES = 256
@@ -82,16 +92,16 @@ local function status_caps(prefixes)
     if COUNTED[code] then want[code], seg = true, string.sub(prefix, 1, -3) end
   end
   if not seg or redis.call('HLEN', K.queues) > MAX_QUEUES then return nil end
-  local fields, code_of = {'!counted', '!uncertain'}, {}
+  local fields, code_of, loc_of = {'!counted', '!uncertain', '!ixw'}, {}, {}
   local mine = seg .. '/'
   for _, q in ipairs(redis.call('HKEYS', K.queues)) do
     if string.sub(q, 1, #mine) == mine then
       summed[q] = true
       for _, code in ipairs(CODES) do
         if want[code] then
-          for _, field in pairs(COUNTED[code]) do
+          for loc, field in pairs(COUNTED[code]) do
             fields[#fields + 1] = q .. field
-            code_of[#fields] = code
+            code_of[#fields], loc_of[#fields] = code, loc
           end
         end
       end
@@ -99,12 +109,13 @@ local function status_caps(prefixes)
   end
   local got = redis.call('HMGET', K.qstats, unpack(fields))
   if got[1] ~= '1' or got[2] then return nil end  -- not known exact (lib.lua `uncertain`)
+  moved = got[3] == '1'
   local sums = {}
   for code in pairs(want) do sums[code] = 0 end
-  for i = 3, #fields do
+  for i = 4, #fields do
     local n = tonumber(got[i]) or 0
     if n < 0 then return nil end
-    sums[code_of[i]] = sums[code_of[i]] + n
+    if counts(code_of[i], loc_of[i]) then sums[code_of[i]] = sums[code_of[i]] + n end
   end
   local caps = {}
   for prefix in string.gmatch(prefixes, '[^,]+') do caps[prefix] = sums[string.sub(prefix, -1)] end
@@ -115,13 +126,18 @@ end
 -- the tenant's, still at that position and in that range (status code or queue), and wanted.
 -- It is counted (by a cap) when it is, besides, a member of the structure its status is
 -- counted in, in a queue whose counters were added up.
+-- A delayed task's entry under P (written before W existed) is its entry until the sweeper
+-- moves it, and a task has one entry: it is taken there.
 local function accept(raw, e)
   local rec = decode_rec(raw, e.id)
   local ok = rec and rec.tenant == tenant and rec.createdAt ~= nil and ix_position(rec) == e.pos
-  if ok and index == 'status' then ok = ix_code(rec) == string.sub(e.r.prefix, -1) end
+  local code = string.sub(e.r.prefix, -1)
+  if ok and index == 'status' then
+    local has = ix_code(rec)
+    ok = has == code or (code == 'P' and has == 'W')
+  end
   if ok and index == 'command' then ok = rec.q == e.r.prefix end
-  local counted = ok and summed[rec.q] and COUNTED[ix_code(rec)] ~= nil
-                  and COUNTED[ix_code(rec)][rec.loc] ~= nil
+  local counted = ok and summed[rec.q] and counts(code, rec.loc)
   return ok and wanted(rec), counted
 end
 

@@ -21,6 +21,47 @@ if redis.call('HGET', K.qstats, '!counted') ~= '1' then
   end
   redis.call('HSET', K.qstats, '!counted', '1')
 end
+-- Data written before W existed (lib.lua IX_CODES) lists delayed tasks under P. A bounded step
+-- per pass walks the delayed set in (score, member) order from where the last step stopped
+-- ("!ixw_at" = "<moved:0|1>!<score>!<member>") and moves each such entry to W. A walk that
+-- moved something starts again from the beginning (a process of the older release may still
+-- be writing them); the first whole walk that finds none marks the partition ("!ixw"), and
+-- from then on listings count only ready tasks under P (list_tasks.lua).
+local function list_delayed_under_w()
+  local state = redis.call('HMGET', K.qstats, '!ixw', '!ixw_at')
+  if state[1] == '1' then return false end
+  local was_moved, score, member = string.match(state[2] or '', '^([01])!([^!]+)!(.*)$')
+  local from, skip = '-inf', 0
+  if score then
+    from = score
+    for _, m in ipairs(redis.call('ZRANGEBYSCORE', K.delayed, score, score)) do
+      if m <= member then skip = skip + 1 end
+    end
+  end
+  local flat = redis.call('ZRANGEBYSCORE', K.delayed, from, '+inf', 'WITHSCORES', 'LIMIT', skip,
+                          limit)
+  local moved = was_moved == '1'
+  for i = 1, #flat, 2 do
+    local rec = load_rec(flat[i])
+    if rec and ix_code(rec) == 'W' then
+      local old = ix_status_member(rec, 'P')
+      if old and redis.call('ZREM', K.by_status, old) == 1 then
+        redis.call('ZADD', K.by_status, 0, ix_status_member(rec, 'W'))
+        moved = true
+      end
+    end
+  end
+  if #flat < 2 * limit then  -- the walk reached the end of the set
+    redis.call('HDEL', K.qstats, '!ixw_at')
+    if not moved then redis.call('HSET', K.qstats, '!ixw', '1') end
+    return false  -- another walk, if one is due, at the next pass
+  end
+  local at = '0!'
+  if moved then at = '1!' end
+  redis.call('HSET', K.qstats, '!ixw_at', at .. flat[#flat] .. '!' .. flat[#flat - 1])
+  return true
+end
+local m0 = list_delayed_under_w()
 -- from -inf (true): the sweeper's pass is the safety net under the claims' scan hints
 redis.call('HDEL', K.qstats, '!delayed_from', '!leased_from')  -- the scan hints floors replaced
 -- Once a minute, the outcome totals of every queue (`tally`) are copied into the rates ring:
@@ -58,5 +99,5 @@ local promoted, m1 = promote_due(now, limit, true)
 local expired, m2 = expire_leases(now, limit, parse_delays(ARGV[4]), tonumber(ARGV[5]), true)
 local purged, m3 = purge_expired(now, limit, nil)
 local more = 0
-if m1 or m2 or m3 then more = 1 end
+if m0 or m1 or m2 or m3 then more = 1 end
 return {'OK', promoted, expired, purged, more}
