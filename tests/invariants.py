@@ -156,9 +156,10 @@ async def _check_listing(client: Any, k: Any, tasks: dict[str, Any]) -> list[str
     want_status: set[str] = set()
     want_command: set[str] = set()
     quarantined = set()
-    # until the sweeper has moved them (qstats "!ixw"), delayed tasks written before W existed
-    # are listed under P: then either entry is the task's one
-    moved = _s(await client.hget(k.qstats, "!ixw") or b"") == "1"
+    # qstats "!ixw" (lib.lua ``ixw``): absent, delayed tasks are listed under P; "0", under W,
+    # or still under P until the sweeper has moved them (either entry is the task's one); "1",
+    # under W
+    ixw = _s(await client.hget(k.qstats, "!ixw") or b"")
     older: dict[str, str] = {}
     for task_id, rec in tasks.items():
         if "corrupt" in rec:
@@ -168,9 +169,9 @@ async def _check_listing(client: Any, k: Any, tasks: dict[str, Any]) -> list[str
             continue  # a quarantined record of an unknown queue: not listed
         code = "D" if rec.get("loc") == "DLQ_SET" else _CODES[rec["status"]]
         pos = f"{int(rec['createdAt']):013d}!{task_id}"
-        if code == "P" and rec.get("loc") == "DELAYED_ZSET":
+        if code == "P" and rec.get("loc") == "DELAYED_ZSET" and ixw:
             code = "W"  # PENDING and waiting
-            if not moved:
+            if ixw == "0":
                 older[f"{tenant_seg}!P!{pos}"] = f"{tenant_seg}!W!{pos}"
         want_status.add(f"{tenant_seg}!{code}!{pos}")
         if task_id not in quarantined:

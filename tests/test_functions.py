@@ -284,7 +284,9 @@ async def test_a_library_redis_will_not_load_for_want_of_memory_is_a_503(coalesc
 def test_the_deploy_guide_names_this_releases_libraries() -> None:
     """deploy.md's command for the names an operator keeps, run here as it runs in the image."""
     guide = (Path(__file__).resolve().parent.parent / "docs" / "deploy.md").read_text("utf-8")
-    (line,) = [x for x in guide.splitlines() if x.startswith("kubectl") and "codeq.store" in x]
+    (line,) = [
+        x for x in guide.splitlines() if x.startswith("kubectl") and x.endswith("codeq.store")
+    ]
     command = line.split(" -- ", 1)[1].split()
     assert command[0] == "python"
     out = subprocess.run(

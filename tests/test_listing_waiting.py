@@ -7,8 +7,13 @@ of the delayed set moves the task's entry in the same script; data written befor
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from codeq.domain import ListStatus, NewTask, TaskFilter
@@ -20,6 +25,7 @@ from tests.test_listing import all_pages
 
 ACME = "acme"
 HOUR = 3600.0
+_GUIDE = (Path(__file__).resolve().parent.parent / "docs" / "deploy.md").read_text("utf-8")
 
 
 def _s(v: Any) -> str:
@@ -74,8 +80,8 @@ async def test_a_waiting_task_moves_between_w_and_p_with_its_transitions(
 
 
 async def _as_before_w(store: RedisStore, task_ids: list[str]) -> None:
-    """Give these delayed tasks the entry an older release wrote (P) and take the partitions'
-    mark away: data from before W."""
+    """Give these delayed tasks the entry a release before W wrote (P), and take the partitions'
+    switch away: data of a store that such a release wrote (and may still be writing)."""
     for p in range(store.keys.partitions):
         k = store.keys.partition(p)
         for member in await store.client.zrange(k.by_status, 0, -1):
@@ -86,19 +92,43 @@ async def _as_before_w(store: RedisStore, task_ids: list[str]) -> None:
         await store.client.hdel(k.qstats, "!ixw", "!ixw_at")
 
 
-async def _marked(store: RedisStore) -> bool:
-    marks = [
-        await store.client.hget(store.keys.partition(p).qstats, "!ixw")
+async def _switches(store: RedisStore) -> set[str | None]:
+    return {
+        None if (v := await store.client.hget(store.keys.partition(p).qstats, "!ixw")) is None
+        else _s(v)
         for p in range(store.keys.partitions)
-    ]
-    return all(m is not None and _s(m) == "1" for m in marks)
+    }  # fmt: skip
 
 
-async def test_delayed_tasks_written_before_w_are_listed_until_the_sweeper_moves_them(
+async def _sweep(engine: Engine, store: RedisStore) -> None:
+    """One sweeper tick: each partition's steps until it has no more to do."""
+    for p in range(store.keys.partitions):
+        while (report := await engine.sweep_partition(p, "t")) is not None and report.more:
+            pass
+
+
+async def test_a_partition_that_never_held_a_task_lists_delayed_tasks_under_w(
     engine: Engine, store: RedisStore
 ) -> None:
-    # the older ones wait: under P (as before W) they lie below the ready ones, past where a cap
-    # of the ready count alone would end the range
+    assert await _switches(store) == {None}
+    await _sweep(engine, store)
+    assert await _switches(store) == {"1"}
+    await _as_before_w(store, [])
+    task = (await engine.create(ACME, NewTask(command="a", payload="1", delay_seconds=HOUR))).task
+    assert (await _codes(store))[task.id] == "W"  # its partition switched with its first task
+    await _sweep(engine, store)  # and the others, which hold none, with the sweeper's pass
+    assert await _switches(store) == {"1"}
+
+
+async def test_delayed_tasks_stay_under_p_where_an_older_release_may_write_them(
+    engine: Engine, store: RedisStore
+) -> None:
+    """A store with data is switched by the operator: until then every script lists delayed
+    tasks where releases before W do, so those can run beside this one (a rolling update); then
+    the older entries are listed until the sweeper has moved them, and every transition out of
+    the delayed set takes them along."""
+    # the older ones wait: under P they lie below the ready ones, past where a cap of the
+    # ready count alone would end the range
     waiting = [
         (await engine.create(ACME, NewTask(command="a", payload=str(i), delay_seconds=HOUR))).task
         for i in range(3)
@@ -107,10 +137,25 @@ async def test_delayed_tasks_written_before_w_are_listed_until_the_sweeper_moves
     ready = [
         (await engine.create(ACME, NewTask(command="a", payload=f"r{i}"))).task for i in range(2)
     ]
-    old = [t.id for t in waiting] + [due.id]
-    await _as_before_w(store, old)
-    assert {(await _codes(store))[i] for i in old} == {"P"}
+    await _as_before_w(store, [t.id for t in [*waiting, due]])
+    more = (await engine.create(ACME, NewTask(command="a", payload="m", delay_seconds=HOUR))).task
+    waiting.append(more)
+    old = [t.id for t in [*waiting, due]]
+    assert {(await _codes(store))[i] for i in old} == {"P"}  # written as an older release does
+    await _sweep(engine, store)
+    holding = {store.keys.partition_of(i) for i in old}
+    for p in holding:  # a partition with data waits for the operator
+        assert await store.client.hget(store.keys.partition(p).qstats, "!ixw") is None
     pending = sorted([*old, *(t.id for t in ready)])
+    assert sorted(await _listed(engine, ListStatus.PENDING)) == pending
+    assert sorted(await _listed(engine, None)) == pending
+    await _whole(store)
+
+    for p in range(store.keys.partitions):  # the operator's switch (docs/deploy.md)
+        await store.client.hset(store.keys.partition(p).qstats, "!ixw", "0")
+    newer = (await engine.create(ACME, NewTask(command="a", payload="n", delay_seconds=HOUR))).task
+    assert (await _codes(store))[newer.id] == "W"
+    pending = sorted([*pending, newer.id])
     assert sorted(await _listed(engine, ListStatus.PENDING)) == pending
     assert sorted(await _listed(engine, None)) == pending
     await _whole(store)
@@ -122,16 +167,11 @@ async def test_delayed_tasks_written_before_w_are_listed_until_the_sweeper_moves
     assert (await _codes(store))[waiting[0].id] == "X"
     await _whole(store)
 
-    # the sweeper moves the rest under W, and marks each partition once a walk finds none
-    async def swept() -> bool:
-        for p in range(store.keys.partitions):
-            while (report := await engine.sweep_partition(p, "t")) is not None and report.more:
-                pass
-        return await _marked(store)
-
-    await eventually(swept)
+    # the sweeper moves the rest under W, and ends the switch
+    await _sweep(engine, store)
+    assert await _switches(store) == {"1"}
     assert {(await _codes(store))[t.id] for t in waiting[1:]} == {"W"}
-    still = sorted([waiting[1].id, waiting[2].id, *(t.id for t in ready)])
+    still = sorted([*(t.id for t in waiting[1:]), newer.id, *(t.id for t in ready)])
     assert sorted(await _listed(engine, ListStatus.PENDING)) == still
     await _whole(store)
 
@@ -151,13 +191,49 @@ async def test_the_sweeper_moves_a_large_set_in_bounded_steps(
         assert not isinstance(out, Exception)
         created.append(out.task.id)
     await _as_before_w(store, created)
+    for p in range(store.keys.partitions):
+        await store.client.hset(store.keys.partition(p).qstats, "!ixw", "0")
     steps = 0
-    while not await _marked(store):
+    while await _switches(store) != {"1"}:
         for p in range(store.keys.partitions):
             await engine.sweep_partition(p, "t")
         steps += 1
         assert steps < 100, "the sweeper's walk does not end"
-    assert steps > 40 // 7 // store.keys.partitions  # it took bounded steps
+    assert steps > 1  # it took more than one step
     assert set((await _codes(store)).values()) == {"W"}
     assert sorted(await _listed(engine, ListStatus.PENDING)) == sorted(created)
     await _whole(store)
+
+
+async def test_the_deploy_guides_switch_moves_a_store_with_data(redis_store: RedisStore) -> None:
+    """deploy.md's command, run here as it runs in the image, on a store an older release wrote."""
+    engine = Engine(redis_store)
+    task = (await engine.create(ACME, NewTask(command="a", payload="1", delay_seconds=HOUR))).task
+    await _as_before_w(redis_store, [task.id])
+    (line,) = [x for x in _GUIDE.splitlines() if x.startswith("kubectl") and "waiting" in x]
+    command = line.split(" -- ", 1)[1].split()
+    assert command[0] == "python"
+    server = redis_store.client.connection_pool.connection_kwargs
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "CODEQ_"))},
+        "REDIS_URL": f"redis://{server['host']}:{server['port']}",
+        "KEY_PREFIX": redis_store.keys.prefix,
+        "PARTITIONS": str(redis_store.keys.partitions),
+    }
+    out = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, *command[1:]],
+        capture_output=True, text=True, check=True, timeout=60, env=env,
+    )  # fmt: skip
+    partitions = range(redis_store.keys.partitions)
+    assert out.stdout.split("\n")[:-1] == [f"{p} moving" for p in partitions]
+    assert (await _codes(redis_store))[task.id] == "P"  # the sweeper moves it
+    await _sweep(engine, redis_store)
+    assert (await _codes(redis_store))[task.id] == "W"
+    assert await _switches(redis_store) == {"1"}
+    out = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, *command[1:]],
+        capture_output=True, text=True, check=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert out.stdout.split("\n")[:-1] == [f"{p} done" for p in partitions]

@@ -1,6 +1,52 @@
 """``python -m codeq.store``: the names of this release's function libraries, one a line (what
-an operator keeps when deleting an old release's, docs/deploy.md)."""
+an operator keeps when deleting an old release's, docs/deploy.md).
 
+``python -m codeq.store list-waiting-apart``: switch every partition of the configured store
+(the settings a server reads: environment, ``CODEQ_CONFIG_PATH``) to listing its delayed tasks
+under a range of their own (qstats ``!ixw``, lib.lua ``ixw``), once no process of a release
+before that runs; prints each partition and where it stands: ``moving`` (the sweeper moves its
+older entries) or ``done``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+
+from codeq.settings import Settings, SettingsError
+from codeq.store.factory import open_store
+from codeq.store.redis_store import RedisStore
 from codeq.store.scripts import load_scripts
 
-print("\n".join(sorted(script.function for script in load_scripts().values())))
+
+async def _list_waiting_apart(settings: Settings) -> list[str]:
+    if settings.store_kind != "redis":
+        raise SystemExit("no store is configured (REDIS_URL, REDIS_ADDR or a config file)")
+    store = open_store(settings)
+    assert isinstance(store, RedisStore)
+    try:
+        lines = []
+        for p in range(store.keys.partitions):
+            qstats = store.keys.partition(p).qstats
+            await store.client.hsetnx(qstats, "!ixw", "0")  # '1' (done) stays
+            state = await store.client.hget(qstats, "!ixw")
+            lines.append(f"{p} {'done' if state in (b'1', '1') else 'moving'}")
+        return lines
+    finally:
+        await store.close()
+
+
+def main(argv: list[str]) -> None:
+    if not argv:
+        print("\n".join(sorted(script.function for script in load_scripts().values())))
+    elif argv == ["list-waiting-apart"]:
+        try:
+            settings = Settings.load(environ=os.environ)
+        except SettingsError as exc:
+            raise SystemExit(str(exc)) from None
+        print("\n".join(asyncio.run(_list_waiting_apart(settings))))
+    else:
+        raise SystemExit("usage: python -m codeq.store [list-waiting-apart]")
+
+
+main(sys.argv[1:])

@@ -107,10 +107,10 @@ local fresh = ready_n > 0 and seq == 0
 -- the queues' counters and head marks (and the delayed floor): read in one HMGET, written in
 -- one HSET at the end, not an HINCRBY or HGET each (a redis.call costs ~0.5-1 µs on Redis and
 -- ~1.5-4 µs on KVRocks beyond its command, bench/scriptcost.py)
-local fields, any_delayed = {}, false
+local fields, any_delayed, registered = {'!ixw'}, false, 0
 for _, q in ipairs(order) do
   local s = queues[q]
-  redis.call('HSETNX', K.queues, q, s.meta)
+  registered = registered + redis.call('HSETNX', K.queues, q, s.meta)
   s.at = #fields
   fields[#fields + 1] = q .. '!ready'
   fields[#fields + 1] = q .. '!head'
@@ -122,7 +122,16 @@ for _, q in ipairs(order) do
 end
 if any_delayed then fields[#fields + 1] = '!delayed_floor' end
 local got = {}
-if #fields > 0 then got = redis.call('HMGET', K.qstats, unpack(fields)) end  -- at most 4 * 16 + 1
+-- at most 4 * 16 + 2 fields; with '!ixw' (lib.lua `ixw`): whether delayed tasks are listed
+-- under W here. A partition that has never held a task (no queue registered before this call)
+-- takes it now: no older release's script can have listed one of its delayed tasks under P.
+local switch = false
+if #order > 0 then
+  got = redis.call('HMGET', K.qstats, unpack(fields))
+  if not ixw(got[1]) and redis.call('HLEN', K.queues) == registered then
+    pmarks.ixw, switch = '1', true
+  end
+end
 for _, q in ipairs(order) do
   local s = queues[q]
   s.depth = tonumber(got[s.at + 1]) or 0
@@ -140,7 +149,7 @@ for _, task in ipairs(new) do
   local tenant, command, priority = ARGV[b + 9], ARGV[b + 10], ARGV[b + 11]
   local tail, ix = nil, s.ix
   if task.visible > now then
-    ix = s.ixw
+    if ixw() then ix = s.ixw end
     local at = int(task.visible)
     redis.call('XADD', K.events, '*', 'type', 'task.created', 'id', id, 'tenant', tenant,
                'command', command, 'at', now_s, 'priority', priority, 'runAt', at)
@@ -214,6 +223,10 @@ local floor = any_delayed and tonumber(got[#fields])
 if soonest and floor and soonest < floor then
   counts[#counts + 1] = '!delayed_floor'
   counts[#counts + 1] = int(soonest)
+end
+if switch then
+  counts[#counts + 1] = '!ixw'
+  counts[#counts + 1] = '1'
 end
 if fresh then
   counts[#counts + 1] = '!counted'

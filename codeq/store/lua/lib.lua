@@ -36,7 +36,7 @@
 --   lock     string sweeper lock
 --   by_status  zset score 0, member "<esc tenant>!<S>!<createdAt:13>!<id>", S the task's
 --                  listing status (`ix_code`): the tenant's tasks of one status, newest last
---                  (qstats "!ixw" -> the partition's delayed tasks are under W, sweep.lua)
+--                  (qstats "!ixw" -> the partition lists delayed tasks under W, `ix_code`)
 --   by_command zset score 0, member "<q>!<createdAt:13>!<id>": the tasks of one queue
 --                  (the listing indexes of issue 17: every transition that changes S moves the
 --                  task's by_status member in the same script; by_command is written by create
@@ -189,15 +189,31 @@ end
 -- worker's result), D (FAILED and in the DLQ: "DEAD") or X (CANCELLED). PENDING is listed from
 -- two ranges, P and W, so that a task waiting long (a delay of hours) does not sit in P below
 -- the deleted entries of every task claimed since it was created: on KVRocks a range read steps
--- over those one by one (docs/performance.md §25). Data written before W existed lists delayed
--- tasks under P; the sweeper moves them once (sweep.lua, "!ixw"), and a task leaving W takes
--- such an entry with it (`ix_move`).
+-- over those one by one (docs/performance.md §25).
+-- Releases before W list delayed tasks under P, and their scripts may run beside these during a
+-- rolling update; so a partition lists its delayed tasks under W only once qstats "!ixw" says
+-- so: '0' (they go under W; the sweeper is moving the older ones, and P may still hold some),
+-- '1' (all under W). Without it, delayed tasks are listed under P as those releases do. A
+-- partition that has never held a task takes '1' by itself (create.lua, sweep.lua); one with
+-- data is switched by the operator once no older process runs (docs/deploy.md).
 local IX_CODES = {PENDING = 'P', IN_PROGRESS = 'R', COMPLETED = 'C', FAILED = 'F', CANCELLED = 'X'}
+local pmarks = {}  -- this call's view of the partition's marks in qstats (false: absent)
+
+-- The partition's "!ixw" (false when absent); `known`: the value the caller has read.
+local function ixw(known)
+  local m = pmarks.ixw
+  if m == nil then
+    if known == nil then known = redis.call('HGET', K.qstats, '!ixw') end
+    m = known or false
+    pmarks.ixw = m
+  end
+  return m
+end
 
 local function ix_code(rec)
   local loc = rec.loc
   if loc == 'DLQ_SET' then return 'D' end
-  if loc == 'DELAYED_ZSET' and rec.status == 'PENDING' then return 'W' end
+  if loc == 'DELAYED_ZSET' and rec.status == 'PENDING' and ixw() then return 'W' end
   return IX_CODES[rec.status]
 end
 
@@ -237,8 +253,8 @@ local function ix_command_member(rec)
 end
 
 -- A transition moved `rec` from listing status `was` to its status now: move its member.
--- Leaving W, the task's P member goes too: a delayed task written before W existed is listed
--- under P until the sweeper moves it (sweep.lua).
+-- Leaving W, the task's P member goes too: a delayed task written before the partition's
+-- switch is listed under P until the sweeper moves it (sweep.lua).
 local function ix_move(rec, was)
   local now_code = ix_code(rec)
   if now_code == was then return end
@@ -569,4 +585,5 @@ local function begin(keys)
   K.by_status = keys[14]
   K.by_command = keys[15]
   floors = {}
+  pmarks = {}
 end

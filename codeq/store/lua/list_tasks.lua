@@ -58,19 +58,19 @@ if index == 'command' then key = K.by_command end
 -- cancelled. That one matters: X sorts right after R, so an empty X range read from its top
 -- walks down over every deleted entry of R. C and F have no such number (F's total of failed
 -- results began after by_status did, so older F entries may be beyond it) and are read as
--- they were. Until the sweeper has moved a partition's delayed tasks written before W existed
--- out of P ("!ixw", sweep.lua), P may hold them too: its cap counts the delayed ones as well.
+-- they were. Where the partition lists delayed tasks under P (no "!ixw", lib.lua `ixw`), or may
+-- still hold some there ('0', the sweeper moving them), P's cap counts the delayed ones as well;
+-- without "!ixw" W is not read at all.
 -- (keys in brackets: a bare `D =` reads as the delivery key table, tests/test_strict_keys.py)
 local COUNTED = {['P'] = {PENDING_LIST = '!ready', DELAYED_ZSET = '!delayed'},
                  ['W'] = {DELAYED_ZSET = '!delayed'},
                  ['R'] = {INPROG_SET = '!leased'}, ['D'] = {DLQ_SET = '!dlq'},
                  ['X'] = {NONE = '!n:cancelled'}}
 local CODES = {'P', 'W', 'R', 'D', 'X'}
-local moved = false  -- "!ixw": no delayed task is under P (then P counts the ready ones only)
 
 -- whether range `code`'s cap counts a task in `loc`
 local function counts(code, loc)
-  if code == 'P' and moved then return loc == 'PENDING_LIST' end
+  if code == 'P' and ixw() == '1' then return loc == 'PENDING_LIST' end
   local c = COUNTED[code]
   return c ~= nil and c[loc] ~= nil
 end
@@ -92,7 +92,7 @@ local function status_caps(prefixes)
     if COUNTED[code] then want[code], seg = true, string.sub(prefix, 1, -3) end
   end
   if not seg or redis.call('HLEN', K.queues) > MAX_QUEUES then return nil end
-  local fields, code_of, loc_of = {'!counted', '!uncertain', '!ixw'}, {}, {}
+  local fields, code_of, loc_of = {'!counted', '!uncertain'}, {}, {}
   local mine = seg .. '/'
   for _, q in ipairs(redis.call('HKEYS', K.queues)) do
     if string.sub(q, 1, #mine) == mine then
@@ -109,10 +109,9 @@ local function status_caps(prefixes)
   end
   local got = redis.call('HMGET', K.qstats, unpack(fields))
   if got[1] ~= '1' or got[2] then return nil end  -- not known exact (lib.lua `uncertain`)
-  moved = got[3] == '1'
   local sums = {}
   for code in pairs(want) do sums[code] = 0 end
-  for i = 4, #fields do
+  for i = 3, #fields do
     local n = tonumber(got[i]) or 0
     if n < 0 then return nil end
     if counts(code_of[i], loc_of[i]) then sums[code_of[i]] = sums[code_of[i]] + n end
@@ -126,8 +125,8 @@ end
 -- the tenant's, still at that position and in that range (status code or queue), and wanted.
 -- It is counted (by a cap) when it is, besides, a member of the structure its status is
 -- counted in, in a queue whose counters were added up.
--- A delayed task's entry under P (written before W existed) is its entry until the sweeper
--- moves it, and a task has one entry: it is taken there.
+-- A delayed task's entry under P (written before the partition's switch to W) is its entry
+-- until the sweeper moves it, and a task has one entry: it is taken there.
 local function accept(raw, e)
   local rec = decode_rec(raw, e.id)
   local ok = rec and rec.tenant == tenant and rec.createdAt ~= nil and ix_position(rec) == e.pos
@@ -142,9 +141,18 @@ local function accept(raw, e)
 end
 
 local filtering = want_codes ~= '' or want_priority ~= nil
-local caps = nil
-if index == 'status' then caps = status_caps(ARGV[3]) end
-local taken, reached = scan_page(key, ARGV[3], after_ms, before_ms, from, size, bound, filtering,
+local prefixes, caps = ARGV[3], nil
+if index == 'status' then
+  if not ixw() then  -- no task is listed under W here: not read (an empty range read walks on)
+    local kept = {}
+    for prefix in string.gmatch(prefixes, '[^,]+') do
+      if string.sub(prefix, -2) ~= '!W' then kept[#kept + 1] = prefix end
+    end
+    prefixes = table.concat(kept, ',')
+  end
+  caps = status_caps(prefixes)
+end
+local taken, reached = scan_page(key, prefixes, after_ms, before_ms, from, size, bound, filtering,
                                  K.tasks, accept, caps)
 local out = {reached}
 if #taken > 0 then

@@ -21,45 +21,51 @@ if redis.call('HGET', K.qstats, '!counted') ~= '1' then
   end
   redis.call('HSET', K.qstats, '!counted', '1')
 end
--- Data written before W existed (lib.lua IX_CODES) lists delayed tasks under P. A bounded step
--- per pass walks the delayed set in (score, member) order from where the last step stopped
--- ("!ixw_at" = "<moved:0|1>!<score>!<member>") and moves each such entry to W. A walk that
--- moved something starts again from the beginning (a process of the older release may still
--- be writing them); the first whole walk that finds none marks the partition ("!ixw"), and
--- from then on listings count only ready tasks under P (list_tasks.lua).
+-- Where this partition lists its delayed tasks (lib.lua `ixw`). One that has never held a task
+-- (no queue registered) takes W at once ('1'). One the operator switched ('0', docs/deploy.md)
+-- has its delayed set walked in score order, a bounded step a pass, from where the last step
+-- stopped ("!ixw_at": the score to go on from), and each delayed task's P entry moved to W; the
+-- walk's end sets '1', from when listings count only the ready tasks under P. A step takes the
+-- members of its last score whole, in the next step or, when one score fills the step, in this
+-- one: the walk never counts its way into a score again.
 local function list_delayed_under_w()
   local state = redis.call('HMGET', K.qstats, '!ixw', '!ixw_at')
   if state[1] == '1' then return false end
-  local was_moved, score, member = string.match(state[2] or '', '^([01])!([^!]+)!(.*)$')
-  local from, skip = '-inf', 0
-  if score then
-    from = score
-    for _, m in ipairs(redis.call('ZRANGEBYSCORE', K.delayed, score, score)) do
-      if m <= member then skip = skip + 1 end
+  if not state[1] then
+    if redis.call('HLEN', K.queues) == 0 then redis.call('HSET', K.qstats, '!ixw', '1') end
+    return false
+  end
+  ixw(state[1])
+  local flat = redis.call('ZRANGEBYSCORE', K.delayed, state[2] or '-inf', '+inf', 'WITHSCORES',
+                          'LIMIT', 0, limit)
+  local ids, next_from = {}, nil
+  if #flat < 2 * limit then  -- the rest of the set
+    for i = 1, #flat, 2 do ids[#ids + 1] = flat[i] end
+  elseif flat[2] == flat[#flat] then  -- one score fills the step: all of it, then past it
+    ids = redis.call('ZRANGEBYSCORE', K.delayed, flat[#flat], flat[#flat])
+    next_from = '(' .. flat[#flat]
+  else  -- up to the last score, whose members begin the next step
+    next_from = flat[#flat]
+    for i = 1, #flat, 2 do
+      if flat[i + 1] ~= next_from then ids[#ids + 1] = flat[i] end
     end
   end
-  local flat = redis.call('ZRANGEBYSCORE', K.delayed, from, '+inf', 'WITHSCORES', 'LIMIT', skip,
-                          limit)
-  local moved = was_moved == '1'
-  for i = 1, #flat, 2 do
-    local rec = load_rec(flat[i])
+  for _, id in ipairs(ids) do
+    local rec = load_rec(id)
     if rec and ix_code(rec) == 'W' then
       local old = ix_status_member(rec, 'P')
       if old and redis.call('ZREM', K.by_status, old) == 1 then
         redis.call('ZADD', K.by_status, 0, ix_status_member(rec, 'W'))
-        moved = true
       end
     end
   end
-  if #flat < 2 * limit then  -- the walk reached the end of the set
-    redis.call('HDEL', K.qstats, '!ixw_at')
-    if not moved then redis.call('HSET', K.qstats, '!ixw', '1') end
-    return false  -- another walk, if one is due, at the next pass
+  if next_from then
+    redis.call('HSET', K.qstats, '!ixw_at', next_from)
+    return true
   end
-  local at = '0!'
-  if moved then at = '1!' end
-  redis.call('HSET', K.qstats, '!ixw_at', at .. flat[#flat] .. '!' .. flat[#flat - 1])
-  return true
+  redis.call('HSET', K.qstats, '!ixw', '1')
+  redis.call('HDEL', K.qstats, '!ixw_at')
+  return false
 end
 local m0 = list_delayed_under_w()
 -- from -inf (true): the sweeper's pass is the safety net under the claims' scan hints
