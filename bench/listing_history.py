@@ -3,6 +3,7 @@
 
     python bench/listing_history.py [--store kvrocks|redis] [--rev a3f18b3] [--rounds 4]
         [--per-round 10000] [--pending 20] [--in-progress 0] [--old-delayed 0] [--samples 200]
+        [--switch]
 
 One throwaway server, one tenant, two commands. ``--old-delayed`` tasks delayed by an hour
 first (they stay pending below everything after them), then ``--rounds`` rounds of
@@ -14,6 +15,11 @@ default is the revision before listings capped their reads by the queue counters
 that both give the same first page, then times ``Engine.list_tasks`` (limit 50) for
 IN_PROGRESS, PENDING, DEAD and every status, the two scripts alternating, ``--samples`` each,
 and prints p50/p99 in ms (docs/performance.md §21).
+
+``--switch``: the data is left as a release before W wrote it (delayed tasks listed under P,
+the partition not switched; lib.lua ``ixw``) for those measurements; then the partition is
+switched as the operator does and the sweeper moves the entries, and the working tree's script
+is timed again on the same data (docs/performance.md §25).
 """
 
 from __future__ import annotations
@@ -60,6 +66,37 @@ async def _rounds(engine: Engine, args: argparse.Namespace) -> None:
         print(f"round {r + 1}: {args.per_round} created, claimed, completed in {took:.0f} s")
 
 
+async def _as_before_w(store: RedisStore) -> None:
+    """The partition as a release before W left it: delayed tasks under P, not switched."""
+    k = store.keys.partition(0)
+    for member in await store.client.zrange(k.by_status, 0, -1):
+        tenant, code, position = member.decode().split("!", 2)
+        if code == "W":
+            await store.client.zrem(k.by_status, member)
+            await store.client.zadd(k.by_status, {f"{tenant}!P!{position}": 0})
+    await store.client.hdel(k.qstats, "!ixw", "!ixw_at")
+
+
+async def _switch(engine: Engine, store: RedisStore) -> None:
+    """The operator's switch (python -m codeq.store list-waiting-apart), then the sweeper's walk."""
+    qstats = store.keys.partition(0).qstats
+    await store.client.hset(qstats, "!ixw", "0")
+    while await store.client.hget(qstats, "!ixw") != b"1":
+        await engine.sweep_partition(0, "bench")
+
+
+async def _time(
+    engines: dict[str, Engine], samples: int, took: dict[tuple[str, str], list[float]]
+) -> None:
+    for i in range(samples):
+        for name, flt in FILTERS.items():
+            order = list(engines.items())
+            for label, e in order if i % 2 == 0 else order[::-1]:
+                started = time.perf_counter()
+                await e.list_tasks(TENANT, flt, limit=50)
+                took.setdefault((name, label), []).append(time.perf_counter() - started)
+
+
 async def _run(args: argparse.Namespace) -> None:
     with local_store(None, args.store) as url:
         keys = KeySchema("lh" + uuid.uuid4().hex[:8])
@@ -77,18 +114,23 @@ async def _run(args: argparse.Namespace) -> None:
             for _ in range(args.in_progress):
                 if await engine.claim(TENANT, "hold", ["a"], lease_seconds=3600) is None:
                     raise SystemExit("nothing to hold: --in-progress above --pending")
+            if args.switch:
+                await _as_before_w(now)
+            first: dict[str, tuple[str, ...]] = {}
             for name, flt in FILTERS.items():  # the same page from both
                 pages = [await e.list_tasks(TENANT, flt, limit=50) for e in engines.values()]
                 if len({tuple(t.id for t in p.tasks) for p in pages}) != 1:
                     raise SystemExit(f"{name}: the two scripts list different pages")
+                first[name] = tuple(t.id for t in pages[0].tasks)
             took: dict[tuple[str, str], list[float]] = {}
-            for i in range(args.samples):
+            await _time(engines, args.samples, took)
+            if args.switch:
+                await _switch(engine, now)
                 for name, flt in FILTERS.items():
-                    order = list(engines.items())
-                    for label, e in order if i % 2 == 0 else order[::-1]:
-                        started = time.perf_counter()
-                        await e.list_tasks(TENANT, flt, limit=50)
-                        took.setdefault((name, label), []).append(time.perf_counter() - started)
+                    page = await engine.list_tasks(TENANT, flt, limit=50)
+                    if tuple(t.id for t in page.tasks) != first[name]:
+                        raise SystemExit(f"{name}: a different page after the switch")
+                await _time({"switched": engine}, args.samples, took)
         finally:
             await now.close()
             await then.close()
@@ -97,14 +139,18 @@ async def _run(args: argparse.Namespace) -> None:
         f"{args.per_round} tasks created, claimed and completed, then {args.pending} pending "
         f"({args.in_progress} of them in progress); limit 50, {args.samples} samples; ms\n"
     )
-    print(f"| listing | {args.rev} p50 / p99 | working tree p50 / p99 |")
-    print("|---|---:|---:|")
+    labels = [args.rev, "working tree"] + (["switched"] if args.switch else [])
+    heads = [f"{args.rev} p50 / p99", "working tree p50 / p99"]
+    if args.switch:
+        heads = [h + " (delayed under P)" for h in heads] + ["working tree, switched to W"]
+    print("| listing | " + " | ".join(heads) + " |")
+    print("|---|" + "---:|" * len(heads))
     for name in FILTERS:
         cells = []
-        for label in (args.rev, "working tree"):
+        for label in labels:
             xs = sorted(took[(name, label)])
             cells.append(f"{percentile(xs, 50) * 1e3:.2f} / {percentile(xs, 99) * 1e3:.2f}")
-        print(f"| {name} | {cells[0]} | {cells[1]} |")
+        print(f"| {name} | " + " | ".join(cells) + " |")
     print("\nreproduce: python bench/listing_history.py " + " ".join(sys.argv[1:]))
 
 
@@ -118,6 +164,7 @@ def main() -> None:
     ap.add_argument("--in-progress", type=int, default=0)
     ap.add_argument("--old-delayed", type=int, default=0)
     ap.add_argument("--samples", type=int, default=200)
+    ap.add_argument("--switch", action="store_true", help="delayed under P, then switched to W")
     asyncio.run(_run(ap.parse_args()))
 
 

@@ -98,6 +98,9 @@ def create_app(
         try:
             await the_store.check()  # a store these settings cannot use stops the start here
             await the_store.load_scripts()
+            # a store that has never held a task lists delayed tasks apart from the start
+            # (codeq.store.upkeep; one that holds tasks is switched by its operator)
+            await the_store.list_waiting_apart(if_empty=True)
         except StoreUnavailable:
             log.warning("store unavailable at start-up; scripts load on first use")
         tail = EventTail(

@@ -2,8 +2,11 @@
 waiting in the delayed set (a delay, a retry's backoff). A task that waits long then no longer
 sits in P below the deleted entries of every task claimed since it was created, which a range
 read on KVRocks steps over one by one (docs/performance.md §25). Every transition in and out
-of the delayed set moves the task's entry in the same script; data written before W existed
-(delayed tasks under P) is listed as it was until the sweeper moves it, once per partition."""
+of the delayed set moves the task's entry in the same script. Releases before W list delayed
+tasks under P and may run beside this one in a rolling update, so a store keeps that layout
+until it is switched: by a server's start when it has never held a task, else by its operator
+(docs/deploy.md); the sweeper then moves the older entries, once per partition. The ``store``
+fixtures start switched, as a server's start leaves a new store."""
 
 from __future__ import annotations
 
@@ -13,14 +16,20 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from codeq.domain import ListStatus, NewTask, TaskFilter
 from codeq.engine import Engine, EngineConfig
 from codeq.store.redis_store import RedisStore
-from tests.conftest import eventually
+from gateway.app import create_app
+from tests.asgi import serve_in_process
+from tests.conftest import eventually, make_store
 from tests.invariants import check_all
+from tests.test_api import make_settings
 from tests.test_listing import all_pages
 
 ACME = "acme"
@@ -107,17 +116,37 @@ async def _sweep(engine: Engine, store: RedisStore) -> None:
             pass
 
 
-async def test_a_partition_that_never_held_a_task_lists_delayed_tasks_under_w(
-    engine: Engine, store: RedisStore
+async def test_a_servers_start_switches_a_store_that_never_held_a_task(
+    request: pytest.FixtureRequest,
 ) -> None:
-    assert await _switches(store) == {None}
-    await _sweep(engine, store)
-    assert await _switches(store) == {"1"}
-    await _as_before_w(store, [])
-    task = (await engine.create(ACME, NewTask(command="a", payload="1", delay_seconds=HOUR))).task
-    assert (await _codes(store))[task.id] == "W"  # its partition switched with its first task
-    await _sweep(engine, store)  # and the others, which hold none, with the sweeper's pass
-    assert await _switches(store) == {"1"}
+    store = make_store(request, "redis")
+    try:
+        engine = Engine(store)
+        assert await _switches(store) == {None}
+        assert await store.list_waiting_apart(if_empty=True) == [False]
+        task = (
+            await engine.create(ACME, NewTask(command="a", payload="1", delay_seconds=HOUR))
+        ).task
+        assert (await _codes(store))[task.id] == "W"
+        await _sweep(engine, store)
+        assert await _switches(store) == {"1"}
+
+        await _as_before_w(store, [task.id])  # a store with data: only its operator switches it
+        assert await store.list_waiting_apart(if_empty=True) is None
+        assert await _switches(store) == {None}
+        await _whole(store)
+    finally:
+        await store.close()
+
+
+async def test_a_server_starting_on_an_empty_store_switches_it(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    prefix = "lw" + uuid.uuid4().hex[:10]
+    store = make_store(request, "redis", prefix)
+    app = create_app(make_settings(tmp_path, prefix), store=store, close_store=True)
+    async with serve_in_process(app, http=False):
+        assert await _switches(store) == {"0"}
 
 
 async def test_delayed_tasks_stay_under_p_where_an_older_release_may_write_them(
@@ -151,8 +180,7 @@ async def test_delayed_tasks_stay_under_p_where_an_older_release_may_write_them(
     assert sorted(await _listed(engine, None)) == pending
     await _whole(store)
 
-    for p in range(store.keys.partitions):  # the operator's switch (docs/deploy.md)
-        await store.client.hset(store.keys.partition(p).qstats, "!ixw", "0")
+    assert await store.list_waiting_apart() == [False] * store.keys.partitions  # the operator's
     newer = (await engine.create(ACME, NewTask(command="a", payload="n", delay_seconds=HOUR))).task
     assert (await _codes(store))[newer.id] == "W"
     pending = sorted([*pending, newer.id])
@@ -179,29 +207,47 @@ async def test_delayed_tasks_stay_under_p_where_an_older_release_may_write_them(
 async def test_the_sweeper_moves_a_large_set_in_bounded_steps(
     store: RedisStore, config: EngineConfig
 ) -> None:
-    """More delayed tasks than one step looks at, many of one score: every one is moved."""
-    engine = Engine(store, dataclasses.replace(config, requeue_inspect_limit=7))
+    """More delayed tasks than one step looks at, a long run of one score among them: each step
+    looks at no more than its bound, and every task is moved, even when tasks the walk has
+    passed leave the run meanwhile."""
+    engine = Engine(store, dataclasses.replace(config, requeue_inspect_limit=5))
     run_at = int(time.time() * 1000) + 86_400_000  # a day ahead: one score for most of them
     items = [
-        NewTask(command="a", payload=str(i), run_at_ms=run_at if i % 3 else run_at + i)
-        for i in range(40)
+        NewTask(command="a", payload=str(i), run_at_ms=run_at + i if i % 3 == 1 else run_at)
+        for i in range(120)
     ]
     created = []
     for out in await engine.create_many(ACME, items):
         assert not isinstance(out, Exception)
         created.append(out.task.id)
     await _as_before_w(store, created)
-    for p in range(store.keys.partitions):
-        await store.client.hset(store.keys.partition(p).qstats, "!ixw", "0")
-    steps = 0
+    await store.list_waiting_apart()
+
+    async def under_p() -> int:
+        return list((await _codes(store)).values()).count("P")
+
+    left, steps, cancelled = await under_p(), 0, []
     while await _switches(store) != {"1"}:
         for p in range(store.keys.partitions):
             await engine.sweep_partition(p, "t")
         steps += 1
-        assert steps < 100, "the sweeper's walk does not end"
-    assert steps > 1  # it took more than one step
-    assert set((await _codes(store)).values()) == {"W"}
-    assert sorted(await _listed(engine, ListStatus.PENDING)) == sorted(created)
+        now_left = await under_p()
+        assert left - now_left <= 5 * store.keys.partitions  # a step moves at most its bound
+        left = now_left
+        if steps == 2:  # the first of the run, passed by now, leaves it
+            for p in range(store.keys.partitions):
+                k = store.keys.partition(p)
+                first = await store.client.zrangebyscore(k.delayed, run_at, run_at, 0, 1)
+                await engine.cancel(ACME, _s(first[0]))
+                cancelled.append(_s(first[0]))
+        assert steps < 200, "the sweeper's walk does not end"
+    assert steps >= len(created) // (5 * store.keys.partitions)
+    codes = await _codes(store)
+    assert {codes[i] for i in cancelled} == {"X"}
+    assert {c for i, c in codes.items() if i not in cancelled} == {"W"}
+    assert sorted(await _listed(engine, ListStatus.PENDING)) == sorted(
+        set(created) - set(cancelled)
+    )
     await _whole(store)
 
 

@@ -20,18 +20,15 @@ from codeq.store.scripts import load_scripts
 
 
 async def _list_waiting_apart(settings: Settings) -> list[str]:
-    if settings.store_kind != "redis":
-        raise SystemExit("no store is configured (REDIS_URL, REDIS_ADDR or a config file)")
+    if settings.store_kind != "redis":  # the private store of `codeq serve` and the
+        # embedded one are switched when a server starts on them empty
+        raise SystemExit("no store address is configured (REDIS_URL, REDIS_ADDR, redisUrl)")
     store = open_store(settings)
     assert isinstance(store, RedisStore)
     try:
-        lines = []
-        for p in range(store.keys.partitions):
-            qstats = store.keys.partition(p).qstats
-            await store.client.hsetnx(qstats, "!ixw", "0")  # '1' (done) stays
-            state = await store.client.hget(qstats, "!ixw")
-            lines.append(f"{p} {'done' if state in (b'1', '1') else 'moving'}")
-        return lines
+        done = await store.list_waiting_apart()
+        assert done is not None
+        return [f"{p} {'done' if d else 'moving'}" for p, d in enumerate(done)]
     finally:
         await store.close()
 

@@ -1,6 +1,7 @@
 """Keeping the task partitions in shape: the dead-letter queue (browse, requeue), the purge of
 finished tasks past retention, the sweeper's step and the trimming of the event streams. Each
-is one script (``codeq/store/lua/<name>.lua``) on one partition.
+is one script (``codeq/store/lua/<name>.lua``) on one partition. And the switch of the listing
+layout (:meth:`TaskUpkeep.list_waiting_apart`), one mark per partition.
 """
 
 from __future__ import annotations
@@ -78,6 +79,25 @@ class TaskUpkeep(ScriptStore):
             purged=int(reply[3]),
             more=bool(int(reply[4])),
         )
+
+    async def list_waiting_apart(self, *, if_empty: bool = False) -> list[bool] | None:
+        """Switch every partition to listing its delayed tasks under W (qstats ``!ixw`` = 0,
+        lib.lua ``ixw``; a partition switched before keeps its mark); the sweeper then moves
+        the entries an older release left under P and marks the partition done (1). Returns,
+        per partition, whether it is done. Only safe once no process of a release before W
+        runs (docs/deploy.md), which nobody can tell from here; so ``if_empty`` (a server's
+        start) switches nothing unless no partition has ever held a task, and returns None
+        then. Not a transition of any task: one field per partition, set where absent."""
+        parts = [self.keys.partition(p) for p in range(self.keys.partitions)]
+        if if_empty:
+            for k in parts:
+                if await self._client.hlen(k.queues):
+                    return None
+        done = []
+        for k in parts:
+            await self._client.hsetnx(k.qstats, "!ixw", "0")
+            done.append(_s(await self._client.hget(k.qstats, "!ixw")) == "1")
+        return done
 
     async def trim_events(self, partition: int, *, floor_ms: int) -> int:
         reply = await self._run("trim_events", partition, [floor_ms])

@@ -107,10 +107,10 @@ local fresh = ready_n > 0 and seq == 0
 -- the queues' counters and head marks (and the delayed floor): read in one HMGET, written in
 -- one HSET at the end, not an HINCRBY or HGET each (a redis.call costs ~0.5-1 µs on Redis and
 -- ~1.5-4 µs on KVRocks beyond its command, bench/scriptcost.py)
-local fields, any_delayed, registered = {'!ixw'}, false, 0
+local fields, any_delayed = {'!ixw'}, false
 for _, q in ipairs(order) do
   local s = queues[q]
-  registered = registered + redis.call('HSETNX', K.queues, q, s.meta)
+  redis.call('HSETNX', K.queues, q, s.meta)
   s.at = #fields
   fields[#fields + 1] = q .. '!ready'
   fields[#fields + 1] = q .. '!head'
@@ -122,15 +122,11 @@ for _, q in ipairs(order) do
 end
 if any_delayed then fields[#fields + 1] = '!delayed_floor' end
 local got = {}
--- at most 4 * 16 + 2 fields; with '!ixw' (lib.lua `ixw`): whether delayed tasks are listed
--- under W here. A partition that has never held a task (no queue registered before this call)
--- takes it now: no older release's script can have listed one of its delayed tasks under P.
-local switch = false
+-- at most 4 * 16 + 2 fields, the first '!ixw' (lib.lua `ixw`): whether delayed tasks are
+-- listed under W here
 if #order > 0 then
   got = redis.call('HMGET', K.qstats, unpack(fields))
-  if not ixw(got[1]) and redis.call('HLEN', K.queues) == registered then
-    pmarks.ixw, switch = '1', true
-  end
+  ixw(got[1])
 end
 for _, q in ipairs(order) do
   local s = queues[q]
@@ -223,10 +219,6 @@ local floor = any_delayed and tonumber(got[#fields])
 if soonest and floor and soonest < floor then
   counts[#counts + 1] = '!delayed_floor'
   counts[#counts + 1] = int(soonest)
-end
-if switch then
-  counts[#counts + 1] = '!ixw'
-  counts[#counts + 1] = '1'
 end
 if fresh then
   counts[#counts + 1] = '!counted'

@@ -193,9 +193,9 @@ end
 -- Releases before W list delayed tasks under P, and their scripts may run beside these during a
 -- rolling update; so a partition lists its delayed tasks under W only once qstats "!ixw" says
 -- so: '0' (they go under W; the sweeper is moving the older ones, and P may still hold some),
--- '1' (all under W). Without it, delayed tasks are listed under P as those releases do. A
--- partition that has never held a task takes '1' by itself (create.lua, sweep.lua); one with
--- data is switched by the operator once no older process runs (docs/deploy.md).
+-- '1' (all under W). Without it, every script writes and reads delayed tasks where those
+-- releases do. The switch (codeq.store.upkeep `list_waiting_apart`): a server's start on a
+-- store that has never held a task, or the operator once no older process runs (deploy.md).
 local IX_CODES = {PENDING = 'P', IN_PROGRESS = 'R', COMPLETED = 'C', FAILED = 'F', CANCELLED = 'X'}
 local pmarks = {}  -- this call's view of the partition's marks in qstats (false: absent)
 

@@ -21,33 +21,56 @@ if redis.call('HGET', K.qstats, '!counted') ~= '1' then
   end
   redis.call('HSET', K.qstats, '!counted', '1')
 end
--- Where this partition lists its delayed tasks (lib.lua `ixw`). One that has never held a task
--- (no queue registered) takes W at once ('1'). One the operator switched ('0', docs/deploy.md)
--- has its delayed set walked in score order, a bounded step a pass, from where the last step
--- stopped ("!ixw_at": the score to go on from), and each delayed task's P entry moved to W; the
--- walk's end sets '1', from when listings count only the ready tasks under P. A step takes the
--- members of its last score whole, in the next step or, when one score fills the step, in this
--- one: the walk never counts its way into a score again.
+-- Where this partition lists its delayed tasks (lib.lua `ixw`). One switched ('0': the
+-- operator's command, or a server's start on an empty store; codeq.store.upkeep) has its
+-- delayed set walked in (score, member) order, a bounded step a pass, and each delayed task's P
+-- entry moved to W; the walk's end sets '1', from when listings count only the ready tasks
+-- under P. "!ixw_at" is where the walk stands: "<score>" (go on from there) or, inside a run of
+-- members of one score longer than a step, "<score>!<n>!<member>" (the first n of that score
+-- are done, the last of them `member`). A member written below that place since is already
+-- under W; if the place moved (members removed before it), the score's members are read to
+-- find it again by member.
 local function list_delayed_under_w()
   local state = redis.call('HMGET', K.qstats, '!ixw', '!ixw_at')
-  if state[1] == '1' then return false end
-  if not state[1] then
-    if redis.call('HLEN', K.queues) == 0 then redis.call('HSET', K.qstats, '!ixw', '1') end
-    return false
-  end
+  if state[1] ~= '0' then return false end
   ixw(state[1])
-  local flat = redis.call('ZRANGEBYSCORE', K.delayed, state[2] or '-inf', '+inf', 'WITHSCORES',
-                          'LIMIT', 0, limit)
-  local ids, next_from = {}, nil
-  if #flat < 2 * limit then  -- the rest of the set
-    for i = 1, #flat, 2 do ids[#ids + 1] = flat[i] end
-  elseif flat[2] == flat[#flat] then  -- one score fills the step: all of it, then past it
-    ids = redis.call('ZRANGEBYSCORE', K.delayed, flat[#flat], flat[#flat])
-    next_from = '(' .. flat[#flat]
-  else  -- up to the last score, whose members begin the next step
-    next_from = flat[#flat]
-    for i = 1, #flat, 2 do
-      if flat[i + 1] ~= next_from then ids[#ids + 1] = flat[i] end
+  local at = state[2] or '-inf'
+  local score, n, member = string.match(at, '^([^!]+)!(%d+)!(.*)$')
+  local plain = string.match(at, '^%(?([^!(]+)$')
+  if at ~= '-inf' and not (score and tonumber(score)) and not (plain and tonumber(plain)) then
+    score, at = nil, '-inf'  -- not a place this walk wrote: from the start
+  end
+  local ids, next_at = {}, nil
+  if score then  -- inside one score's run
+    n = tonumber(n)
+    local got = redis.call('ZRANGEBYSCORE', K.delayed, score, score, 'LIMIT', n - 1, limit + 1)
+    if got[1] == member then
+      table.remove(got, 1)
+    else  -- the run changed before the place: find it by member
+      got, n = {}, 0
+      for _, m in ipairs(redis.call('ZRANGEBYSCORE', K.delayed, score, score)) do
+        if m <= member then n = n + 1 elseif #got < limit then got[#got + 1] = m end
+      end
+    end
+    ids = got
+    if #got < limit then
+      next_at = '(' .. score
+    else
+      next_at = score .. '!' .. int(n + #got) .. '!' .. got[#got]
+    end
+  else
+    local flat = redis.call('ZRANGEBYSCORE', K.delayed, at, '+inf', 'WITHSCORES', 'LIMIT', 0,
+                            limit)
+    if #flat < 2 * limit then  -- the rest of the set
+      for i = 1, #flat, 2 do ids[#ids + 1] = flat[i] end
+    elseif flat[2] == flat[#flat] then  -- one score fills the step: its run, a step at a time
+      for i = 1, #flat, 2 do ids[#ids + 1] = flat[i] end
+      next_at = flat[2] .. '!' .. int(#ids) .. '!' .. ids[#ids]
+    else  -- up to the last score, whose members begin the next step
+      next_at = flat[#flat]
+      for i = 1, #flat, 2 do
+        if flat[i + 1] ~= next_at then ids[#ids + 1] = flat[i] end
+      end
     end
   end
   for _, id in ipairs(ids) do
@@ -59,8 +82,8 @@ local function list_delayed_under_w()
       end
     end
   end
-  if next_from then
-    redis.call('HSET', K.qstats, '!ixw_at', next_from)
+  if next_at then
+    redis.call('HSET', K.qstats, '!ixw_at', next_at)
     return true
   end
   redis.call('HSET', K.qstats, '!ixw', '1')
