@@ -103,7 +103,7 @@ def make_store(
 @pytest.fixture(params=BACKENDS)
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[RedisStore]:
     s = make_store(request, request.param)
-    await s.list_waiting_apart(if_empty=True)  # as a server's start does on a new store
+    await s.list_waiting_apart()  # as a server's start leaves a new store
     yield s
     problems = await check_all(s.client, s.keys)
     await s.close()
@@ -124,7 +124,7 @@ async def engine(store: RedisStore, config: EngineConfig) -> Engine:
 async def redis_store(request: pytest.FixtureRequest) -> AsyncIterator[RedisStore]:
     """A store on a real server, Redis and KVRocks (race and crash tests)."""
     s = make_store(request, request.param, pool_size=128)
-    await s.list_waiting_apart(if_empty=True)  # as a server's start does on a new store
+    await s.list_waiting_apart()  # as a server's start leaves a new store
     yield s
     problems = await check_all(s.client, s.keys)
     await s.close()

@@ -22,12 +22,16 @@ from typing import Any
 
 import pytest
 
+from codeq.cli.server import local_store
 from codeq.domain import ListStatus, NewTask, TaskFilter
 from codeq.engine import Engine, EngineConfig
+from codeq.settings import Settings
+from codeq.store.keys import KeySchema
 from codeq.store.redis_store import RedisStore
+from codeq.store.scripts import compose
 from gateway.app import create_app
 from tests.asgi import serve_in_process
-from tests.conftest import eventually, make_store
+from tests.conftest import eventually
 from tests.invariants import check_all
 from tests.test_api import make_settings
 from tests.test_listing import all_pages
@@ -116,22 +120,21 @@ async def _sweep(engine: Engine, store: RedisStore) -> None:
             pass
 
 
-async def test_a_servers_start_switches_a_store_that_never_held_a_task(
-    request: pytest.FixtureRequest,
-) -> None:
-    store = make_store(request, "redis")
+async def test_a_servers_start_switches_only_a_store_no_release_has_used() -> None:
+    """Only a store of its own (the embedded one: nothing else on its server) is known here to
+    have seen no other release: on a shared server, another test's libraries may be there."""
+    store = RedisStore.embedded(KeySchema("lw" + uuid.uuid4().hex[:8], 3))
     try:
         engine = Engine(store)
+        await store.load_scripts()
         assert await _switches(store) == {None}
-        assert await store.list_waiting_apart(if_empty=True) == [False]
-        task = (
-            await engine.create(ACME, NewTask(command="a", payload="1", delay_seconds=HOUR))
-        ).task
-        assert (await _codes(store))[task.id] == "W"
+        assert await store.list_waiting_apart(if_empty=True) == [False] * 3
+        made = await engine.create(ACME, NewTask(command="a", payload="1", delay_seconds=HOUR))
+        assert (await _codes(store))[made.task.id] == "W"
         await _sweep(engine, store)
         assert await _switches(store) == {"1"}
 
-        await _as_before_w(store, [task.id])  # a store with data: only its operator switches it
+        await _as_before_w(store, [made.task.id])  # a store with data: its operator switches it
         assert await store.list_waiting_apart(if_empty=True) is None
         assert await _switches(store) == {None}
         await _whole(store)
@@ -139,11 +142,23 @@ async def test_a_servers_start_switches_a_store_that_never_held_a_task(
         await store.close()
 
 
-async def test_a_server_starting_on_an_empty_store_switches_it(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> None:
+async def test_a_servers_start_leaves_a_store_another_release_has_used() -> None:
+    store = RedisStore.embedded(KeySchema("lw" + uuid.uuid4().hex[:8]))
+    try:
+        await store.load_scripts()
+        # a library of another release (the same script, named by another text's digest)
+        other = compose("create", "return 1")
+        await store.client.execute_command("FUNCTION", "LOAD", other.source)
+        assert await store.list_waiting_apart(if_empty=True) is None
+        assert await _switches(store) == {None}
+        assert await store.list_waiting_apart() == [False]  # the operator's word is enough
+    finally:
+        await store.close()
+
+
+async def test_a_server_starting_on_an_empty_store_switches_it(tmp_path: Path) -> None:
     prefix = "lw" + uuid.uuid4().hex[:10]
-    store = make_store(request, "redis", prefix)
+    store = RedisStore.embedded(KeySchema(prefix))
     app = create_app(make_settings(tmp_path, prefix), store=store, close_store=True)
     async with serve_in_process(app, http=False):
         assert await _switches(store) == {"0"}
@@ -283,3 +298,97 @@ async def test_the_deploy_guides_switch_moves_a_store_with_data(redis_store: Red
         capture_output=True, text=True, check=True, timeout=60, env=env,
     )  # fmt: skip
     assert out.stdout.split("\n")[:-1] == [f"{p} done" for p in partitions]
+
+
+def test_codeq_serve_switches_its_private_store_even_with_tasks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The private store's lock keeps every other service off it: no older release can run
+    beside this one there, so ``codeq serve`` switches it at every start."""
+    for name in ("REDIS_URL", "REDIS_ADDR", "REDIS_PASSWORD", "KVROCKS_PASSWORD",
+                 "PERSISTENCE_PROVIDER", "PERSISTENCE_CONFIG"):  # fmt: skip
+        monkeypatch.setenv(name, "")  # local_store() sets some: restored after the test
+    settings = Settings.load(environ={"DATA_DIR": str(tmp_path)})
+    assert settings.store_kind == "local"
+
+    async def look(url: str, older: bool) -> set[str | None]:
+        store = RedisStore.from_url(url, KeySchema(settings.key_prefix, settings.partitions))
+        try:
+            if older:  # as a release before W left it, with a task
+                await Engine(store).create(ACME, NewTask(command="a", payload="1"))
+                await _as_before_w(store, [])
+            return await _switches(store)
+        finally:
+            await store.close()
+
+    with local_store(settings) as running:  # the data an older release's service left
+        url = running.redis_url()
+        assert url is not None
+        asyncio.run(look(url, older=True))
+    with local_store(settings) as running:  # this release's start on it
+        url = running.redis_url()
+        assert url is not None
+        assert asyncio.run(look(url, older=False)) == {"0"}
+
+
+async def test_the_walk_finds_its_place_when_the_run_changes_around_it(
+    store: RedisStore, config: EngineConfig
+) -> None:
+    """Inside a long run of one score: the member the walk stopped at leaves, more members than
+    a step join before it, the place it wrote is garbled, and the run falls due and is made
+    ready while the walk is inside it. Every task ends with its one right entry."""
+    engine = Engine(store, dataclasses.replace(config, requeue_inspect_limit=5))
+    run_at = int(time.time() * 1000) + 3000
+    items = [NewTask(command="a", payload=str(i), run_at_ms=run_at) for i in range(90)]
+    created = []
+    for out in await engine.create_many(ACME, items):
+        assert not isinstance(out, Exception)
+        created.append(out.task.id)
+    await _as_before_w(store, created)
+    await store.list_waiting_apart()
+    parts = [store.keys.partition(p) for p in range(store.keys.partitions)]
+
+    async def step() -> None:
+        for p in range(store.keys.partitions):
+            await engine.sweep_partition(p, "t")
+
+    await step()
+    await step()
+    places = [_s(await store.client.hget(k.qstats, "!ixw_at") or b"") for k in parts]
+    assert all(place.count("!") == 2 for place in places), places  # inside the run
+    cancelled = [place.rsplit("!", 1)[1] for place in places]
+    for task_id in cancelled:  # the member each walk stopped at leaves
+        await engine.cancel(ACME, task_id)
+    fake = [f"00000000-0000-7000-8000-{i:012d}" for i in range(8)]  # 8 join before it
+    for k in parts:
+        await store.client.zadd(k.delayed, dict.fromkeys(fake, run_at))
+    await step()
+    for k in parts:
+        await store.client.zrem(k.delayed, *fake)
+    await store.client.hset(parts[0].qstats, "!ixw_at", "not a place")
+    await step()
+
+    async def due() -> bool:
+        sec, usec = await store.client.time()
+        return bool(sec * 1000 + usec // 1000 > run_at)
+
+    assert await _switches(store) == {"0"}  # the walks are still inside the run
+    await eventually(due, timeout=10, interval=0.05)
+    while await _switches(store) != {"1"}:  # it is due: made ready from its front as it goes
+        await step()
+    codes = await _codes(store)
+    assert {codes[i] for i in cancelled} == {"X"}
+    for task_id in set(created) - set(cancelled):
+        task = await engine.get_task(ACME, task_id)
+        assert codes[task_id] == ("W" if task.last_known_location == "DELAYED_ZSET" else "P")
+    assert sorted(await _listed(engine, ListStatus.PENDING)) == sorted(
+        set(created) - set(cancelled)
+    )
+    await _whole(store)
+
+    async def all_ready() -> bool:
+        await step()
+        return set((await _codes(store)).values()) == {"P", "X"}
+
+    await eventually(all_ready, timeout=10)
+    await _whole(store)

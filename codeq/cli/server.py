@@ -79,6 +79,9 @@ def local_store(settings: Settings) -> Iterator[Settings]:
     url = store.start()
     try:
         print(f"codeq store: {store.describe()}", flush=True)
+        import asyncio
+
+        asyncio.run(_list_waiting_apart(url, settings))
         for name in ("REDIS_ADDR", "REDIS_PASSWORD", "KVROCKS_PASSWORD", "PERSISTENCE_CONFIG"):
             os.environ.pop(name, None)
         os.environ["PERSISTENCE_PROVIDER"] = "redis"
@@ -95,6 +98,19 @@ def local_store(settings: Settings) -> Iterator[Settings]:
         )
     finally:
         store.stop()
+
+
+async def _list_waiting_apart(url: str, settings: Settings) -> None:
+    """The private store lists delayed tasks apart (codeq.store.upkeep): its lock keeps every
+    other service, of any release, off it, so no older script can run beside this one."""
+    from codeq.store.keys import KeySchema
+    from codeq.store.redis_store import RedisStore
+
+    store = RedisStore.from_url(url, KeySchema(settings.key_prefix, settings.partitions))
+    try:
+        await store.list_waiting_apart()
+    finally:
+        await store.close()
 
 
 def _uvicorn_options(settings: Settings) -> dict[str, Any]:

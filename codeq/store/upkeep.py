@@ -12,6 +12,7 @@ from codeq.domain import SweepReport, Task
 from codeq.store.base import ScriptStore
 from codeq.store.protocol import PurgeReply
 from codeq.store.records import decode_task
+from codeq.store.scripts import library_names
 from codeq.store.streams import text as _s
 from codeq.store.tasks import delays_arg
 
@@ -85,18 +86,25 @@ class TaskUpkeep(ScriptStore):
         lib.lua ``ixw``; a partition switched before keeps its mark); the sweeper then moves
         the entries an older release left under P and marks the partition done (1). Returns,
         per partition, whether it is done. Only safe once no process of a release before W
-        runs (docs/deploy.md), which nobody can tell from here; so ``if_empty`` (a server's
-        start) switches nothing unless no partition has ever held a task, and returns None
-        then. Not a transition of any task: one field per partition, set where absent."""
+        runs (docs/deploy.md). With ``if_empty`` (a server's start) nothing is switched, and
+        None returned, where a partition has ever held a task or the store holds function
+        libraries of another release (one that ran here may still run). One mark per
+        partition, set where absent: not a transition of any task."""
         parts = [self.keys.partition(p) for p in range(self.keys.partitions)]
         if if_empty:
+            ours = {script.function for script in self._scripts.values()}
+            for on in await self._on_nodes():  # (LIBRARYNAME is a glob on Redis, a prefix
+                # on KVRocks: every library is listed, and ours told apart by name)
+                listed = await self._command("execute_command", "FUNCTION", "LIST", **on)
+                if {n for n in library_names(listed) if n.startswith("codeq_")} - ours:
+                    return None
             for k in parts:
-                if await self._client.hlen(k.queues):
+                if await self._command("hlen", k.queues):
                     return None
         done = []
         for k in parts:
-            await self._client.hsetnx(k.qstats, "!ixw", "0")
-            done.append(_s(await self._client.hget(k.qstats, "!ixw")) == "1")
+            await self._command("hsetnx", k.qstats, "!ixw", "0")
+            done.append(_s(await self._command("hget", k.qstats, "!ixw")) == "1")
         return done
 
     async def trim_events(self, partition: int, *, floor_ms: int) -> int:

@@ -22,42 +22,63 @@ if redis.call('HGET', K.qstats, '!counted') ~= '1' then
   redis.call('HSET', K.qstats, '!counted', '1')
 end
 -- Where this partition lists its delayed tasks (lib.lua `ixw`). One switched ('0': the
--- operator's command, or a server's start on an empty store; codeq.store.upkeep) has its
--- delayed set walked in (score, member) order, a bounded step a pass, and each delayed task's P
--- entry moved to W; the walk's end sets '1', from when listings count only the ready tasks
--- under P. "!ixw_at" is where the walk stands: "<score>" (go on from there) or, inside a run of
--- members of one score longer than a step, "<score>!<n>!<member>" (the first n of that score
--- are done, the last of them `member`). A member written below that place since is already
--- under W; if the place moved (members removed before it), the score's members are read to
--- find it again by member.
+-- operator's command, a server's start; codeq.store.upkeep) has its delayed set walked in
+-- (score, member) order, a bounded step a pass, and each delayed task's P entry moved to W;
+-- the walk's end sets '1', from when listings count only the ready tasks under P. "!ixw_at" is
+-- where the walk stands: "<score>" / "(<score>" (go on from there) or, inside a run of one
+-- score longer than a step, "<score>!<n>!<member>" (the run's first n were done, the last of
+-- them `member`). Members may join or leave the run before that place meanwhile (a task made
+-- ready or cancelled, a retry's backoff ending on that very millisecond), so the next step looks
+-- for it by member: back from n until a member at or before `member`, then on to the first after
+-- it. Each read of the run walks its offset (the server steps over the members before it): a
+-- run of N members costs the whole walk ~N^2 / 2 / step entries stepped over.
+local function run_after(score, n, member)
+  local function read(from, count)
+    return redis.call('ZRANGEBYSCORE', K.delayed, score, score, 'LIMIT', from, count)
+  end
+  local from, back = n - 1, 64
+  while from > 0 do  -- back to a member at or before `member` (or the run's start)
+    local first = read(from, 1)[1]
+    if first and first <= member then break end
+    from, back = math.max(from - back, 0), back * 4
+  end
+  while true do  -- on to the first member after it: the next step's `limit` from there
+    local got = read(from, limit + 1)
+    for i, m in ipairs(got) do
+      if m > member then
+        if #got - i + 1 < limit and #got == limit + 1 then  -- more than the window holds
+          got, i = read(from + i - 1, limit), 1
+        end
+        local ids = {}
+        for j = i, math.min(#got, i + limit - 1) do ids[#ids + 1] = got[j] end
+        return ids, from + i - 1
+      end
+    end
+    if #got <= limit then return {}, from + #got end  -- the run ends before anything after it
+    from = from + #got
+  end
+end
+
 local function list_delayed_under_w()
   local state = redis.call('HMGET', K.qstats, '!ixw', '!ixw_at')
   if state[1] ~= '0' then return false end
   ixw(state[1])
-  local at = state[2] or '-inf'
-  local score, n, member = string.match(at, '^([^!]+)!(%d+)!(.*)$')
-  local plain = string.match(at, '^%(?([^!(]+)$')
-  if at ~= '-inf' and not (score and tonumber(score)) and not (plain and tonumber(plain)) then
-    score, at = nil, '-inf'  -- not a place this walk wrote: from the start
+  local at = state[2]
+  local score, n, member = nil, nil, nil
+  if at then
+    score, n, member = string.match(at, '^(%-?%d+)!(%d+)!(.+)$')
+    n = tonumber(n)
+    if not (score and n >= 1) and not string.match(at, '^%(?%-?%d+$') then
+      at, score = nil, nil  -- not a place this walk wrote: from the start again
+    end
   end
+  at = at or '-inf'
   local ids, next_at = {}, nil
   if score then  -- inside one score's run
-    n = tonumber(n)
-    local got = redis.call('ZRANGEBYSCORE', K.delayed, score, score, 'LIMIT', n - 1, limit + 1)
-    if got[1] == member then
-      table.remove(got, 1)
-    else  -- the run changed before the place: find it by member
-      got, n = {}, 0
-      for _, m in ipairs(redis.call('ZRANGEBYSCORE', K.delayed, score, score)) do
-        if m <= member then n = n + 1 elseif #got < limit then got[#got + 1] = m end
-      end
-    end
-    ids = got
-    if #got < limit then
-      next_at = '(' .. score
-    else
-      next_at = score .. '!' .. int(n + #got) .. '!' .. got[#got]
-    end
+    local done
+    ids, done = run_after(score, n, member)
+    if #ids == limit then next_at = score .. '!' .. int(done + #ids) .. '!' .. ids[#ids]
+    else next_at = '(' .. score end
   else
     local flat = redis.call('ZRANGEBYSCORE', K.delayed, at, '+inf', 'WITHSCORES', 'LIMIT', 0,
                             limit)
