@@ -18,7 +18,7 @@ from litestar import Litestar
 
 from codeq.auth import Auth, build_auth
 from codeq.engine import Engine, EngineConfig
-from codeq.errors import StoreUnavailable
+from codeq.errors import CodeQError, StoreUnavailable
 from codeq.events import EventTail
 from codeq.metrics import serve_metrics
 from codeq.rate_limits import RateGuard
@@ -98,11 +98,14 @@ def create_app(
         try:
             await the_store.check()  # a store these settings cannot use stops the start here
             await the_store.load_scripts()
-            # a store that has never held a task lists delayed tasks apart from the start
-            # (codeq.store.upkeep; one that holds tasks is switched by its operator)
-            await the_store.list_waiting_apart(if_empty=True)
         except StoreUnavailable:
             log.warning("store unavailable at start-up; scripts load on first use")
+        try:
+            # a store no release can have used lists delayed tasks apart from the start
+            # (codeq.store.upkeep; one that holds tasks is switched by its operator)
+            await the_store.list_waiting_apart(if_empty=True)
+        except CodeQError as exc:  # optional: listings are whole either way
+            log.warning("store not switched to list delayed tasks apart: %s", exc)
         tail = EventTail(
             the_store.events, gateway.waker.on_event, wanted=lambda: gateway.waker.waiting() > 0
         )

@@ -338,8 +338,9 @@ async def test_the_walk_finds_its_place_when_the_run_changes_around_it(
     a step join before it, the place it wrote is garbled, and the run falls due and is made
     ready while the walk is inside it. Every task ends with its one right entry."""
     engine = Engine(store, dataclasses.replace(config, requeue_inspect_limit=5))
-    run_at = int(time.time() * 1000) + 3000
-    items = [NewTask(command="a", payload=str(i), run_at_ms=run_at) for i in range(90)]
+    run_at = int(time.time() * 1000) + 5000
+    # enough that each partition of four holds a run of more than three steps
+    items = [NewTask(command="a", payload=str(i), run_at_ms=run_at) for i in range(240)]
     created = []
     for out in await engine.create_many(ACME, items):
         assert not isinstance(out, Exception)

@@ -20,8 +20,8 @@ from codeq.store.scripts import load_scripts
 
 
 async def _list_waiting_apart(settings: Settings) -> list[str]:
-    if settings.store_kind != "redis":  # the private store of `codeq serve` and the
-        # embedded one are switched when a server starts on them empty
+    if settings.store_kind != "redis":  # `codeq serve` switches its private store at every
+        # start, and a server the embedded one (always new) at its start
         raise SystemExit("no store address is configured (REDIS_URL, REDIS_ADDR, redisUrl)")
     store = open_store(settings)
     assert isinstance(store, RedisStore)

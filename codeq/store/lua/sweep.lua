@@ -46,12 +46,13 @@ local function run_after(score, n, member)
     local got = read(from, limit + 1)
     for i, m in ipairs(got) do
       if m > member then
+        local place = from + i - 1  -- members of the run before the next step's first
         if #got - i + 1 < limit and #got == limit + 1 then  -- more than the window holds
-          got, i = read(from + i - 1, limit), 1
+          got, i = read(place, limit), 1
         end
         local ids = {}
         for j = i, math.min(#got, i + limit - 1) do ids[#ids + 1] = got[j] end
-        return ids, from + i - 1
+        return ids, place
       end
     end
     if #got <= limit then return {}, from + #got end  -- the run ends before anything after it
@@ -68,7 +69,7 @@ local function list_delayed_under_w()
   if at then
     score, n, member = string.match(at, '^(%-?%d+)!(%d+)!(.+)$')
     n = tonumber(n)
-    if not (score and n >= 1) and not string.match(at, '^%(?%-?%d+$') then
+    if not (score and n >= 1 and n < 1e12) and not string.match(at, '^%(?%-?%d+$') then
       at, score = nil, nil  -- not a place this walk wrote: from the start again
     end
   end
