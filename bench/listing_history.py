@@ -16,10 +16,12 @@ that both give the same first page, then times ``Engine.list_tasks`` (limit 50) 
 IN_PROGRESS, PENDING, DEAD and every status, the two scripts alternating, ``--samples`` each,
 and prints p50/p99 in ms (docs/performance.md §21).
 
-``--switch``: the data is left as a release before W wrote it (delayed tasks listed under P,
-the partition not switched; lib.lua ``ixw``) for those measurements; then the partition is
-switched as the operator does and the sweeper moves the entries, and the working tree's script
-is timed again on the same data (docs/performance.md §25).
+``--switch``: the store is written as a release before W wrote it (nothing switches it: no
+server starts on it), so delayed tasks are listed under P. Once the two scripts agree, it is
+switched as the operator does (lib.lua ``ixw``) and the sweeper's walk moves the entries; the
+page must stay the same. Then the working tree's script is timed on both layouts in turn, the
+delayed tasks' entries put back under P (partition not switched) or under W before each
+listing (docs/performance.md §25).
 """
 
 from __future__ import annotations
@@ -66,32 +68,52 @@ async def _rounds(engine: Engine, args: argparse.Namespace) -> None:
         print(f"round {r + 1}: {args.per_round} created, claimed, completed in {took:.0f} s")
 
 
-async def _as_before_w(store: RedisStore) -> None:
-    """The partition as a release before W left it: delayed tasks under P, not switched."""
-    k = store.keys.partition(0)
-    for member in await store.client.zrange(k.by_status, 0, -1):
-        tenant, code, position = member.decode().split("!", 2)
-        if code == "W":
-            await store.client.zrem(k.by_status, member)
-            await store.client.zadd(k.by_status, {f"{tenant}!P!{position}": 0})
-    await store.client.hdel(k.qstats, "!ixw", "!ixw_at")
-
-
 async def _switch(engine: Engine, store: RedisStore) -> None:
     """The operator's switch (python -m codeq.store list-waiting-apart), then the sweeper's walk."""
+    await store.list_waiting_apart()
     qstats = store.keys.partition(0).qstats
-    await store.client.hset(qstats, "!ixw", "0")
     while await store.client.hget(qstats, "!ixw") != b"1":
         await engine.sweep_partition(0, "bench")
 
 
+class _Layout:
+    """Where the delayed tasks' entries are: under P, as a release before W left them (the
+    partition not switched), or under W (switched, the walk done). Set before each timed
+    listing, so both are timed in turn on the same data."""
+
+    def __init__(self, store: RedisStore, w_members: list[bytes]) -> None:
+        self._store = store
+        self._w = w_members
+        self._p = [m.replace(b"!W!", b"!P!", 1) for m in w_members]
+        self.under_w = True
+
+    async def put(self, under_w: bool) -> None:
+        if under_w == self.under_w:
+            return
+        k, client = self._store.keys.partition(0), self._store.client
+        old, new = (self._p, self._w) if under_w else (self._w, self._p)
+        if old:
+            await client.zrem(k.by_status, *old)
+            await client.zadd(k.by_status, dict.fromkeys(new, 0))
+        if under_w:
+            await client.hset(k.qstats, "!ixw", "1")
+        else:
+            await client.hdel(k.qstats, "!ixw")
+        self.under_w = under_w
+
+
 async def _time(
-    engines: dict[str, Engine], samples: int, took: dict[tuple[str, str], list[float]]
+    engines: dict[str, tuple[Engine, bool]],
+    layout: _Layout | None,
+    samples: int,
+    took: dict[tuple[str, str], list[float]],
 ) -> None:
     for i in range(samples):
         for name, flt in FILTERS.items():
             order = list(engines.items())
-            for label, e in order if i % 2 == 0 else order[::-1]:
+            for label, (e, under_w) in order if i % 2 == 0 else order[::-1]:
+                if layout is not None:
+                    await layout.put(under_w)
                 started = time.perf_counter()
                 await e.list_tasks(TENANT, flt, limit=50)
                 took.setdefault((name, label), []).append(time.perf_counter() - started)
@@ -114,23 +136,29 @@ async def _run(args: argparse.Namespace) -> None:
             for _ in range(args.in_progress):
                 if await engine.claim(TENANT, "hold", ["a"], lease_seconds=3600) is None:
                     raise SystemExit("nothing to hold: --in-progress above --pending")
-            if args.switch:
-                await _as_before_w(now)
             first: dict[str, tuple[str, ...]] = {}
             for name, flt in FILTERS.items():  # the same page from both
                 pages = [await e.list_tasks(TENANT, flt, limit=50) for e in engines.values()]
                 if len({tuple(t.id for t in p.tasks) for p in pages}) != 1:
                     raise SystemExit(f"{name}: the two scripts list different pages")
                 first[name] = tuple(t.id for t in pages[0].tasks)
-            took: dict[tuple[str, str], list[float]] = {}
-            await _time(engines, args.samples, took)
-            if args.switch:
+            timed = {label: (e, False) for label, e in engines.items()}
+            layout = None
+            if args.switch:  # the store was written as a release before W wrote it
                 await _switch(engine, now)
                 for name, flt in FILTERS.items():
                     page = await engine.list_tasks(TENANT, flt, limit=50)
                     if tuple(t.id for t in page.tasks) != first[name]:
                         raise SystemExit(f"{name}: a different page after the switch")
-                await _time({"switched": engine}, args.samples, took)
+                k = now.keys.partition(0)
+                prefix = f"{TENANT}!W!".encode()
+                w_members = await now.client.zrangebylex(
+                    k.by_status, b"[" + prefix, b"(" + prefix[:-1] + b'"'
+                )
+                layout = _Layout(now, w_members)
+                timed["switched"] = (engine, True)
+            took: dict[tuple[str, str], list[float]] = {}
+            await _time(timed, layout, args.samples, took)
         finally:
             await now.close()
             await then.close()
