@@ -50,14 +50,17 @@ for _ = 1, tonumber(ARGV[5]) do
 end
 
 -- the two floors, the layout mark, and every queue's head mark and ready count in one read
--- (KVRocks charges ~7 µs a call)
+-- (KVRocks charges ~7 µs a call); last, where delayed tasks are listed (lib.lua `ixw`), which
+-- a task made ready or retried asks
 local fields = {'!delayed_floor', '!leased_floor', '!counted'}
 for i = 1, #names do
   fields[#fields + 1] = names[i] .. '!head'
   fields[#fields + 1] = names[i] .. '!ready'
 end
+fields[#fields + 1] = '!ixw'
 local function read_marks() return redis.call('HMGET', K.qstats, unpack(fields)) end
 local marks = read_marks()
+ixw(marks[#fields])
 local moved = promote_due(now, limit, false, marks[1])
 moved = moved + expire_leases(now, limit, delays, dlq_retention, false, marks[2])
 -- heads[q]: the head mark of queue q (false: none); counts[q]: its ready members, when the
