@@ -170,7 +170,7 @@ async def _run(args: argparse.Namespace) -> None:
     labels = [args.rev, "working tree"] + (["switched"] if args.switch else [])
     heads = [f"{args.rev} p50 / p99", "working tree p50 / p99"]
     if args.switch:
-        heads = [h + " (delayed under P)" for h in heads] + ["working tree, switched to W"]
+        heads = [h + " (delayed under P)" for h in heads] + ["working tree p50 / p99 (under W)"]
     print("| listing | " + " | ".join(heads) + " |")
     print("|---|" + "---:|" * len(heads))
     for name in FILTERS:

@@ -195,7 +195,8 @@ end
 -- so: '0' (they go under W; the sweeper is moving the older ones, and P may still hold some),
 -- '1' (all under W). Without it, every script writes and reads delayed tasks where those
 -- releases do. The switch (codeq.store.upkeep `list_waiting_apart`): a server's start on a
--- store no release can have used, or the operator once no older process runs (deploy.md).
+-- store no release can have used, `codeq serve` on its private store, or the operator once no
+-- older process runs (docs/deploy.md).
 local IX_CODES = {PENDING = 'P', IN_PROGRESS = 'R', COMPLETED = 'C', FAILED = 'F', CANCELLED = 'X'}
 local pmarks = {}  -- this call's view of the partition's marks in qstats (false: absent)
 
