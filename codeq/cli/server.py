@@ -79,14 +79,7 @@ def local_store(settings: Settings) -> Iterator[Settings]:
     url = store.start()
     try:
         print(f"codeq store: {store.describe()}", flush=True)
-        import asyncio
-
-        asyncio.run(_list_waiting_apart(url, settings))
-        for name in ("REDIS_ADDR", "REDIS_PASSWORD", "KVROCKS_PASSWORD", "PERSISTENCE_CONFIG"):
-            os.environ.pop(name, None)
-        os.environ["PERSISTENCE_PROVIDER"] = "redis"
-        os.environ["REDIS_URL"] = url
-        yield msgspec.structs.replace(
+        private = msgspec.structs.replace(
             settings,
             persistence_provider="redis",
             persistence_config=None,
@@ -96,18 +89,25 @@ def local_store(settings: Settings) -> Iterator[Settings]:
             redis_cluster=False,
             redis_db=0,
         )
+        import asyncio
+
+        asyncio.run(_list_waiting_apart(private))
+        for name in ("REDIS_ADDR", "REDIS_PASSWORD", "KVROCKS_PASSWORD", "PERSISTENCE_CONFIG"):
+            os.environ.pop(name, None)
+        os.environ["PERSISTENCE_PROVIDER"] = "redis"
+        os.environ["REDIS_URL"] = url
+        yield private
     finally:
         store.stop()
 
 
-async def _list_waiting_apart(url: str, settings: Settings) -> None:
+async def _list_waiting_apart(settings: Settings) -> None:
     """The private store lists delayed tasks apart (codeq.store.upkeep): its lock keeps every
     other service, of any release, off it, so no older script can run beside this one."""
     from codeq.errors import CodeQError
-    from codeq.store.keys import KeySchema
-    from codeq.store.redis_store import RedisStore
+    from codeq.store.factory import open_store
 
-    store = RedisStore.from_url(url, KeySchema(settings.key_prefix, settings.partitions))
+    store = open_store(settings)
     try:
         await store.list_waiting_apart()
     except CodeQError as exc:  # optional: listings are whole either way
