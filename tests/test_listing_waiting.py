@@ -219,6 +219,17 @@ async def test_delayed_tasks_stay_under_p_where_an_older_release_may_write_them(
     await _whole(store)
 
 
+async def _written_before_w(engine: Engine, store: RedisStore, items: list[NewTask]) -> list[str]:
+    """These tasks created as a release before W wrote them, then the store switched."""
+    created = []
+    for out in await engine.create_many(ACME, items):
+        assert not isinstance(out, Exception)
+        created.append(out.task.id)
+    await _as_before_w(store, created)
+    await store.list_waiting_apart()
+    return created
+
+
 async def test_the_sweeper_moves_a_large_set_in_bounded_steps(
     store: RedisStore, config: EngineConfig
 ) -> None:
@@ -231,12 +242,7 @@ async def test_the_sweeper_moves_a_large_set_in_bounded_steps(
         NewTask(command="a", payload=str(i), run_at_ms=run_at + i if i % 3 == 1 else run_at)
         for i in range(120)
     ]
-    created = []
-    for out in await engine.create_many(ACME, items):
-        assert not isinstance(out, Exception)
-        created.append(out.task.id)
-    await _as_before_w(store, created)
-    await store.list_waiting_apart()
+    created = await _written_before_w(engine, store, items)
 
     async def under_p() -> int:
         return list((await _codes(store)).values()).count("P")
@@ -341,12 +347,7 @@ async def test_the_walk_finds_its_place_when_the_run_changes_around_it(
     run_at = int(time.time() * 1000) + 5000
     # enough that each partition of four holds a run of more than three steps
     items = [NewTask(command="a", payload=str(i), run_at_ms=run_at) for i in range(240)]
-    created = []
-    for out in await engine.create_many(ACME, items):
-        assert not isinstance(out, Exception)
-        created.append(out.task.id)
-    await _as_before_w(store, created)
-    await store.list_waiting_apart()
+    created = await _written_before_w(engine, store, items)
     parts = [store.keys.partition(p) for p in range(store.keys.partitions)]
 
     async def step() -> None:
