@@ -4,9 +4,10 @@ sits in P below the deleted entries of every task claimed since it was created, 
 read on KVRocks steps over one by one (docs/performance.md §25). Every transition in and out
 of the delayed set moves the task's entry in the same script. Releases before W list delayed
 tasks under P and may run beside this one in a rolling update, so a store keeps that layout
-until it is switched: by a server's start when it has never held a task, else by its operator
-(docs/deploy.md); the sweeper then moves the older entries, once per partition. The ``store``
-fixtures start switched, as a server's start leaves a new store."""
+until it is switched: by a server's start on a store no release can have used, by ``codeq
+serve`` on its private store, else by its operator (docs/deploy.md); the sweeper then moves
+the older entries, once per partition. The ``store`` fixtures start switched, as a server's
+start leaves a new store."""
 
 from __future__ import annotations
 
