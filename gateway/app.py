@@ -100,12 +100,13 @@ def create_app(
             await the_store.load_scripts()
         except StoreUnavailable:
             log.warning("store unavailable at start-up; scripts load on first use")
-        try:
-            # a store no release can have used lists delayed tasks apart from the start
-            # (codeq.store.upkeep; one that holds tasks is switched by its operator)
-            await the_store.list_waiting_apart(if_empty=True)
-        except CodeQError as exc:  # optional: listings are whole either way
-            log.warning("store not switched to list delayed tasks apart: %s", exc)
+        else:
+            try:
+                # a store no release can have used lists delayed tasks apart from the start
+                # (codeq.store.upkeep; one that holds tasks is switched by its operator)
+                await the_store.list_waiting_apart(if_empty=True)
+            except CodeQError as exc:  # optional: listings are whole either way
+                log.warning("store not switched to list delayed tasks apart: %s", exc)
         tail = EventTail(
             the_store.events, gateway.waker.on_event, wanted=lambda: gateway.waker.waiting() > 0
         )

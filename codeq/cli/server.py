@@ -71,6 +71,8 @@ def local_store(settings: Settings) -> Iterator[Settings]:
             )
         yield settings
         return
+    import asyncio
+
     import msgspec
 
     from codeq.store.local import LocalStore
@@ -89,8 +91,6 @@ def local_store(settings: Settings) -> Iterator[Settings]:
             redis_cluster=False,
             redis_db=0,
         )
-        import asyncio
-
         asyncio.run(_list_waiting_apart(private))
         for name in ("REDIS_ADDR", "REDIS_PASSWORD", "KVROCKS_PASSWORD", "PERSISTENCE_CONFIG"):
             os.environ.pop(name, None)
