@@ -58,7 +58,17 @@ from codeq.store.scripts import SCRIPT_NAMES, Script
 OPS = ("create", "get", "claim", "result")
 
 
-class EvalshaStore(RedisStore):
+class _PairedCreates(RedisStore):
+    """An older revision's store: a create script that answered a created task with ``{'OK',
+    tail}`` (before ``bench/instructions.py``) is read as this checkout reads its creates, the
+    tail alone (a newer one's reply passes unchanged)."""
+
+    async def _create_call(self, at: tuple[int, int], items: list[Any]) -> list[Any]:
+        reply = await super()._create_call(at, items)
+        return [e[1] if isinstance(e, list) and e[0] == b"OK" else e for e in reply]
+
+
+class EvalshaStore(_PairedCreates):
     """The store as a revision from before functions called its scripts: ``EVALSHA`` of
     ``texts[name]`` (``SCRIPT LOAD`` on ``NOSCRIPT``), inside ``MULTI``/``EXEC`` on KVRocks."""
 
@@ -89,7 +99,7 @@ def _with_sha(text: str) -> tuple[str, str]:
 def _old_store(url: str, rev: str) -> RedisStore:
     keys = KeySchema("ab" + uuid.uuid4().hex[:6])
     if functions_at(rev):
-        store = RedisStore.from_url(url, keys, coalesce=False)
+        store = _PairedCreates.from_url(url, keys, coalesce=False)
         scripts = {name: script_at(rev, name) for name in SCRIPT_NAMES}
         if not reads_bare_at(rev):  # its reads went in MULTI/EXEC on KVRocks, as its writes
             scripts = {name: replace(s, read_only=False) for name, s in scripts.items()}

@@ -116,11 +116,12 @@ class TaskTransitions(ScriptStore):
         reply = await self._creates.submit((partition, idempotency_ttl_ms), items)
         out: list[CreateReply] = []
         for entry, item in zip(reply, items, strict=True):
-            code = _s(entry[0])
-            if code == "OK":  # the record is the item's head and the tail the script appended
-                record = item.head + entry[1]
+            if not isinstance(entry, list):  # the tail the script appended to the item's head
+                record = item.head + entry
                 out.append(CreateReply(outcome="created", task=decode_task(record, item.payload)))
-            elif code == "DUP":
+                continue
+            code = _s(entry[0])
+            if code == "DUP":
                 out.append(CreateReply(outcome="replayed", task=decode_task(entry[1], entry[2])))
             elif code == "CONFLICT":
                 out.append(CreateReply(outcome="conflict", existing_id=_s(entry[1])))

@@ -7,9 +7,11 @@
 --   maxAttempts, webhook?, idempotencyKey?, traceParent?, traceState?, payloadHash?), payload
 --   JSON text, runAt ms or '', delay ms or '', index into KEYS of its idempotency key or '0',
 --   queue registry JSON, and the head's id, q, tenant, command, priority and payloadHash.
--- Returns one entry per item: {'OK', tail} | {'DUP', record, payload} | {'CONFLICT', id}, where
--- tail is what the script appended to the item's head (the record is head .. tail: the caller
--- has the head, and it need not travel back).
+-- Returns one entry per item: tail | {'DUP', record, payload} | {'CONFLICT', id}, where tail (a
+-- string, not a table: every created task's entry, so the reply is one array of strings, ~5 %
+-- of a create's instructions on Redis less than {'OK', tail}, bench/instructions.py) is what
+-- the script appended to the item's head (the record is head .. tail: the caller has the head,
+-- and it need not travel back).
 -- Two items with the same idempotency key: the first creates, the second is its DUP (or a
 -- CONFLICT), exactly as if they had come one after the other.
 -- Events: one task.created per task (in item order); a task visible at once carries its
@@ -42,8 +44,8 @@ local W = 12        -- values per item
 -- "%.17g"), ~5 % of redis-server's time in a create run before (perf); scores go as '0' too
 local RANK = {['0'] = '9', ['1'] = '8', ['2'] = '7', ['3'] = '6', ['4'] = '5', ['5'] = '4',
               ['6'] = '3', ['7'] = '2', ['8'] = '1', ['9'] = '0'}
-local out = {}
-local new = {}      -- the tasks this call creates, in item order
+local out = room16()
+local new, n_new = room16(), 0  -- the tasks this call creates, in item order
 local by_key = {}   -- idempotency key -> the new task of this call that took it
 local dups = {}     -- item index -> the new task it repeats (answered once that one is written)
 
@@ -54,9 +56,9 @@ for i = 1, n do
   if not RANK[ARGV[b + 11]] then  -- the engine clamps it; any other caller is refused whole
     return redis.error_reply('create: priority must be one digit 0-9, got ' .. ARGV[b + 11])
   end
-  local ik = tonumber(ARGV[b + 5])
+  local ik = ARGV[b + 5]
   local key = nil
-  if ik > 0 then key = KEYS[ik] end
+  if ik ~= '0' then key = KEYS[tonumber(ik)] end
   local first = key and by_key[key]
   if first then
     if first.q ~= q or first.hash ~= hash then
@@ -75,12 +77,18 @@ for i = 1, n do
         out[i] = {'DUP', old_raw, redis.call('HGET', K.payloads, existing) or ''}
       end
     else
-      local run_at, delay = tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
+      local run_at, delay = ARGV[b + 3], ARGV[b + 4]
       local visible = now
-      if run_at then visible = run_at elseif delay then visible = now + delay end
+      if run_at ~= '' then
+        visible = tonumber(run_at)
+      elseif delay ~= '' then
+        visible = now + tonumber(delay)
+      end
+      -- every field the call sets (raw and payload in step 3), so the table is never resized
       local task = {i = i, b = b, id = ARGV[b + 7], q = q, hash = hash, visible = visible,
-                    key = key}
-      new[#new + 1] = task
+                    key = key, raw = false, payload = false}
+      n_new = n_new + 1
+      new[n_new] = task
       if key then by_key[key] = task end
     end
   end
@@ -134,12 +142,14 @@ for _, q in ipairs(order) do
   s.head = got[s.at + 2]
 end
 
--- 3. write: events one by one (stream order is item order), everything else grouped
-local records, payloads, ready, delayed = {}, {}, {}, {}
-local by_status, by_command = {}, {}
+-- 3. write: events one by one (stream order is item order), everything else grouped; arrays
+-- filled by position from counters (`#t + 1` searches for the length every time)
+local records, payloads, ready, delayed = room32(), room32(), room32(), {}
+local by_status, by_command = room32(), room32()
 local soonest = nil  -- the earliest visibility among the delayed ones
 local created = ',"status":"PENDING","attempts":0,"createdAt":' .. now_s .. ',"updatedAt":' .. now_s
-for _, task in ipairs(new) do
+local nr, nd, ns = 0, 0, 0  -- the lengths of ready, delayed and by_status so far
+for j, task in ipairs(new) do
   local b, id, q = task.b, task.id, task.q
   local s = queues[q]
   local tenant, command, priority = ARGV[b + 9], ARGV[b + 10], ARGV[b + 11]
@@ -151,14 +161,17 @@ for _, task in ipairs(new) do
                'command', command, 'at', now_s, 'priority', priority, 'runAt', at)
     tail = created .. ',"loc":"DELAYED_ZSET","runAt":' .. at
           .. ',"hist":[["task.created",' .. now_s .. ',"runAt",' .. at .. ']]}'
-    delayed[#delayed + 1] = at
-    delayed[#delayed + 1] = id
+    delayed[nd + 1] = at
+    delayed[nd + 2] = id
+    nd = nd + 2
     if not soonest or task.visible < soonest then soonest = task.visible end
   else
     seq = seq + 1
-    local member = ready_member_of(q, RANK[priority], seq, id)
-    ready[#ready + 1] = '0'
-    ready[#ready + 1] = member
+    local digits = int(seq)
+    local member = ready_member_of(q, RANK[priority], digits, id)
+    ready[nr + 1] = '0'
+    ready[nr + 2] = member
+    nr = nr + 2
     if s.head and member < s.head then s.head, s.moved = member, true end
     s.depth = s.depth + 1
     local was_empty = '0'
@@ -169,25 +182,26 @@ for _, task in ipairs(new) do
     redis.call('XADD', K.events, '*', 'type', 'task.created', 'id', id, 'tenant', tenant,
                'command', command, 'at', now_s, 'priority', priority, 'depth', int(s.depth),
                'wasEmpty', was_empty)
-    tail = created .. ',"loc":"PENDING_LIST","seq":' .. int(seq)
+    tail = created .. ',"loc":"PENDING_LIST","seq":' .. digits
           .. ',"hist":[["task.created",' .. now_s .. ']]}'
   end
-  local position = ix_position_of(now13, id)
   if ix then
-    by_status[#by_status + 1] = '0'
-    by_status[#by_status + 1] = ix .. position
+    by_status[ns + 1] = '0'
+    by_status[ns + 2] = ix_status_member_of(ix, now13, id)
+    ns = ns + 2
   end
-  by_command[#by_command + 1] = '0'
-  by_command[#by_command + 1] = ix_command_member_of(q, position)
+  local k = 2 * j
+  by_command[k - 1] = '0'
+  by_command[k] = ix_command_member_of(q, now13, id)
   local raw = ARGV[b + 1] .. tail
   task.raw = raw
   task.payload = ARGV[b + 2]
-  records[#records + 1] = id
-  records[#records + 1] = raw
-  payloads[#payloads + 1] = id
-  payloads[#payloads + 1] = task.payload
+  records[k - 1] = id
+  records[k] = raw
+  payloads[k - 1] = id
+  payloads[k] = task.payload
   if task.key then redis.call('SET', task.key, id, 'PX', ttl) end
-  out[task.i] = {'OK', tail}
+  out[task.i] = tail
 end
 bulk('HSET', K.payloads, payloads)
 bulk('HSET', K.tasks, records)

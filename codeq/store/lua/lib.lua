@@ -158,14 +158,23 @@ local function qrange(q)
   return '[' .. q .. '!', '(' .. q .. '"'
 end
 
--- A ready member from its parts (`rank`: 9 - priority, as text); create.lua builds its members
--- from the parts it was handed, every other script from a record (`ready_member`).
+-- A ready member from its parts (`rank`: 9 - priority, as text; `seq`: the sequence number's
+-- digits, `int`); create.lua builds its members from the parts it was handed, every other
+-- script from a record (`ready_member`). The digits are padded to 15 by a string of zeros
+-- (ZEROS[number of digits]), not by string.format('%015d'): create.lua formats the digits for
+-- the record anyway, and a second format of the same number was ~1.5 % of a create's
+-- instructions on Redis (bench/instructions.py). Written out: a library's top level cannot
+-- reach `string` on Redis.
+local ZEROS = {'00000000000000', '0000000000000', '000000000000', '00000000000', '0000000000',
+               '000000000', '00000000', '0000000', '000000', '00000', '0000', '000', '00', '0',
+               ''}
+
 local function ready_member_of(q, rank, seq, id)
-  return q .. '!' .. rank .. '!' .. string.format('%015d', seq) .. '!' .. id
+  return q .. '!' .. rank .. '!' .. (ZEROS[#seq] or '') .. seq .. '!' .. id
 end
 
 local function ready_member(rec)
-  return ready_member_of(rec.q, int(9 - rec.priority), rec.seq, rec.id)
+  return ready_member_of(rec.q, int(9 - rec.priority), int(rec.seq), rec.id)
 end
 
 local function dlq_member(rec)
@@ -174,6 +183,20 @@ end
 
 local function member_id(member)
   return string.match(member, '([^!]+)$')
+end
+
+-- Empty arrays with room for 16 and 32 values (an item each, or two, of a call of at most
+-- MAX_SCRIPT_ITEMS = 16, codeq/store/merge.py): a table that grows by appending is rebuilt at
+-- every power of two, six times on the way to 32, and a create fills seven of them (~4 % of its
+-- instructions on Redis, bench/instructions.py). A constructor of nils sizes the table and
+-- leaves it empty; it may still grow past its room.
+local function room16()
+  return {nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil}
+end
+
+local function room32()
+  return {nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil,
+          nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil}
 end
 
 -- One command over many field/value (or score/member) pairs of `key`, `flat` = {a1, b1, a2,
@@ -218,14 +241,12 @@ local function ix_code(rec)
   return IX_CODES[rec.status]
 end
 
--- "<createdAt:13>!<id>": where a task sorts in every listing (the same in both indexes);
--- `created13` is its creation time formatted so.
-local function ix_position_of(created13, id)
-  return created13 .. '!' .. id
-end
-
+-- "<createdAt:13>!<id>": where a task sorts in every listing (the same in both indexes).
+-- The members below end in it, each joined in one step from its parts (`created13`: the
+-- creation time formatted so): a position joined first and then prefixed is one string more
+-- per member, and a create writes two members a task (bench/instructions.py).
 local function ix_position(rec)
-  return ix_position_of(string.format('%013d', rec.createdAt), rec.id)
+  return string.format('%013d', rec.createdAt) .. '!' .. rec.id
 end
 
 -- "<esc tenant>!<S>!": where the by_status members of queue `q`'s tasks of status code
@@ -236,21 +257,27 @@ local function ix_status_prefix(q, code)
   return t .. '!' .. code .. '!'
 end
 
+-- A by_status member: `prefix` (`ix_status_prefix`) and the position.
+local function ix_status_member_of(prefix, created13, id)
+  return prefix .. created13 .. '!' .. id
+end
+
 -- The task's by_status member for status code `code`; nil without a tenant segment or a
 -- creation time.
 local function ix_status_member(rec, code)
   if not rec.createdAt or not code then return nil end
   local prefix = ix_status_prefix(rec.q, code)
-  return prefix and prefix .. ix_position(rec)
+  return prefix and ix_status_member_of(prefix, string.format('%013d', rec.createdAt), rec.id)
 end
 
-local function ix_command_member_of(q, position)
-  return q .. '!' .. position
+-- A by_command member: "<q>!" and the position.
+local function ix_command_member_of(q, created13, id)
+  return q .. '!' .. created13 .. '!' .. id
 end
 
 local function ix_command_member(rec)
   if not rec.createdAt then return nil end
-  return ix_command_member_of(rec.q, ix_position(rec))
+  return ix_command_member_of(rec.q, string.format('%013d', rec.createdAt), rec.id)
 end
 
 -- A transition moved `rec` from listing status `was` to its status now: move its member.
