@@ -39,11 +39,6 @@ local now13 = string.format('%013d', now)
 local ttl = ARGV[1]
 local n = tonumber(ARGV[2])
 local W = 12        -- values per item
--- priority -> the digit that sorts first for the highest (9 - priority), as text: a number
--- joined to a string or handed to redis.call is formatted by printf's float path ("%.14g",
--- "%.17g"), ~5 % of redis-server's time in a create run before (perf); scores go as '0' too
-local RANK = {['0'] = '9', ['1'] = '8', ['2'] = '7', ['3'] = '6', ['4'] = '5', ['5'] = '4',
-              ['6'] = '3', ['7'] = '2', ['8'] = '1', ['9'] = '0'}
 local out = room16()
 -- the tasks this call creates, in item order, as arrays (not a table each, ~3 % of a create's
 -- instructions on Redis): their items' ARGV offsets (b), when they become visible, their
@@ -103,7 +98,9 @@ for j = 1, n_new do
   local q = ARGV[b + 8]
   local s = queues[q]
   if not s then
-    s = {ready = 0, delayed = 0, meta = ARGV[b + 6]}
+    -- every field the call sets, so the table is never resized
+    s = {ready = 0, delayed = 0, meta = ARGV[b + 6], at = 0, ix = false, ixw = false,
+         depth = 0, head = false, moved = false}
     queues[q] = s
     order[#order + 1] = q
   end
@@ -118,25 +115,30 @@ local fresh = ready_n > 0 and seq == 0
 -- the queues' counters and head marks (and the delayed floor): read in one HMGET, written in
 -- one HSET at the end, not an HINCRBY or HGET each (a redis.call costs ~0.5-1 µs on Redis and
 -- ~1.5-4 µs on KVRocks beyond its command, bench/scriptcost.py)
-local fields, any_delayed = {'!ixw'}, false
+local fields, nf, any_delayed = room16(), 1, false
+fields[1] = '!ixw'
 for _, q in ipairs(order) do
   local s = queues[q]
   redis.call('HSETNX', K.queues, q, s.meta)
-  s.at = #fields
-  fields[#fields + 1] = q .. '!ready'
-  fields[#fields + 1] = q .. '!head'
-  fields[#fields + 1] = q .. '!delayed'
-  fields[#fields + 1] = q .. '!n:created'
+  s.at = nf
+  fields[nf + 1] = q .. '!ready'
+  fields[nf + 2] = q .. '!head'
+  fields[nf + 3] = q .. '!delayed'
+  fields[nf + 4] = q .. '!n:created'
+  nf = nf + 4
   if s.delayed > 0 then any_delayed = true end
   s.ix = ix_status_prefix(q, 'P')
   s.ixw = ix_status_prefix(q, 'W')
 end
-if any_delayed then fields[#fields + 1] = '!delayed_floor' end
+if any_delayed then
+  nf = nf + 1
+  fields[nf] = '!delayed_floor'
+end
 local got = {}
 -- at most 4 * 16 + 2 fields, the first '!ixw' (lib.lua `ixw`): whether delayed tasks are
 -- listed under W here
 if #order > 0 then
-  got = redis.call('HMGET', K.qstats, unpack(fields))
+  got = redis.call('HMGET', K.qstats, unpack(fields, 1, nf))
   ixw(got[1])
 end
 for _, q in ipairs(order) do
@@ -210,34 +212,32 @@ bulk('ZADD', K.ready, ready)
 bulk('ZADD', K.delayed, delayed)
 bulk('ZADD', K.by_status, by_status)
 bulk('ZADD', K.by_command, by_command)
-local counts = {}
+local counts, nc = room16(), 0
 for _, q in ipairs(order) do
   local s = queues[q]
   local base = s.at
   if s.ready > 0 then
-    counts[#counts + 1] = fields[base + 1]
-    counts[#counts + 1] = int(s.depth)
+    counts[nc + 1], counts[nc + 2], nc = fields[base + 1], int(s.depth), nc + 2
   end
   if s.moved then
-    counts[#counts + 1] = fields[base + 2]
-    counts[#counts + 1] = s.head
+    counts[nc + 1], counts[nc + 2], nc = fields[base + 2], s.head, nc + 2
   end
   if s.delayed > 0 then
-    counts[#counts + 1] = fields[base + 3]
-    counts[#counts + 1] = int((tonumber(got[base + 3]) or 0) + s.delayed)
+    counts[nc + 1] = fields[base + 3]
+    counts[nc + 2] = int((tonumber(got[base + 3]) or 0) + s.delayed)
+    nc = nc + 2
   end
-  counts[#counts + 1] = fields[base + 4]
-  counts[#counts + 1] = int((tonumber(got[base + 4]) or 0) + s.ready + s.delayed)
+  counts[nc + 1] = fields[base + 4]
+  counts[nc + 2] = int((tonumber(got[base + 4]) or 0) + s.ready + s.delayed)
+  nc = nc + 2
 end
 -- the delayed floor is lowered, never set where there is none (see lib.lua, floors)
-local floor = any_delayed and tonumber(got[#fields])
+local floor = any_delayed and tonumber(got[nf])
 if soonest and floor and soonest < floor then
-  counts[#counts + 1] = '!delayed_floor'
-  counts[#counts + 1] = int(soonest)
+  counts[nc + 1], counts[nc + 2], nc = '!delayed_floor', int(soonest), nc + 2
 end
 if fresh then
-  counts[#counts + 1] = '!counted'
-  counts[#counts + 1] = '1'
+  counts[nc + 1], counts[nc + 2], nc = '!counted', '1', nc + 2
 end
 bulk('HSET', K.qstats, counts)
 for i, first in pairs(dups) do out[i] = {'DUP', records[2 * first], payloads[2 * first]} end
