@@ -155,7 +155,7 @@ for _, group in ipairs(groups) do
       end
       if not best then break end
       at[best_i] = at[best_i] + 1
-      round[#round + 1] = {member = best, q = qs[best_i], id = member_id(best)}
+      round[#round + 1] = {member = best, q = qs[best_i], id = ready_member_id(best, qs[best_i])}
     end
     if #round == 0 then break end
     local ids = {}

@@ -64,10 +64,14 @@ local OPT_INT_FIELDS = {'seq', 'runAt', 'leaseUntil', 'deadAt', 'completedAt'}
 local OPT_STR_FIELDS = {'webhook', 'workerId', 'leaseId', 'error', 'idempotencyKey',
                         'traceParent', 'traceState', 'payloadHash'}
 
+-- (`x % 1`, not math.floor: no function call; NaN and infinities fail the comparisons)
 local function whole(x)
-  return type(x) == 'number' and x >= 0 and x < 1e14 and x == math.floor(x)
+  return type(x) == 'number' and x >= 0 and x < 1e14 and x % 1 == 0
 end
 
+-- Every script checks every record it reads, so this runs on each: numeric loops over the field
+-- lists (not ipairs, a function call a step) and only the fields present checked further
+-- (bench/instructions.py).
 local function sound_rec(rec, id)
   if type(rec) ~= 'table' or rec.id ~= id or type(rec.q) ~= 'string'
       or type(rec.tenant) ~= 'string' or type(rec.command) ~= 'string'
@@ -75,14 +79,17 @@ local function sound_rec(rec, id)
       or not whole(rec.priority) or rec.priority > 9 then
     return false
   end
-  for _, f in ipairs(INT_FIELDS) do
-    if rec[f] ~= nil and not whole(rec[f]) then return false end
+  for i = 1, #INT_FIELDS do
+    local v = rec[INT_FIELDS[i]]
+    if v ~= nil and not whole(v) then return false end
   end
-  for _, f in ipairs(OPT_INT_FIELDS) do
-    if rec[f] ~= nil and not whole(rec[f]) then return false end
+  for i = 1, #OPT_INT_FIELDS do
+    local v = rec[OPT_INT_FIELDS[i]]
+    if v ~= nil and not whole(v) then return false end
   end
-  for _, f in ipairs(OPT_STR_FIELDS) do
-    if rec[f] ~= nil and type(rec[f]) ~= 'string' then return false end
+  for i = 1, #OPT_STR_FIELDS do
+    local v = rec[OPT_STR_FIELDS[i]]
+    if v ~= nil and type(v) ~= 'string' then return false end
   end
   return true
 end
@@ -196,6 +203,14 @@ local function member_id(member)
   return string.match(member, '^.*!([^!]+)$') or string.match(member, '^([^!]+)$')
 end
 
+-- The id of queue `q`'s ready member `member`: after the '!' that ends its sequence number,
+-- found by a plain search from where the number begins (member_id's pattern still steps back
+-- through the id one match attempt a character: ~6k instructions, 2 % of a claim).
+local function ready_member_id(member, q)
+  local at = string.find(member, '!', #q + 4, true)
+  return at and string.sub(member, at + 1)
+end
+
 -- Empty arrays with room for 16 and 32 values (an item each, or two, of a call of at most
 -- MAX_SCRIPT_ITEMS = 16, codeq/store/merge.py): a table that grows by appending is rebuilt at
 -- every power of two, six times on the way to 32, and a create fills seven of them (~4 % of its
@@ -262,10 +277,11 @@ end
 
 -- "<esc tenant>!<S>!": where the by_status members of queue `q`'s tasks of status code
 -- `code` begin; nil when `q` has no tenant segment (a quarantined record of an unknown queue).
+-- (A plain find of the first '/', not the pattern '^([^/]*)/': a tenth of the instructions.)
 local function ix_status_prefix(q, code)
-  local t = string.match(q, '^([^/]*)/')
-  if not t then return nil end
-  return t .. '!' .. code .. '!'
+  local slash = string.find(q, '/', 1, true)
+  if not slash then return nil end
+  return string.sub(q, 1, slash - 1) .. '!' .. code .. '!'
 end
 
 -- A by_status member: `prefix` (`ix_status_prefix`) and the position.
