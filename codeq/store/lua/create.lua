@@ -39,12 +39,12 @@ local now13 = string.format('%013d', now)
 local ttl = ARGV[1]
 local n = tonumber(ARGV[2])
 local W = 12        -- values per item
-local out = room16()
+local out = room(n)
 -- the tasks this call creates, in item order, as arrays (not a table each, ~3 % of a create's
 -- instructions on Redis): their items' ARGV offsets (b), when they become visible, their
 -- idempotency keys (false: none); a new task's record and payload are records[2j] and
 -- payloads[2j] once written
-local new, vis, keyed, n_new = room16(), room16(), room16(), 0
+local new, vis, keyed, n_new = room(n), room(n), room(n), 0
 local by_key = {}   -- idempotency key -> the new task of this call that took it (its place)
 local dups = {}     -- item index -> the new task it repeats (answered once that one is written)
 
@@ -115,7 +115,7 @@ local fresh = ready_n > 0 and seq == 0
 -- the queues' counters and head marks (and the delayed floor): read in one HMGET, written in
 -- one HSET at the end, not an HINCRBY or HGET each (a redis.call costs ~0.5-1 µs on Redis and
 -- ~1.5-4 µs on KVRocks beyond its command, bench/scriptcost.py)
-local fields, nf, any_delayed = room16(), 1, false
+local fields, nf, any_delayed = room(2 + 4 * #order), 1, false
 fields[1] = '!ixw'
 for _, q in ipairs(order) do
   local s = queues[q]
@@ -149,8 +149,9 @@ end
 
 -- 3. write: events one by one (stream order is item order), everything else grouped; arrays
 -- filled by position from counters (`#t + 1` searches for the length every time)
-local records, payloads, ready, delayed = room32(), room32(), room32(), {}
-local by_status, by_command = room32(), room32()
+local two = 2 * n_new  -- two values a task: field and value, score and member
+local records, payloads, ready, delayed = room(two), room(two), room(two), {}
+local by_status, by_command = room(two), room(two)
 local soonest = nil  -- the earliest visibility among the delayed ones
 local created = ',"status":"PENDING","attempts":0,"createdAt":' .. now_s .. ',"updatedAt":' .. now_s
 local nr, nd, ns = 0, 0, 0  -- the lengths of ready, delayed and by_status so far
@@ -212,7 +213,7 @@ bulk('ZADD', K.ready, ready)
 bulk('ZADD', K.delayed, delayed)
 bulk('ZADD', K.by_status, by_status)
 bulk('ZADD', K.by_command, by_command)
-local counts, nc = room16(), 0
+local counts, nc = room(2 + 8 * #order), 0
 for _, q in ipairs(order) do
   local s = queues[q]
   local base = s.at

@@ -211,16 +211,19 @@ local function ready_member_id(member, q)
   return at and string.sub(member, at + 1)
 end
 
--- Empty arrays with room for 16 and 32 values (an item each, or two, of a call of at most
--- MAX_SCRIPT_ITEMS = 16, codeq/store/merge.py): a table that grows by appending is rebuilt at
--- every power of two, six times on the way to 32, and a create fills seven of them (~4 % of its
--- instructions on Redis, bench/instructions.py). A constructor of nils sizes the table and
--- leaves it empty; it may still grow past its room.
-local function room16()
-  return {nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil}
-end
-
-local function room32()
+-- An empty array with room for `n` values (up to 32: two per item of a call of at most
+-- MAX_SCRIPT_ITEMS = 16, codeq/store/merge.py; past that, the room for 32): a table that grows
+-- by appending is rebuilt at every power of two, six times on the way to 32, and a create fills
+-- a dozen of them (~4 % of its instructions on Redis, bench/instructions.py). A constructor of
+-- nils sizes the table and leaves it empty; it may still grow past its room. Sized to the call,
+-- not always for 32: room a call does not use is garbage the collector walks.
+local function room(n)
+  if n <= 2 then return {nil, nil} end
+  if n <= 4 then return {nil, nil, nil, nil} end
+  if n <= 8 then return {nil, nil, nil, nil, nil, nil, nil, nil} end
+  if n <= 16 then
+    return {nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil}
+  end
   return {nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil,
           nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil}
 end
