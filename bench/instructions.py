@@ -14,8 +14,10 @@ measures the list). Then, per operation, callgrind's counters are zeroed, the op
 ``--per-round`` tasks, and the counters are dumped: the server's instructions (all of them:
 reading the request, the script, the commands, the reply) divided by the operations.
 
-Instruction counts are not time, but they repeat to a few parts in a thousand from run to run
-whatever else the machine does, where a timed comparison here moves by 20-40 % (§19). A change
+Instruction counts are not time, but the same code read within ~2 % from run to run here (the
+ids, the clock's digits and the server's hash seeds differ; the server's timer work during a
+round is counted too, so a loaded machine adds a little), where a timed comparison here moves
+by 20-40 % (§19). Differences of a few per cent need two or three runs each. A change
 that removes instructions from a script makes it faster on any machine unless it trades them
 for cache misses; the time it saves is measured by ``bench/script_ab.py``.
 """
@@ -110,7 +112,12 @@ async def _run(args: argparse.Namespace) -> None:
     results: dict[str, dict[str, float]] = {}
     for name in variants:
         with tempfile.TemporaryDirectory(prefix="codeq-cg-") as tmp:
-            server = _Counted(Path(args.keep or tmp))
+            dir = Path(tmp)
+            if args.keep:  # a directory of its own for each variant's dumps
+                dir = Path(args.keep) / ("working-tree" if name == "working tree" else name)
+                dir.mkdir(parents=True, exist_ok=True)
+            server = _Counted(dir)
+            store: RedisStore | None = None
             try:
                 if name == "working tree":
                     keys = KeySchema("cg" + uuid.uuid4().hex[:6])
@@ -127,8 +134,9 @@ async def _run(args: argparse.Namespace) -> None:
                     made = await _one(engine, op, args.items, args.per_round, work)
                     if op in ops:
                         results[name][op] = server.dump() / made
-                await store.close()
             finally:
+                if store is not None:
+                    await store.close()
                 server.close()
     print(
         f"\nredis-server instructions per operation (callgrind), {args.items} operation(s) a "
@@ -155,9 +163,13 @@ def main() -> None:
     ap.add_argument("--warm", type=int, default=1200, help="tasks through every op first")
     ap.add_argument("--ops", default=",".join(OPS), help="which operations to count")
     ap.add_argument(
-        "--keep", help="write callgrind's dumps here (one per operation) for callgrind_annotate"
+        "--keep",
+        help="write callgrind's dumps under this directory (a directory per variant, a dump per "
+        "operation: cg.out.1, ...) for callgrind_annotate",
     )
     args = ap.parse_args()
+    if args.items < 1 or args.per_round < args.items or args.warm < args.items:
+        raise SystemExit("--per-round and --warm must be at least --items, and --items at least 1")
     for tool in ("valgrind", "callgrind_control", "redis-server"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} not found (Debian: valgrind, redis-server)")
