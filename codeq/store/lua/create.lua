@@ -213,7 +213,7 @@ bulk('ZADD', K.ready, ready)
 bulk('ZADD', K.delayed, delayed)
 bulk('ZADD', K.by_status, by_status)
 bulk('ZADD', K.by_command, by_command)
-local counts, nc = room(2 + 8 * #order), 0
+local counts, nc = room(4 + 8 * #order), 0  -- four pairs a queue, the floor, the mark
 for _, q in ipairs(order) do
   local s = queues[q]
   local base = s.at

@@ -196,9 +196,9 @@ local function dlq_member(rec)
 end
 
 -- The id a member ends with (after its last '!'). Anchored: an unanchored '([^!]+)$' is tried
--- from every position of the member, each try running to the next '!' and back (~10k
--- instructions on Redis for a ready member, a tenth of a claim's Lua, bench/instructions.py);
--- this one runs to the end once and steps back to the last '!'.
+-- from every position of the member, each try running to the next '!' and back (~30k
+-- instructions on Redis for a ready member, a tenth of a claim, bench/instructions.py); this
+-- one runs to the end once and steps back to the last '!' (~6k).
 local function member_id(member)
   return string.match(member, '^.*!([^!]+)$') or string.match(member, '^([^!]+)$')
 end
@@ -206,11 +206,13 @@ end
 -- The id of queue `q`'s ready member `member`: after the '!' that ends its sequence number,
 -- found by a plain search from where the number begins (member_id's pattern still steps back
 -- through the id one match attempt a character: ~6k instructions, 2 % of a claim). A member
--- not of that shape (no writer makes one) is read as member_id reads it, never as nil.
+-- not of that shape (no writer makes one) is read as member_id reads it, or whole: never nil,
+-- which would leave a hole in the ids a claim reads (its record is then missing, and the
+-- member dropped as stale).
 local function ready_member_id(member, q)
   local at = string.find(member, '!', #q + 4, true)
   if at then return string.sub(member, at + 1) end
-  return member_id(member)
+  return member_id(member) or member
 end
 
 -- An empty array with room for `n` values (up to 32: two per item of a call of at most
