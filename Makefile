@@ -30,8 +30,13 @@ chromium:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "chromium is missing and this is not a Debian/Ubuntu machine: install Chromium" >&2; exit 1; fi; }
 
+# Two pytest-xdist workers, a test file each at a time (each worker starts its own servers):
+# most tests wait on servers, so two halve the wall time on a 2-core machine.
+# TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
+
 test: install redis-server chromium
-	$(BIN)/pytest -q --durations=30
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=30
 
 lint: install
 	$(BIN)/ruff check .

@@ -131,7 +131,9 @@ def test_sign_needs_a_secret_and_a_sequence() -> None:
 # --- round trips and rotation ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("secret", [generate_secret(), "a-plain-string-secret"])
+@pytest.mark.parametrize(
+    "secret", [generate_secret(), "a-plain-string-secret"], ids=["generated", "plain"]
+)
 def test_round_trip(secret: str) -> None:
     headers = sign(BODY, secrets=[secret], msg_id=MSG_ID, timestamp=TS)
     verify(headers, BODY, secret, now=TS)
