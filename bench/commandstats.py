@@ -11,6 +11,13 @@ the number that decides throughput on a shared box.
 
     python bench/commandstats.py --store kvrocks --pending 1000 100000
     python bench/commandstats.py --store redis --pending 1000 100000
+
+``--growth N``: creates only, ``N`` phases of ``--ops`` each on one store that keeps them, so
+each phase starts where the last ended: what a create costs the server as its tables grow
+(per phase the script's time, the time of the commands it runs, and what is left for the Lua
+around them).
+
+    python bench/commandstats.py --store redis --growth 8 --ops 30000 --concurrency 48
 """
 
 from __future__ import annotations
@@ -162,6 +169,38 @@ async def one_depth(
     return rows
 
 
+async def growth(url: str, local: bool, phases: int, ops: int, conc: int) -> list[str]:
+    """``phases`` create phases of ``ops`` on one growing store: a row each."""
+    store = RedisStore.from_url(url, KeySchema("cs" + uuid.uuid4().hex[:8]), pool_size=64)
+    engine = Engine(store)
+    rows: list[str] = []
+    try:
+        await store.load_scripts()
+        pid = await server_pid(store) if local else None
+
+        async def create(k: int) -> None:
+            for _ in range(ops // conc):
+                await engine.create(TENANT, NewTask(command=COMMAND, payload='{"n":1}'))
+
+        n = ops // conc * conc
+        for phase_no in range(1, phases + 1):
+            async with Phase(store, pid) as phase:
+                await asyncio.gather(*(create(k) for k in range(conc)))
+            us = {k: v[1] / n for k, v in phase.delta.items()}
+            script = us.get("fcall", 0.0)
+            parts = [us.get(k, 0.0) for k in ("zadd", "hset", "xadd")]
+            rows.append(
+                f"| {phase_no * n:,} | {phase.delta.get('fcall', (0, 0.0))[0] / n:.3f} | "
+                f"{script:.1f} | {parts[0]:.2f} | {parts[1]:.2f} | {parts[2]:.2f} | "
+                f"{script - sum(us.get(k, 0.0) for k in us if k not in ('fcall', 'info')):.1f} | "
+                f"{phase.cpu / n * 1e6:.0f} |"
+            )
+            print(rows[-1], flush=True)
+    finally:
+        await store.close()
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--store", choices=STORES, default="kvrocks")
@@ -172,8 +211,24 @@ def main() -> None:
     ap.add_argument(
         "--by-command", action="store_true", help="also each command's calls and µs per operation"
     )
+    ap.add_argument(
+        "--growth", type=int, default=0, metavar="N", help="N create phases on one growing store"
+    )
     args = ap.parse_args()
     detail: list[str] = []
+    if args.growth:
+        with local_store(args.redis_url, args.store) as url:
+            print(
+                f"{args.store}, creates from {args.concurrency} coroutines through the engine, "
+                f"{args.growth} phases of {args.ops:,} on one store, server µs per create:"
+            )
+            print("| tasks stored after | script calls | script | zadd | hset | xadd | "
+                  "the rest (Lua) | server CPU |")  # fmt: skip
+            print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+            asyncio.run(growth(url, not args.redis_url, args.growth, args.ops, args.concurrency))
+        print(f"\nreproduce: python bench/commandstats.py --store {args.store} --growth "
+              f"{args.growth} --ops {args.ops} --concurrency {args.concurrency}")  # fmt: skip
+        return
     with local_store(args.redis_url, args.store) as url:
         print(f"{args.store}, {args.concurrency} coroutines through the engine, per operation:")
         print("| pending | operation | script calls | commands inside | script µs (server) | "
