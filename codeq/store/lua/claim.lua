@@ -25,7 +25,7 @@
 local now = now_ms()
 local lease_ms = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
-local delays = parse_delays(ARGV[3])
+local delays = ARGV[3]  -- parsed by expire_leases once a lease has run out (lib.lua)
 local dlq_retention = tonumber(ARGV[4])
 local groups, names, named = {}, {}, {}  -- names: every queue of the call, once
 local p = 6
@@ -148,7 +148,7 @@ for _, group in ipairs(groups) do
       for i = 1, m do
         local member = peek(i)
         if member then
-          local rank = tonumber(string.sub(member, #qs[i] + 2, #qs[i] + 2))
+          local rank = string.byte(member, #qs[i] + 2) - 48  -- its priority's digit
           if rank < best_rank then best, best_i, best_rank = member, i, rank end
           if rank == 0 then break end
         end
