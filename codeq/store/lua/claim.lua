@@ -24,6 +24,10 @@
 -- move from P to R in one ZREM and one ZADD: for the whole call, whatever its groups.
 local now = now_ms()
 local lease_ms = tonumber(ARGV[1])
+-- every lease of the call ends then; its text made once (a number handed to redis.call is
+-- written with "%.17g", several times what '%d' costs)
+local lease_until = now + lease_ms
+local lease_until_text = int(lease_until)
 local limit = tonumber(ARGV[2])
 local delays = ARGV[3]  -- parsed by expire_leases once a lease has run out (lib.lua)
 local dlq_retention = tonumber(ARGV[4])
@@ -187,13 +191,13 @@ for _, group in ipairs(groups) do
         rec.attempts = rec.attempts + 1
         rec.workerId = claim.worker
         rec.leaseId = claim.lease
-        rec.leaseUntil = now + lease_ms
-        leases[#leases + 1] = rec.leaseUntil
+        rec.leaseUntil = lease_until
+        leases[#leases + 1] = lease_until_text
         leases[#leases + 1] = c.id
         leased_n[rec.q] = (leased_n[rec.q] or 0) + 1
         emit('task.claimed', rec, now, {'workerId', claim.worker, 'attempt', rec.attempts})
         rec.updatedAt = now
-        ix_in[#ix_in + 1] = 0
+        ix_in[#ix_in + 1] = '0'
         ix_in[#ix_in + 1] = ix_status_member(rec, 'R')
         local raw = cjson.encode(rec)
         records[#records + 1] = c.id
@@ -222,7 +226,7 @@ end
 if #won > 0 then
   for q, k in pairs(leased_n) do qcount(q, 'leased', k) end
   bulk('ZADD', K.leased, leases)
-  lower_floor('!leased_floor', now + lease_ms)
+  lower_floor('!leased_floor', lease_until)
   bulk('HSET', K.tasks, records)
   redis.call('ZREM', K.by_status, unpack(ix_out))  -- at most one per claim of the call
   bulk('ZADD', K.by_status, ix_in)

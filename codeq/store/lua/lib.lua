@@ -152,13 +152,23 @@ local function remember(kind, rec, now, extra)
 end
 
 -- Append one event to the partition stream and to the task's history. `extra` is a flat list
--- of field, value.
+-- of field, value. Numbers go to the stream as integers written with '%d' (`tostring` writes
+-- them with "%.14g", and a redis.call argument that is a number with "%.17g": glibc's exact
+-- float formatting, several times the instructions), the call's time written once.
+local at_ms, at_text = nil, nil  -- the last `now` an event was made at, and its text
+
 local function emit(kind, rec, now, extra)
   remember(kind, rec, now, extra)
+  if now ~= at_ms then at_ms, at_text = now, int(now) end
   local args = {'XADD', K.events, '*', 'type', kind, 'id', rec.id, 'tenant', rec.tenant,
-                'command', rec.command, 'at', int(now)}
+                'command', rec.command, 'at', at_text}
   if extra then
-    for i = 1, #extra do args[#args + 1] = tostring(extra[i]) end
+    local n = #args
+    for i = 1, #extra do
+      local v = extra[i]
+      if type(v) == 'number' and v % 1 == 0 then v = int(v) else v = tostring(v) end
+      args[n + i] = v
+    end
   end
   return redis.call(unpack(args))
 end

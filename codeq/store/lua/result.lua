@@ -21,6 +21,7 @@ local recs = {}  -- id -> the record as this call has left it (a task named twic
 local records, results, expiry = {}, {}, {}
 local ix_out, ix_in = {}, {}  -- by_status members, before and after
 local leases, queues = {}, {}  -- queue -> ids whose lease goes; the queues in first-seen order
+local ends = {}  -- retention text -> the expiry score's text (now + retention)
 local outcomes, seen = {}, {}  -- "<q>!n:<completed|failed>" -> count; its keys in first-seen order
 for i = 1, n do
   local b = 2 + (i - 1) * 8
@@ -48,7 +49,10 @@ for i = 1, n do
     if ARGV[b + 6] ~= '' then rec.error = ARGV[b + 6] else rec.error = nil end
     results[#results + 1] = id
     results[#results + 1] = ARGV[b + 5]
-    expiry[#expiry + 1] = now + tonumber(ARGV[b + 7])
+    local keep = ARGV[b + 7]  -- the retention: the same for most items of a call
+    local until_text = ends[keep]
+    if not until_text then until_text = int(now + keep); ends[keep] = until_text end
+    expiry[#expiry + 1] = until_text
     expiry[#expiry + 1] = id
     local extra = nil
     if rec.webhook then extra = {'webhook', rec.webhook} end
@@ -63,7 +67,7 @@ for i = 1, n do
     if not outcomes[field] then outcomes[field] = 0; seen[#seen + 1] = field end
     outcomes[field] = outcomes[field] + 1
     rec.updatedAt = now
-    ix_in[#ix_in + 1] = 0
+    ix_in[#ix_in + 1] = '0'
     ix_in[#ix_in + 1] = ix_status_member(rec, ix_code(rec))
     local raw = cjson.encode(rec)
     recs[id] = rec
