@@ -10,6 +10,6 @@ local err = check_owner(rec, ARGV[1], ARGV[3], ARGV[4])
 if err then return err end
 if rec.leaseUntil <= now then return {'LEASE_EXPIRED'} end
 rec.leaseUntil = now + tonumber(ARGV[5])
-redis.call('ZADD', K.leased, rec.leaseUntil, rec.id)
+redis.call('ZADD', K.leased, int(rec.leaseUntil), rec.id)
 lower_floor('!leased_floor', rec.leaseUntil)
 return {'OK', save_rec(rec, now)}

@@ -341,7 +341,7 @@ local function ix_move(rec, was)
     end
   end
   local new = ix_status_member(rec, now_code)
-  if new then redis.call('ZADD', K.by_status, 0, new) end
+  if new then redis.call('ZADD', K.by_status, '0', new) end
 end
 
 -- A task leaves both indexes (purge). `code`: its listing status.
@@ -429,7 +429,7 @@ local function make_ready(rec, now)
   rec.status = 'PENDING'
   rec.loc = 'PENDING_LIST'
   local member = ready_member(rec)
-  redis.call('ZADD', K.ready, 0, member)  -- a new member: seq is unique
+  redis.call('ZADD', K.ready, '0', member)  -- a new member: seq is unique
   local head = redis.call('HGET', K.qstats, rec.q .. '!head')
   if head and member < head then redis.call('HSET', K.qstats, rec.q .. '!head', member) end
   local depth = qcount(rec.q, 'ready', 1)
@@ -442,7 +442,7 @@ local function make_delayed(rec, at)
   rec.status = 'PENDING'
   rec.loc = 'DELAYED_ZSET'
   rec.runAt = at
-  redis.call('ZADD', K.delayed, at, rec.id)
+  redis.call('ZADD', K.delayed, int(at), rec.id)
   lower_floor('!delayed_floor', at)
   qcount(rec.q, 'delayed', 1)
 end
@@ -453,11 +453,11 @@ local function to_dlq(rec, now, err, retention_ms)
   rec.error = err
   rec.deadAt = now
   clear_lease(rec)
-  if redis.call('ZADD', K.dlq, 0, dlq_member(rec)) == 1 then
+  if redis.call('ZADD', K.dlq, '0', dlq_member(rec)) == 1 then
     qcount(rec.q, 'dlq', 1)
     tally(rec.q, 'dead', 1)
   end
-  if retention_ms > 0 then redis.call('ZADD', K.expiry, now + retention_ms, rec.id) end
+  if retention_ms > 0 then redis.call('ZADD', K.expiry, int(now + retention_ms), rec.id) end
   local extra = {'error', err}
   if rec.webhook then extra[#extra + 1] = 'webhook'; extra[#extra + 1] = rec.webhook end
   emit('task.dead_lettered', rec, now, extra)
