@@ -15,7 +15,7 @@ the number that decides throughput on a shared box.
 ``--growth N``: creates only, ``N`` phases of ``--ops`` each on one store that keeps them, so
 each phase starts where the last ended: what a create costs the server as its tables grow
 (per phase the script's time, the time of the commands it runs, and what is left for the Lua
-around them).
+around them). ``--pending`` and ``--by-command`` do not apply to it.
 
     python bench/commandstats.py --store redis --growth 8 --ops 30000 --concurrency 48
 """
@@ -217,6 +217,8 @@ def main() -> None:
         "--growth", type=int, default=0, metavar="N", help="N create phases on one growing store"
     )
     args = ap.parse_args()
+    if args.ops < args.concurrency:
+        ap.error("--ops must be at least --concurrency (each coroutine makes ops // concurrency)")
     detail: list[str] = []
     if args.growth:
         with local_store(args.redis_url, args.store) as url:

@@ -48,9 +48,15 @@ def test_what_a_library_changes_during_a_call_is_made_anew_by_begin(
     begin = re.search(r"^local function begin\(keys\)\n(.*?)^end$", text, re.DOTALL | re.MULTILINE)
     assert (begin is not None) is (table is not None)
     rest = text.replace(begin.group(0), "") if begin else text
-    kept = re.findall(r"^local (?!function\b)(\w+)\s*=", rest, re.MULTILINE)
+    kept = [  # `local a = ...` and `local a, b = ...`
+        name.strip()
+        for names in re.findall(
+            r"^local (?!function\b)(\w+(?:\s*,\s*\w+)*)\s*=", rest, re.MULTILINE
+        )
+        for name in names.split(",")
+    ]
     # declarations stop looking like assignments; what is left assigns to, or into, a name
-    rest = re.sub(r"^local (\w+)\s*=", r"local \1 :=", rest, flags=re.MULTILINE)
+    rest = re.sub(r"^local (\w+(?:\s*,\s*\w+)*)\s*=", r"local \1 :=", rest, flags=re.MULTILINE)
     changed = {
         name
         for name in kept

@@ -152,10 +152,13 @@ local function remember(kind, rec, now, extra)
 end
 
 -- Append one event to the partition stream and to the task's history. `extra` is a flat list
--- of field, value. Numbers go to the stream as integers written with '%d' (`tostring` writes
--- them with "%.14g", and a redis.call argument that is a number with "%.17g": glibc's exact
--- float formatting, several times the instructions), the call's time written once.
-local at_ms, at_text = nil, nil  -- the last `now` an event was made at, and its text
+-- of field, value. Whole numbers (below 10^14 either way, as `whole` takes them) go to the
+-- stream written with '%d' (`tostring` writes a number with "%.14g", glibc's exact float
+-- formatting, several times the instructions; the text is the same), any other value with
+-- `tostring`; the call's time is written once (`begin` forgets it: nothing of one call reaches
+-- the next).
+local at_ms = nil    -- the `now` this call's last event was made at
+local at_text = nil  -- and its text
 
 local function emit(kind, rec, now, extra)
   remember(kind, rec, now, extra)
@@ -166,7 +169,11 @@ local function emit(kind, rec, now, extra)
     local n = #args
     for i = 1, #extra do
       local v = extra[i]
-      if type(v) == 'number' and v % 1 == 0 then v = int(v) else v = tostring(v) end
+      if type(v) == 'number' and v % 1 == 0 and v > -1e14 and v < 1e14 then
+        v = int(v)
+      else
+        v = tostring(v)
+      end
       args[n + i] = v
     end
   end
@@ -571,8 +578,9 @@ end
 
 -- A lease that ran out is handled like a nack with reason LEASE_EXPIRED. `delays`: the backoff
 -- table, or its text as the caller got it ("ms,ms,..."), parsed here only once a lease has run
--- out: every claim call carries the table's text, and reading its 24 numbers cost ~30,000
--- instructions a call on Redis (bench/instructions.py), where a lease runs out rarely.
+-- out: every claim call carries the table's text, and reading its 24 numbers cost ~90,000
+-- instructions a call on Redis (bench/instructions.py: a claim alone in its call 587k -> 493k),
+-- where a lease runs out rarely.
 local function expire_leases(now, limit, delays, dlq_retention_ms, from_start, known)
   local ids, hit = due(K.leased, '!leased_floor', now, limit, from_start, known)
   for _, id in ipairs(ids) do
@@ -664,4 +672,6 @@ local function begin(keys)
   K.by_command = keys[15]
   floors = {}
   pmarks = {}
+  at_ms = nil
+  at_text = nil
 end
