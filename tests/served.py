@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from tests.servers import free_port, stop_process, wait_for
+from tests.servers import BIND_ATTEMPTS, free_port, stop_process, wait_for
 
 TOKEN = "e2e-dev-token"
 
@@ -40,7 +40,6 @@ def serve(
 ) -> Iterator[Served]:
     """``codeq serve`` (or ``command``: ``gateway``, HTTP only) with ``args``, until the block
     ends."""
-    port = free_port()
     env = {
         **os.environ,
         "CODEQ_DEV_TOKEN": TOKEN,
@@ -55,32 +54,58 @@ def serve(
             env["DATA_DIR"] = stack.enter_context(
                 tempfile.TemporaryDirectory(prefix="codeq-", ignore_cleanup_errors=True)
             )
-        yield from _run(command, port, env, args)
+        yield from _run(command, env, args)
 
 
-def _run(command: str, port: int, env: dict[str, str], args: Sequence[str]) -> Iterator[Served]:
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "codeq.cli", command, "--port", str(port), *args],
-            env=env,
-            stdout=out,
-            stderr=err,
-        )
-        served = Served(f"http://127.0.0.1:{port}", proc, out, err)
+class _PortTaken(Exception):
+    """The server could not bind its port: something took it after ``free_port`` chose it (the
+    suite runs in two worker processes, each picking ports)."""
 
-        def up() -> bool:
-            if proc.poll() is not None:
-                raise AssertionError(f"codeq {command} exited: {served.stderr()}")
+
+def _run(command: str, env: dict[str, str], args: Sequence[str]) -> Iterator[Served]:
+    for attempt in range(1, BIND_ATTEMPTS + 1):
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            started = _start(command, free_port(), env, args, out, err)
             try:
-                return httpx.get(f"{served.base}/healthz", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
+                served = next(started)
+            except _PortTaken:
+                if attempt == BIND_ATTEMPTS:
+                    raise
+                continue
+            try:
+                yield served
+            finally:
+                started.close()  # stops the server
+            return
 
+
+def _start(
+    command: str, port: int, env: dict[str, str], args: Sequence[str], out: Any, err: Any
+) -> Iterator[Served]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "codeq.cli", command, "--port", str(port), *args],
+        env=env,
+        stdout=out,
+        stderr=err,
+    )
+    served = Served(f"http://127.0.0.1:{port}", proc, out, err)
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            text = served.stderr()
+            if " is in use" in text:  # the CLI's refusal of a taken port
+                raise _PortTaken(text)
+            raise AssertionError(f"codeq {command} exited: {text}")
         try:
-            wait_for(up, timeout=30, message=f"codeq {command} did not come up")
-            yield served
-        finally:
-            stop_process(proc, 15)
+            return httpx.get(f"{served.base}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(up, timeout=30, message=f"codeq {command} did not come up")
+        yield served
+    finally:
+        stop_process(proc, 15)
 
 
 def polls_waiting(base: str, n: int) -> None:
