@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -108,22 +110,38 @@ class Phase:
         )
 
 
+@contextlib.asynccontextmanager
+async def _opened(url: str, local: bool) -> AsyncIterator[tuple[RedisStore, Engine, int | None]]:
+    """A store on ``url`` under a key prefix of its own, its engine, and the server's process id
+    when it runs here (``local``)."""
+    store = RedisStore.from_url(url, KeySchema("cs" + uuid.uuid4().hex[:8]), pool_size=64)
+    try:
+        await store.load_scripts()
+        yield store, Engine(store), (await server_pid(store) if local else None)
+    finally:
+        await store.close()
+
+
+def _creates(engine: Engine, ops: int, conc: int) -> Callable[[int], Awaitable[None]]:
+    """One of ``conc`` coroutines that make ``ops`` creates between them."""
+
+    async def create(k: int) -> None:
+        for _ in range(ops // conc):
+            await engine.create(TENANT, NewTask(command=COMMAND, payload='{"n":1}'))
+
+    return create
+
+
 async def one_depth(
     url: str, local: bool, pending: int, ops: int, conc: int, detail: list[str]
 ) -> list[str]:
-    store = RedisStore.from_url(url, KeySchema("cs" + uuid.uuid4().hex[:8]), pool_size=64)
-    engine = Engine(store)
     rows: list[str] = []
-    try:
-        await store.load_scripts()
-        pid = await server_pid(store) if local else None
+    async with _opened(url, local) as (store, engine, pid):
 
         async def spread(work: Any) -> None:
             await asyncio.gather(*(work(k) for k in range(conc)))
 
-        async def create(k: int) -> None:
-            for _ in range(ops // conc):
-                await engine.create(TENANT, NewTask(command=COMMAND, payload='{"n":1}'))
+        create = _creates(engine, ops, conc)
 
         held: list[Task] = []
 
@@ -164,24 +182,14 @@ async def one_depth(
                 await spread(work)
             rows.append(phase.row(label, pending, n))
             detail += phase.by_command(label, pending, n)
-    finally:
-        await store.close()
     return rows
 
 
 async def growth(url: str, local: bool, phases: int, ops: int, conc: int) -> list[str]:
     """``phases`` create phases of ``ops`` on one growing store: a row each."""
-    store = RedisStore.from_url(url, KeySchema("cs" + uuid.uuid4().hex[:8]), pool_size=64)
-    engine = Engine(store)
     rows: list[str] = []
-    try:
-        await store.load_scripts()
-        pid = await server_pid(store) if local else None
-
-        async def create(k: int) -> None:
-            for _ in range(ops // conc):
-                await engine.create(TENANT, NewTask(command=COMMAND, payload='{"n":1}'))
-
+    async with _opened(url, local) as (store, engine, pid):
+        create = _creates(engine, ops, conc)
         n = ops // conc * conc
         for phase_no in range(1, phases + 1):
             async with Phase(store, pid) as phase:
@@ -198,8 +206,6 @@ async def growth(url: str, local: bool, phases: int, ops: int, conc: int) -> lis
                 f"{phase.cpu / n * 1e6:.0f} |"
             )
             print(rows[-1], flush=True)
-    finally:
-        await store.close()
     return rows
 
 
