@@ -498,6 +498,32 @@ async def test_claim_repairs_expired_leases_without_the_sweeper(
     assert again.id == created.id and again.attempts == 2 and again.worker_id == "w2"
 
 
+async def test_a_claims_repair_waits_the_backoff_its_table_gives_the_attempt(
+    engine: Engine, store: RedisStore
+) -> None:
+    """A lease a claim finds run out goes back after the delay the claim's backoff table gives
+    that attempt (the table travels as text and is read only when a lease has run out)."""
+    created = (await engine.create(T, new(max_attempts=5))).task
+    first = await _claim_short(store, engine, "w1", 50)
+    assert first is not None and first.id == created.id and first.attempts == 1
+    await eventually(lambda: _past(first.lease_until_ms + 5), timeout=3)
+    again = await store.claim(
+        store.keys.partition_of(created.id),
+        [queue_segment(T, "RENDER")],
+        worker_id="w2",
+        lease_id="lease-w2",
+        lease_ms=60_000,
+        repair_limit=100,
+        delays_ms=[70_000, 90_000],
+        dlq_retention_ms=60_000,
+    )
+    assert again is None  # repaired, and waiting out its backoff
+    task = await engine.get_task(T, created.id)
+    assert task.status is TaskStatus.PENDING and task.error == "LEASE_EXPIRED"
+    assert task.last_known_location is Location.DELAYED_ZSET
+    assert task.run_at_ms is not None and task.run_at_ms - task.updated_at_ms == 70_000
+
+
 # -- DLQ --------------------------------------------------------------------------------
 
 
