@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -62,15 +62,15 @@ class _PortTaken(Exception):
     suite runs in two worker processes, each picking ports)."""
 
 
-def _run(command: str, env: dict[str, str], args: Sequence[str]) -> Iterator[Served]:
+def _run(command: str, env: dict[str, str], args: Sequence[str]) -> Generator[Served, None, None]:
     for attempt in range(1, BIND_ATTEMPTS + 1):
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             started = _start(command, free_port(), env, args, out, err)
             try:
                 served = next(started)
-            except _PortTaken:
+            except _PortTaken as exc:
                 if attempt == BIND_ATTEMPTS:
-                    raise
+                    raise AssertionError(f"codeq {command} exited: {exc}") from exc
                 continue
             try:
                 yield served
@@ -81,7 +81,7 @@ def _run(command: str, env: dict[str, str], args: Sequence[str]) -> Iterator[Ser
 
 def _start(
     command: str, port: int, env: dict[str, str], args: Sequence[str], out: Any, err: Any
-) -> Iterator[Served]:
+) -> Generator[Served, None, None]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "codeq.cli", command, "--port", str(port), *args],
         env=env,
@@ -93,9 +93,11 @@ def _start(
     def up() -> bool:
         if proc.poll() is not None:
             text = served.stderr()
-            if " is in use" in text:  # the CLI's refusal of a taken port
+            if f"codeq: port {port} on " in text and " is in use" in text:  # the CLI's refusal
                 raise _PortTaken(text)
             raise AssertionError(f"codeq {command} exited: {text}")
+        if f":{port} " not in served.stdout():  # not bound yet (it says so once it is): what
+            return False  # answers on the port now may be another worker's server
         try:
             return httpx.get(f"{served.base}/healthz", timeout=1).status_code == 200
         except httpx.HTTPError:
