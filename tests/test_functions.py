@@ -57,10 +57,16 @@ def test_what_a_library_changes_during_a_call_is_made_anew_by_begin(
     ]
     # declarations stop looking like assignments; what is left assigns to, or into, a name
     rest = re.sub(r"^local (\w+(?:\s*,\s*\w+)*)\s*=", r"local \1 :=", rest, flags=re.MULTILINE)
+    # the targets of `a, b = ...` (not `local`: those were made `:=` above)
+    multi = {
+        name.strip()
+        for names in re.findall(r"(?<![\w.])((?:\w+\s*,\s*)+\w+)\s*=(?!=)", rest)
+        for name in names.split(",")
+    }
     changed = {
         name
         for name in kept
-        if re.search(rf"(?<![\w.]){name}(?:\.\w+|\[[^]\n]*\])*\s*=(?!=)", rest)
+        if name in multi or re.search(rf"(?<![\w.]){name}(?:\.\w+|\[[^]\n]*\])*\s*=(?!=)", rest)
     }
     if begin is None:
         assert not changed, f"{library}.lua changes these in a call, and has no begin: {changed}"
