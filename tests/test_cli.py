@@ -11,6 +11,7 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -109,6 +110,24 @@ def listening(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.2)
         return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+class Stderr:
+    """A process's stderr read as it comes (a thread), so a test can wait for a line it writes
+    and still have all of it."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.text = ""
+        self._thread = threading.Thread(target=self._read, args=(proc.stderr,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: Any) -> None:
+        for line in stream:
+            self.text += line
+
+    def done(self) -> str:
+        self._thread.join(5)
+        return self.text
 
 
 def finish(proc: subprocess.Popen[str], timeout: float = 30) -> tuple[str, str]:
@@ -390,11 +409,23 @@ def test_ctrl_c_finishes_the_running_task_and_a_second_abandons(
     slow = f"touch {marker}-$CODEQ_TASK_ID; sleep 60"
     task = sdk.create_task(command, {})
     worker = cli.start("--json", "worker", "start", "-e", command, "--handler", slow)
+    stderr = Stderr(worker)
     wait_for(lambda: Path(f"{marker}-{task.id}").exists(), timeout=20, message="handler not run")
     worker.send_signal(signal.SIGINT)
-    wait_for(lambda: sdk.get_task(task.id).status == "IN_PROGRESS", timeout=5, message="gone")
+    # A second SIGINT sent before the first is delivered merges with it (the kernel keeps one
+    # pending): wait until the worker has taken the first, as a person's second press would.
+    wait_for(lambda: "stopping:" in stderr.text, timeout=10, message="first Ctrl-C not taken")
+    assert sdk.get_task(task.id).status == "IN_PROGRESS"
     worker.send_signal(signal.SIGINT)  # the second Ctrl-C: give it back now
-    out, err = finish(worker, timeout=15)
+    try:
+        worker.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        with worker:  # waits, closes its pipes once stderr is read to its end
+            text = stderr.done()
+        raise AssertionError(f"still running after 15 s\n{text}") from None
+    with worker:  # closes its pipes
+        out, err = worker.stdout.read() if worker.stdout else "", stderr.done()
     assert worker.returncode == 0, err
     assert json.loads(out)["abandoned"] == 1
     after = sdk.get_task(task.id)
