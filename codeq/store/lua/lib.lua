@@ -152,8 +152,8 @@ local function remember(kind, rec, now, extra)
 end
 
 -- Append one event to the partition stream and to the task's history. `extra` is a flat list
--- of field, value. Whole numbers (below 10^14 either way, as `whole` takes them) go to the
--- stream written with '%d' (`tostring` writes a number with "%.14g", glibc's exact float
+-- of field, value. Whole numbers (as `whole` takes them: integers from 0 below 10^14) go to
+-- the stream written with '%d' (`tostring` writes a number with "%.14g", glibc's exact float
 -- formatting, several times the instructions; the text is the same), any other value with
 -- `tostring`; the call's time is written once (`begin` forgets it: nothing of one call reaches
 -- the next).
@@ -169,7 +169,7 @@ local function emit(kind, rec, now, extra)
     local n = #args
     for i = 1, #extra do
       local v = extra[i]
-      if type(v) == 'number' and v % 1 == 0 and v > -1e14 and v < 1e14 then
+      if whole(v) then
         v = int(v)
       else
         v = tostring(v)
@@ -576,13 +576,13 @@ local function promote_due(now, limit, from_start, known)
   return #ids, hit
 end
 
--- A lease that ran out is handled like a nack with reason LEASE_EXPIRED. `delays`: the backoff
--- table, or its text as the caller got it ("ms,ms,..."), parsed here only once a lease has run
--- out: every claim call carries the table's text, and reading its 24 numbers cost ~90,000
--- instructions a call on Redis (bench/instructions.py: a claim alone in its call 587k -> 493k),
--- where a lease runs out rarely.
-local function expire_leases(now, limit, delays, dlq_retention_ms, from_start, known)
+-- A lease that ran out is handled like a nack with reason LEASE_EXPIRED. `delays_text`: the
+-- backoff table as the caller got it ("ms,ms,..."), parsed only once a lease has run out: every
+-- claim call carries it, and reading its 24 numbers cost ~90,000 instructions a call on Redis
+-- (bench/instructions.py: a claim alone in its call 587k -> 493k), where a lease runs out rarely.
+local function expire_leases(now, limit, delays_text, dlq_retention_ms, from_start, known)
   local ids, hit = due(K.leased, '!leased_floor', now, limit, from_start, known)
+  local delays = nil
   for _, id in ipairs(ids) do
     local rec, raw, poison = load_rec(id)
     if poison then
@@ -599,7 +599,7 @@ local function expire_leases(now, limit, delays, dlq_retention_ms, from_start, k
         to_dlq(rec, now, 'LEASE_EXPIRED', dlq_retention_ms)
       else
         rec.error = 'LEASE_EXPIRED'
-        if type(delays) == 'string' then delays = parse_delays(delays) end
+        delays = delays or parse_delays(delays_text)
         local d = delay_for(delays, rec.attempts)
         if d <= 0 then make_ready(rec, now) else make_delayed(rec, now + d) end
       end

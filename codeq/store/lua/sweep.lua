@@ -147,7 +147,7 @@ if tonumber(redis.call('HGET', KEYS[16], '!minute')) ~= minute then
   bulk('HSET', KEYS[16], args)
 end
 local promoted, m1 = promote_due(now, limit, true)
-local expired, m2 = expire_leases(now, limit, parse_delays(ARGV[4]), tonumber(ARGV[5]), true)
+local expired, m2 = expire_leases(now, limit, ARGV[4], tonumber(ARGV[5]), true)
 local purged, m3 = purge_expired(now, limit, nil)
 local more = 0
 if m0 or m1 or m2 or m3 then more = 1 end
